@@ -1,0 +1,83 @@
+//! Errors of the core crate. Every message says what went wrong and, where possible, what to do.
+
+use std::path::PathBuf;
+
+/// The one error type of `arpg-core`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file exists but is not a checkpoint format we can read.
+    #[error("{path}: not a readable checkpoint: {reason}")]
+    NotACheckpoint { path: PathBuf, reason: String },
+
+    /// A readable container without any weight tensors in it.
+    #[error("{path}: no weights found ({reason})")]
+    NoWeights { path: PathBuf, reason: String },
+
+    /// Required tensors are absent.
+    #[error("{path}: expected a {model} checkpoint, but {} key(s) are missing: {}", missing.len(), list_keys(missing))]
+    MissingKeys {
+        path: PathBuf,
+        model: String,
+        missing: Vec<String>,
+    },
+
+    /// A tensor with the right name but the wrong shape.
+    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?} for the {model} config")]
+    WrongShape {
+        path: PathBuf,
+        model: String,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    /// The configuration cannot be determined or is inconsistent.
+    #[error("config: {0}")]
+    Config(String),
+
+    /// A request the model cannot serve (bad class id, empty mask, T = 0, ...).
+    #[error("{0}")]
+    InvalidRequest(String),
+
+    #[error("{context}: {source}")]
+    Json {
+        context: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+fn list_keys(keys: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut s = keys
+        .iter()
+        .take(SHOWN)
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if keys.len() > SHOWN {
+        s.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    s
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! ARPG Studio's engine: the ARPG transformer (Li et al., "Autoregressive Image Generation with
+//! Randomized Parallel Decoding", arXiv 2503.10568; reference hp-l33/ARPG) and the LlamaGen VQ
+//! tokenizer on candle, checkpoint loading, and the randomized parallel sampler.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod generator;
+pub mod loader;
+pub mod model;
+pub mod reference;
+pub mod sampler;
+pub mod schedule;
+pub mod vq;
+
+pub use config::{ArpgConfig, VqConfig};
+pub use error::{Error, Result};
+pub use generator::{Generation, OrderMode, Request, Settings, StepOutput};
+pub use model::Arpg;
+pub use vq::VqModel;

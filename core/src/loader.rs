@@ -1,0 +1,211 @@
+//! From a file to a ready model: detect what a checkpoint holds, determine its config (official
+//! presets from tensor shapes, otherwise a JSON config beside the weights or given explicitly),
+//! validate every key and shape, then stream the weights into the model.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde::de::DeserializeOwned;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{ArpgConfig, VqConfig};
+use crate::error::{Error, Result};
+use crate::model::Arpg;
+use crate::vq::VqModel;
+
+/// What a checkpoint contains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    Arpg,
+    Vq,
+}
+
+/// Tells an ARPG transformer from a VQ tokenizer by their keys.
+pub fn detect_kind(ckpt: &Checkpoint) -> Result<ModelKind> {
+    let has = |k: &str| ckpt.contains(k);
+    if has("embeddings.weight") || has("head.weight") || ckpt.entries().keys().any(|k| k.starts_with("layers.self_dec.")) {
+        Ok(ModelKind::Arpg)
+    } else if has("quantize.embedding.weight") || has("encoder.conv_in.weight") || has("decoder.conv_out.weight") {
+        Ok(ModelKind::Vq)
+    } else {
+        Err(Error::NoWeights {
+            path: ckpt.path().to_path_buf(),
+            reason: "neither ARPG (`embeddings.weight`, `layers.*`) nor VQ (`encoder.*`, `quantize.*`) keys are present".into(),
+        })
+    }
+}
+
+/// Highest `i` + 1 among keys `{prefix}{i}.…`.
+fn count_indexed(ckpt: &Checkpoint, prefix: &str) -> usize {
+    ckpt.entries()
+        .keys()
+        .filter_map(|k| k.strip_prefix(prefix))
+        .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
+        .map(|i| i + 1)
+        .max()
+        .unwrap_or(0)
+}
+
+fn dim(ckpt: &Checkpoint, key: &str, axis: usize, model: &str) -> Result<usize> {
+    ckpt.shape(key)
+        .and_then(|s| s.get(axis).copied())
+        .ok_or_else(|| Error::MissingKeys {
+            path: ckpt.path().to_path_buf(),
+            model: model.into(),
+            missing: vec![key.to_string()],
+        })
+}
+
+/// Reads a config of type `T` from JSON: the object itself, or under `config`, `<section>.config`
+/// or `<section>` (so a fixture `manifest.json` works too).
+pub fn config_from_json<T: DeserializeOwned>(path: &Path, section: &str) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+        context: path.display().to_string(),
+        source: e,
+    })?;
+    let candidates = [
+        value.get(section).and_then(|s| s.get("config")),
+        value.get(section),
+        value.get("config"),
+        Some(&value),
+    ];
+    let mut last_err = None;
+    for c in candidates.into_iter().flatten() {
+        match serde_json::from_value::<T>(c.clone()) {
+            Ok(cfg) => return Ok(cfg),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(Error::Config(format!(
+        "{}: no {section} config found ({})",
+        path.display(),
+        last_err.map_or_else(String::new, |e| e.to_string())
+    )))
+}
+
+/// `<stem>.json` and `config.json` beside the weights.
+fn configs_beside(path: &Path) -> Vec<PathBuf> {
+    let mut v = vec![path.with_extension("json")];
+    if let Some(dir) = path.parent() {
+        v.push(dir.join("config.json"));
+    }
+    v.into_iter().filter(|p| p.is_file()).collect()
+}
+
+/// The ARPG config of a checkpoint: `explicit` if given, else an official preset matching the
+/// shapes, else a JSON config beside the file. Returns the config and a display name.
+pub fn arpg_config(ckpt: &Checkpoint, explicit: Option<ArpgConfig>) -> Result<(ArpgConfig, String)> {
+    if let Some(cfg) = explicit {
+        let name = cfg.preset_name().unwrap_or("custom ARPG").to_string();
+        return Ok((cfg, name));
+    }
+    let m = "ARPG";
+    let rows = dim(ckpt, "embeddings.weight", 0, m)?;
+    let width = dim(ckpt, "embeddings.weight", 1, m)?;
+    let vocab = dim(ckpt, "head.weight", 0, m)?;
+    let n_layer = 2 * count_indexed(ckpt, "layers.self_dec.");
+    for (name, cfg) in ArpgConfig::presets() {
+        if cfg.dim == width && cfg.n_layer == n_layer && cfg.vocab_size == vocab && cfg.embedding_rows() == rows {
+            return Ok((cfg, name.to_string()));
+        }
+    }
+    for json in configs_beside(ckpt.path()) {
+        if let Ok(cfg) = config_from_json::<ArpgConfig>(&json, "gpt") {
+            return Ok((cfg, format!("custom ARPG ({})", json.display())));
+        }
+    }
+    Err(Error::Config(format!(
+        "{}: an ARPG transformer (dim {width}, {n_layer} layers, vocabulary {vocab}) that matches no official preset; \
+         its head count cannot be read from the weights, so put its config JSON beside it as `{}` or pass one explicitly",
+        ckpt.path().display(),
+        ckpt.path().with_extension("json").display()
+    )))
+}
+
+/// The VQ config of a checkpoint: `explicit` if given, else read off the tensor shapes.
+pub fn vq_config(ckpt: &Checkpoint, explicit: Option<VqConfig>) -> Result<VqConfig> {
+    if let Some(cfg) = explicit {
+        return Ok(cfg);
+    }
+    let m = "VQ";
+    let ch = dim(ckpt, "encoder.conv_in.weight", 0, m)?;
+    let in_channels = dim(ckpt, "encoder.conv_in.weight", 1, m)?;
+    let levels = count_indexed(ckpt, "encoder.conv_blocks.");
+    let num_res_blocks = count_indexed(ckpt, "encoder.conv_blocks.0.res.");
+    if levels == 0 || num_res_blocks == 0 || ch == 0 {
+        return Err(Error::MissingKeys {
+            path: ckpt.path().to_path_buf(),
+            model: m.into(),
+            missing: vec!["encoder.conv_blocks.0.res.0.*".into()],
+        });
+    }
+    let ch_mult = (0..levels)
+        .map(|i| dim(ckpt, &format!("encoder.conv_blocks.{i}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
+        .collect::<Result<Vec<_>>>()?;
+    let dec_levels = count_indexed(ckpt, "decoder.conv_blocks.");
+    let decoder_ch_mult = (0..dec_levels)
+        .rev()
+        .map(|j| dim(ckpt, &format!("decoder.conv_blocks.{j}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
+        .collect::<Result<Vec<_>>>()?;
+    let cfg = VqConfig {
+        ch,
+        decoder_ch_mult: (decoder_ch_mult != ch_mult).then_some(decoder_ch_mult),
+        ch_mult,
+        num_res_blocks,
+        z_channels: dim(ckpt, "encoder.conv_out.weight", 0, m)?,
+        codebook_size: dim(ckpt, "quantize.embedding.weight", 0, m)?,
+        codebook_embed_dim: dim(ckpt, "quantize.embedding.weight", 1, m)?,
+        in_channels,
+        out_channels: dim(ckpt, "decoder.conv_out.weight", 0, m)?,
+    };
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// A loaded ARPG transformer with what is known about its file.
+#[derive(Debug, Clone)]
+pub struct LoadedArpg {
+    pub model: Arpg,
+    pub config: ArpgConfig,
+    pub name: String,
+    /// dtype stored in the file (the model computes in `model.dtype()`).
+    pub file_dtype: DType,
+}
+
+/// Opens, validates and loads an ARPG checkpoint (`.pt` or `.safetensors`), computing in `dtype`.
+pub fn load_arpg(path: impl AsRef<Path>, explicit: Option<ArpgConfig>, dtype: DType, device: &Device) -> Result<LoadedArpg> {
+    let ckpt = Checkpoint::open(path)?;
+    if detect_kind(&ckpt)? != ModelKind::Arpg {
+        return Err(Error::Config(format!(
+            "{}: this is a VQ tokenizer checkpoint, not an ARPG transformer",
+            ckpt.path().display()
+        )));
+    }
+    let (config, name) = arpg_config(&ckpt, explicit)?;
+    config.validate()?;
+    ckpt.validate(&config.expected_shapes(), &name)?;
+    let file_dtype = ckpt.dtype();
+    let model = Arpg::new(&config, ckpt.var_builder(dtype, device))?;
+    Ok(LoadedArpg {
+        model,
+        config,
+        name,
+        file_dtype,
+    })
+}
+
+/// Opens, validates and loads a VQ checkpoint; the tokenizer always computes in f32.
+pub fn load_vq(path: impl AsRef<Path>, explicit: Option<VqConfig>, device: &Device) -> Result<VqModel> {
+    let ckpt = Checkpoint::open(path)?;
+    if detect_kind(&ckpt)? != ModelKind::Vq {
+        return Err(Error::Config(format!(
+            "{}: this is an ARPG transformer checkpoint, not a VQ tokenizer",
+            ckpt.path().display()
+        )));
+    }
+    let config = vq_config(&ckpt, explicit)?;
+    config.validate()?;
+    ckpt.validate(&config.expected_shapes(), "VQ")?;
+    Ok(VqModel::new(&config, ckpt.var_builder(DType::F32, device))?)
+}

@@ -1,0 +1,456 @@
+//! The ARPG transformer (Li et al., "Autoregressive Image Generation with Randomized Parallel
+//! Decoding", arXiv 2503.10568), ported from hp-l33/ARPG `models/arpg.py` (`Transformer`).
+//!
+//! A two-pass decoder: self-decoder blocks turn the tokens generated so far into one shared K/V
+//! (content), and cross-decoder blocks run mask-token queries that carry the RoPE of the cells to
+//! predict (position) against it. Two entry points:
+//! - [`Arpg::forward`]: teacher-forced over whole sequences with per-sample orders (training and
+//!   scoring), causal or unmasked;
+//! - [`Arpg::step`]: incremental decoding on a [`KvCache`] allocated once, the primitive of the
+//!   sampler.
+
+mod cache;
+pub mod rope;
+
+pub use cache::KvCache;
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Embedding, Linear, VarBuilder};
+
+use crate::config::ArpgConfig;
+use rope::RopeTable;
+
+/// `RMSNorm`: statistics in f32, cast back, then scaled.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
+    }
+
+    /// Mirrors `RMSNorm.forward`: `_norm(x.float()).type_as(x) * weight`. Plain ops, so it has a
+    /// backward pass.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
+        normed.to_dtype(dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// Loads several `(out, in)` linear weights and stacks them into one projection, so one matmul
+/// reads them all (q/k/v, w1/w3, to_k/to_v). The parts are dropped as soon as they are stacked.
+fn fused_linear(vb: &VarBuilder, names: &[&str], out: usize, inp: usize) -> Result<Linear> {
+    let parts = names
+        .iter()
+        .map(|n| vb.get((out, inp), &format!("{n}.weight")))
+        .collect::<Result<Vec<_>>>()?;
+    let w = if parts.len() == 1 {
+        parts[0].clone()
+    } else {
+        Tensor::cat(&parts, 0)?
+    };
+    Ok(Linear::new(w, None))
+}
+
+/// Splits the last dim of `x` into `n` equal parts.
+fn split_last(x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
+    let w = x.dim(D::Minus1)? / n;
+    (0..n).map(|i| x.narrow(D::Minus1, i * w, w)).collect()
+}
+
+/// `FeedForward`: `w2(silu(w1 x) * w3 x)`, with w1/w3 fused.
+#[derive(Debug, Clone)]
+struct FeedForward {
+    w13: Linear,
+    w2: Linear,
+}
+
+impl FeedForward {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        let (d, h) = (cfg.dim, cfg.ffn_hidden_dim());
+        Ok(Self {
+            w13: fused_linear(&vb, &["w1", "w3"], h, d)?,
+            w2: fused_linear(&vb, &["w2"], d, h)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.w13.forward(x)?;
+        let [a, b]: [Tensor; 2] = split_last(&h, 2)?
+            .try_into()
+            .map_err(|_| candle_core::Error::Msg("split".into()))?;
+        self.w2.forward(&(candle_nn::ops::silu(&a)? * b)?)
+    }
+}
+
+/// `(B, T, H*D)` -> `(B, H, T, D)`, contiguous.
+fn to_heads(x: &Tensor, n_head: usize) -> Result<Tensor> {
+    let (b, t, c) = x.dims3()?;
+    x.reshape((b, t, n_head, c / n_head))?
+        .transpose(1, 2)?
+        .contiguous()
+}
+
+/// `(B, H, T, D)` -> `(B, T, H*D)`.
+fn from_heads(x: &Tensor) -> Result<Tensor> {
+    let (b, h, t, d) = x.dims4()?;
+    x.transpose(1, 2)?.reshape((b, t, h * d))
+}
+
+/// Scaled dot-product attention, softmax in f32. `mask` is added to the scores (0 / -inf).
+/// `fused` picks candle's fused softmax (no backward) for inference.
+fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, fused: bool) -> Result<Tensor> {
+    let dtype = q.dtype();
+    let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
+    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(m)?,
+        None => scores,
+    };
+    let probs = if fused {
+        candle_nn::ops::softmax_last_dim(&scores)?
+    } else {
+        candle_nn::ops::softmax(&scores, D::Minus1)?
+    };
+    probs.to_dtype(dtype)?.matmul(v)
+}
+
+/// `Attention` of a self-decoder block (q/k/v fused).
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    qkv: Linear,
+    proj: Linear,
+    n_head: usize,
+}
+
+impl SelfAttention {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.dim;
+        Ok(Self {
+            qkv: fused_linear(&vb, &["to_q", "to_k", "to_v"], d, d)?,
+            proj: fused_linear(&vb, &["proj"], d, d)?,
+            n_head: cfg.n_head,
+        })
+    }
+
+    /// Projects `x` to rotated q, k and plain v, each `(B, H, T, D)`.
+    fn qkv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let qkv = self.qkv.forward(x)?;
+        let parts = split_last(&qkv, 3)?;
+        let q = rope::apply(&to_heads(&parts[0], self.n_head)?, cos, sin)?;
+        let k = rope::apply(&to_heads(&parts[1], self.n_head)?, cos, sin)?;
+        let v = to_heads(&parts[2], self.n_head)?;
+        Ok((q, k, v))
+    }
+}
+
+/// `CrossAttention`: owns only `to_q` and `proj`; K/V come from the shared projection.
+#[derive(Debug, Clone)]
+struct CrossAttention {
+    to_q: Linear,
+    proj: Linear,
+    n_head: usize,
+}
+
+impl CrossAttention {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        let d = cfg.dim;
+        Ok(Self {
+            to_q: fused_linear(&vb, &["to_q"], d, d)?,
+            proj: fused_linear(&vb, &["proj"], d, d)?,
+            n_head: cfg.n_head,
+        })
+    }
+}
+
+/// `SelfDecoder` block: pre-norm attention and SwiGLU, both residual.
+#[derive(Debug, Clone)]
+struct SelfDecoderBlock {
+    attn: SelfAttention,
+    ffn: FeedForward,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+}
+
+impl SelfDecoderBlock {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            attn: SelfAttention::new(cfg, vb.pp("attn"))?,
+            ffn: FeedForward::new(cfg, vb.pp("ffn"))?,
+            attn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("attn_norm"))?,
+            ffn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("ffn_norm"))?,
+        })
+    }
+
+    /// Mirrors `SelfDecoder.forward`. With `cache`, the new k/v are written at slot `len` and the
+    /// attention runs over every cached slot (no mask: one inference step is block-wise).
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+        cache: Option<(&(Tensor, Tensor), usize)>,
+    ) -> Result<Tensor> {
+        let (q, k, v) = self.attn.qkv(&self.attn_norm.forward(x)?, cos, sin)?;
+        let (k, v) = match cache {
+            Some((pair, len)) => KvCache::append(pair, len, &k, &v)?,
+            None => (k, v),
+        };
+        let a = attention(&q, &k, &v, mask, cache.is_some())?;
+        let h = (x + self.attn.proj.forward(&from_heads(&a)?)?)?;
+        &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
+    }
+}
+
+/// `CrossDecoder` block: the query stream attends to the shared K/V.
+#[derive(Debug, Clone)]
+struct CrossDecoderBlock {
+    attn: CrossAttention,
+    ffn: FeedForward,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+}
+
+impl CrossDecoderBlock {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            attn: CrossAttention::new(cfg, vb.pp("attn"))?,
+            ffn: FeedForward::new(cfg, vb.pp("ffn"))?,
+            attn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("attn_norm"))?,
+            ffn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("ffn_norm"))?,
+        })
+    }
+
+    /// Mirrors `CrossDecoder.forward`; the query RoPE (target cells) is re-applied in every block.
+    #[allow(clippy::too_many_arguments)]
+    fn forward(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let q = self.attn.to_q.forward(&self.attn_norm.forward(x)?)?;
+        let q = rope::apply(&to_heads(&q, self.attn.n_head)?, cos, sin)?;
+        let a = attention(&q, k, v, mask, mask.is_none())?;
+        let h = (x + self.attn.proj.forward(&from_heads(&a)?)?)?;
+        &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
+    }
+}
+
+/// The ARPG transformer.
+#[derive(Debug, Clone)]
+pub struct Arpg {
+    cfg: ArpgConfig,
+    embeddings: Embedding,
+    self_dec: Vec<SelfDecoderBlock>,
+    cross_dec: Vec<CrossDecoderBlock>,
+    /// `layers.norm` + fused `layers.to_k`/`layers.to_v`: the shared cross K/V.
+    kv_norm: RmsNorm,
+    to_kv: Linear,
+    norm: RmsNorm,
+    head: Linear,
+    rope: RopeTable,
+    device: Device,
+    dtype: DType,
+}
+
+impl Arpg {
+    /// Builds the model from `vb` (keys as in the reference state dict). The dtype of `vb` is the
+    /// compute dtype of every weight; RoPE and norm statistics stay in f32.
+    pub fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let d = cfg.dim;
+        let embeddings = Embedding::new(vb.get((cfg.embedding_rows(), d), "embeddings.weight")?, d);
+        let layers = vb.pp("layers");
+        let self_dec = (0..cfg.n_self_layers())
+            .map(|i| SelfDecoderBlock::new(cfg, layers.pp(format!("self_dec.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let cross_dec = (0..cfg.n_cross_layers())
+            .map(|i| CrossDecoderBlock::new(cfg, layers.pp(format!("cross_dec.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embeddings,
+            self_dec,
+            cross_dec,
+            kv_norm: RmsNorm::new(d, cfg.norm_eps, layers.pp("norm"))?,
+            to_kv: fused_linear(&layers, &["to_k", "to_v"], d, d)?,
+            norm: RmsNorm::new(d, cfg.norm_eps, vb.pp("norm"))?,
+            head: fused_linear(&vb, &["head"], cfg.vocab_size, d)?,
+            rope: RopeTable::new(cfg.grid_size(), cfg.head_dim(), cfg.rope_base, vb.device())?,
+            device: vb.device().clone(),
+            dtype: vb.dtype(),
+        })
+    }
+
+    pub fn config(&self) -> &ArpgConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn rope(&self) -> &RopeTable {
+        &self.rope
+    }
+
+    /// `(B, n, dim)` copies of the mask-token embedding: the initial query stream.
+    fn mask_queries(&self, b: usize, n: usize) -> Result<Tensor> {
+        let id = Tensor::new(&[self.cfg.mask_token_id()], &self.device)?;
+        self.embeddings
+            .forward(&id)?
+            .reshape((1, 1, self.cfg.dim))?
+            .broadcast_as((b, n, self.cfg.dim))?
+            .contiguous()
+    }
+
+    /// Shared K/V of the cross decoder from the self-decoder output: `to_k/to_v(norm(x))`, RoPE on
+    /// k only (mirrors the middle of `Decoder_Decoder.forward`).
+    fn shared_kv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
+        let kv = self.to_kv.forward(&self.kv_norm.forward(x)?)?;
+        let parts = split_last(&kv, 2)?;
+        let k = rope::apply(&to_heads(&parts[0], self.cfg.n_head)?, cos, sin)?;
+        let v = to_heads(&parts[1], self.cfg.n_head)?;
+        Ok((k, v))
+    }
+
+    /// Final norm and head; logits in f32.
+    fn logits(&self, q: &Tensor) -> Result<Tensor> {
+        self.head
+            .forward(&self.norm.forward(q)?)?
+            .to_dtype(DType::F32)
+    }
+
+    /// Teacher-forced forward (mirrors `forward_shared`). `input_ids` `(B, T)` are embedding ids
+    /// (class id first), `ctx_rows` `(B, T)` their RoPE rows, `query_rows` `(B, Tq)` the RoPE rows
+    /// of the cells to predict. `causal`: context slot k sees slots `0..=k` and query k sees context
+    /// `0..=k` (training); otherwise unmasked (the reference's eval-mode `forward`).
+    /// Returns `(B, Tq, V)` f32 logits.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        ctx_rows: &Tensor,
+        query_rows: &Tensor,
+        causal: bool,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let tq = query_rows.dim(1)?;
+        let (cos, sin) = self.rope.gather(ctx_rows)?;
+        let (qcos, qsin) = self.rope.gather(query_rows)?;
+        let self_mask = causal.then(|| causal_mask(t, t, &self.device)).transpose()?;
+        let cross_mask = causal.then(|| causal_mask(tq, t, &self.device)).transpose()?;
+        let mut x = self.embeddings.forward(input_ids)?;
+        for block in &self.self_dec {
+            x = block.forward(&x, &cos, &sin, self_mask.as_ref(), None)?;
+        }
+        let (k, v) = self.shared_kv(&x, &cos, &sin)?;
+        let mut q = self.mask_queries(b, tq)?;
+        for block in &self.cross_dec {
+            q = block.forward(&q, &k, &v, &qcos, &qsin, cross_mask.as_ref())?;
+        }
+        self.logits(&q)
+    }
+
+    /// Teacher-forced forward as the reference `Transformer.forward` lays it out: `ids` `(B, N)`
+    /// raster tokens, `class_ids` `(B,)` embedding ids of the condition, `orders` `(B, N)` one
+    /// permutation of cells per sample. Logits `(B, N, V)` come in shuffled order: row k predicts
+    /// cell `orders[b, k]`.
+    pub fn forward_teacher(
+        &self,
+        ids: &Tensor,
+        class_ids: &Tensor,
+        orders: &Tensor,
+        causal: bool,
+    ) -> Result<Tensor> {
+        let (b, n) = ids.dims2()?;
+        let shuffled = ids.to_dtype(DType::U32)?.gather(&orders.to_dtype(DType::U32)?, 1)?;
+        let input = Tensor::cat(&[class_ids.to_dtype(DType::U32)?.reshape((b, 1))?, shuffled.narrow(1, 0, n - 1)?], 1)?;
+        let orders = orders.to_dtype(DType::U32)?;
+        let rows = orders.broadcast_add(&Tensor::ones((), DType::U32, &self.device)?)?;
+        let ctx_rows = Tensor::cat(
+            &[Tensor::zeros((b, 1), rows.dtype(), &self.device)?, rows.narrow(1, 0, n - 1)?],
+            1,
+        )?;
+        self.forward(
+            &input.to_dtype(DType::U32)?,
+            &ctx_rows.to_dtype(DType::U32)?,
+            &rows.to_dtype(DType::U32)?,
+            causal,
+        )
+    }
+
+    /// A KV cache for `batch` rows and `capacity` fed tokens (class slot included).
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
+        let shape = (batch, self.cfg.n_head, capacity, self.cfg.head_dim());
+        KvCache::new(self.self_dec.len(), shape, self.dtype, &self.device)
+    }
+
+    /// One incremental step (mirrors one iteration of `generate` around `forward_shared` with the
+    /// KV cache on). Feeds `ids` `(B, m)` at RoPE rows `rows` `(B, m)` into the cache, then asks
+    /// for logits at `query_rows` `(B, n)`. Within the step, fed tokens see each other in both
+    /// directions and every query sees the whole cache. `n = 0` only fills the cache (prefill)
+    /// and returns `None`.
+    pub fn step(
+        &self,
+        cache: &mut KvCache,
+        ids: &Tensor,
+        rows: &Tensor,
+        query_rows: &Tensor,
+    ) -> Result<Option<Tensor>> {
+        let (b, m) = ids.dims2()?;
+        let n = query_rows.dim(1)?;
+        let len = cache.len();
+        if b != cache.batch() || len + m > cache.capacity() {
+            candle_core::bail!(
+                "cache holds batch {} and {} of {} slots; cannot feed ({b}, {m})",
+                cache.batch(),
+                len,
+                cache.capacity()
+            );
+        }
+        let (cos, sin) = self.rope.gather(rows)?;
+        let mut x = self.embeddings.forward(ids)?;
+        for (block, pair) in self.self_dec.iter().zip(&cache.self_kv) {
+            x = block.forward(&x, &cos, &sin, None, Some((pair, len)))?;
+        }
+        let (k, v) = self.shared_kv(&x, &cos, &sin)?;
+        let (k, v) = KvCache::append(&cache.cross_kv, len, &k, &v)?;
+        cache.set_len(len + m);
+        if n == 0 {
+            return Ok(None);
+        }
+        let (qcos, qsin) = self.rope.gather(query_rows)?;
+        let mut q = self.mask_queries(b, n)?;
+        for block in &self.cross_dec {
+            q = block.forward(&q, &k, &v, &qcos, &qsin, None)?;
+        }
+        self.logits(&q).map(Some)
+    }
+}
+
+/// `(tq, tk)` additive mask: 0 where key `j <= i`, -inf elsewhere.
+fn causal_mask(tq: usize, tk: usize, device: &Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..tq)
+        .flat_map(|i| (0..tk).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(data, (tq, tk), device)
+}

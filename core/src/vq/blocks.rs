@@ -1,0 +1,130 @@
+//! Building blocks of the VQ encoder/decoder (`ResnetBlock`, `AttnBlock`, `Downsample`,
+//! `Upsample` in `vq_model.py`).
+
+use candle_core::{Module, Result, Tensor, D};
+use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+
+use super::{conv_cfg, group_norm, swish};
+
+/// A biased convolution with `k x k` kernel and the given padding, stride 1.
+pub(crate) fn conv(inp: usize, out: usize, k: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
+    candle_nn::conv2d(inp, out, k, conv_cfg(padding, 1), vb)
+}
+
+/// Mirrors `ResnetBlock` (no conv shortcut: a 1x1 `nin_shortcut` when channels change).
+#[derive(Debug, Clone)]
+pub(crate) struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    nin_shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock {
+    pub(crate) fn new(inp: usize, out: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm1: group_norm(inp, vb.pp("norm1"))?,
+            conv1: conv(inp, out, 3, 1, vb.pp("conv1"))?,
+            norm2: group_norm(out, vb.pp("norm2"))?,
+            conv2: conv(out, out, 3, 1, vb.pp("conv2"))?,
+            nin_shortcut: (inp != out)
+                .then(|| conv(inp, out, 1, 0, vb.pp("nin_shortcut")))
+                .transpose()?,
+        })
+    }
+}
+
+impl Module for ResnetBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.conv1.forward(&swish(&self.norm1.forward(x)?)?)?;
+        let h = self.conv2.forward(&swish(&self.norm2.forward(&h)?)?)?;
+        match &self.nin_shortcut {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// Mirrors `AttnBlock`: single-head attention over the h*w positions, scale `1/sqrt(C)`.
+#[derive(Debug, Clone)]
+pub(crate) struct AttnBlock {
+    norm: GroupNorm,
+    q: Conv2d,
+    k: Conv2d,
+    v: Conv2d,
+    proj_out: Conv2d,
+}
+
+impl AttnBlock {
+    pub(crate) fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            norm: group_norm(c, vb.pp("norm"))?,
+            q: conv(c, c, 1, 0, vb.pp("q"))?,
+            k: conv(c, c, 1, 0, vb.pp("k"))?,
+            v: conv(c, c, 1, 0, vb.pp("v"))?,
+            proj_out: conv(c, c, 1, 0, vb.pp("proj_out"))?,
+        })
+    }
+}
+
+impl Module for AttnBlock {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = x.dims4()?;
+        let hn = self.norm.forward(x)?;
+        // (B, C, H, W) -> (B, HW, C)
+        let flat = |t: Tensor| t.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous();
+        let q = flat(self.q.forward(&hn)?)?;
+        let k = flat(self.k.forward(&hn)?)?;
+        let v = flat(self.v.forward(&hn)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (c as f64).sqrt()))?;
+        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, c, h, w))?;
+        x + self.proj_out.forward(&out)?
+    }
+}
+
+/// Mirrors `Downsample` (with conv): pad right and bottom by one zero, 3x3 conv, stride 2.
+#[derive(Debug, Clone)]
+pub(crate) struct Downsample {
+    conv: Conv2d,
+}
+
+impl Downsample {
+    pub(crate) fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv: candle_nn::conv2d(c, c, 3, conv_cfg(0, 2), vb.pp("conv"))?,
+        })
+    }
+}
+
+impl Module for Downsample {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?;
+        self.conv.forward(&x)
+    }
+}
+
+/// Mirrors `Upsample` (with conv): nearest x2, then a 3x3 conv.
+#[derive(Debug, Clone)]
+pub(crate) struct Upsample {
+    conv: Conv2d,
+}
+
+impl Upsample {
+    pub(crate) fn new(c: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            conv: conv(c, c, 3, 1, vb.pp("conv"))?,
+        })
+    }
+}
+
+impl Module for Upsample {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        self.conv.forward(&x.upsample_nearest2d(h * 2, w * 2)?)
+    }
+}

@@ -1,0 +1,332 @@
+//! The LlamaGen VQ tokenizer as ARPG uses it (FoundationVision/LlamaGen `tokenizer/tokenizer_image/
+//! vq_model.py`, copied into hp-l33/ARPG as `models/vq_model.py`): a convolutional encoder, an
+//! l2-normalised codebook, and a convolutional decoder. Images are `(B, 3, H, W)` in `[-1, 1]`.
+
+mod blocks;
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+
+use crate::config::{VqConfig, VQ_GROUPNORM_EPS, VQ_GROUPS};
+use blocks::{conv, AttnBlock, Downsample, ResnetBlock, Upsample};
+
+/// `Normalize`: GroupNorm with 32 groups, eps 1e-6.
+fn group_norm(channels: usize, vb: VarBuilder) -> Result<candle_nn::GroupNorm> {
+    candle_nn::group_norm(VQ_GROUPS, channels, VQ_GROUPNORM_EPS, vb)
+}
+
+fn swish(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::silu(x)
+}
+
+/// One encoder level: res blocks (each followed by attention at the last level), then downsample.
+#[derive(Debug, Clone)]
+struct EncoderLevel {
+    res: Vec<ResnetBlock>,
+    attn: Vec<AttnBlock>,
+    downsample: Option<Downsample>,
+}
+
+/// Mirrors `Encoder`.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    conv_in: Conv2d,
+    levels: Vec<EncoderLevel>,
+    mid: (ResnetBlock, AttnBlock, ResnetBlock),
+    norm_out: candle_nn::GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Encoder {
+    pub fn new(cfg: &VqConfig, vb: VarBuilder) -> Result<Self> {
+        let n = cfg.ch_mult.len();
+        let conv_in = conv(cfg.in_channels, cfg.ch, 3, 1, vb.pp("conv_in"))?;
+        let mut block_in = cfg.ch;
+        let mut levels = Vec::with_capacity(n);
+        for (i, m) in cfg.ch_mult.iter().enumerate() {
+            let vb_l = vb.pp(format!("conv_blocks.{i}"));
+            let out = cfg.ch * m;
+            let mut res = Vec::new();
+            let mut attn = Vec::new();
+            for r in 0..cfg.num_res_blocks {
+                res.push(ResnetBlock::new(block_in, out, vb_l.pp(format!("res.{r}")))?);
+                block_in = out;
+                if i == n - 1 {
+                    attn.push(AttnBlock::new(out, vb_l.pp(format!("attn.{r}")))?);
+                }
+            }
+            let downsample = (i != n - 1)
+                .then(|| Downsample::new(out, vb_l.pp("downsample")))
+                .transpose()?;
+            levels.push(EncoderLevel {
+                res,
+                attn,
+                downsample,
+            });
+        }
+        Ok(Self {
+            conv_in,
+            levels,
+            mid: (
+                ResnetBlock::new(block_in, block_in, vb.pp("mid.0"))?,
+                AttnBlock::new(block_in, vb.pp("mid.1"))?,
+                ResnetBlock::new(block_in, block_in, vb.pp("mid.2"))?,
+            ),
+            norm_out: group_norm(block_in, vb.pp("norm_out"))?,
+            conv_out: conv(block_in, cfg.z_channels, 3, 1, vb.pp("conv_out"))?,
+        })
+    }
+
+    /// Mirrors `Encoder.forward`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = self.conv_in.forward(x)?;
+        for level in &self.levels {
+            for (i, res) in level.res.iter().enumerate() {
+                h = res.forward(&h)?;
+                if let Some(attn) = level.attn.get(i) {
+                    h = attn.forward(&h)?;
+                }
+            }
+            if let Some(down) = &level.downsample {
+                h = down.forward(&h)?;
+            }
+        }
+        h = self.mid.0.forward(&h)?;
+        h = self.mid.1.forward(&h)?;
+        h = self.mid.2.forward(&h)?;
+        self.conv_out.forward(&swish(&self.norm_out.forward(&h)?)?)
+    }
+}
+
+/// One decoder level (lowest resolution first).
+#[derive(Debug, Clone)]
+struct DecoderLevel {
+    res: Vec<ResnetBlock>,
+    attn: Vec<AttnBlock>,
+    upsample: Option<Upsample>,
+}
+
+/// Mirrors `Decoder`. Its `conv_blocks.0` is the lowest-resolution level.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    conv_in: Conv2d,
+    mid: (ResnetBlock, AttnBlock, ResnetBlock),
+    levels: Vec<DecoderLevel>,
+    norm_out: candle_nn::GroupNorm,
+    conv_out: Conv2d,
+}
+
+impl Decoder {
+    pub fn new(cfg: &VqConfig, vb: VarBuilder) -> Result<Self> {
+        let mult = cfg.decoder_mult();
+        let n = mult.len();
+        let mut block_in = cfg.ch * mult[n - 1];
+        let conv_in = conv(cfg.z_channels, block_in, 3, 1, vb.pp("conv_in"))?;
+        let mid = (
+            ResnetBlock::new(block_in, block_in, vb.pp("mid.0"))?,
+            AttnBlock::new(block_in, vb.pp("mid.1"))?,
+            ResnetBlock::new(block_in, block_in, vb.pp("mid.2"))?,
+        );
+        let mut levels = Vec::with_capacity(n);
+        for j in 0..n {
+            let level = n - 1 - j;
+            let vb_l = vb.pp(format!("conv_blocks.{j}"));
+            let out = cfg.ch * mult[level];
+            let mut res = Vec::new();
+            let mut attn = Vec::new();
+            for r in 0..=cfg.num_res_blocks {
+                res.push(ResnetBlock::new(block_in, out, vb_l.pp(format!("res.{r}")))?);
+                block_in = out;
+                if level == n - 1 {
+                    attn.push(AttnBlock::new(out, vb_l.pp(format!("attn.{r}")))?);
+                }
+            }
+            let upsample = (level != 0)
+                .then(|| Upsample::new(out, vb_l.pp("upsample")))
+                .transpose()?;
+            levels.push(DecoderLevel {
+                res,
+                attn,
+                upsample,
+            });
+        }
+        Ok(Self {
+            conv_in,
+            mid,
+            levels,
+            norm_out: group_norm(block_in, vb.pp("norm_out"))?,
+            conv_out: conv(block_in, cfg.out_channels, 3, 1, vb.pp("conv_out"))?,
+        })
+    }
+
+    /// Mirrors `Decoder.forward`.
+    pub fn forward(&self, z: &Tensor) -> Result<Tensor> {
+        let mut h = self.conv_in.forward(z)?;
+        h = self.mid.0.forward(&h)?;
+        h = self.mid.1.forward(&h)?;
+        h = self.mid.2.forward(&h)?;
+        for level in &self.levels {
+            for (i, res) in level.res.iter().enumerate() {
+                h = res.forward(&h)?;
+                if let Some(attn) = level.attn.get(i) {
+                    h = attn.forward(&h)?;
+                }
+            }
+            if let Some(up) = &level.upsample {
+                h = up.forward(&h)?;
+            }
+        }
+        self.conv_out.forward(&swish(&self.norm_out.forward(&h)?)?)
+    }
+}
+
+/// `x / max(||x||, 1e-12)` along the last dim (`F.normalize`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    x.broadcast_div(&norm)
+}
+
+/// The LlamaGen VQ model: encoder, `quant_conv`, codebook, `post_quant_conv`, decoder.
+#[derive(Debug, Clone)]
+pub struct VqModel {
+    cfg: VqConfig,
+    encoder: Encoder,
+    decoder: Decoder,
+    quant_conv: Conv2d,
+    post_quant_conv: Conv2d,
+    /// Raw codebook, `(codebook_size, embed_dim)`.
+    codebook: Tensor,
+    /// l2-normalised rows, computed once.
+    codebook_normed: Tensor,
+}
+
+impl VqModel {
+    pub fn new(cfg: &VqConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate()
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let codebook = vb.get(
+            (cfg.codebook_size, cfg.codebook_embed_dim),
+            "quantize.embedding.weight",
+        )?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            encoder: Encoder::new(cfg, vb.pp("encoder"))?,
+            decoder: Decoder::new(cfg, vb.pp("decoder"))?,
+            quant_conv: conv(cfg.z_channels, cfg.codebook_embed_dim, 1, 0, vb.pp("quant_conv"))?,
+            post_quant_conv: conv(cfg.codebook_embed_dim, cfg.z_channels, 1, 0, vb.pp("post_quant_conv"))?,
+            codebook_normed: l2_normalize(&codebook)?,
+            codebook,
+        })
+    }
+
+    pub fn config(&self) -> &VqConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        self.codebook.device()
+    }
+
+    pub fn codebook(&self) -> &Tensor {
+        &self.codebook
+    }
+
+    /// l2-normalised codebook rows `(codebook_size, embed_dim)`.
+    pub fn codebook_normed(&self) -> &Tensor {
+        &self.codebook_normed
+    }
+
+    /// Encoder output before `quant_conv`, `(B, z_channels, h, w)`.
+    pub fn encoder_out(&self, image: &Tensor) -> Result<Tensor> {
+        self.encoder.forward(image)
+    }
+
+    /// Pre-quantization latent (`quant_conv` of the encoder output), `(B, embed_dim, h, w)`.
+    pub fn latent(&self, image: &Tensor) -> Result<Tensor> {
+        self.quant_conv.forward(&self.encoder.forward(image)?)
+    }
+
+    /// Nearest codebook rows of a latent (mirrors `VectorQuantizer.forward`): both sides
+    /// l2-normalised, distance `|z|² + |e|² - 2 z·e`, first index on ties. Returns `(B, h*w)` u32
+    /// indices in raster order.
+    pub fn quantize(&self, latent: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = latent.dims4()?;
+        let z = latent.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?;
+        let z = l2_normalize(&z)?;
+        let e = &self.codebook_normed;
+        let d = z
+            .sqr()?
+            .sum_keepdim(1)?
+            .broadcast_add(&e.sqr()?.sum(1)?.unsqueeze(0)?)?
+            .sub(&(z.matmul(&e.t()?)? * 2.0)?)?;
+        d.argmin(1)?.reshape((b, h * w))
+    }
+
+    /// `encode(image) -> tokens`: `(B, 3, H, W)` in `[-1, 1]` to `(B, H/s * W/s)` u32.
+    pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
+        self.quantize(&self.latent(image)?)
+    }
+
+    /// Codebook lookup (mirrors `get_codebook_entry` with `channel_first`): `(B, h*w)` tokens to a
+    /// `(B, embed_dim, h, w)` latent.
+    pub fn lookup(&self, tokens: &Tensor, grid: (usize, usize)) -> Result<Tensor> {
+        let (b, n) = tokens.dims2()?;
+        if n != grid.0 * grid.1 {
+            candle_core::bail!("{n} tokens do not fill a {}x{} grid", grid.0, grid.1);
+        }
+        let flat = tokens.flatten_all()?.to_dtype(DType::U32)?;
+        self.codebook_normed
+            .index_select(&flat, 0)?
+            .reshape((b, grid.0, grid.1, self.cfg.codebook_embed_dim))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()
+    }
+
+    /// `decode(tokens, grid)`: raster-order tokens `(B, rows*cols)` to images `(B, 3, H, W)` in
+    /// about `[-1, 1]` (mirrors `decode_code`).
+    pub fn decode(&self, tokens: &Tensor, grid: (usize, usize)) -> Result<Tensor> {
+        let q = self.lookup(tokens, grid)?;
+        self.decoder.forward(&self.post_quant_conv.forward(&q)?)
+    }
+}
+
+/// Images `(B, 3, H, W)` in `[-1, 1]` to 8-bit RGB, as the official sampler converts them:
+/// `clamp(127.5 x + 128, 0, 255)` truncated. Returns one interleaved `H*W*3` buffer per image.
+pub fn to_rgb8(images: &Tensor) -> Result<Vec<Vec<u8>>> {
+    let (b, _, _, _) = images.dims4()?;
+    let x = ((images.to_dtype(DType::F32)? * 127.5)? + 128.0)?
+        .clamp(0.0, 255.0)?
+        .permute((0, 2, 3, 1))?
+        .contiguous()?;
+    (0..b)
+        .map(|i| {
+            Ok(x.get(i)?
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(|v| v as u8)
+                .collect())
+        })
+        .collect()
+}
+
+/// Interleaved 8-bit RGB `(H*W*3)` to a `(1, 3, H, W)` f32 image in `[-1, 1]`.
+pub fn from_rgb8(rgb: &[u8], height: usize, width: usize, device: &Device) -> Result<Tensor> {
+    if rgb.len() != height * width * 3 {
+        candle_core::bail!("{} bytes are not a {width}x{height} RGB image", rgb.len());
+    }
+    let data: Vec<f32> = rgb.iter().map(|&v| v as f32 / 127.5 - 1.0).collect();
+    Tensor::from_vec(data, (height, width, 3), device)?
+        .permute((2, 0, 1))?
+        .unsqueeze(0)?
+        .contiguous()
+}
+
+/// 1x1 / 3x3 convolution with bias.
+pub(crate) fn conv_cfg(padding: usize, stride: usize) -> Conv2dConfig {
+    Conv2dConfig {
+        padding,
+        stride,
+        ..Default::default()
+    }
+}
