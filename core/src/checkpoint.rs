@@ -287,6 +287,11 @@ impl Checkpoint {
         &self.entries
     }
 
+    /// Key → shape of every indexed tensor.
+    pub fn shape_map(&self) -> BTreeMap<String, Vec<usize>> {
+        self.entries.iter().map(|(k, e)| (k.clone(), e.shape.clone())).collect()
+    }
+
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }

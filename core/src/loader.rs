@@ -2,6 +2,7 @@
 //! presets from tensor shapes, otherwise a JSON config beside the weights or given explicitly),
 //! validate every key and shape, then stream the weights into the model.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
@@ -22,22 +23,30 @@ pub enum ModelKind {
 
 /// Tells an ARPG transformer from a VQ tokenizer by their keys.
 pub fn detect_kind(ckpt: &Checkpoint) -> Result<ModelKind> {
-    let has = |k: &str| ckpt.contains(k);
-    if has("embeddings.weight") || has("head.weight") || ckpt.entries().keys().any(|k| k.starts_with("layers.self_dec.")) {
+    kind_of(&ckpt.shape_map(), ckpt.path())
+}
+
+/// [`detect_kind`] on a shape map.
+pub fn kind_of(shapes: &ShapeMap, path: &Path) -> Result<ModelKind> {
+    let has = |k: &str| shapes.contains_key(k);
+    if has("embeddings.weight") || has("head.weight") || shapes.keys().any(|k| k.starts_with("layers.self_dec.")) {
         Ok(ModelKind::Arpg)
     } else if has("quantize.embedding.weight") || has("encoder.conv_in.weight") || has("decoder.conv_out.weight") {
         Ok(ModelKind::Vq)
     } else {
         Err(Error::NoWeights {
-            path: ckpt.path().to_path_buf(),
+            path: path.to_path_buf(),
             reason: "neither ARPG (`embeddings.weight`, `layers.*`) nor VQ (`encoder.*`, `quantize.*`) keys are present".into(),
         })
     }
 }
 
+/// Key → shape of every tensor in a checkpoint, the input of config detection.
+pub type ShapeMap = BTreeMap<String, Vec<usize>>;
+
 /// Highest `i` + 1 among keys `{prefix}{i}.…`.
-fn count_indexed(ckpt: &Checkpoint, prefix: &str) -> usize {
-    ckpt.entries()
+fn count_indexed(shapes: &ShapeMap, prefix: &str) -> usize {
+    shapes
         .keys()
         .filter_map(|k| k.strip_prefix(prefix))
         .filter_map(|rest| rest.split('.').next()?.parse::<usize>().ok())
@@ -46,11 +55,12 @@ fn count_indexed(ckpt: &Checkpoint, prefix: &str) -> usize {
         .unwrap_or(0)
 }
 
-fn dim(ckpt: &Checkpoint, key: &str, axis: usize, model: &str) -> Result<usize> {
-    ckpt.shape(key)
+fn dim(shapes: &ShapeMap, path: &Path, key: &str, axis: usize, model: &str) -> Result<usize> {
+    shapes
+        .get(key)
         .and_then(|s| s.get(axis).copied())
         .ok_or_else(|| Error::MissingKeys {
-            path: ckpt.path().to_path_buf(),
+            path: path.to_path_buf(),
             model: model.into(),
             missing: vec![key.to_string()],
         })
@@ -84,11 +94,12 @@ pub fn config_from_json<T: DeserializeOwned>(path: &Path, section: &str) -> Resu
     )))
 }
 
-/// `<stem>.json` and `config.json` beside the weights.
+/// `<stem>.json`, `config.json` and a fixture `manifest.json` beside the weights.
 fn configs_beside(path: &Path) -> Vec<PathBuf> {
     let mut v = vec![path.with_extension("json")];
     if let Some(dir) = path.parent() {
         v.push(dir.join("config.json"));
+        v.push(dir.join("manifest.json"));
     }
     v.into_iter().filter(|p| p.is_file()).collect()
 }
@@ -96,21 +107,26 @@ fn configs_beside(path: &Path) -> Vec<PathBuf> {
 /// The ARPG config of a checkpoint: `explicit` if given, else an official preset matching the
 /// shapes, else a JSON config beside the file. Returns the config and a display name.
 pub fn arpg_config(ckpt: &Checkpoint, explicit: Option<ArpgConfig>) -> Result<(ArpgConfig, String)> {
+    arpg_config_from_shapes(&ckpt.shape_map(), ckpt.path(), explicit)
+}
+
+/// [`arpg_config`] on a shape map; `path` locates config files beside the weights.
+pub fn arpg_config_from_shapes(shapes: &ShapeMap, path: &Path, explicit: Option<ArpgConfig>) -> Result<(ArpgConfig, String)> {
     if let Some(cfg) = explicit {
         let name = cfg.preset_name().unwrap_or("custom ARPG").to_string();
         return Ok((cfg, name));
     }
     let m = "ARPG";
-    let rows = dim(ckpt, "embeddings.weight", 0, m)?;
-    let width = dim(ckpt, "embeddings.weight", 1, m)?;
-    let vocab = dim(ckpt, "head.weight", 0, m)?;
-    let n_layer = 2 * count_indexed(ckpt, "layers.self_dec.");
+    let rows = dim(shapes, path, "embeddings.weight", 0, m)?;
+    let width = dim(shapes, path, "embeddings.weight", 1, m)?;
+    let vocab = dim(shapes, path, "head.weight", 0, m)?;
+    let n_layer = 2 * count_indexed(shapes, "layers.self_dec.");
     for (name, cfg) in ArpgConfig::presets() {
         if cfg.dim == width && cfg.n_layer == n_layer && cfg.vocab_size == vocab && cfg.embedding_rows() == rows {
             return Ok((cfg, name.to_string()));
         }
     }
-    for json in configs_beside(ckpt.path()) {
+    for json in configs_beside(path) {
         if let Ok(cfg) = config_from_json::<ArpgConfig>(&json, "gpt") {
             return Ok((cfg, format!("custom ARPG ({})", json.display())));
         }
@@ -118,46 +134,51 @@ pub fn arpg_config(ckpt: &Checkpoint, explicit: Option<ArpgConfig>) -> Result<(A
     Err(Error::Config(format!(
         "{}: an ARPG transformer (dim {width}, {n_layer} layers, vocabulary {vocab}) that matches no official preset; \
          its head count cannot be read from the weights, so put its config JSON beside it as `{}` or pass one explicitly",
-        ckpt.path().display(),
-        ckpt.path().with_extension("json").display()
+        path.display(),
+        path.with_extension("json").display()
     )))
 }
 
 /// The VQ config of a checkpoint: `explicit` if given, else read off the tensor shapes.
 pub fn vq_config(ckpt: &Checkpoint, explicit: Option<VqConfig>) -> Result<VqConfig> {
-    if let Some(cfg) = explicit {
-        return Ok(cfg);
+    match explicit {
+        Some(cfg) => Ok(cfg),
+        None => vq_config_from_shapes(&ckpt.shape_map(), ckpt.path()),
     }
+}
+
+/// [`vq_config`] on a shape map.
+pub fn vq_config_from_shapes(shapes: &ShapeMap, path: &Path) -> Result<VqConfig> {
     let m = "VQ";
-    let ch = dim(ckpt, "encoder.conv_in.weight", 0, m)?;
-    let in_channels = dim(ckpt, "encoder.conv_in.weight", 1, m)?;
-    let levels = count_indexed(ckpt, "encoder.conv_blocks.");
-    let num_res_blocks = count_indexed(ckpt, "encoder.conv_blocks.0.res.");
+    let ch = dim(shapes, path, "encoder.conv_in.weight", 0, m)?;
+    let in_channels = dim(shapes, path, "encoder.conv_in.weight", 1, m)?;
+    let levels = count_indexed(shapes, "encoder.conv_blocks.");
+    let num_res_blocks = count_indexed(shapes, "encoder.conv_blocks.0.res.");
     if levels == 0 || num_res_blocks == 0 || ch == 0 {
         return Err(Error::MissingKeys {
-            path: ckpt.path().to_path_buf(),
+            path: path.to_path_buf(),
             model: m.into(),
             missing: vec!["encoder.conv_blocks.0.res.0.*".into()],
         });
     }
     let ch_mult = (0..levels)
-        .map(|i| dim(ckpt, &format!("encoder.conv_blocks.{i}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
+        .map(|i| dim(shapes, path, &format!("encoder.conv_blocks.{i}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
         .collect::<Result<Vec<_>>>()?;
-    let dec_levels = count_indexed(ckpt, "decoder.conv_blocks.");
+    let dec_levels = count_indexed(shapes, "decoder.conv_blocks.");
     let decoder_ch_mult = (0..dec_levels)
         .rev()
-        .map(|j| dim(ckpt, &format!("decoder.conv_blocks.{j}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
+        .map(|j| dim(shapes, path, &format!("decoder.conv_blocks.{j}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
         .collect::<Result<Vec<_>>>()?;
     let cfg = VqConfig {
         ch,
         decoder_ch_mult: (decoder_ch_mult != ch_mult).then_some(decoder_ch_mult),
         ch_mult,
         num_res_blocks,
-        z_channels: dim(ckpt, "encoder.conv_out.weight", 0, m)?,
-        codebook_size: dim(ckpt, "quantize.embedding.weight", 0, m)?,
-        codebook_embed_dim: dim(ckpt, "quantize.embedding.weight", 1, m)?,
+        z_channels: dim(shapes, path, "encoder.conv_out.weight", 0, m)?,
+        codebook_size: dim(shapes, path, "quantize.embedding.weight", 0, m)?,
+        codebook_embed_dim: dim(shapes, path, "quantize.embedding.weight", 1, m)?,
         in_channels,
-        out_channels: dim(ckpt, "decoder.conv_out.weight", 0, m)?,
+        out_channels: dim(shapes, path, "decoder.conv_out.weight", 0, m)?,
     };
     cfg.validate()?;
     Ok(cfg)

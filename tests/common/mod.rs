@@ -1,0 +1,33 @@
+//! Shared helpers of the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `shared/fixtures/reference` beside the checkout (override with `ARPG_FIXTURES`).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("ARPG_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/reference")
+    });
+    assert!(
+        dir.join("tiny/manifest.json").is_file(),
+        "reference fixtures not found at {} (set ARPG_FIXTURES)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn tiny() -> PathBuf {
+    fixtures().join("tiny")
+}
+
+pub fn layouts() -> PathBuf {
+    tiny().join("layouts")
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("arpg-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
