@@ -9,7 +9,10 @@ use arpg_core::Error;
 use candle_core::{DType, Device};
 
 fn tiny_cfg() -> ArpgConfig {
-    FixtureSet::open(common::tiny()).expect("set").arpg_config().expect("config")
+    FixtureSet::open(common::tiny())
+        .expect("set")
+        .arpg_config()
+        .expect("config")
 }
 
 fn load(path: &std::path::Path) -> Error {
@@ -32,7 +35,12 @@ fn missing_key_is_named() {
 fn wrong_shape_names_key_and_both_shapes() {
     let e = load(&common::layouts().join("bad_gpt_wrong_shape.pt"));
     match &e {
-        Error::WrongShape { key, expected, found, .. } => {
+        Error::WrongShape {
+            key,
+            expected,
+            found,
+            ..
+        } => {
             assert!(key.ends_with("to_q.weight"), "{key}");
             assert_eq!(expected, &vec![64, 64]);
             assert_eq!(found, &vec![64, 63]);
@@ -40,7 +48,12 @@ fn wrong_shape_names_key_and_both_shapes() {
         e => panic!("expected WrongShape, got {e}"),
     }
     let msg = e.to_string();
-    assert!(msg.contains("[64, 63]") && msg.contains("[64, 64]") && msg.contains("bad_gpt_wrong_shape.pt"), "{msg}");
+    assert!(
+        msg.contains("[64, 63]")
+            && msg.contains("[64, 64]")
+            && msg.contains("bad_gpt_wrong_shape.pt"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -67,7 +80,11 @@ fn optimizer_only_file_has_no_weights() {
 fn legacy_pickle_empty_and_missing_files() {
     let dir = common::temp_dir("legacy");
     let legacy = dir.join("legacy.pt");
-    std::fs::write(&legacy, [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20]).expect("write");
+    std::fs::write(
+        &legacy,
+        [0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20],
+    )
+    .expect("write");
     let e = load(&legacy);
     assert!(e.to_string().contains("legacy"), "{e}");
     let empty = dir.join("empty.pt");

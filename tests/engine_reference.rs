@@ -10,8 +10,16 @@ use candle_core::{DType, Device, Tensor};
 
 fn assert_all_pass(format: WeightFormat) {
     let results = check_reference(common::tiny(), format, &Device::Cpu).expect("fixture set runs");
-    let failed: Vec<String> = results.iter().filter(|r| !r.passed).map(|r| r.to_string()).collect();
-    assert!(results.len() > 40, "expected every case to run, got {}", results.len());
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.to_string())
+        .collect();
+    assert!(
+        results.len() > 40,
+        "expected every case to run, got {}",
+        results.len()
+    );
     assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
 }
 
@@ -29,30 +37,58 @@ fn every_case_passes_from_safetensors_files() {
 fn tf_logits(path: &std::path::Path, dtype: DType) -> (Tensor, Tensor) {
     let set = FixtureSet::open(common::tiny()).expect("set");
     let cfg = set.arpg_config().expect("config");
-    let model = loader::load_arpg(path, Some(cfg.clone()), dtype, &Device::Cpu).expect("loads").model;
+    let model = loader::load_arpg(path, Some(cfg.clone()), dtype, &Device::Cpu)
+        .expect("loads")
+        .model;
     let cases = Checkpoint::open(common::tiny().join("cases.safetensors")).expect("cases");
     let ids = cases.read_native("tf_ids").expect("ids");
-    let classes = cases.read_native("tf_classes").expect("classes").to_dtype(DType::U32).expect("u32");
+    let classes = cases
+        .read_native("tf_classes")
+        .expect("classes")
+        .to_dtype(DType::U32)
+        .expect("u32");
     let class_ids = (classes.to_dtype(DType::F32).expect("f32") + (cfg.vocab_size + 1) as f64)
         .expect("shift")
         .to_dtype(DType::U32)
         .expect("u32");
     let orders = cases.read_native("tf_orders").expect("orders");
-    let ours = model.forward_teacher(&ids, &class_ids, &orders, true).expect("forward");
-    (ours, cases.read_native("tf_causal_logits").expect("expected"))
+    let ours = model
+        .forward_teacher(&ids, &class_ids, &orders, true)
+        .expect("forward");
+    (
+        ours,
+        cases.read_native("tf_causal_logits").expect("expected"),
+    )
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).expect("sub").abs().expect("abs").max_all().expect("max").to_scalar::<f32>().expect("scalar")
+    (a - b)
+        .expect("sub")
+        .abs()
+        .expect("abs")
+        .max_all()
+        .expect("max")
+        .to_scalar::<f32>()
+        .expect("scalar")
 }
 
 #[test]
 fn every_real_world_layout_loads_the_same_weights() {
-    for name in ["gpt_flat.pt", "gpt_module_key.pt", "gpt_state_dict_key.pt", "gpt_training_checkpoint.pt"] {
+    for name in [
+        "gpt_flat.pt",
+        "gpt_module_key.pt",
+        "gpt_state_dict_key.pt",
+        "gpt_training_checkpoint.pt",
+    ] {
         let (ours, expected) = tf_logits(&common::layouts().join(name), DType::F32);
         assert!(max_abs_diff(&ours, &expected) < 1e-5, "{name}");
     }
-    let vq_a = loader::load_vq(common::layouts().join("vq_training_checkpoint.pt"), None, &Device::Cpu).expect("vq");
+    let vq_a = loader::load_vq(
+        common::layouts().join("vq_training_checkpoint.pt"),
+        None,
+        &Device::Cpu,
+    )
+    .expect("vq");
     let vq_b = loader::load_vq(common::tiny().join("tiny_vq.pt"), None, &Device::Cpu).expect("vq");
     assert_eq!(max_abs_diff(vq_a.codebook(), vq_b.codebook()), 0.0);
 }
@@ -76,7 +112,8 @@ fn checkpoint_kinds_are_detected() {
     assert_eq!(loader::detect_kind(&gpt).expect("kind"), ModelKind::Arpg);
     assert_eq!(loader::detect_kind(&vq).expect("kind"), ModelKind::Vq);
     // Loading the wrong kind is a clear error, not a crash.
-    let err = loader::load_vq(common::tiny().join("tiny_gpt.pt"), None, &Device::Cpu).expect_err("wrong kind");
+    let err = loader::load_vq(common::tiny().join("tiny_gpt.pt"), None, &Device::Cpu)
+        .expect_err("wrong kind");
     assert!(err.to_string().contains("not a VQ tokenizer"), "{err}");
 }
 
@@ -84,7 +121,10 @@ fn checkpoint_kinds_are_detected() {
 fn tiny_config_comes_from_the_manifest_beside_the_weights() {
     let ckpt = Checkpoint::open(common::tiny().join("tiny_gpt.pt")).expect("open");
     let (cfg, name) = loader::arpg_config(&ckpt, None).expect("config");
-    assert_eq!((cfg.dim, cfg.n_head, cfg.n_layer, cfg.block_size), (64, 4, 4, 64));
+    assert_eq!(
+        (cfg.dim, cfg.n_head, cfg.n_layer, cfg.block_size),
+        (64, 4, 4, 64)
+    );
     assert!(name.contains("manifest.json"), "{name}");
     // Without any config beside it, the error says how to provide one.
     let ckpt = Checkpoint::open(common::layouts().join("gpt_flat.pt")).expect("open");

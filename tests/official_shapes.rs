@@ -9,7 +9,8 @@ use arpg_core::config::{ArpgConfig, VqConfig};
 use arpg_core::loader::{self, ModelKind, ShapeMap};
 
 fn official() -> serde_json::Value {
-    let text = std::fs::read_to_string(common::fixtures().join("official_shapes.json")).expect("read");
+    let text =
+        std::fs::read_to_string(common::fixtures().join("official_shapes.json")).expect("read");
     serde_json::from_str(&text).expect("json")
 }
 
@@ -28,13 +29,20 @@ fn arpg_presets_are_recognised_from_shapes() {
     let file = Path::new("/nonexistent/arpg.pt");
     for (name, preset) in ArpgConfig::presets() {
         let shapes = shape_map(&j[name]);
-        assert_eq!(loader::kind_of(&shapes, file).expect("kind"), ModelKind::Arpg);
+        assert_eq!(
+            loader::kind_of(&shapes, file).expect("kind"),
+            ModelKind::Arpg
+        );
         let (cfg, detected) = loader::arpg_config_from_shapes(&shapes, file, None).expect("detect");
         assert_eq!(detected, name);
         assert_eq!(cfg, preset);
         let expected: BTreeMap<String, Vec<usize>> = cfg.expected_shapes().into_iter().collect();
         assert_eq!(expected, shapes, "{name}: key/shape map");
-        assert_eq!(cfg.num_params() as u64, j[name]["num_params"].as_u64().expect("n"), "{name}");
+        assert_eq!(
+            cfg.num_params() as u64,
+            j[name]["num_params"].as_u64().expect("n"),
+            "{name}"
+        );
     }
 }
 
@@ -50,5 +58,8 @@ fn vq16_is_recognised_from_shapes() {
     assert_eq!(shapes.remove("quantize.codebook_used"), Some(vec![65536]));
     let expected: BTreeMap<String, Vec<usize>> = cfg.expected_shapes().into_iter().collect();
     assert_eq!(expected, shapes);
-    assert_eq!(cfg.num_params() as u64 + 65536, j["VQ-16"]["num_params"].as_u64().expect("n"));
+    assert_eq!(
+        cfg.num_params() as u64 + 65536,
+        j["VQ-16"]["num_params"].as_u64().expect("n")
+    );
 }

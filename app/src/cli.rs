@@ -11,7 +11,11 @@ use candle_core::{DType, Device};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "arpg", version, about = "ARPG Studio: randomized parallel autoregressive image generation")]
+#[command(
+    name = "arpg",
+    version,
+    about = "ARPG Studio: randomized parallel autoregressive image generation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +31,39 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Export the procedural training dataset as PNGs in `OUT/<class index>_<class name>/`.
+    Dataset {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        per_class: u64,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Also write a contact sheet (one row per class) to this PNG.
+        #[arg(long)]
+        sheet: Option<PathBuf>,
+    },
+    /// Train the VQ tokenizer of the shipped model (resumes from `OUT/vq.safetensors`).
+    TrainVq {
+        #[arg(long, default_value = "runs/shipped")]
+        out: PathBuf,
+        #[command(flatten)]
+        opts: TrainArgs,
+    },
+    /// Train the ARPG transformer of the shipped model on the tokens of a trained VQ (resumes
+    /// from `OUT/arpg.safetensors`).
+    Train {
+        #[arg(long, default_value = "runs/shipped")]
+        out: PathBuf,
+        /// The trained tokenizer (default: `OUT/vq.safetensors`).
+        #[arg(long)]
+        vq: Option<PathBuf>,
+        #[command(flatten)]
+        opts: TrainArgs,
+    },
     /// Check this implementation against a reference fixture directory.
     CheckReference {
         /// Directory with `manifest.json`, `cases.safetensors` and the weights.
@@ -40,10 +77,149 @@ enum Command {
     },
 }
 
+/// Optimisation flags of both training stages.
+#[derive(clap::Args, Debug)]
+struct TrainArgs {
+    #[arg(long, default_value_t = 6000)]
+    steps: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: usize,
+    /// Image side in pixels.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Model config JSON (default: the shipped model's config).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Stop after this many steps of this invocation (the run can be resumed).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl TrainArgs {
+    fn options(&self) -> Result<arpg_core::train::TrainOptions> {
+        if self.steps == 0
+            || self.batch == 0
+            || self.checkpoint_every == 0
+            || !(self.lr > 0.0 && self.lr < 1.0)
+        {
+            bail!(
+                "--steps, --batch and --checkpoint-every must be positive and --lr within (0, 1)"
+            );
+        }
+        Ok(arpg_core::train::TrainOptions {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            warmup: self.warmup.min(self.steps - 1),
+            weight_decay: self.weight_decay,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            image_size: self.size,
+        })
+    }
+}
+
+/// A progress bar over training steps that stops after `max_steps` of this invocation.
+fn train_progress(
+    opts: &TrainArgs,
+    name: &'static str,
+) -> impl FnMut(&arpg_core::train::StepLog) -> bool {
+    let bar = if opts.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(opts.steps as u64)
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg} (eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_prefix(name);
+    let mut done = 0usize;
+    let max = opts.max_steps.unwrap_or(usize::MAX);
+    move |row| {
+        done += 1;
+        bar.set_position(row.step as u64);
+        let terms: Vec<String> = row
+            .terms
+            .iter()
+            .map(|(n, v)| format!("{n} {v:.4}"))
+            .collect();
+        bar.set_message(format!("loss {:.4} {}", row.loss, terms.join(" ")));
+        done < max
+    }
+}
+
+fn train_vq(out: &std::path::Path, args: &TrainArgs) -> Result<ExitCode> {
+    let cfg = match &args.config {
+        Some(p) => loader::config_from_json(p, "vq")?,
+        None => arpg_core::shipped::vq_config(),
+    };
+    let opts = args.options()?;
+    arpg_core::train::train_vq(
+        &cfg,
+        &opts,
+        out,
+        &Device::Cpu,
+        &mut train_progress(args, "train-vq"),
+    )?;
+    println!("VQ checkpoint in {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn train_arpg(
+    out: &std::path::Path,
+    vq: Option<&std::path::Path>,
+    args: &TrainArgs,
+) -> Result<ExitCode> {
+    let cfg = match &args.config {
+        Some(p) => loader::config_from_json(p, "gpt")?,
+        None => arpg_core::shipped::arpg_config(),
+    };
+    let vq_path = vq
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| out.join("vq.safetensors"));
+    let vq = loader::load_vq(&vq_path, None, &Device::Cpu)
+        .with_context(|| "train the tokenizer first with `arpg train-vq`")?;
+    let opts = args.options()?;
+    arpg_core::train::train_arpg(
+        &cfg,
+        &vq,
+        &opts,
+        out,
+        &Device::Cpu,
+        &mut train_progress(args, "train"),
+    )?;
+    println!("ARPG checkpoint in {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Info { file, config } => info(&file, config.as_deref()),
+        Command::Dataset {
+            out,
+            per_class,
+            seed,
+            size,
+            sheet,
+        } => export_dataset(&out, per_class, seed, size, sheet.as_deref()),
+        Command::TrainVq { out, opts } => train_vq(&out, &opts),
+        Command::Train { out, vq, opts } => train_arpg(&out, vq.as_deref(), &opts),
         Command::CheckReference {
             dir,
             safetensors,
@@ -55,13 +231,19 @@ pub fn run() -> Result<ExitCode> {
 /// Parses `cpu`, `cuda[:N]` or `metal[:N]`.
 pub fn device(name: &str) -> Result<Device> {
     let (kind, ordinal) = match name.split_once(':') {
-        Some((k, n)) => (k, n.parse::<usize>().with_context(|| format!("bad device ordinal in `{name}`"))?),
+        Some((k, n)) => (
+            k,
+            n.parse::<usize>()
+                .with_context(|| format!("bad device ordinal in `{name}`"))?,
+        ),
         None => (name, 0),
     };
     match kind {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(ordinal).with_context(|| "CUDA is not available in this build or on this machine"),
-        "metal" => Device::new_metal(ordinal).with_context(|| "Metal is not available in this build or on this machine"),
+        "cuda" => Device::new_cuda(ordinal)
+            .with_context(|| "CUDA is not available in this build or on this machine"),
+        "metal" => Device::new_metal(ordinal)
+            .with_context(|| "Metal is not available in this build or on this machine"),
         _ => bail!("unknown device `{name}` (expected cpu, cuda or metal)"),
     }
 }
@@ -77,12 +259,18 @@ fn human(n: usize) -> String {
 
 fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<ExitCode> {
     let ckpt = Checkpoint::open(file)?;
-    let stored: usize = ckpt.entries().values().map(|e| e.shape.iter().product::<usize>()).sum();
+    let stored: usize = ckpt
+        .entries()
+        .values()
+        .map(|e| e.shape.iter().product::<usize>())
+        .sum();
     println!("file:       {}", file.display());
     println!(
         "format:     {:?}{}",
         ckpt.format(),
-        ckpt.weights_key().map(|k| format!(" (weights under \"{k}\")")).unwrap_or_default()
+        ckpt.weights_key()
+            .map(|k| format!(" (weights under \"{k}\")"))
+            .unwrap_or_default()
     );
     println!("dtype:      {}", ckpt.dtype().as_str());
     match loader::detect_kind(&ckpt)? {
@@ -106,12 +294,20 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                 cfg.grid_size(),
                 cfg.grid_size()
             );
-            println!("parameters: {} ({})", human(cfg.num_params()), cfg.num_params());
+            println!(
+                "parameters: {} ({})",
+                human(cfg.num_params()),
+                cfg.num_params()
+            );
         }
         ModelKind::Vq => {
             let cfg = loader::vq_config(&ckpt, None)?;
             ckpt.validate(&cfg.expected_shapes(), "VQ")?;
-            let name = if cfg == arpg_core::VqConfig::vq_16() { "VQ-16 (LlamaGen)" } else { "custom VQ" };
+            let name = if cfg == arpg_core::VqConfig::vq_16() {
+                "VQ-16 (LlamaGen)"
+            } else {
+                "custom VQ"
+            };
             println!("model:      {name}");
             println!(
                 "config:     ch {}, ch_mult {:?}, {} res blocks, z {}, codebook {} x {}, downsample {}",
@@ -123,19 +319,39 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                 cfg.codebook_embed_dim,
                 cfg.downsample()
             );
-            println!("parameters: {} ({})", human(cfg.num_params()), cfg.num_params());
+            println!(
+                "parameters: {} ({})",
+                human(cfg.num_params()),
+                cfg.num_params()
+            );
         }
     }
-    println!("stored:     {} tensors, {} values", ckpt.entries().len(), human(stored));
+    println!(
+        "stored:     {} tensors, {} values",
+        ckpt.entries().len(),
+        human(stored)
+    );
     if !ckpt.skipped().is_empty() {
-        println!("skipped:    {} non-float tensor(s): {}", ckpt.skipped().len(), ckpt.skipped().join(", "));
+        println!(
+            "skipped:    {} non-float tensor(s): {}",
+            ckpt.skipped().len(),
+            ckpt.skipped().join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_reference(dir: &std::path::Path, safetensors: bool, device_name: &str) -> Result<ExitCode> {
+fn check_reference(
+    dir: &std::path::Path,
+    safetensors: bool,
+    device_name: &str,
+) -> Result<ExitCode> {
     let device = device(device_name)?;
-    let format = if safetensors { WeightFormat::Safetensors } else { WeightFormat::Pt };
+    let format = if safetensors {
+        WeightFormat::Safetensors
+    } else {
+        WeightFormat::Pt
+    };
     let results = reference::check_reference(dir, format, &device)
         .with_context(|| format!("checking against {}", dir.display()))?;
     let failed = results.iter().filter(|r| !r.passed).count();
@@ -144,5 +360,52 @@ fn check_reference(dir: &std::path::Path, safetensors: bool, device_name: &str) 
     }
     println!("{} passed, {} failed", results.len() - failed, failed);
     let _ = DType::F32;
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn export_dataset(
+    out: &std::path::Path,
+    per_class: u64,
+    seed: u64,
+    size: usize,
+    sheet: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    use arpg_core::dataset::{render, CLASS_NAMES};
+    if !(8..=1024).contains(&size) {
+        bail!("--size {size} must be within 8..=1024 pixels");
+    }
+    let cols = per_class.min(16) as u32;
+    let mut grid = image::RgbImage::new(cols * size as u32, CLASS_NAMES.len() as u32 * size as u32);
+    for (class, name) in CLASS_NAMES.iter().enumerate() {
+        let dir = out.join(format!("{class}_{name}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for i in 0..per_class {
+            let rgb = render(class, i, seed, size);
+            let img =
+                image::RgbImage::from_raw(size as u32, size as u32, rgb).context("image size")?;
+            img.save(dir.join(format!("{i:05}.png")))?;
+            if (i as u32) < cols {
+                image::imageops::replace(
+                    &mut grid,
+                    &img,
+                    (i as u32 * size as u32) as i64,
+                    (class * size) as i64,
+                );
+            }
+        }
+    }
+    if let Some(sheet) = sheet {
+        grid.save(sheet)
+            .with_context(|| format!("writing {}", sheet.display()))?;
+    }
+    println!(
+        "wrote {} images to {}",
+        per_class * CLASS_NAMES.len() as u64,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -93,7 +93,9 @@ impl Checkpoint {
         } else if n < 8 {
             Err(not("the file is empty or too short"))
         } else {
-            Err(not("expected a PyTorch zip checkpoint (.pt) or a .safetensors file"))
+            Err(not(
+                "expected a PyTorch zip checkpoint (.pt) or a .safetensors file",
+            ))
         }
     }
 
@@ -187,7 +189,9 @@ impl Checkpoint {
         file.read_exact(&mut n).map_err(|e| Error::io(&path, e))?;
         let header_len = u64::from_le_bytes(n);
         if header_len > len.saturating_sub(8) || header_len > 100_000_000 {
-            return Err(not("safetensors header length exceeds the file: truncated or not safetensors".into()));
+            return Err(not(
+                "safetensors header length exceeds the file: truncated or not safetensors".into(),
+            ));
         }
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header)
@@ -224,7 +228,10 @@ impl Checkpoint {
             let offsets: Option<Vec<u64>> = info["data_offsets"]
                 .as_array()
                 .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
-            let Some([begin, end]) = offsets.as_deref().map(|o| <[u64; 2]>::try_from(o).ok()).flatten() else {
+            let Some([begin, end]) = offsets
+                .as_deref()
+                .and_then(|o| <[u64; 2]>::try_from(o).ok())
+            else {
                 return Err(bad("invalid data_offsets"));
             };
             let entry = TensorEntry {
@@ -238,7 +245,9 @@ impl Checkpoint {
                 return Err(bad("data_offsets do not match its shape and dtype"));
             }
             if data_start + end > len {
-                return Err(bad("data lies past the end of the file (truncated download?)"));
+                return Err(bad(
+                    "data lies past the end of the file (truncated download?)",
+                ));
             }
             entries.insert(name, entry);
         }
@@ -289,7 +298,10 @@ impl Checkpoint {
 
     /// Key → shape of every indexed tensor.
     pub fn shape_map(&self) -> BTreeMap<String, Vec<usize>> {
-        self.entries.iter().map(|(k, e)| (k.clone(), e.shape.clone())).collect()
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.shape.clone()))
+            .collect()
     }
 
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
@@ -362,21 +374,27 @@ impl Checkpoint {
                 f.seek(SeekFrom::Start(*offset)).map_err(io)?;
                 f.read_exact(&mut bytes).map_err(io)?;
             }
-            Location::Zip { entry: zname, offset } => {
+            Location::Zip {
+                entry: zname,
+                offset,
+            } => {
                 let mut guard = self
                     .zip
                     .lock()
                     .map_err(|_| Error::Config("checkpoint reader poisoned".into()))?;
-                let zip = guard.as_mut().ok_or_else(|| Error::Config("zip reader missing".into()))?;
+                let zip = guard
+                    .as_mut()
+                    .ok_or_else(|| Error::Config("zip reader missing".into()))?;
                 let mut r = zip.by_name(zname).map_err(|e| Error::NotACheckpoint {
                     path: self.path.clone(),
                     reason: format!("tensor `{name}`: cannot open `{zname}`: {e}"),
                 })?;
                 std::io::copy(&mut r.by_ref().take(*offset), &mut std::io::sink()).map_err(io)?;
-                r.read_exact(&mut bytes).map_err(|e| Error::NotACheckpoint {
-                    path: self.path.clone(),
-                    reason: format!("tensor `{name}`: data is shorter than its shape ({e})"),
-                })?;
+                r.read_exact(&mut bytes)
+                    .map_err(|e| Error::NotACheckpoint {
+                        path: self.path.clone(),
+                        reason: format!("tensor `{name}`: data is shorter than its shape ({e})"),
+                    })?;
             }
         }
         let t = Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?;

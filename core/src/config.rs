@@ -131,19 +131,19 @@ impl ArpgConfig {
     /// Checks the invariants the model code relies on.
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
-        if self.dim == 0 || self.n_head == 0 || self.dim % self.n_head != 0 {
+        if self.dim == 0 || self.n_head == 0 || !self.dim.is_multiple_of(self.n_head) {
             return fail(format!(
                 "dim {} must be a positive multiple of n_head {}",
                 self.dim, self.n_head
             ));
         }
-        if self.head_dim() % 4 != 0 {
+        if !self.head_dim().is_multiple_of(4) {
             return fail(format!(
                 "head_dim {} must be a multiple of 4 for 2-D RoPE",
                 self.head_dim()
             ));
         }
-        if self.n_layer < 2 || self.n_layer % 2 != 0 {
+        if self.n_layer < 2 || !self.n_layer.is_multiple_of(2) {
             return fail(format!("n_layer {} must be even and >= 2", self.n_layer));
         }
         let g = self.grid_size();
@@ -168,7 +168,10 @@ impl ArpgConfig {
     /// Every state-dict key of this config with its shape, in the reference's key order.
     pub fn expected_shapes(&self) -> Vec<(String, Vec<usize>)> {
         let (d, h) = (self.dim, self.ffn_hidden_dim());
-        let mut v = vec![("embeddings.weight".to_string(), vec![self.embedding_rows(), d])];
+        let mut v = vec![(
+            "embeddings.weight".to_string(),
+            vec![self.embedding_rows(), d],
+        )];
         let ffn = |v: &mut Vec<(String, Vec<usize>)>, p: &str| {
             v.push((format!("{p}.ffn.w1.weight"), vec![h, d]));
             v.push((format!("{p}.ffn.w3.weight"), vec![h, d]));
@@ -268,7 +271,10 @@ impl VqConfig {
     pub fn validate(&self) -> Result<()> {
         let fail = |m: String| Err(Error::Config(m));
         if self.ch_mult.is_empty() || self.decoder_mult().len() != self.ch_mult.len() {
-            return fail("ch_mult must be non-empty and encoder/decoder must have the same number of levels".into());
+            return fail(
+                "ch_mult must be non-empty and encoder/decoder must have the same number of levels"
+                    .into(),
+            );
         }
         let widths = std::iter::once(self.ch)
             .chain(self.ch_mult.iter().map(|m| m * self.ch))
@@ -279,7 +285,9 @@ impl VqConfig {
             }
         }
         if self.num_res_blocks == 0 || self.codebook_size == 0 || self.codebook_embed_dim == 0 {
-            return fail("num_res_blocks, codebook_size and codebook_embed_dim must be positive".into());
+            return fail(
+                "num_res_blocks, codebook_size and codebook_embed_dim must be positive".into(),
+            );
         }
         Ok(())
     }
@@ -322,7 +330,12 @@ impl VqConfig {
         for (i, m) in self.ch_mult.iter().enumerate() {
             let out = self.ch * m;
             for r in 0..self.num_res_blocks {
-                res(&mut v, &format!("encoder.conv_blocks.{i}.res.{r}"), block_in, out);
+                res(
+                    &mut v,
+                    &format!("encoder.conv_blocks.{i}.res.{r}"),
+                    block_in,
+                    out,
+                );
                 block_in = out;
             }
             if i == levels - 1 {
@@ -330,7 +343,13 @@ impl VqConfig {
                     attn(&mut v, &format!("encoder.conv_blocks.{i}.attn.{r}"), out);
                 }
             } else {
-                conv(&mut v, &format!("encoder.conv_blocks.{i}.downsample.conv"), out, out, 3);
+                conv(
+                    &mut v,
+                    &format!("encoder.conv_blocks.{i}.downsample.conv"),
+                    out,
+                    out,
+                    3,
+                );
             }
         }
         mid(&mut v, "encoder", block_in);
@@ -345,7 +364,12 @@ impl VqConfig {
             let level = levels - 1 - j;
             let out = self.ch * dm[level];
             for r in 0..=self.num_res_blocks {
-                res(&mut v, &format!("decoder.conv_blocks.{j}.res.{r}"), block_in, out);
+                res(
+                    &mut v,
+                    &format!("decoder.conv_blocks.{j}.res.{r}"),
+                    block_in,
+                    out,
+                );
                 block_in = out;
             }
             if level == levels - 1 {
@@ -354,7 +378,13 @@ impl VqConfig {
                 }
             }
             if level != 0 {
-                conv(&mut v, &format!("decoder.conv_blocks.{j}.upsample.conv"), out, out, 3);
+                conv(
+                    &mut v,
+                    &format!("decoder.conv_blocks.{j}.upsample.conv"),
+                    out,
+                    out,
+                    3,
+                );
             }
         }
         norm(&mut v, "decoder.norm_out", block_in);
@@ -364,8 +394,20 @@ impl VqConfig {
             "quantize.embedding.weight".into(),
             vec![self.codebook_size, self.codebook_embed_dim],
         ));
-        conv(&mut v, "quant_conv", self.codebook_embed_dim, self.z_channels, 1);
-        conv(&mut v, "post_quant_conv", self.z_channels, self.codebook_embed_dim, 1);
+        conv(
+            &mut v,
+            "quant_conv",
+            self.codebook_embed_dim,
+            self.z_channels,
+            1,
+        );
+        conv(
+            &mut v,
+            "post_quant_conv",
+            self.z_channels,
+            self.codebook_embed_dim,
+            1,
+        );
         v
     }
 

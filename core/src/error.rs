@@ -29,7 +29,9 @@ pub enum Error {
     },
 
     /// A tensor with the right name but the wrong shape.
-    #[error("{path}: tensor `{key}` has shape {found:?}, expected {expected:?} for the {model} config")]
+    #[error(
+        "{path}: tensor `{key}` has shape {found:?}, expected {expected:?} for the {model} config"
+    )]
     WrongShape {
         path: PathBuf,
         model: String,

@@ -54,10 +54,16 @@ impl Settings {
             return bad("steps must be at least 1".into());
         }
         if !(self.cfg_scale.is_finite() && (0.0..=100.0).contains(&self.cfg_scale)) {
-            return bad(format!("CFG scale {} must be within [0, 100]", self.cfg_scale));
+            return bad(format!(
+                "CFG scale {} must be within [0, 100]",
+                self.cfg_scale
+            ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0 && self.temperature <= 100.0) {
-            return bad(format!("temperature {} must be within (0, 100]", self.temperature));
+            return bad(format!(
+                "temperature {} must be within (0, 100]",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top-p {} must be within (0, 1]", self.top_p));
@@ -171,7 +177,11 @@ impl Generation {
             Some(k) => k.clone(),
             None => vec![None; n],
         };
-        if let Some(t) = known.iter().flatten().find(|&&t| t as usize >= cfg.vocab_size) {
+        if let Some(t) = known
+            .iter()
+            .flatten()
+            .find(|&&t| t as usize >= cfg.vocab_size)
+        {
             return Err(Error::InvalidRequest(format!(
                 "known token {t} is outside the codebook (size {})",
                 cfg.vocab_size
@@ -179,7 +189,9 @@ impl Generation {
         }
         let unknown: Vec<usize> = (0..n).filter(|&c| known[c].is_none()).collect();
         if unknown.is_empty() {
-            return Err(Error::InvalidRequest("nothing to generate: every cell is known".into()));
+            return Err(Error::InvalidRequest(
+                "nothing to generate: every cell is known".into(),
+            ));
         }
         let steps = settings.steps.min(unknown.len());
         let counts = schedule::num_pred(settings.schedule, unknown.len(), steps)?;
@@ -276,7 +288,11 @@ impl Generation {
         for r in 0..rows {
             let i = r % b;
             if self.feed_has_class {
-                ids.push(if r < b { cfg.class_token_id(self.classes[i]) } else { cfg.null_class_id() });
+                ids.push(if r < b {
+                    cfg.class_token_id(self.classes[i])
+                } else {
+                    cfg.null_class_id()
+                });
                 pos.push(0);
             }
             for &(t, p) in &self.feed[i] {
@@ -359,7 +375,9 @@ impl Generation {
             .iter()
             .map(|g| {
                 g.iter()
-                    .map(|t| t.ok_or_else(|| Error::InvalidRequest("generation is not finished".into())))
+                    .map(|t| {
+                        t.ok_or_else(|| Error::InvalidRequest("generation is not finished".into()))
+                    })
                     .collect()
             })
             .collect()
@@ -392,7 +410,13 @@ impl Generation {
 }
 
 /// The generation order of the unknown cells of image `index`.
-fn order_cells(mode: &OrderMode, unknown: &[usize], n: usize, seed: u64, index: u64) -> Result<Vec<usize>> {
+fn order_cells(
+    mode: &OrderMode,
+    unknown: &[usize],
+    n: usize,
+    seed: u64,
+    index: u64,
+) -> Result<Vec<usize>> {
     let mut rng = Rng::stream(seed, stream::ORDER, index);
     Ok(match mode {
         OrderMode::Random => {
@@ -404,9 +428,15 @@ fn order_cells(mode: &OrderMode, unknown: &[usize], n: usize, seed: u64, index: 
         OrderMode::Fixed(order) => {
             let mut is_unknown = vec![false; n];
             unknown.iter().for_each(|&c| is_unknown[c] = true);
-            let cells: Vec<usize> = order.iter().copied().filter(|&c| c < n && is_unknown[c]).collect();
+            let cells: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&c| c < n && is_unknown[c])
+                .collect();
             let mut seen = vec![false; n];
-            if cells.len() != unknown.len() || cells.iter().any(|&c| std::mem::replace(&mut seen[c], true)) {
+            if cells.len() != unknown.len()
+                || cells.iter().any(|&c| std::mem::replace(&mut seen[c], true))
+            {
                 return Err(Error::InvalidRequest(
                     "a fixed order must list every unknown cell exactly once".into(),
                 ));

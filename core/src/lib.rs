@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod dataset;
 pub mod error;
 pub mod generator;
 pub mod loader;
@@ -11,6 +12,8 @@ pub mod model;
 pub mod reference;
 pub mod sampler;
 pub mod schedule;
+pub mod shipped;
+pub mod train;
 pub mod vq;
 
 pub use config::{ArpgConfig, VqConfig};

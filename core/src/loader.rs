@@ -29,9 +29,15 @@ pub fn detect_kind(ckpt: &Checkpoint) -> Result<ModelKind> {
 /// [`detect_kind`] on a shape map.
 pub fn kind_of(shapes: &ShapeMap, path: &Path) -> Result<ModelKind> {
     let has = |k: &str| shapes.contains_key(k);
-    if has("embeddings.weight") || has("head.weight") || shapes.keys().any(|k| k.starts_with("layers.self_dec.")) {
+    if has("embeddings.weight")
+        || has("head.weight")
+        || shapes.keys().any(|k| k.starts_with("layers.self_dec."))
+    {
         Ok(ModelKind::Arpg)
-    } else if has("quantize.embedding.weight") || has("encoder.conv_in.weight") || has("decoder.conv_out.weight") {
+    } else if has("quantize.embedding.weight")
+        || has("encoder.conv_in.weight")
+        || has("decoder.conv_out.weight")
+    {
         Ok(ModelKind::Vq)
     } else {
         Err(Error::NoWeights {
@@ -106,12 +112,19 @@ fn configs_beside(path: &Path) -> Vec<PathBuf> {
 
 /// The ARPG config of a checkpoint: `explicit` if given, else an official preset matching the
 /// shapes, else a JSON config beside the file. Returns the config and a display name.
-pub fn arpg_config(ckpt: &Checkpoint, explicit: Option<ArpgConfig>) -> Result<(ArpgConfig, String)> {
+pub fn arpg_config(
+    ckpt: &Checkpoint,
+    explicit: Option<ArpgConfig>,
+) -> Result<(ArpgConfig, String)> {
     arpg_config_from_shapes(&ckpt.shape_map(), ckpt.path(), explicit)
 }
 
 /// [`arpg_config`] on a shape map; `path` locates config files beside the weights.
-pub fn arpg_config_from_shapes(shapes: &ShapeMap, path: &Path, explicit: Option<ArpgConfig>) -> Result<(ArpgConfig, String)> {
+pub fn arpg_config_from_shapes(
+    shapes: &ShapeMap,
+    path: &Path,
+    explicit: Option<ArpgConfig>,
+) -> Result<(ArpgConfig, String)> {
     if let Some(cfg) = explicit {
         let name = cfg.preset_name().unwrap_or("custom ARPG").to_string();
         return Ok((cfg, name));
@@ -122,7 +135,11 @@ pub fn arpg_config_from_shapes(shapes: &ShapeMap, path: &Path, explicit: Option<
     let vocab = dim(shapes, path, "head.weight", 0, m)?;
     let n_layer = 2 * count_indexed(shapes, "layers.self_dec.");
     for (name, cfg) in ArpgConfig::presets() {
-        if cfg.dim == width && cfg.n_layer == n_layer && cfg.vocab_size == vocab && cfg.embedding_rows() == rows {
+        if cfg.dim == width
+            && cfg.n_layer == n_layer
+            && cfg.vocab_size == vocab
+            && cfg.embedding_rows() == rows
+        {
             return Ok((cfg, name.to_string()));
         }
     }
@@ -162,12 +179,30 @@ pub fn vq_config_from_shapes(shapes: &ShapeMap, path: &Path) -> Result<VqConfig>
         });
     }
     let ch_mult = (0..levels)
-        .map(|i| dim(shapes, path, &format!("encoder.conv_blocks.{i}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
+        .map(|i| {
+            dim(
+                shapes,
+                path,
+                &format!("encoder.conv_blocks.{i}.res.0.conv1.weight"),
+                0,
+                m,
+            )
+            .map(|c| c / ch)
+        })
         .collect::<Result<Vec<_>>>()?;
     let dec_levels = count_indexed(shapes, "decoder.conv_blocks.");
     let decoder_ch_mult = (0..dec_levels)
         .rev()
-        .map(|j| dim(shapes, path, &format!("decoder.conv_blocks.{j}.res.0.conv1.weight"), 0, m).map(|c| c / ch))
+        .map(|j| {
+            dim(
+                shapes,
+                path,
+                &format!("decoder.conv_blocks.{j}.res.0.conv1.weight"),
+                0,
+                m,
+            )
+            .map(|c| c / ch)
+        })
         .collect::<Result<Vec<_>>>()?;
     let cfg = VqConfig {
         ch,
@@ -195,7 +230,12 @@ pub struct LoadedArpg {
 }
 
 /// Opens, validates and loads an ARPG checkpoint (`.pt` or `.safetensors`), computing in `dtype`.
-pub fn load_arpg(path: impl AsRef<Path>, explicit: Option<ArpgConfig>, dtype: DType, device: &Device) -> Result<LoadedArpg> {
+pub fn load_arpg(
+    path: impl AsRef<Path>,
+    explicit: Option<ArpgConfig>,
+    dtype: DType,
+    device: &Device,
+) -> Result<LoadedArpg> {
     let ckpt = Checkpoint::open(path)?;
     if detect_kind(&ckpt)? != ModelKind::Arpg {
         return Err(Error::Config(format!(
@@ -217,7 +257,11 @@ pub fn load_arpg(path: impl AsRef<Path>, explicit: Option<ArpgConfig>, dtype: DT
 }
 
 /// Opens, validates and loads a VQ checkpoint; the tokenizer always computes in f32.
-pub fn load_vq(path: impl AsRef<Path>, explicit: Option<VqConfig>, device: &Device) -> Result<VqModel> {
+pub fn load_vq(
+    path: impl AsRef<Path>,
+    explicit: Option<VqConfig>,
+    device: &Device,
+) -> Result<VqModel> {
     let ckpt = Checkpoint::open(path)?;
     if detect_kind(&ckpt)? != ModelKind::Vq {
         return Err(Error::Config(format!(

@@ -46,7 +46,11 @@ impl std::fmt::Display for CaseResult {
             self.name,
             self.max_err,
             self.tolerance,
-            if self.note.is_empty() { String::new() } else { format!("  ({})", self.note) }
+            if self.note.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", self.note)
+            }
         )
     }
 }
@@ -82,7 +86,10 @@ fn compare(ours: &Tensor, theirs: &Tensor, tol: Tol) -> Result<(f64, bool)> {
         )));
     }
     let a = ours.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-    let b = theirs.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    let b = theirs
+        .to_dtype(DType::F64)?
+        .flatten_all()?
+        .to_vec1::<f64>()?;
     let mut max = 0f64;
     let mut ok = true;
     for (x, y) in a.iter().zip(&b) {
@@ -162,7 +169,13 @@ impl FixtureSet {
 
     pub fn load_arpg(&self, format: WeightFormat, device: &Device) -> Result<Arpg> {
         let cfg = self.arpg_config()?;
-        Ok(loader::load_arpg(self.weights_path("gpt", format), Some(cfg), DType::F32, device)?.model)
+        Ok(loader::load_arpg(
+            self.weights_path("gpt", format),
+            Some(cfg),
+            DType::F32,
+            device,
+        )?
+        .model)
     }
 
     pub fn load_vq(&self, format: WeightFormat, device: &Device) -> Result<VqModel> {
@@ -228,8 +241,14 @@ impl FixtureSet {
         let rows = model.rope().rows();
         let idx = Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((1, rows))?;
         let (cos, sin) = model.rope().gather(&idx.to_device(model.device())?)?;
-        let ours = Tensor::stack(&[cos.squeeze(0)?.squeeze(0)?, sin.squeeze(0)?.squeeze(0)?], 2)?;
-        let tol = Tol { atol: 1e-6, rtol: 0.0 };
+        let ours = Tensor::stack(
+            &[cos.squeeze(0)?.squeeze(0)?, sin.squeeze(0)?.squeeze(0)?],
+            2,
+        )?;
+        let tol = Tol {
+            atol: 1e-6,
+            rtol: 0.0,
+        };
         let (err, ok) = compare(&ours.to_device(&Device::Cpu)?, &expected, tol)?;
         Ok(CaseResult {
             name: "rope_freqs_cis".into(),
@@ -246,7 +265,10 @@ impl FixtureSet {
         let ids = self.tensor("tf_ids")?.to_device(dev)?;
         let classes = self.tensor("tf_classes")?.to_dtype(DType::U32)?;
         let class_ids = classes
-            .broadcast_add(&Tensor::new(model.config().vocab_size as u32 + 1, &Device::Cpu)?)?
+            .broadcast_add(&Tensor::new(
+                model.config().vocab_size as u32 + 1,
+                &Device::Cpu,
+            )?)?
             .to_device(dev)?;
         let orders = self.tensor("tf_orders")?.to_device(dev)?;
         let mut out = Vec::new();
@@ -282,9 +304,15 @@ impl FixtureSet {
         let gap: Vec<Vec<f32>> = t("top2_gap")?.to_vec2()?;
         let settings = Settings {
             steps: spec["num_iter"].as_u64().unwrap_or(num_pred.len() as u64) as usize,
-            schedule: spec["sample_schedule"].as_str().unwrap_or("arccos").parse()?,
+            schedule: spec["sample_schedule"]
+                .as_str()
+                .unwrap_or("arccos")
+                .parse()?,
             cfg_scale: spec["guidance_scale"].as_f64().unwrap_or(1.0),
-            cfg_schedule: spec["cfg_schedule"].as_str().unwrap_or("linear").parse::<CfgSchedule>()?,
+            cfg_schedule: spec["cfg_schedule"]
+                .as_str()
+                .unwrap_or("linear")
+                .parse::<CfgSchedule>()?,
             temperature: spec["temperature"].as_f64().unwrap_or(1.0),
             top_k: spec["top_k"].as_u64().unwrap_or(1) as usize,
             top_p: spec["top_p"].as_f64().unwrap_or(1.0),
@@ -297,7 +325,11 @@ impl FixtureSet {
             known: None,
         };
         let mut gen = Generation::new(model, &request)?;
-        let counts_ok = gen.counts().iter().map(|&c| c as i64).eq(num_pred.iter().copied());
+        let counts_ok = gen
+            .counts()
+            .iter()
+            .map(|&c| c as i64)
+            .eq(num_pred.iter().copied());
 
         // Run every step; compare each step's raw logits until the first token differs.
         let b = classes.len();
@@ -308,7 +340,9 @@ impl FixtureSet {
         let mut diverged = false;
         let mut near_tie = false;
         while let Some(out) = gen.step()? {
-            cfg_err = cfg_err.max((out.cfg_scale - cfg_expected.get(out.step).copied().unwrap_or(f64::NAN)).abs());
+            cfg_err = cfg_err.max(
+                (out.cfg_scale - cfg_expected.get(out.step).copied().unwrap_or(f64::NAN)).abs(),
+            );
             let n = out.cells[0].len();
             if !diverged {
                 let theirs = step_logits.narrow(1, offset, n)?;
@@ -358,14 +392,22 @@ impl FixtureSet {
                 passed: logits_ok,
                 max_err: logit_err,
                 tolerance: tol.describe(),
-                note: if diverged { "compared up to the first differing token".into() } else { String::new() },
+                note: if diverged {
+                    "compared up to the first differing token".into()
+                } else {
+                    String::new()
+                },
             },
             CaseResult {
                 name: name("tokens"),
                 passed: tokens_ok,
                 max_err: mismatches as f64,
                 tolerance: "exact".into(),
-                note: if mismatches > 0 && near_tie { "first difference is a near-tie".into() } else { String::new() },
+                note: if mismatches > 0 && near_tie {
+                    "first difference is a near-tie".into()
+                } else {
+                    String::new()
+                },
             },
         ])
     }
@@ -385,7 +427,10 @@ impl FixtureSet {
             })
         };
         if self.has("vq_decode_tokens") {
-            let tokens = self.tensor("vq_decode_tokens")?.to_dtype(DType::U32)?.to_device(&dev)?;
+            let tokens = self
+                .tensor("vq_decode_tokens")?
+                .to_dtype(DType::U32)?
+                .to_device(&dev)?;
             let expected = self.tensor("vq_decode_image")?;
             let grid = self.manifest["cases"]["vq_decode"]["shape_arg"]
                 .as_array()
@@ -395,17 +440,29 @@ impl FixtureSet {
                     (side, side)
                 });
             let image = vq.decode(&tokens, grid)?.to_device(&Device::Cpu)?;
-            push("vq_decode_image", compare(&image, &expected, img_tol)?, &img_tol);
+            push(
+                "vq_decode_image",
+                compare(&image, &expected, img_tol)?,
+                &img_tol,
+            );
         }
         if self.has("vq_encode_image") {
             let image = self.tensor("vq_encode_image")?.to_device(&dev)?;
             let enc = vq.encoder_out(&image)?;
             if self.has("vq_encode_encoder_out") {
-                let r = compare(&enc.to_device(&Device::Cpu)?, &self.tensor("vq_encode_encoder_out")?, lat_tol)?;
+                let r = compare(
+                    &enc.to_device(&Device::Cpu)?,
+                    &self.tensor("vq_encode_encoder_out")?,
+                    lat_tol,
+                )?;
                 push("vq_encode_encoder_out", r, &lat_tol);
             }
             let latent = vq.latent(&image)?;
-            let r = compare(&latent.to_device(&Device::Cpu)?, &self.tensor("vq_encode_latent")?, lat_tol)?;
+            let r = compare(
+                &latent.to_device(&Device::Cpu)?,
+                &self.tensor("vq_encode_latent")?,
+                lat_tol,
+            )?;
             push("vq_encode_latent", r, &lat_tol);
             let idx: Vec<Vec<u32>> = vq.quantize(&latent)?.to_device(&Device::Cpu)?.to_vec2()?;
             let expected: Vec<Vec<i64>> = self.tensor("vq_encode_indices")?.to_vec2()?;
@@ -431,7 +488,11 @@ impl FixtureSet {
                 passed: hard == 0,
                 max_err: (hard + ties) as f64,
                 tolerance: "exact where gap > 1e-5".into(),
-                note: if ties > 0 { format!("{ties} near-tie(s)") } else { String::new() },
+                note: if ties > 0 {
+                    format!("{ties} near-tie(s)")
+                } else {
+                    String::new()
+                },
             });
             if self.has("vq_encode_quant") {
                 let expected = self.tensor("vq_encode_quant")?;
@@ -453,6 +514,10 @@ impl FixtureSet {
 }
 
 /// Runs a fixture directory end to end.
-pub fn check_reference(dir: impl AsRef<Path>, format: WeightFormat, device: &Device) -> Result<Vec<CaseResult>> {
+pub fn check_reference(
+    dir: impl AsRef<Path>,
+    format: WeightFormat,
+    device: &Device,
+) -> Result<Vec<CaseResult>> {
     FixtureSet::open(dir)?.run(format, device)
 }

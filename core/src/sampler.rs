@@ -201,7 +201,9 @@ mod tests {
 
     #[test]
     fn streams_are_reproducible_and_distinct() {
-        let a: Vec<u64> = (0..4).map(|_| Rng::stream(7, stream::ORDER, 0).next_u64()).collect();
+        let a: Vec<u64> = (0..4)
+            .map(|_| Rng::stream(7, stream::ORDER, 0).next_u64())
+            .collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
         assert_ne!(
             Rng::stream(7, stream::ORDER, 0).next_u64(),
@@ -216,7 +218,11 @@ mod tests {
     #[test]
     fn top_k_one_is_argmax() {
         let logits = [0.1, 2.0, -1.0, 1.9];
-        let s = DrawSettings { temperature: 1.0, top_k: 1, top_p: 1.0 };
+        let s = DrawSettings {
+            temperature: 1.0,
+            top_k: 1,
+            top_p: 1.0,
+        };
         let mut rng = Rng::new(3);
         for _ in 0..50 {
             assert_eq!(draw(&logits, &s, &mut rng).token, 1);
@@ -227,7 +233,11 @@ mod tests {
     fn top_p_removes_the_tail() {
         // probabilities ~ [0.64, 0.24, 0.09, 0.03]
         let logits = [3.0f32, 2.0, 1.0, 0.0];
-        let s = DrawSettings { temperature: 1.0, top_k: 0, top_p: 0.8 };
+        let s = DrawSettings {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.8,
+        };
         let mut rng = Rng::new(11);
         let mut seen = [0usize; 4];
         for _ in 0..2000 {
@@ -240,9 +250,15 @@ mod tests {
     #[test]
     fn sampling_follows_the_distribution() {
         let logits = [0.0f32, (3.0f32).ln()];
-        let s = DrawSettings { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        let s = DrawSettings {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        };
         let mut rng = Rng::new(5);
-        let ones = (0..4000).filter(|_| draw(&logits, &s, &mut rng).token == 1).count();
+        let ones = (0..4000)
+            .filter(|_| draw(&logits, &s, &mut rng).token == 1)
+            .count();
         assert!((2800..3200).contains(&ones), "{ones}");
     }
 }

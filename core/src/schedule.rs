@@ -58,7 +58,9 @@ impl std::str::FromStr for CfgSchedule {
 /// counts are all positive the two agree.
 pub fn num_pred(schedule: Schedule, n: usize, steps: usize) -> Result<Vec<usize>> {
     if steps == 0 {
-        return Err(Error::InvalidRequest("the number of steps must be at least 1".into()));
+        return Err(Error::InvalidRequest(
+            "the number of steps must be at least 1".into(),
+        ));
     }
     if steps > n {
         return Err(Error::InvalidRequest(format!(

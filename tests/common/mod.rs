@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 /// `shared/fixtures/reference` beside the checkout (override with `ARPG_FIXTURES`).
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("ARPG_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/reference")
-    });
+    let dir = std::env::var_os("ARPG_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/reference")
+        });
     assert!(
         dir.join("tiny/manifest.json").is_file(),
         "reference fixtures not found at {} (set ARPG_FIXTURES)",

@@ -72,9 +72,8 @@ impl KvCache {
 
     /// A deep copy (for forking a generation): the copy's buffers are independent.
     pub fn deep_clone(&self) -> Result<Self> {
-        let copy = |(k, v): &(Tensor, Tensor)| -> Result<(Tensor, Tensor)> {
-            Ok((k.copy()?, v.copy()?))
-        };
+        let copy =
+            |(k, v): &(Tensor, Tensor)| -> Result<(Tensor, Tensor)> { Ok((k.copy()?, v.copy()?)) };
         Ok(Self {
             self_kv: self.self_kv.iter().map(copy).collect::<Result<_>>()?,
             cross_kv: copy(&self.cross_kv)?,

@@ -30,7 +30,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get(dim, "weight")?,
+            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
             eps,
         })
     }
@@ -46,19 +46,58 @@ impl RmsNorm {
     }
 }
 
-/// Loads several `(out, in)` linear weights and stacks them into one projection, so one matmul
-/// reads them all (q/k/v, w1/w3, to_k/to_v). The parts are dropped as soon as they are stacked.
-fn fused_linear(vb: &VarBuilder, names: &[&str], out: usize, inp: usize) -> Result<Linear> {
-    let parts = names
-        .iter()
-        .map(|n| vb.get((out, inp), &format!("{n}.weight")))
-        .collect::<Result<Vec<_>>>()?;
-    let w = if parts.len() == 1 {
-        parts[0].clone()
-    } else {
-        Tensor::cat(&parts, 0)?
-    };
-    Ok(Linear::new(w, None))
+/// Weight init used when a `VarBuilder` creates variables (training from scratch): the
+/// reference's `normal(0, 0.02)` for every linear and embedding.
+const INIT_LINEAR: candle_nn::Init = candle_nn::Init::Randn {
+    mean: 0.0,
+    stdev: 0.02,
+};
+
+/// Several `(out, in)` linear maps applied to the same input (q/k/v, w1/w3, to_k/to_v).
+///
+/// For inference they are stacked into one weight so one matmul reads them all; the parts are
+/// dropped as soon as they are stacked. For training they stay separate, because a stacked copy
+/// would not follow the optimizer's in-place updates of the parts.
+#[derive(Debug, Clone)]
+struct Projection {
+    parts: Vec<Linear>,
+    fused: bool,
+}
+
+impl Projection {
+    fn new(vb: &VarBuilder, names: &[&str], out: usize, inp: usize, fuse: bool) -> Result<Self> {
+        let weights = names
+            .iter()
+            .map(|n| vb.get_with_hints((out, inp), &format!("{n}.weight"), INIT_LINEAR))
+            .collect::<Result<Vec<_>>>()?;
+        if fuse && weights.len() > 1 {
+            Ok(Self {
+                parts: vec![Linear::new(Tensor::cat(&weights, 0)?, None)],
+                fused: true,
+            })
+        } else {
+            Ok(Self {
+                parts: weights.into_iter().map(|w| Linear::new(w, None)).collect(),
+                fused: false,
+            })
+        }
+    }
+
+    fn single(vb: &VarBuilder, name: &str, out: usize, inp: usize) -> Result<Linear> {
+        Ok(Linear::new(
+            vb.get_with_hints((out, inp), &format!("{name}.weight"), INIT_LINEAR)?,
+            None,
+        ))
+    }
+
+    /// One output per part.
+    fn forward(&self, x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
+        if self.fused {
+            split_last(&self.parts[0].forward(x)?, n)
+        } else {
+            self.parts.iter().map(|p| p.forward(x)).collect()
+        }
+    }
 }
 
 /// Splits the last dim of `x` into `n` equal parts.
@@ -70,25 +109,22 @@ fn split_last(x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
 /// `FeedForward`: `w2(silu(w1 x) * w3 x)`, with w1/w3 fused.
 #[derive(Debug, Clone)]
 struct FeedForward {
-    w13: Linear,
+    w13: Projection,
     w2: Linear,
 }
 
 impl FeedForward {
-    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         let (d, h) = (cfg.dim, cfg.ffn_hidden_dim());
         Ok(Self {
-            w13: fused_linear(&vb, &["w1", "w3"], h, d)?,
-            w2: fused_linear(&vb, &["w2"], d, h)?,
+            w13: Projection::new(&vb, &["w1", "w3"], h, d, fuse)?,
+            w2: Projection::single(&vb, "w2", d, h)?,
         })
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.w13.forward(x)?;
-        let [a, b]: [Tensor; 2] = split_last(&h, 2)?
-            .try_into()
-            .map_err(|_| candle_core::Error::Msg("split".into()))?;
-        self.w2.forward(&(candle_nn::ops::silu(&a)? * b)?)
+        let h = self.w13.forward(x, 2)?;
+        self.w2.forward(&(candle_nn::ops::silu(&h[0])? * &h[1])?)
     }
 }
 
@@ -108,7 +144,13 @@ fn from_heads(x: &Tensor) -> Result<Tensor> {
 
 /// Scaled dot-product attention, softmax in f32. `mask` is added to the scores (0 / -inf).
 /// `fused` picks candle's fused softmax (no backward) for inference.
-fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, fused: bool) -> Result<Tensor> {
+fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    fused: bool,
+) -> Result<Tensor> {
     let dtype = q.dtype();
     let scale = 1.0 / (q.dim(D::Minus1)? as f64).sqrt();
     let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * scale)?;
@@ -127,25 +169,24 @@ fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, fused: b
 /// `Attention` of a self-decoder block (q/k/v fused).
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    qkv: Linear,
+    qkv: Projection,
     proj: Linear,
     n_head: usize,
 }
 
 impl SelfAttention {
-    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         let d = cfg.dim;
         Ok(Self {
-            qkv: fused_linear(&vb, &["to_q", "to_k", "to_v"], d, d)?,
-            proj: fused_linear(&vb, &["proj"], d, d)?,
+            qkv: Projection::new(&vb, &["to_q", "to_k", "to_v"], d, d, fuse)?,
+            proj: Projection::single(&vb, "proj", d, d)?,
             n_head: cfg.n_head,
         })
     }
 
     /// Projects `x` to rotated q, k and plain v, each `(B, H, T, D)`.
     fn qkv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
-        let qkv = self.qkv.forward(x)?;
-        let parts = split_last(&qkv, 3)?;
+        let parts = self.qkv.forward(x, 3)?;
         let q = rope::apply(&to_heads(&parts[0], self.n_head)?, cos, sin)?;
         let k = rope::apply(&to_heads(&parts[1], self.n_head)?, cos, sin)?;
         let v = to_heads(&parts[2], self.n_head)?;
@@ -165,8 +206,8 @@ impl CrossAttention {
     fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.dim;
         Ok(Self {
-            to_q: fused_linear(&vb, &["to_q"], d, d)?,
-            proj: fused_linear(&vb, &["proj"], d, d)?,
+            to_q: Projection::single(&vb, "to_q", d, d)?,
+            proj: Projection::single(&vb, "proj", d, d)?,
             n_head: cfg.n_head,
         })
     }
@@ -182,10 +223,10 @@ struct SelfDecoderBlock {
 }
 
 impl SelfDecoderBlock {
-    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         Ok(Self {
-            attn: SelfAttention::new(cfg, vb.pp("attn"))?,
-            ffn: FeedForward::new(cfg, vb.pp("ffn"))?,
+            attn: SelfAttention::new(cfg, vb.pp("attn"), fuse)?,
+            ffn: FeedForward::new(cfg, vb.pp("ffn"), fuse)?,
             attn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("attn_norm"))?,
             ffn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("ffn_norm"))?,
         })
@@ -222,10 +263,10 @@ struct CrossDecoderBlock {
 }
 
 impl CrossDecoderBlock {
-    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         Ok(Self {
             attn: CrossAttention::new(cfg, vb.pp("attn"))?,
-            ffn: FeedForward::new(cfg, vb.pp("ffn"))?,
+            ffn: FeedForward::new(cfg, vb.pp("ffn"), fuse)?,
             attn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("attn_norm"))?,
             ffn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("ffn_norm"))?,
         })
@@ -259,7 +300,7 @@ pub struct Arpg {
     cross_dec: Vec<CrossDecoderBlock>,
     /// `layers.norm` + fused `layers.to_k`/`layers.to_v`: the shared cross K/V.
     kv_norm: RmsNorm,
-    to_kv: Linear,
+    to_kv: Projection,
     norm: RmsNorm,
     head: Linear,
     rope: RopeTable,
@@ -268,19 +309,33 @@ pub struct Arpg {
 }
 
 impl Arpg {
-    /// Builds the model from `vb` (keys as in the reference state dict). The dtype of `vb` is the
-    /// compute dtype of every weight; RoPE and norm statistics stay in f32.
+    /// Builds the model for inference from `vb` (keys as in the reference state dict), with
+    /// fused projections. The dtype of `vb` is the compute dtype of every weight; RoPE and norm
+    /// statistics stay in f32.
     pub fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, vb, true)
+    }
+
+    /// Builds the model for training: projections stay separate so that optimizer updates of the
+    /// variables are seen by every forward. Variables created by `vb` get the reference init.
+    pub fn new_for_training(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+        Self::build(cfg, vb, false)
+    }
+
+    fn build(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         cfg.validate()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let d = cfg.dim;
-        let embeddings = Embedding::new(vb.get((cfg.embedding_rows(), d), "embeddings.weight")?, d);
+        let embeddings = Embedding::new(
+            vb.get_with_hints((cfg.embedding_rows(), d), "embeddings.weight", INIT_LINEAR)?,
+            d,
+        );
         let layers = vb.pp("layers");
         let self_dec = (0..cfg.n_self_layers())
-            .map(|i| SelfDecoderBlock::new(cfg, layers.pp(format!("self_dec.{i}"))))
+            .map(|i| SelfDecoderBlock::new(cfg, layers.pp(format!("self_dec.{i}")), fuse))
             .collect::<Result<Vec<_>>>()?;
         let cross_dec = (0..cfg.n_cross_layers())
-            .map(|i| CrossDecoderBlock::new(cfg, layers.pp(format!("cross_dec.{i}"))))
+            .map(|i| CrossDecoderBlock::new(cfg, layers.pp(format!("cross_dec.{i}")), fuse))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -288,9 +343,17 @@ impl Arpg {
             self_dec,
             cross_dec,
             kv_norm: RmsNorm::new(d, cfg.norm_eps, layers.pp("norm"))?,
-            to_kv: fused_linear(&layers, &["to_k", "to_v"], d, d)?,
+            to_kv: Projection::new(&layers, &["to_k", "to_v"], d, d, fuse)?,
             norm: RmsNorm::new(d, cfg.norm_eps, vb.pp("norm"))?,
-            head: fused_linear(&vb, &["head"], cfg.vocab_size, d)?,
+            // The reference zero-initialises the head.
+            head: Linear::new(
+                vb.get_with_hints(
+                    (cfg.vocab_size, d),
+                    "head.weight",
+                    candle_nn::Init::Const(0.0),
+                )?,
+                None,
+            ),
             rope: RopeTable::new(cfg.grid_size(), cfg.head_dim(), cfg.rope_base, vb.device())?,
             device: vb.device().clone(),
             dtype: vb.dtype(),
@@ -326,8 +389,7 @@ impl Arpg {
     /// Shared K/V of the cross decoder from the self-decoder output: `to_k/to_v(norm(x))`, RoPE on
     /// k only (mirrors the middle of `Decoder_Decoder.forward`).
     fn shared_kv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
-        let kv = self.to_kv.forward(&self.kv_norm.forward(x)?)?;
-        let parts = split_last(&kv, 2)?;
+        let parts = self.to_kv.forward(&self.kv_norm.forward(x)?, 2)?;
         let k = rope::apply(&to_heads(&parts[0], self.cfg.n_head)?, cos, sin)?;
         let v = to_heads(&parts[1], self.cfg.n_head)?;
         Ok((k, v))
@@ -356,8 +418,12 @@ impl Arpg {
         let tq = query_rows.dim(1)?;
         let (cos, sin) = self.rope.gather(ctx_rows)?;
         let (qcos, qsin) = self.rope.gather(query_rows)?;
-        let self_mask = causal.then(|| causal_mask(t, t, &self.device)).transpose()?;
-        let cross_mask = causal.then(|| causal_mask(tq, t, &self.device)).transpose()?;
+        let self_mask = causal
+            .then(|| causal_mask(t, t, &self.device))
+            .transpose()?;
+        let cross_mask = causal
+            .then(|| causal_mask(tq, t, &self.device))
+            .transpose()?;
         let mut x = self.embeddings.forward(input_ids)?;
         for block in &self.self_dec {
             x = block.forward(&x, &cos, &sin, self_mask.as_ref(), None)?;
@@ -382,12 +448,23 @@ impl Arpg {
         causal: bool,
     ) -> Result<Tensor> {
         let (b, n) = ids.dims2()?;
-        let shuffled = ids.to_dtype(DType::U32)?.gather(&orders.to_dtype(DType::U32)?, 1)?;
-        let input = Tensor::cat(&[class_ids.to_dtype(DType::U32)?.reshape((b, 1))?, shuffled.narrow(1, 0, n - 1)?], 1)?;
+        let shuffled = ids
+            .to_dtype(DType::U32)?
+            .gather(&orders.to_dtype(DType::U32)?, 1)?;
+        let input = Tensor::cat(
+            &[
+                class_ids.to_dtype(DType::U32)?.reshape((b, 1))?,
+                shuffled.narrow(1, 0, n - 1)?,
+            ],
+            1,
+        )?;
         let orders = orders.to_dtype(DType::U32)?;
         let rows = orders.broadcast_add(&Tensor::ones((), DType::U32, &self.device)?)?;
         let ctx_rows = Tensor::cat(
-            &[Tensor::zeros((b, 1), rows.dtype(), &self.device)?, rows.narrow(1, 0, n - 1)?],
+            &[
+                Tensor::zeros((b, 1), rows.dtype(), &self.device)?,
+                rows.narrow(1, 0, n - 1)?,
+            ],
             1,
         )?;
         self.forward(

@@ -7,7 +7,13 @@ use candle_nn::{Conv2d, GroupNorm, VarBuilder};
 use super::{conv_cfg, group_norm, swish};
 
 /// A biased convolution with `k x k` kernel and the given padding, stride 1.
-pub(crate) fn conv(inp: usize, out: usize, k: usize, padding: usize, vb: VarBuilder) -> Result<Conv2d> {
+pub(crate) fn conv(
+    inp: usize,
+    out: usize,
+    k: usize,
+    padding: usize,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
     candle_nn::conv2d(inp, out, k, conv_cfg(padding, 1), vb)
 }
 
@@ -79,10 +85,7 @@ impl Module for AttnBlock {
         let v = flat(self.v.forward(&hn)?)?;
         let scores = (q.matmul(&k.t()?)? * (1.0 / (c as f64).sqrt()))?;
         let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, c, h, w))?;
+        let out = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, c, h, w))?;
         x + self.proj_out.forward(&out)?
     }
 }

@@ -49,7 +49,11 @@ impl Encoder {
             let mut res = Vec::new();
             let mut attn = Vec::new();
             for r in 0..cfg.num_res_blocks {
-                res.push(ResnetBlock::new(block_in, out, vb_l.pp(format!("res.{r}")))?);
+                res.push(ResnetBlock::new(
+                    block_in,
+                    out,
+                    vb_l.pp(format!("res.{r}")),
+                )?);
                 block_in = out;
                 if i == n - 1 {
                     attn.push(AttnBlock::new(out, vb_l.pp(format!("attn.{r}")))?);
@@ -135,7 +139,11 @@ impl Decoder {
             let mut res = Vec::new();
             let mut attn = Vec::new();
             for r in 0..=cfg.num_res_blocks {
-                res.push(ResnetBlock::new(block_in, out, vb_l.pp(format!("res.{r}")))?);
+                res.push(ResnetBlock::new(
+                    block_in,
+                    out,
+                    vb_l.pp(format!("res.{r}")),
+                )?);
                 block_in = out;
                 if level == n - 1 {
                     attn.push(AttnBlock::new(out, vb_l.pp(format!("attn.{r}")))?);
@@ -182,7 +190,11 @@ impl Decoder {
 
 /// `x / max(||x||, 1e-12)` along the last dim (`F.normalize`).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
-    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(1e-12, f64::INFINITY)?;
+    let norm = x
+        .sqr()?
+        .sum_keepdim(D::Minus1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
     x.broadcast_div(&norm)
 }
 
@@ -204,16 +216,34 @@ impl VqModel {
     pub fn new(cfg: &VqConfig, vb: VarBuilder) -> Result<Self> {
         cfg.validate()
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let codebook = vb.get(
+        // Reference init: uniform(-1/n, 1/n) (then normalised); ignored when loading weights.
+        let bound = 1.0 / cfg.codebook_size as f64;
+        let codebook = vb.get_with_hints(
             (cfg.codebook_size, cfg.codebook_embed_dim),
             "quantize.embedding.weight",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
         )?;
         Ok(Self {
             cfg: cfg.clone(),
             encoder: Encoder::new(cfg, vb.pp("encoder"))?,
             decoder: Decoder::new(cfg, vb.pp("decoder"))?,
-            quant_conv: conv(cfg.z_channels, cfg.codebook_embed_dim, 1, 0, vb.pp("quant_conv"))?,
-            post_quant_conv: conv(cfg.codebook_embed_dim, cfg.z_channels, 1, 0, vb.pp("post_quant_conv"))?,
+            quant_conv: conv(
+                cfg.z_channels,
+                cfg.codebook_embed_dim,
+                1,
+                0,
+                vb.pp("quant_conv"),
+            )?,
+            post_quant_conv: conv(
+                cfg.codebook_embed_dim,
+                cfg.z_channels,
+                1,
+                0,
+                vb.pp("post_quant_conv"),
+            )?,
             codebook_normed: l2_normalize(&codebook)?,
             codebook,
         })
@@ -260,6 +290,34 @@ impl VqModel {
             .broadcast_add(&e.sqr()?.sum(1)?.unsqueeze(0)?)?
             .sub(&(z.matmul(&e.t()?)? * 2.0)?)?;
         d.argmin(1)?.reshape((b, h * w))
+    }
+
+    /// Training forward (mirrors `VQModel.forward` with `VectorQuantizer` in training mode):
+    /// returns the reconstruction, the codebook loss `mean((z_q - sg(z))²)`, the commitment term
+    /// `mean((sg(z_q) - z)²)` (unscaled) and the chosen indices. The codebook is normalised from
+    /// the live variable, and gradients pass the quantizer straight through.
+    pub fn forward_train(&self, image: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+        let latent = self.latent(image)?;
+        let (b, c, h, w) = latent.dims4()?;
+        let z = l2_normalize(&latent.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?)?;
+        let e = l2_normalize(&self.codebook)?;
+        let zd = z.detach();
+        let d = zd
+            .sqr()?
+            .sum_keepdim(1)?
+            .broadcast_add(&e.detach().sqr()?.sum(1)?.unsqueeze(0)?)?
+            .sub(&(zd.matmul(&e.detach().t()?)? * 2.0)?)?;
+        let idx = d.argmin(1)?;
+        let zq = e.index_select(&idx, 0)?;
+        let codebook_loss = (&zq - &zd)?.sqr()?.mean_all()?;
+        let commit_loss = (zq.detach() - &z)?.sqr()?.mean_all()?;
+        let st = (&z + (&zq - &z)?.detach())?;
+        let st = st
+            .reshape((b, h, w, c))?
+            .permute((0, 3, 1, 2))?
+            .contiguous()?;
+        let recon = self.decoder.forward(&self.post_quant_conv.forward(&st)?)?;
+        Ok((recon, codebook_loss, commit_loss, idx.reshape((b, h * w))?))
     }
 
     /// `encode(image) -> tokens`: `(B, 3, H, W)` in `[-1, 1]` to `(B, H/s * W/s)` u32.

@@ -1,0 +1,355 @@
+//! Training of the shipped model: the VQ tokenizer and the ARPG transformer, on the procedural
+//! dataset, with periodic checkpoints, resume and a loss log. Both use the same model code as
+//! inference (`VqModel`, `Arpg::new_for_training`).
+//!
+//! Recipes: VQ with reconstruction (L1 + L2) + codebook + 0.25 · commitment losses (LlamaGen's,
+//! without the perceptual/adversarial terms); ARPG with the reference recipe — a fresh random
+//! order per sample, class dropout 0.1, AdamW (0.9, 0.95), cosine learning rate with warm-up.
+//! Resume restores weights and the step (hence the learning-rate schedule); AdamW moments restart.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ArpgConfig, VqConfig};
+use crate::dataset;
+use crate::error::{Error, Result};
+use crate::model::Arpg;
+use crate::sampler::Rng;
+use crate::vq::{self, VqModel};
+
+/// Optimisation settings shared by both stages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub warmup: usize,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Save a checkpoint every this many steps.
+    pub checkpoint_every: usize,
+    /// Image side in pixels.
+    pub image_size: usize,
+}
+
+/// One logged step.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f64,
+    /// Stage-specific terms (VQ: rec, codebook, commit, usage; ARPG: accuracy).
+    pub terms: Vec<(String, f64)>,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Persistent progress of a training run, saved beside the weights.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct TrainState {
+    step: usize,
+    seconds: f64,
+}
+
+/// Cosine learning rate with linear warm-up, decaying to 10% of the peak.
+pub fn learning_rate(step: usize, opts: &TrainOptions) -> f64 {
+    if step < opts.warmup {
+        return opts.lr * (step + 1) as f64 / opts.warmup as f64;
+    }
+    let t = (step - opts.warmup) as f64 / (opts.steps - opts.warmup).max(1) as f64;
+    let min = 0.1 * opts.lr;
+    min + 0.5 * (opts.lr - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
+}
+
+/// A batch of dataset images as `(B, 3, S, S)` in `[-1, 1]` plus labels.
+pub fn image_batch(
+    start: u64,
+    n: usize,
+    seed: u64,
+    size: usize,
+    device: &Device,
+) -> Result<(Tensor, Vec<usize>)> {
+    let (images, labels) = dataset::batch(start, n, seed, size);
+    let t = images
+        .iter()
+        .map(|rgb| vq::from_rgb8(rgb, size, size, device))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((Tensor::cat(&t, 0)?, labels))
+}
+
+/// Output directory layout of a run.
+struct RunFiles {
+    weights: PathBuf,
+    state: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl RunFiles {
+    fn new(dir: &Path, stem: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        Ok(Self {
+            weights: dir.join(format!("{stem}.safetensors")),
+            state: dir.join(format!("{stem}.state.json")),
+            config: dir.join(format!("{stem}.json")),
+            log: dir.join(format!("{stem}.loss.csv")),
+        })
+    }
+
+    fn load_state(&self, varmap: &mut VarMap) -> Result<TrainState> {
+        if self.weights.is_file() && self.state.is_file() {
+            varmap.load(&self.weights)?;
+            let text =
+                std::fs::read_to_string(&self.state).map_err(|e| Error::io(&self.state, e))?;
+            serde_json::from_str(&text).map_err(|e| Error::Json {
+                context: self.state.display().to_string(),
+                source: e,
+            })
+        } else {
+            Ok(TrainState {
+                step: 0,
+                seconds: 0.0,
+            })
+        }
+    }
+
+    /// Writes weights then state through temporary files, so an interruption never leaves a
+    /// half-written checkpoint.
+    fn save(&self, varmap: &VarMap, state: &TrainState, config: &impl Serialize) -> Result<()> {
+        let tmp = self.weights.with_extension("safetensors.tmp");
+        varmap.save(&tmp)?;
+        std::fs::rename(&tmp, &self.weights).map_err(|e| Error::io(&self.weights, e))?;
+        let write_json = |path: &Path, v: &dyn erased::Json| -> Result<()> {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, v.to_json()).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        };
+        write_json(&self.state, state)?;
+        write_json(&self.config, config)?;
+        Ok(())
+    }
+
+    fn append_log(&self, row: &StepLog) -> Result<()> {
+        let new = !self.log.is_file();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| Error::io(&self.log, e))?;
+        if new {
+            let names: Vec<&str> = row.terms.iter().map(|(n, _)| n.as_str()).collect();
+            writeln!(f, "step,loss,{},lr,seconds", names.join(","))
+                .map_err(|e| Error::io(&self.log, e))?;
+        }
+        let terms: Vec<String> = row.terms.iter().map(|(_, v)| format!("{v:.6}")).collect();
+        writeln!(
+            f,
+            "{},{:.6},{},{:.3e},{:.1}",
+            row.step,
+            row.loss,
+            terms.join(","),
+            row.lr,
+            row.seconds
+        )
+        .map_err(|e| Error::io(&self.log, e))
+    }
+}
+
+mod erased {
+    /// Serialises any config/state to pretty JSON.
+    pub trait Json {
+        fn to_json(&self) -> String;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> String {
+            serde_json::to_string_pretty(self).unwrap_or_default()
+        }
+    }
+}
+
+fn adamw(varmap: &VarMap, opts: &TrainOptions) -> Result<AdamW> {
+    Ok(AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW {
+            lr: opts.lr,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: opts.weight_decay,
+        },
+    )?)
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// Trains (or resumes) the VQ tokenizer in `dir` (`vq.safetensors`, `vq.json`, `vq.loss.csv`).
+/// `on_step` sees every step's log; return `false` from it to stop after a checkpoint.
+pub fn train_vq(
+    cfg: &VqConfig,
+    opts: &TrainOptions,
+    dir: &Path,
+    device: &Device,
+    on_step: &mut dyn FnMut(&StepLog) -> bool,
+) -> Result<VqModel> {
+    cfg.validate()?;
+    let files = RunFiles::new(dir, "vq")?;
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = VqModel::new(cfg, vb)?;
+    let mut state = files.load_state(&mut varmap)?;
+    let mut opt = adamw(&varmap, opts)?;
+    let mut usage = vec![0u64; cfg.codebook_size];
+    let started = Instant::now();
+    let base_seconds = state.seconds;
+    while state.step < opts.steps {
+        let lr = learning_rate(state.step, opts);
+        opt.set_learning_rate(lr);
+        let start = (state.step * opts.batch) as u64;
+        let (x, _) = image_batch(start, opts.batch, opts.seed, opts.image_size, device)?;
+        let (recon, codebook, commit, idx) = model.forward_train(&x)?;
+        let diff = (&recon - &x)?;
+        let rec = (diff.abs()?.mean_all()? + diff.sqr()?.mean_all()?)?;
+        let loss = ((&rec + &codebook)? + (&commit * 0.25)?)?;
+        opt.backward_step(&loss)?;
+        for i in idx.flatten_all()?.to_vec1::<u32>()? {
+            usage[i as usize] = state.step as u64 + 1;
+        }
+        state.step += 1;
+        state.seconds = base_seconds + started.elapsed().as_secs_f64();
+        // Codes used within the last 100 steps.
+        let recent = usage
+            .iter()
+            .filter(|&&s| s + 100 > state.step as u64 && s > 0)
+            .count();
+        let row = StepLog {
+            step: state.step,
+            loss: scalar(&loss)?,
+            terms: vec![
+                ("rec".into(), scalar(&rec)?),
+                ("codebook".into(), scalar(&codebook)?),
+                ("commit".into(), scalar(&commit)?),
+                ("usage".into(), recent as f64 / cfg.codebook_size as f64),
+            ],
+            lr,
+            seconds: state.seconds,
+        };
+        let keep_going = on_step(&row);
+        if state.step % 10 == 0 {
+            files.append_log(&row)?;
+        }
+        if state.step % opts.checkpoint_every == 0 || state.step == opts.steps || !keep_going {
+            files.save(&varmap, &state, cfg)?;
+        }
+        if !keep_going {
+            break;
+        }
+    }
+    // Reload as an inference model (normalised codebook computed from the final weights).
+    let ckpt = crate::checkpoint::Checkpoint::open(&files.weights)?;
+    Ok(VqModel::new(cfg, ckpt.var_builder(DType::F32, device))?)
+}
+
+/// Trains (or resumes) the ARPG transformer on tokens of `vq` in `dir` (`arpg.safetensors`,
+/// `arpg.json`, `arpg.loss.csv`). Images are rendered and encoded on the fly, so no sample is seen
+/// twice.
+pub fn train_arpg(
+    cfg: &ArpgConfig,
+    vq: &VqModel,
+    opts: &TrainOptions,
+    dir: &Path,
+    device: &Device,
+    on_step: &mut dyn FnMut(&StepLog) -> bool,
+) -> Result<Arpg> {
+    cfg.validate()?;
+    let grid = opts.image_size / vq.config().downsample();
+    if grid * grid != cfg.block_size || vq.config().codebook_size != cfg.vocab_size {
+        return Err(Error::Config(format!(
+            "the transformer (block_size {}, vocabulary {}) does not match the tokenizer ({grid}x{grid} tokens of {}px images, codebook {})",
+            cfg.block_size,
+            cfg.vocab_size,
+            opts.image_size,
+            vq.config().codebook_size
+        )));
+    }
+    let files = RunFiles::new(dir, "arpg")?;
+    let mut varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = Arpg::new_for_training(cfg, vb)?;
+    let mut state = files.load_state(&mut varmap)?;
+    let mut opt = adamw(&varmap, opts)?;
+    let started = Instant::now();
+    let base_seconds = state.seconds;
+    let n = cfg.block_size;
+    // A different image stream than the VQ's.
+    let data_seed = opts.seed ^ 0xA5A5_5A5A;
+    while state.step < opts.steps {
+        let lr = learning_rate(state.step, opts);
+        opt.set_learning_rate(lr);
+        let mut rng = Rng::stream(opts.seed, 200, state.step as u64);
+        let start = (state.step * opts.batch) as u64;
+        let (x, labels) = image_batch(start, opts.batch, data_seed, opts.image_size, device)?;
+        let ids = vq.encode(&x)?;
+        // Class dropout 0.1 (the null class trains the unconditional half of CFG).
+        let class_ids: Vec<u32> = labels
+            .iter()
+            .map(|&c| {
+                if rng.next_f64() < 0.1 {
+                    cfg.null_class_id()
+                } else {
+                    cfg.class_token_id(c)
+                }
+            })
+            .collect();
+        let orders: Vec<u32> = (0..opts.batch)
+            .flat_map(|_| {
+                let mut o: Vec<u32> = (0..n as u32).collect();
+                rng.shuffle(&mut o);
+                o
+            })
+            .collect();
+        let class_ids = Tensor::from_vec(class_ids, opts.batch, device)?;
+        let orders = Tensor::from_vec(orders, (opts.batch, n), device)?;
+        let logits = model.forward_teacher(&ids, &class_ids, &orders, true)?;
+        let targets = ids.gather(&orders, 1)?;
+        let flat = logits.reshape((opts.batch * n, cfg.vocab_size))?;
+        let loss = candle_nn::loss::cross_entropy(&flat, &targets.flatten_all()?)?;
+        opt.backward_step(&loss)?;
+        let acc = scalar(
+            &flat
+                .argmax(1)?
+                .eq(&targets.flatten_all()?)?
+                .to_dtype(DType::F32)?
+                .mean_all()?,
+        )?;
+        state.step += 1;
+        state.seconds = base_seconds + started.elapsed().as_secs_f64();
+        let row = StepLog {
+            step: state.step,
+            loss: scalar(&loss)?,
+            terms: vec![("accuracy".into(), acc)],
+            lr,
+            seconds: state.seconds,
+        };
+        let keep_going = on_step(&row);
+        if state.step % 10 == 0 {
+            files.append_log(&row)?;
+        }
+        if state.step % opts.checkpoint_every == 0 || state.step == opts.steps || !keep_going {
+            files.save(&varmap, &state, cfg)?;
+        }
+        if !keep_going {
+            break;
+        }
+    }
+    let ckpt = crate::checkpoint::Checkpoint::open(&files.weights)?;
+    Ok(Arpg::new(cfg, ckpt.var_builder(DType::F32, device))?)
+}
+
+/// Keeps `Var` in the public API surface for callers that build their own loops.
+pub type TrainVar = Var;
