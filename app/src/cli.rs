@@ -7,8 +7,10 @@ use anyhow::{bail, Context, Result};
 use arpg_core::checkpoint::Checkpoint;
 use arpg_core::loader::{self, ModelKind};
 use arpg_core::reference::{self, WeightFormat};
-use candle_core::{DType, Device};
+use candle_core::Device;
 use clap::{Parser, Subcommand};
+
+use crate::run::{self, MaskArgs, ModelArgs, Models, SamplerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -23,6 +25,92 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Generate images of a class.
+    Generate {
+        /// Class index (or, for the shipped model, its name).
+        #[arg(long, default_value = "0")]
+        class: String,
+        /// Number of images (written as OUT_0.png, OUT_1.png, ... when above 1).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        #[arg(long, default_value = "sample.png")]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+    },
+    /// Regenerate the white part of a mask; everything else is kept exactly.
+    Inpaint {
+        #[arg(long)]
+        image: PathBuf,
+        /// Same size as the image; white = regenerate.
+        #[arg(long)]
+        mask: PathBuf,
+        /// Class (default: the one stored in the image, else unconditional).
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        mask_opts: MaskArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+    },
+    /// Extend the canvas by N pixels (snapped up to whole tokens) and fill it.
+    Outpaint {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        left: usize,
+        #[arg(long, default_value_t = 0)]
+        right: usize,
+        #[arg(long, default_value_t = 0)]
+        top: usize,
+        #[arg(long, default_value_t = 0)]
+        bottom: usize,
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+    },
+    /// Double the resolution: existing tokens become context on a grid twice as fine.
+    Expand {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        class: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+    },
+    /// Encode an image to a token JSON.
+    Encode {
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Decode a token JSON to a PNG.
+    Decode {
+        #[arg(long)]
+        tokens: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// Print what a checkpoint holds: model, config, parameter count and dtype.
     Info {
         /// An ARPG (`arpg_300m.pt`, ...) or VQ (`vq_ds16_c2i.pt`) checkpoint, `.pt` or `.safetensors`.
@@ -207,9 +295,99 @@ fn train_arpg(
     Ok(ExitCode::SUCCESS)
 }
 
+fn done(out: &std::path::Path, quiet: bool) -> Result<ExitCode> {
+    if !quiet {
+        println!("wrote {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Generate {
+            class,
+            batch,
+            out,
+            model,
+            sampler,
+        } => {
+            let models = Models::load(&model)?;
+            let class = models.class(&class)?;
+            for path in run::generate(&models, class, batch, &sampler, &out, model.quiet)? {
+                if !model.quiet {
+                    println!("wrote {}", path.display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inpaint {
+            image,
+            mask,
+            class,
+            out,
+            mask_opts,
+            model,
+            sampler,
+        } => {
+            let models = Models::load(&model)?;
+            let class = class.map(|c| models.class(&c)).transpose()?;
+            run::inpaint(
+                &models,
+                &image,
+                &mask,
+                class,
+                &sampler,
+                &mask_opts,
+                &out,
+                model.quiet,
+            )?;
+            done(&out, model.quiet)
+        }
+        Command::Outpaint {
+            image,
+            left,
+            right,
+            top,
+            bottom,
+            class,
+            out,
+            model,
+            sampler,
+        } => {
+            let models = Models::load(&model)?;
+            let class = class.map(|c| models.class(&c)).transpose()?;
+            run::outpaint(
+                &models,
+                &image,
+                [left, right, top, bottom],
+                class,
+                &sampler,
+                &out,
+                model.quiet,
+            )?;
+            done(&out, model.quiet)
+        }
+        Command::Expand {
+            image,
+            class,
+            out,
+            model,
+            sampler,
+        } => {
+            let models = Models::load(&model)?;
+            let class = class.map(|c| models.class(&c)).transpose()?;
+            run::expand(&models, &image, class, &sampler, &out, model.quiet)?;
+            done(&out, model.quiet)
+        }
+        Command::Encode { image, out, model } => {
+            run::encode(&Models::load(&model)?, &image, &out)?;
+            done(&out, model.quiet)
+        }
+        Command::Decode { tokens, out, model } => {
+            run::decode(&Models::load(&model)?, &tokens, &out)?;
+            done(&out, model.quiet)
+        }
         Command::Info { file, config } => info(&file, config.as_deref()),
         Command::Dataset {
             out,
@@ -359,7 +537,6 @@ fn check_reference(
         println!("{r}");
     }
     println!("{} passed, {} failed", results.len() - failed, failed);
-    let _ = DType::F32;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -1,6 +1,8 @@
 //! `arpg`: the command-line interface of ARPG Studio.
 
 mod cli;
+mod document;
+mod run;
 
 fn main() -> std::process::ExitCode {
     match cli::run() {

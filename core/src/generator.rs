@@ -89,8 +89,8 @@ pub enum OrderMode {
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
-    /// One class label per image.
-    pub classes: Vec<usize>,
+    /// One class label per image; `None` generates unconditionally (null class, no guidance).
+    pub classes: Vec<Option<usize>>,
     pub settings: Settings,
     pub order: OrderMode,
     /// Known tokens on the model grid (raster order, `None` = generate), shared by every image.
@@ -100,7 +100,7 @@ pub struct Request {
 impl Request {
     pub fn new(classes: Vec<usize>, settings: Settings) -> Self {
         Self {
-            classes,
+            classes: classes.into_iter().map(Some).collect(),
             settings,
             order: OrderMode::Random,
             known: None,
@@ -132,7 +132,7 @@ pub struct StepOutput {
 pub struct Generation {
     model: Arpg,
     settings: Settings,
-    classes: Vec<usize>,
+    classes: Vec<Option<usize>>,
     guided: bool,
     /// Unknown cells of each image in generation order.
     orders: Vec<Vec<usize>>,
@@ -161,7 +161,12 @@ impl Generation {
         if b == 0 {
             return Err(Error::InvalidRequest("at least one class is needed".into()));
         }
-        if let Some(&c) = request.classes.iter().find(|&&c| c >= cfg.num_classes) {
+        if let Some(c) = request
+            .classes
+            .iter()
+            .flatten()
+            .find(|&&c| c >= cfg.num_classes)
+        {
             return Err(Error::InvalidRequest(format!(
                 "class {c} is out of range: this model has classes 0..{}",
                 cfg.num_classes - 1
@@ -199,7 +204,8 @@ impl Generation {
         let orders = (0..b)
             .map(|i| order_cells(&request.order, &unknown, n, settings.seed, i as u64))
             .collect::<Result<Vec<_>>>()?;
-        let guided = settings.cfg_scale != 1.0;
+        // Guidance needs a condition; unconditional images use the null class throughout.
+        let guided = settings.cfg_scale != 1.0 && request.classes.iter().any(Option::is_some);
         let rows = if guided { 2 * b } else { b };
         let known_feed: Vec<(u32, u32)> = known
             .iter()
@@ -288,10 +294,9 @@ impl Generation {
         for r in 0..rows {
             let i = r % b;
             if self.feed_has_class {
-                ids.push(if r < b {
-                    cfg.class_token_id(self.classes[i])
-                } else {
-                    cfg.null_class_id()
+                ids.push(match self.classes[i] {
+                    Some(c) if r < b => cfg.class_token_id(c),
+                    _ => cfg.null_class_id(),
                 });
                 pos.push(0);
             }

@@ -13,6 +13,7 @@ pub mod reference;
 pub mod sampler;
 pub mod schedule;
 pub mod shipped;
+pub mod tasks;
 pub mod train;
 pub mod vq;
 

@@ -319,7 +319,7 @@ impl FixtureSet {
             seed: 0,
         };
         let request = Request {
-            classes: classes.iter().map(|&c| c as usize).collect(),
+            classes: classes.iter().map(|&c| Some(c as usize)).collect(),
             settings,
             order: OrderMode::Fixed(order.iter().map(|&c| c as usize).collect()),
             known: None,

@@ -3,6 +3,9 @@
 //! l2-normalised codebook, and a convolutional decoder. Images are `(B, 3, H, W)` in `[-1, 1]`.
 
 mod blocks;
+pub mod palette;
+
+pub use palette::Palette;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};

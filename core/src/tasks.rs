@@ -1,0 +1,414 @@
+//! Zero-shot editing on token canvases: inpainting, outpainting / canvas extension and
+//! resolution expansion. None of these exists in the reference code; the paper shows them as
+//! figures. They all reduce to one mechanism: known tokens are context, fed with the class token
+//! in one prefill pass, and only unknown cells are sampled.
+//!
+//! A [`TokenCanvas`] may be larger than the model's grid. A [`CanvasJob`] fills its unknown cells
+//! window by window: each window is a grid-sized crop, prefilled with every known token inside it
+//! (RoPE positions are window-local, so every window looks like an ordinary image to the model).
+//! The next window is the one that overlaps known content most usefully (see
+//! [`CanvasJob::next_window`]). Inpainting on the model grid is a single window.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::generator::{Generation, OrderMode, Request, Settings};
+use crate::model::Arpg;
+
+/// A grid of tokens in raster order; `None` marks a cell still to generate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenCanvas {
+    pub rows: usize,
+    pub cols: usize,
+    pub cells: Vec<Option<u32>>,
+}
+
+impl TokenCanvas {
+    pub fn empty(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            cells: vec![None; rows * cols],
+        }
+    }
+
+    pub fn from_tokens(rows: usize, cols: usize, tokens: &[u32]) -> Result<Self> {
+        if tokens.len() != rows * cols {
+            return Err(Error::InvalidRequest(format!(
+                "{} tokens do not fill a {rows}x{cols} grid",
+                tokens.len()
+            )));
+        }
+        Ok(Self {
+            rows,
+            cols,
+            cells: tokens.iter().copied().map(Some).collect(),
+        })
+    }
+
+    pub fn get(&self, r: usize, c: usize) -> Option<u32> {
+        self.cells[r * self.cols + c]
+    }
+
+    pub fn unknown_count(&self) -> usize {
+        self.cells.iter().filter(|c| c.is_none()).count()
+    }
+
+    /// Every cell, or an error naming how many are missing.
+    pub fn tokens(&self) -> Result<Vec<u32>> {
+        let missing = self.unknown_count();
+        if missing > 0 {
+            return Err(Error::InvalidRequest(format!(
+                "{missing} cells are not generated yet"
+            )));
+        }
+        Ok(self.cells.iter().flatten().copied().collect())
+    }
+
+    /// Forgets the cells where `mask` is true (inpainting).
+    pub fn with_unknown(&self, mask: &[bool]) -> Result<Self> {
+        if mask.len() != self.cells.len() {
+            return Err(Error::InvalidRequest(format!(
+                "mask has {} cells, the canvas {}x{}",
+                mask.len(),
+                self.rows,
+                self.cols
+            )));
+        }
+        let mut out = self.clone();
+        for (c, &m) in out.cells.iter_mut().zip(mask) {
+            if m {
+                *c = None;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A larger canvas with this one at its centre-offset and unknown cells around it.
+    pub fn extended(&self, left: usize, right: usize, top: usize, bottom: usize) -> Self {
+        let (rows, cols) = (self.rows + top + bottom, self.cols + left + right);
+        let mut out = Self::empty(rows, cols);
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                out.cells[(r + top) * cols + c + left] = self.get(r, c);
+            }
+        }
+        out
+    }
+
+    /// Resolution expansion: a canvas with `factor` times the cells per side, the existing
+    /// tokens placed on its lattice (cell (y, x) at (factor·y, factor·x)) and the rest unknown.
+    pub fn spread(&self, factor: usize) -> Self {
+        let (rows, cols) = (self.rows * factor, self.cols * factor);
+        let mut out = Self::empty(rows, cols);
+        for r in 0..self.rows {
+            for c in 0..self.cols {
+                out.cells[(r * factor) * cols + c * factor] = self.get(r, c);
+            }
+        }
+        out
+    }
+}
+
+/// Pixel mask → token mask. A token is unknown when the masked share of its `patch x patch`
+/// pixels exceeds `threshold` (0: any masked pixel), then the token mask is grown by `dilate`
+/// cells. `mask` holds one byte per pixel, `> 127` = regenerate.
+pub fn token_mask(
+    mask: &[u8],
+    width: usize,
+    height: usize,
+    patch: usize,
+    threshold: f32,
+    dilate: usize,
+) -> Result<Vec<bool>> {
+    if mask.len() != width * height {
+        return Err(Error::InvalidRequest(format!(
+            "mask has {} pixels, expected {width}x{height}",
+            mask.len()
+        )));
+    }
+    if patch == 0 || width % patch != 0 || height % patch != 0 {
+        return Err(Error::InvalidRequest(format!(
+            "a {width}x{height} mask does not divide into {patch}px tokens"
+        )));
+    }
+    let (rows, cols) = (height / patch, width / patch);
+    let mut cells = vec![false; rows * cols];
+    for r in 0..rows {
+        for c in 0..cols {
+            let mut covered = 0usize;
+            for y in r * patch..(r + 1) * patch {
+                covered += mask[y * width + c * patch..y * width + (c + 1) * patch]
+                    .iter()
+                    .filter(|&&v| v > 127)
+                    .count();
+            }
+            let share = covered as f32 / (patch * patch) as f32;
+            cells[r * cols + c] = covered > 0 && share > threshold.min(0.999);
+        }
+    }
+    for _ in 0..dilate {
+        let prev = cells.clone();
+        for r in 0..rows {
+            for c in 0..cols {
+                let near = |dr: isize, dc: isize| {
+                    let (rr, cc) = (r as isize + dr, c as isize + dc);
+                    rr >= 0
+                        && cc >= 0
+                        && (rr as usize) < rows
+                        && (cc as usize) < cols
+                        && prev[rr as usize * cols + cc as usize]
+                };
+                if near(0, 0) || near(-1, 0) || near(1, 0) || near(0, -1) || near(0, 1) {
+                    cells[r * cols + c] = true;
+                }
+            }
+        }
+    }
+    Ok(cells)
+}
+
+/// Composites a generated image into the original: pixels outside the mask stay exactly the
+/// original, masked pixels take the generated image, and a band of `feather` pixels inside the
+/// mask edge blends the two linearly. Images are interleaved RGB8, the mask one byte per pixel.
+pub fn feathered_blend(
+    original: &[u8],
+    generated: &[u8],
+    mask: &[u8],
+    width: usize,
+    height: usize,
+    feather: usize,
+) -> Result<Vec<u8>> {
+    let n = width * height;
+    if original.len() != n * 3 || generated.len() != n * 3 || mask.len() != n {
+        return Err(Error::InvalidRequest("blend inputs differ in size".into()));
+    }
+    // Chessboard distance of each masked pixel to the nearest unmasked one (two-pass sweep).
+    let big = u32::MAX / 2;
+    let mut dist: Vec<u32> = mask
+        .iter()
+        .map(|&m| if m > 127 { big } else { 0 })
+        .collect();
+    for y in 0..height {
+        for x in 0..width {
+            let i = y * width + x;
+            for (dx, dy) in [(-1isize, 0isize), (0, -1), (-1, -1), (1, -1)] {
+                let (xx, yy) = (x as isize + dx, y as isize + dy);
+                if xx >= 0 && yy >= 0 && (xx as usize) < width {
+                    dist[i] = dist[i].min(dist[yy as usize * width + xx as usize] + 1);
+                }
+            }
+        }
+    }
+    for y in (0..height).rev() {
+        for x in (0..width).rev() {
+            let i = y * width + x;
+            for (dx, dy) in [(1isize, 0isize), (0, 1), (1, 1), (-1, 1)] {
+                let (xx, yy) = (x as isize + dx, y as isize + dy);
+                if xx >= 0 && (xx as usize) < width && (yy as usize) < height {
+                    dist[i] = dist[i].min(dist[yy as usize * width + xx as usize] + 1);
+                }
+            }
+        }
+    }
+    let mut out = original.to_vec();
+    for i in 0..n {
+        if dist[i] == 0 {
+            continue;
+        }
+        // A mask with no unmasked pixel at all has every distance `big`: alpha 1.
+        let alpha = if feather == 0 {
+            1.0
+        } else {
+            (dist[i] as f32 / (feather + 1) as f32).min(1.0)
+        };
+        for k in 0..3 {
+            let (o, g) = (original[i * 3 + k] as f32, generated[i * 3 + k] as f32);
+            out[i * 3 + k] = (o + (g - o) * alpha).round() as u8;
+        }
+    }
+    Ok(out)
+}
+
+/// What one step of a [`CanvasJob`] decided, in canvas coordinates.
+#[derive(Debug, Clone)]
+pub struct CanvasStep {
+    /// `(row, col, token, probability)` of every cell decided in this step.
+    pub cells: Vec<(usize, usize, u32, f32)>,
+    /// Window origin `(row, col)` and index.
+    pub window: (usize, usize),
+    pub window_index: usize,
+    /// Step within the window, and the window's step count.
+    pub step: usize,
+    pub window_steps: usize,
+    /// Unknown cells left on the whole canvas.
+    pub remaining: usize,
+}
+
+/// Fills the unknown cells of a canvas with grid-sized windows (see the module docs).
+#[derive(Debug)]
+pub struct CanvasJob {
+    model: Arpg,
+    canvas: TokenCanvas,
+    class: Option<usize>,
+    settings: Settings,
+    order: OrderMode,
+    current: Option<((usize, usize), Generation)>,
+    windows_done: usize,
+}
+
+impl CanvasJob {
+    /// `class`: `None` generates unconditionally. `order` applies inside each window
+    /// (`Priority` maps are given over the whole canvas).
+    pub fn new(
+        model: &Arpg,
+        canvas: TokenCanvas,
+        class: Option<usize>,
+        settings: Settings,
+        order: OrderMode,
+    ) -> Result<Self> {
+        let g = model.config().grid_size();
+        if canvas.rows < g || canvas.cols < g {
+            return Err(Error::InvalidRequest(format!(
+                "the canvas ({}x{} tokens) is smaller than the model's {g}x{g} grid",
+                canvas.rows, canvas.cols
+            )));
+        }
+        if canvas.unknown_count() == 0 {
+            return Err(Error::InvalidRequest(
+                "nothing to generate: no unknown cell".into(),
+            ));
+        }
+        if let OrderMode::Priority(p) = &order {
+            if p.len() != canvas.cells.len() {
+                return Err(Error::InvalidRequest(
+                    "priority map does not match the canvas".into(),
+                ));
+            }
+        }
+        settings.validate()?;
+        Ok(Self {
+            model: model.clone(),
+            canvas,
+            class,
+            settings,
+            order,
+            current: None,
+            windows_done: 0,
+        })
+    }
+
+    pub fn canvas(&self) -> &TokenCanvas {
+        &self.canvas
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.current.is_none() && self.canvas.unknown_count() == 0
+    }
+
+    /// The next window: among grid-sized windows holding unknown cells, those with at least
+    /// half of their cells known are preferred (enough context; they step by about half a
+    /// window), and among them the one with the most unknown cells; otherwise the one with the
+    /// most known cells. Ties go to the top-left-most.
+    pub fn next_window(&self) -> Option<(usize, usize)> {
+        let g = self.model.config().grid_size();
+        let c = &self.canvas;
+        let mut best: Option<((bool, usize), (usize, usize))> = None;
+        for r0 in 0..=c.rows - g {
+            for c0 in 0..=c.cols - g {
+                let unknown = (r0..r0 + g)
+                    .flat_map(|r| (c0..c0 + g).map(move |cc| (r, cc)))
+                    .filter(|&(r, cc)| c.get(r, cc).is_none())
+                    .count();
+                if unknown == 0 {
+                    continue;
+                }
+                let known = g * g - unknown;
+                let enough = 2 * known >= g * g;
+                let key = (enough, if enough { unknown } else { known });
+                if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                    best = Some((key, (r0, c0)));
+                }
+            }
+        }
+        best.map(|(_, w)| w)
+    }
+
+    fn start_window(&mut self, origin: (usize, usize)) -> Result<()> {
+        let g = self.model.config().grid_size();
+        let (r0, c0) = origin;
+        let known: Vec<Option<u32>> = (0..g * g)
+            .map(|i| self.canvas.get(r0 + i / g, c0 + i % g))
+            .collect();
+        let mut settings = self.settings.clone();
+        // Each window draws from its own streams.
+        settings.seed = self
+            .settings
+            .seed
+            .wrapping_add(self.windows_done as u64 * 0x9E37_79B9);
+        let order = match &self.order {
+            OrderMode::Priority(p) => OrderMode::Priority(
+                (0..g * g)
+                    .map(|i| p[(r0 + i / g) * self.canvas.cols + c0 + i % g])
+                    .collect(),
+            ),
+            OrderMode::Fixed(_) => OrderMode::Random,
+            other => other.clone(),
+        };
+        let request = Request {
+            classes: vec![self.class],
+            settings,
+            order,
+            known: Some(known),
+        };
+        self.current = Some((origin, Generation::new(&self.model, &request)?));
+        Ok(())
+    }
+
+    /// One parallel step of the current window (starting the next window when needed); `None`
+    /// once the canvas is full.
+    pub fn step(&mut self) -> Result<Option<CanvasStep>> {
+        if self.current.is_none() {
+            match self.next_window() {
+                Some(w) => self.start_window(w)?,
+                None => return Ok(None),
+            }
+        }
+        let Some(((r0, c0), gen)) = self.current.as_mut() else {
+            return Ok(None);
+        };
+        let (r0, c0) = (*r0, *c0);
+        let g = self.model.config().grid_size();
+        let Some(out) = gen.step()? else {
+            self.current = None;
+            return self.step();
+        };
+        let window_steps = gen.total_steps();
+        let finished = gen.is_done();
+        let mut cells = Vec::with_capacity(out.cells[0].len());
+        for ((&cell, &token), &prob) in out.cells[0].iter().zip(&out.tokens[0]).zip(&out.probs[0]) {
+            let (r, c) = (r0 + cell / g, c0 + cell % g);
+            self.canvas.cells[r * self.canvas.cols + c] = Some(token);
+            cells.push((r, c, token, prob));
+        }
+        let index = self.windows_done;
+        if finished {
+            self.current = None;
+            self.windows_done += 1;
+        }
+        Ok(Some(CanvasStep {
+            cells,
+            window: (r0, c0),
+            window_index: index,
+            step: out.step,
+            window_steps,
+            remaining: self.canvas.unknown_count(),
+        }))
+    }
+
+    /// Runs to the end and returns the full canvas.
+    pub fn run(mut self) -> Result<TokenCanvas> {
+        while self.step()?.is_some() {}
+        Ok(self.canvas)
+    }
+}

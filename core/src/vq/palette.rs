@@ -1,0 +1,112 @@
+//! The per-code preview palette: each codebook entry decoded once on its own into a small RGB
+//! patch. Any partial token grid then renders instantly by pasting patches, which is what the live
+//! viewer shows after every step instead of running the VQ decoder.
+
+use candle_core::{Device, Tensor};
+
+use super::{to_rgb8, VqModel};
+use crate::error::{Error, Result};
+
+/// One `patch x patch` RGB8 tile per code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Palette {
+    pub patch: usize,
+    /// `codes * patch * patch * 3` bytes, code-major.
+    pub tiles: Vec<u8>,
+}
+
+const MAGIC: &[u8; 8] = b"ARPGPAL1";
+
+impl Palette {
+    /// Decodes every code as a 1x1 latent, `batch` codes at a time.
+    pub fn compute(vq: &VqModel, batch: usize) -> Result<Self> {
+        let codes = vq.config().codebook_size;
+        let patch = vq.config().downsample();
+        let mut tiles = Vec::with_capacity(codes * patch * patch * 3);
+        let mut start = 0;
+        while start < codes {
+            let n = batch.max(1).min(codes - start);
+            let ids = Tensor::arange(start as u32, (start + n) as u32, &Device::Cpu)?
+                .reshape((n, 1))?
+                .to_device(vq.device())?;
+            for rgb in to_rgb8(&vq.decode(&ids, (1, 1))?)? {
+                tiles.extend_from_slice(&rgb);
+            }
+            start += n;
+        }
+        Ok(Self { patch, tiles })
+    }
+
+    pub fn codes(&self) -> usize {
+        self.tiles.len() / (self.patch * self.patch * 3)
+    }
+
+    /// The tile of `code`.
+    pub fn tile(&self, code: u32) -> &[u8] {
+        let size = self.patch * self.patch * 3;
+        let start = (code as usize).min(self.codes().saturating_sub(1)) * size;
+        &self.tiles[start..start + size]
+    }
+
+    /// Mean colour of `code`'s tile.
+    pub fn mean(&self, code: u32) -> [u8; 3] {
+        let t = self.tile(code);
+        let n = (t.len() / 3) as u32;
+        let mut s = [0u32; 3];
+        for px in t.chunks_exact(3) {
+            for k in 0..3 {
+                s[k] += px[k] as u32;
+            }
+        }
+        s.map(|v| (v / n.max(1)) as u8)
+    }
+
+    /// Renders a grid (`None` cells drawn as a quiet grey check) as interleaved RGB8 of
+    /// `(rows * patch) x (cols * patch)` pixels.
+    pub fn render(&self, cells: &[Option<u32>], rows: usize, cols: usize) -> Vec<u8> {
+        let p = self.patch;
+        let width = cols * p;
+        let mut out = vec![0u8; rows * p * width * 3];
+        for r in 0..rows {
+            for c in 0..cols {
+                for y in 0..p {
+                    let row = &mut out[((r * p + y) * width + c * p) * 3
+                        ..((r * p + y) * width + (c + 1) * p) * 3];
+                    match cells.get(r * cols + c).copied().flatten() {
+                        Some(code) => {
+                            row.copy_from_slice(&self.tile(code)[y * p * 3..(y + 1) * p * 3])
+                        }
+                        None => {
+                            for (x, px) in row.chunks_exact_mut(3).enumerate() {
+                                let v = if ((x + y) / 2) % 2 == 0 { 70 } else { 90 };
+                                px.copy_from_slice(&[v, v, v]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Serialises for the on-disk cache.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = MAGIC.to_vec();
+        v.extend_from_slice(&(self.patch as u32).to_le_bytes());
+        v.extend_from_slice(&self.tiles);
+        v
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let bad = || Error::InvalidRequest("not a palette cache file".into());
+        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+            return Err(bad());
+        }
+        let patch = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+        let tiles = bytes[12..].to_vec();
+        if patch == 0 || tiles.is_empty() || tiles.len() % (patch * patch * 3) != 0 {
+            return Err(bad());
+        }
+        Ok(Self { patch, tiles })
+    }
+}
