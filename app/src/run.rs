@@ -36,12 +36,16 @@ pub struct ModelArgs {
     pub quiet: bool,
 }
 
+/// Steps when `--steps` is not given.
+pub const DEFAULT_STEPS: usize = 16;
+
 /// Sampler flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SamplerArgs {
-    /// Parallel steps (clamped to the number of tokens to generate).
-    #[arg(long, default_value_t = 16)]
-    pub steps: usize,
+    /// Parallel steps; at most the number of tokens to generate [default: 16, or fewer when
+    /// fewer tokens are unknown].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// arccos or cosine.
     #[arg(long, default_value = "arccos")]
     pub schedule: String,
@@ -67,9 +71,16 @@ pub struct SamplerArgs {
 }
 
 impl SamplerArgs {
-    pub fn settings(&self) -> Result<Settings> {
+    /// Settings for a task that generates `unknown` tokens.
+    pub fn settings(&self, unknown: usize) -> Result<Settings> {
+        let steps = match self.steps {
+            Some(0) => bail!("--steps must be at least 1"),
+            Some(s) if s > unknown => bail!("--steps {s} exceeds the {unknown} tokens to generate: each step decides at least one token"),
+            Some(s) => s,
+            None => DEFAULT_STEPS.min(unknown.max(1)),
+        };
         let s = Settings {
-            steps: self.steps,
+            steps,
             schedule: self.schedule.parse::<Schedule>()?,
             cfg_scale: self.cfg,
             cfg_schedule: self.cfg_schedule.parse::<CfgSchedule>()?,
@@ -284,7 +295,8 @@ pub fn generate(
     if batch == 0 || batch > 64 {
         bail!("--batch {batch} must be within 1..=64");
     }
-    let settings = sampler.settings()?;
+    let g = models.grid();
+    let settings = sampler.settings(g * g)?;
     let request = Request {
         classes: vec![Some(class); batch],
         settings: settings.clone(),
@@ -297,7 +309,6 @@ pub fn generate(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let g = models.grid();
     let mut written = Vec::new();
     for (i, tokens) in gen.finished_tokens()?.into_iter().enumerate() {
         let path = if batch == 1 {
@@ -330,6 +341,7 @@ fn fill(
     models: &Models,
     canvas: TokenCanvas,
     class: Option<usize>,
+    settings: &Settings,
     sampler: &SamplerArgs,
     quiet: bool,
     what: &str,
@@ -339,7 +351,7 @@ fn fill(
         &models.arpg.model,
         canvas,
         class,
-        sampler.settings()?,
+        settings.clone(),
         sampler.order()?,
     )?;
     let bar = progress(total, quiet, what);
@@ -402,18 +414,13 @@ pub fn inpaint(
         bail!("the mask covers no token: paint the area to regenerate in white");
     }
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
-    let filled = fill(
-        models,
-        canvas.with_unknown(&cells)?,
-        class,
-        sampler,
-        quiet,
-        "inpaint",
-    )?;
+    let unknown = canvas.with_unknown(&cells)?;
+    let settings = sampler.settings(unknown.unknown_count())?;
+    let filled = fill(models, unknown, class, &settings, sampler, quiet, "inpaint")?;
     let generated = models.decode(&filled)?;
     // Blend only where the mask says; the token mask may be wider than the painted pixels.
     let rgb = tasks::feathered_blend(&original, &generated, &mask_px, w, h, opts.feather)?;
-    models.save(out, &filled, class, &sampler.settings()?, Some(rgb))
+    models.save(out, &filled, class, &settings, Some(rgb))
 }
 
 fn crop_luma(px: &[u8], width: usize, x0: usize, y0: usize, w: usize, h: usize) -> Vec<u8> {
@@ -451,7 +458,10 @@ pub fn outpaint(
     if extended.rows < g || extended.cols < g {
         bail!("the extended canvas ({}x{} tokens) is smaller than the model's {g}x{g} grid: extend further", extended.rows, extended.cols);
     }
-    extended = fill(models, extended, class, sampler, quiet, "outpaint")?;
+    let settings = sampler.settings(extended.unknown_count())?;
+    extended = fill(
+        models, extended, class, &settings, sampler, quiet, "outpaint",
+    )?;
     let mut rgb = models.decode(&extended)?;
     // The original region keeps its exact pixels.
     let width = extended.cols * p;
@@ -460,7 +470,7 @@ pub fn outpaint(
         rgb[dst..dst + cols0 * p * 3]
             .copy_from_slice(&original[y * cols0 * p * 3..(y + 1) * cols0 * p * 3]);
     }
-    models.save(out, &extended, class, &sampler.settings()?, Some(rgb))
+    models.save(out, &extended, class, &settings, Some(rgb))
 }
 
 /// `expand`: twice the cells per side, with the existing tokens as context on the lattice.
@@ -475,8 +485,10 @@ pub fn expand(
     let pic = document::read(image)?;
     let (canvas, _) = models.canvas_of(&pic)?;
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
-    let expanded = fill(models, canvas.spread(2), class, sampler, quiet, "expand")?;
-    models.save(out, &expanded, class, &sampler.settings()?, None)
+    let spread = canvas.spread(2);
+    let settings = sampler.settings(spread.unknown_count())?;
+    let expanded = fill(models, spread, class, &settings, sampler, quiet, "expand")?;
+    models.save(out, &expanded, class, &settings, None)
 }
 
 /// `encode`: an image to its token grid as JSON.

@@ -368,6 +368,23 @@ impl Generation {
         Ok(Some(out))
     }
 
+    /// Runs steps until done or until `cancel` is set; `cancel` is checked between steps, so a
+    /// cancel lands within one step and keeps every token decided so far. Returns whether the
+    /// generation finished.
+    pub fn run_until(
+        &mut self,
+        cancel: &std::sync::atomic::AtomicBool,
+        mut on_step: impl FnMut(&StepOutput),
+    ) -> Result<bool> {
+        while !cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            match self.step()? {
+                Some(out) => on_step(&out),
+                None => return Ok(true),
+            }
+        }
+        Ok(self.is_done())
+    }
+
     /// Runs the remaining steps and returns the finished grids.
     pub fn run(mut self) -> Result<Vec<Vec<u32>>> {
         while self.step()?.is_some() {}

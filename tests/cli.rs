@@ -1,0 +1,420 @@
+//! `arpg` end to end: PNGs with metadata, determinism across thread counts, edits that keep the
+//! original, and one clear error line per kind of bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn arpg() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_arpg"))
+}
+
+/// Flags selecting the tiny reference weights.
+fn tiny_model() -> Vec<String> {
+    let t = common::tiny();
+    vec![
+        "--gpt".into(),
+        t.join("tiny_gpt.pt").display().to_string(),
+        "--vq".into(),
+        t.join("tiny_vq.pt").display().to_string(),
+        "--quiet".into(),
+    ]
+}
+
+fn run(args: &[&str], extra: &[String]) -> Output {
+    arpg().args(args).args(extra).output().expect("spawn arpg")
+}
+
+fn ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "arpg failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Exit non-zero with a single `error:` line and no panic.
+fn clean_error(out: &Output, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic reached the user: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {err}");
+    assert!(lines[0].starts_with("error:"), "{err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "`{needle}` not in: {err}"
+    );
+}
+
+/// The ARPG metadata JSON of a PNG.
+fn metadata(path: &Path) -> serde_json::Value {
+    let file = std::fs::File::open(path).expect("open png");
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("png");
+    let info = reader.info();
+    let text = info
+        .compressed_latin1_text
+        .iter()
+        .find(|t| t.keyword == "arpg")
+        .map(|t| t.get_text().expect("ztxt"))
+        .or_else(|| {
+            info.uncompressed_latin1_text
+                .iter()
+                .find(|t| t.keyword == "arpg")
+                .map(|t| t.text.clone())
+        })
+        .expect("arpg chunk");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn tokens(meta: &serde_json::Value) -> Vec<u64> {
+    meta["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_u64().expect("u64"))
+        .collect()
+}
+
+fn dims(path: &Path) -> (u32, u32) {
+    let img = image::open(path).expect("image");
+    (img.width(), img.height())
+}
+
+fn generate(dir: &Path, name: &str, seed: &str) -> PathBuf {
+    let out = dir.join(name);
+    ok(&run(
+        &[
+            "generate",
+            "--class",
+            "3",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+        &tiny_model(),
+    ));
+    out
+}
+
+#[test]
+fn generate_writes_a_png_with_grid_tokens_and_settings() {
+    let dir = common::temp_dir("cli-gen");
+    let out = generate(&dir, "g.png", "7");
+    assert_eq!(dims(&out), (32, 32));
+    let meta = metadata(&out);
+    assert_eq!(meta["grid"], serde_json::json!([8, 8]));
+    assert_eq!(tokens(&meta).len(), 64);
+    assert_eq!(meta["settings"]["seed"], 7);
+    assert_eq!(meta["class"], 3);
+}
+
+#[test]
+fn same_seed_same_tokens_across_runs_and_thread_counts() {
+    let dir = common::temp_dir("cli-det");
+    let mut all = Vec::new();
+    for threads in ["1", "2", "2"] {
+        let out = dir.join(format!("t{threads}-{}.png", all.len()));
+        let status = arpg()
+            .env("RAYON_NUM_THREADS", threads)
+            .args([
+                "generate",
+                "--class",
+                "5",
+                "--seed",
+                "11",
+                "--out",
+                out.to_str().expect("utf8"),
+            ])
+            .args(tiny_model())
+            .output()
+            .expect("spawn");
+        ok(&status);
+        all.push(tokens(&metadata(&out)));
+    }
+    assert_eq!(all[0], all[1], "1 vs 2 threads");
+    assert_eq!(all[1], all[2], "two runs");
+}
+
+#[test]
+fn inpaint_keeps_tokens_outside_the_mask() {
+    let dir = common::temp_dir("cli-inpaint");
+    let src = generate(&dir, "src.png", "1");
+    // White square over the top-left 16x16 pixels = the top-left 4x4 tokens.
+    let mut mask = image::GrayImage::new(32, 32);
+    for y in 0..16 {
+        for x in 0..16 {
+            mask.put_pixel(x, y, image::Luma([255]));
+        }
+    }
+    let mask_path = dir.join("mask.png");
+    mask.save(&mask_path).expect("save mask");
+    let out = dir.join("out.png");
+    ok(&run(
+        &[
+            "inpaint",
+            "--image",
+            src.to_str().expect("utf8"),
+            "--mask",
+            mask_path.to_str().expect("utf8"),
+            "--class",
+            "2",
+            "--seed",
+            "4",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+        &tiny_model(),
+    ));
+    let before = tokens(&metadata(&src));
+    let after = tokens(&metadata(&out));
+    let mut changed = 0;
+    for i in 0..64 {
+        let (r, c) = (i / 8, i % 8);
+        if r < 4 && c < 4 {
+            changed += usize::from(before[i] != after[i]);
+        } else {
+            assert_eq!(before[i], after[i], "token {i} outside the mask changed");
+        }
+    }
+    assert!(changed > 0, "nothing was regenerated");
+    // Pixels well outside the mask are the original pixels.
+    let (a, b) = (
+        image::open(&src).expect("a").to_rgb8(),
+        image::open(&out).expect("b").to_rgb8(),
+    );
+    for y in 20..32 {
+        for x in 0..32 {
+            assert_eq!(a.get_pixel(x, y), b.get_pixel(x, y));
+        }
+    }
+}
+
+#[test]
+fn outpaint_grows_the_canvas_and_keeps_the_original_cells() {
+    let dir = common::temp_dir("cli-outpaint");
+    let src = generate(&dir, "src.png", "2");
+    let out = dir.join("wide.png");
+    // 30 px snaps up to 8 tokens of 4 px.
+    ok(&run(
+        &[
+            "outpaint",
+            "--image",
+            src.to_str().expect("utf8"),
+            "--right",
+            "30",
+            "--seed",
+            "3",
+            "--out",
+            out.to_str().expect("utf8"),
+        ],
+        &tiny_model(),
+    ));
+    assert_eq!(dims(&out), (64, 32));
+    let meta = metadata(&out);
+    assert_eq!(meta["grid"], serde_json::json!([8, 16]));
+    let (before, after) = (tokens(&metadata(&src)), tokens(&meta));
+    for r in 0..8 {
+        for c in 0..8 {
+            assert_eq!(after[r * 16 + c], before[r * 8 + c]);
+        }
+    }
+    assert_eq!(meta["class"], 3, "the class comes from the source PNG");
+}
+
+#[test]
+fn expand_encode_and_decode_round_trip() {
+    let dir = common::temp_dir("cli-expand");
+    let src = generate(&dir, "src.png", "3");
+    let big = dir.join("big.png");
+    ok(&run(
+        &[
+            "expand",
+            "--image",
+            src.to_str().expect("utf8"),
+            "--seed",
+            "1",
+            "--out",
+            big.to_str().expect("utf8"),
+        ],
+        &tiny_model(),
+    ));
+    assert_eq!(dims(&big), (64, 64));
+    let (small, large) = (tokens(&metadata(&src)), tokens(&metadata(&big)));
+    for r in 0..8 {
+        for c in 0..8 {
+            assert_eq!(
+                large[(2 * r) * 16 + 2 * c],
+                small[r * 8 + c],
+                "lattice token moved"
+            );
+        }
+    }
+    let json = dir.join("t.json");
+    ok(&run(
+        &[
+            "encode",
+            "--image",
+            src.to_str().expect("utf8"),
+            "--out",
+            json.to_str().expect("utf8"),
+        ],
+        &tiny_model(),
+    ));
+    let back = dir.join("back.png");
+    ok(&run(
+        &[
+            "decode",
+            "--tokens",
+            json.to_str().expect("utf8"),
+            "--out",
+            back.to_str().expect("utf8"),
+        ],
+        &tiny_model(),
+    ));
+    assert_eq!(
+        tokens(&metadata(&back)),
+        small,
+        "PNG tokens survive encode/decode"
+    );
+    assert_eq!(
+        image::open(&back).expect("b").to_rgb8(),
+        image::open(&src).expect("a").to_rgb8()
+    );
+}
+
+#[test]
+fn bad_inputs_get_one_clear_error_line() {
+    let dir = common::temp_dir("cli-bad");
+    let src = generate(&dir, "src.png", "1");
+    let s = src.to_str().expect("utf8");
+    let out = dir.join("x.png");
+    let o = out.to_str().expect("utf8");
+    let text = dir.join("not-an-image.png");
+    std::fs::write(&text, "hello").expect("write");
+    let small_mask = dir.join("small.png");
+    image::GrayImage::new(8, 8).save(&small_mask).expect("save");
+    let m = tiny_model();
+    clean_error(
+        &run(
+            &[
+                "generate",
+                "--class",
+                "3",
+                "--out",
+                o,
+                "--gpt",
+                "/nonexistent.pt",
+            ],
+            &m[2..],
+        ),
+        "does not exist",
+    );
+    clean_error(
+        &run(
+            &[
+                "inpaint",
+                "--image",
+                text.to_str().expect("utf8"),
+                "--mask",
+                s,
+                "--out",
+                o,
+            ],
+            &m,
+        ),
+        "not an image",
+    );
+    clean_error(
+        &run(
+            &[
+                "inpaint",
+                "--image",
+                s,
+                "--mask",
+                small_mask.to_str().expect("utf8"),
+                "--out",
+                o,
+            ],
+            &m,
+        ),
+        "same size",
+    );
+    clean_error(
+        &run(&["generate", "--class", "10", "--out", o], &m),
+        "out of range",
+    );
+    clean_error(
+        &run(
+            &["generate", "--class", "3", "--steps", "0", "--out", o],
+            &m,
+        ),
+        "at least 1",
+    );
+    clean_error(
+        &run(
+            &["generate", "--class", "3", "--steps", "65", "--out", o],
+            &m,
+        ),
+        "exceeds",
+    );
+    clean_error(
+        &run(
+            &["generate", "--class", "3", "--device", "tpu", "--out", o],
+            &m,
+        ),
+        "unknown device",
+    );
+    clean_error(
+        &run(&["generate", "--class", "3", "--cfg=-1", "--out", o], &m),
+        "cfg",
+    );
+    clean_error(
+        &run(&["info", text.to_str().expect("utf8")], &[]),
+        "not a readable checkpoint",
+    );
+    clean_error(
+        &run(
+            &[
+                "info",
+                common::layouts()
+                    .join("bad_gpt_truncated.pt")
+                    .to_str()
+                    .expect("utf8"),
+            ],
+            &[],
+        ),
+        "truncated",
+    );
+    assert!(!out.exists(), "no output on failure");
+}
+
+#[test]
+fn check_reference_and_info_commands() {
+    let out = run(
+        &["check-reference", common::tiny().to_str().expect("utf8")],
+        &[],
+    );
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("PASS  gen_a_tokens"), "{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+    let out = run(
+        &[
+            "info",
+            common::tiny().join("tiny_gpt.pt").to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("4 heads") && text.contains("271808"),
+        "{text}"
+    );
+}
