@@ -152,6 +152,25 @@ enum Command {
         #[command(flatten)]
         opts: TrainArgs,
     },
+    /// Benchmark the sampler (random weights) and print a table.
+    Bench {
+        /// Presets: L, XL, XXL, shipped.
+        #[arg(long, value_delimiter = ',', default_value = "L")]
+        preset: Vec<String>,
+        /// Compute dtypes: f32, f16, bf16.
+        #[arg(long, value_delimiter = ',', default_value = "f32")]
+        dtype: Vec<String>,
+        #[arg(long, default_value_t = 64)]
+        steps: usize,
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
+        /// Instead: write a random checkpoint of the first preset to this `.safetensors` file.
+        #[arg(long)]
+        write_random: Option<PathBuf>,
+        /// Instead: load this checkpoint and report load time and peak memory.
+        #[arg(long)]
+        load: Option<PathBuf>,
+    },
     /// Check this implementation against a reference fixture directory.
     CheckReference {
         /// Directory with `manifest.json`, `cases.safetensors` and the weights.
@@ -398,6 +417,16 @@ pub fn run() -> Result<ExitCode> {
         } => export_dataset(&out, per_class, seed, size, sheet.as_deref()),
         Command::TrainVq { out, opts } => train_vq(&out, &opts),
         Command::Train { out, vq, opts } => train_arpg(&out, vq.as_deref(), &opts),
+        Command::Bench { preset, dtype, steps, repeats, write_random, load } => {
+            if let Some(out) = write_random {
+                crate::bench::write_random(&preset[0], &out)?;
+            } else if let Some(path) = load {
+                crate::bench::load(&path, candle_core::DType::F32)?;
+            } else {
+                crate::bench::run(&preset, &dtype, steps, repeats)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckReference {
             dir,
             safetensors,

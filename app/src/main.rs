@@ -1,5 +1,6 @@
 //! `arpg`: the command-line interface of ARPG Studio.
 
+mod bench;
 mod cli;
 mod document;
 mod run;

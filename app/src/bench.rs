@@ -1,0 +1,185 @@
+//! `arpg bench`: speed and memory of the sampler's hot path, printed as a table. Speed does not
+//! depend on weight values, so full-size configs run with random weights.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use arpg_core::generator::{Generation, Request, Settings};
+use arpg_core::{Arpg, ArpgConfig};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+
+/// Peak resident set size of this process so far, in MiB (Linux; 0 elsewhere).
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Memory read bandwidth in GB/s: sums a 512 MiB buffer with `threads` threads, best of 3.
+fn read_bandwidth(threads: usize) -> f64 {
+    let data = vec![1.0f32; 128 << 20];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let chunk = data.len().div_ceil(threads);
+        let total: f32 = std::thread::scope(|s| {
+            let handles: Vec<_> = data
+                .chunks(chunk)
+                // Eight independent lanes so the sum vectorises and is bound by memory, not by
+                // the latency of one add chain.
+                .map(|c| {
+                    s.spawn(move || {
+                        let lanes = c.chunks_exact(8).fold([0.0f32; 8], |mut acc, v| {
+                            for (a, x) in acc.iter_mut().zip(v) {
+                                *a += x;
+                            }
+                            acc
+                        });
+                        lanes.iter().sum::<f32>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap_or(0.0)).sum()
+        });
+        std::hint::black_box(total);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    (data.len() * 4) as f64 / best / 1e9
+}
+
+fn preset(name: &str) -> Result<(String, ArpgConfig)> {
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "l" | "arpg-l" => ("ARPG-L".into(), ArpgConfig::arpg_l()),
+        "xl" | "arpg-xl" => ("ARPG-XL".into(), ArpgConfig::arpg_xl()),
+        "xxl" | "arpg-xxl" => ("ARPG-XXL".into(), ArpgConfig::arpg_xxl()),
+        "shipped" => ("shipped".into(), arpg_core::shipped::arpg_config()),
+        _ => bail!("unknown preset `{name}` (L, XL, XXL or shipped)"),
+    })
+}
+
+/// A model of `cfg` with random weights.
+fn random_model(cfg: &ArpgConfig, dtype: DType) -> Result<(Arpg, VarMap)> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+    // Build once to create the variables, then the fused inference model from them.
+    let model = Arpg::new(cfg, vb)?;
+    Ok((model, varmap))
+}
+
+/// Writes an ARPG checkpoint with random weights (for loading and memory measurements).
+pub fn write_random(name: &str, out: &Path) -> Result<()> {
+    let (_, cfg) = preset(name)?;
+    let (_, varmap) = random_model(&cfg, DType::F32)?;
+    varmap.save(out).with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&cfg)?)?;
+    println!("wrote {} ({} parameters)", out.display(), cfg.num_params());
+    Ok(())
+}
+
+/// Loads `gpt` and reports the load time and peak RSS.
+pub fn load(gpt: &Path, dtype: DType) -> Result<()> {
+    let before = peak_rss_mib();
+    let t = Instant::now();
+    let loaded = arpg_core::loader::load_arpg(gpt, None, dtype, &Device::Cpu)?;
+    let secs = t.elapsed().as_secs_f64();
+    let weights = loaded.config.num_params() as f64 * dtype.size_in_bytes() as f64 / (1 << 20) as f64;
+    println!("| model | weights (MiB) | load (s) | peak RSS before (MiB) | peak RSS after load (MiB) |");
+    println!("|---|---|---|---|---|");
+    println!("| {} | {weights:.0} | {secs:.2} | {before:.0} | {:.0} |", loaded.name, peak_rss_mib());
+    Ok(())
+}
+
+/// Times full generations of `presets` and prints one table row per (preset, dtype, CFG).
+pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) -> Result<()> {
+    let threads = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Rows are timed first; the bandwidth buffer would otherwise inflate the peak RSS column.
+    let mut rows = Vec::new();
+    let mut header = String::new();
+    header.push_str("| model | params | dtype | CFG rows | weights (MB) | floor/step (ms) | step (ms) | x floor | tokens/s | image (s) | peak RSS (MiB) |\n");
+    header.push_str("|---|---|---|---|---|---|---|---|---|---|---|");
+    for name in presets {
+        let (label, cfg) = preset(name)?;
+        for dt in dtypes {
+            let dtype = match dt.as_str() {
+                "f32" => DType::F32,
+                "f16" => DType::F16,
+                "bf16" => DType::BF16,
+                d => bail!("unknown dtype `{d}`"),
+            };
+            let (model, varmap) = random_model(&cfg, dtype)?;
+            drop(varmap);
+            let bytes = cfg.num_params() as f64 * dtype.size_in_bytes() as f64;
+            for cfg_scale in [4.0, 1.0] {
+                let settings = Settings {
+                    steps: steps.min(cfg.block_size),
+                    cfg_scale,
+                    seed: 1,
+                    ..Settings::default()
+                };
+                let mut best = f64::INFINITY;
+                let mut n_steps = 0;
+                for _ in 0..repeats.max(1) {
+                    let mut gen = Generation::new(&model, &Request::new(vec![1], settings.clone()))?;
+                    let t = Instant::now();
+                    while gen.step()?.is_some() {}
+                    best = best.min(t.elapsed().as_secs_f64());
+                    n_steps = gen.total_steps();
+                }
+                rows.push(Row {
+                    label: label.clone(),
+                    params: cfg.num_params(),
+                    dtype: dt.clone(),
+                    cfg_rows: if cfg_scale != 1.0 { 2 } else { 1 },
+                    bytes,
+                    step_ms: best / n_steps as f64 * 1e3,
+                    tokens_per_s: cfg.block_size as f64 / best,
+                    image_s: best,
+                    peak_rss: peak_rss_mib(),
+                });
+            }
+        }
+    }
+    let bw = read_bandwidth(threads);
+    println!("memory read bandwidth: {bw:.1} GB/s ({threads} threads); floor = weight bytes / bandwidth\n");
+    println!("{header}");
+    for r in rows {
+        let floor_ms = r.bytes / (bw * 1e9) * 1e3;
+        println!(
+            "| {} | {:.0}M | {} | {} | {:.0} | {floor_ms:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {:.0} |",
+            r.label,
+            r.params as f64 / 1e6,
+            r.dtype,
+            r.cfg_rows,
+            r.bytes / 1e6,
+            r.step_ms,
+            r.step_ms / floor_ms,
+            r.tokens_per_s,
+            r.image_s,
+            r.peak_rss
+        );
+    }
+    Ok(())
+}
+
+/// One measured configuration.
+struct Row {
+    label: String,
+    params: usize,
+    dtype: String,
+    cfg_rows: usize,
+    bytes: f64,
+    step_ms: f64,
+    tokens_per_s: f64,
+    image_s: f64,
+    peak_rss: f64,
+}
