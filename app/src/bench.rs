@@ -77,8 +77,13 @@ fn random_model(cfg: &ArpgConfig, dtype: DType) -> Result<(Arpg, VarMap)> {
 pub fn write_random(name: &str, out: &Path) -> Result<()> {
     let (_, cfg) = preset(name)?;
     let (_, varmap) = random_model(&cfg, DType::F32)?;
-    varmap.save(out).with_context(|| format!("writing {}", out.display()))?;
-    std::fs::write(out.with_extension("json"), serde_json::to_string_pretty(&cfg)?)?;
+    varmap
+        .save(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    std::fs::write(
+        out.with_extension("json"),
+        serde_json::to_string_pretty(&cfg)?,
+    )?;
     println!("wrote {} ({} parameters)", out.display(), cfg.num_params());
     Ok(())
 }
@@ -89,10 +94,17 @@ pub fn load(gpt: &Path, dtype: DType) -> Result<()> {
     let t = Instant::now();
     let loaded = arpg_core::loader::load_arpg(gpt, None, dtype, &Device::Cpu)?;
     let secs = t.elapsed().as_secs_f64();
-    let weights = loaded.config.num_params() as f64 * dtype.size_in_bytes() as f64 / (1 << 20) as f64;
-    println!("| model | weights (MiB) | load (s) | peak RSS before (MiB) | peak RSS after load (MiB) |");
+    let weights =
+        loaded.config.num_params() as f64 * dtype.size_in_bytes() as f64 / (1 << 20) as f64;
+    println!(
+        "| model | weights (MiB) | load (s) | peak RSS before (MiB) | peak RSS after load (MiB) |"
+    );
     println!("|---|---|---|---|---|");
-    println!("| {} | {weights:.0} | {secs:.2} | {before:.0} | {:.0} |", loaded.name, peak_rss_mib());
+    println!(
+        "| {} | {weights:.0} | {secs:.2} | {before:.0} | {:.0} |",
+        loaded.name,
+        peak_rss_mib()
+    );
     Ok(())
 }
 
@@ -129,7 +141,8 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
                 let mut best = f64::INFINITY;
                 let mut n_steps = 0;
                 for _ in 0..repeats.max(1) {
-                    let mut gen = Generation::new(&model, &Request::new(vec![1], settings.clone()))?;
+                    let mut gen =
+                        Generation::new(&model, &Request::new(vec![1], settings.clone()))?;
                     let t = Instant::now();
                     while gen.step()?.is_some() {}
                     best = best.min(t.elapsed().as_secs_f64());

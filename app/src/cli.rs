@@ -152,6 +152,15 @@ enum Command {
         #[command(flatten)]
         opts: TrainArgs,
     },
+    /// Evaluate a model trained on the procedural dataset (the shipped one by default).
+    Eval {
+        #[command(flatten)]
+        eval: crate::evaluate::EvalArgs,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        sampler: SamplerArgs,
+    },
     /// Benchmark the sampler (random weights) and print a table.
     Bench {
         /// Presets: L, XL, XXL, shipped.
@@ -417,7 +426,22 @@ pub fn run() -> Result<ExitCode> {
         } => export_dataset(&out, per_class, seed, size, sheet.as_deref()),
         Command::TrainVq { out, opts } => train_vq(&out, &opts),
         Command::Train { out, vq, opts } => train_arpg(&out, vq.as_deref(), &opts),
-        Command::Bench { preset, dtype, steps, repeats, write_random, load } => {
+        Command::Eval {
+            eval,
+            model,
+            sampler,
+        } => {
+            crate::evaluate::run(&Models::load(&model)?, &eval, &sampler)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            preset,
+            dtype,
+            steps,
+            repeats,
+            write_random,
+            load,
+        } => {
             if let Some(out) = write_random {
                 crate::bench::write_random(&preset[0], &out)?;
             } else if let Some(path) = load {

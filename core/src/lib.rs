@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod error;
+pub mod eval;
 pub mod generator;
 pub mod loader;
 pub mod model;

@@ -1,0 +1,175 @@
+//! `arpg eval`: the shipped model's evaluation table (see `arpg_core::eval`).
+
+use anyhow::{bail, Result};
+use arpg_core::dataset::CLASS_NAMES;
+use arpg_core::eval::{frechet_distance, psnr, train_classifier, Classifier};
+use arpg_core::generator::{Generation, OrderMode, Request};
+use arpg_core::sampler::Rng;
+use arpg_core::tasks::{CanvasJob, TokenCanvas};
+use arpg_core::train::image_batch;
+use candle_core::{Device, Tensor};
+
+use crate::run::{Models, SamplerArgs};
+
+/// Evaluation sizes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// Images per class for each measured set.
+    #[arg(long, default_value_t = 50)]
+    pub per_class: usize,
+    /// Training steps of the judging classifier.
+    #[arg(long, default_value_t = 800)]
+    pub classifier_steps: usize,
+}
+
+fn features(c: &Classifier, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+    Ok(c.features(x)?.to_vec2()?)
+}
+
+fn accuracy(pred: &[u32], labels: &[usize]) -> f64 {
+    pred.iter()
+        .zip(labels)
+        .filter(|(p, l)| **p as usize == **l)
+        .count() as f64
+        / labels.len().max(1) as f64
+}
+
+/// Decodes finished canvases to a `(B, 3, H, W)` image tensor.
+fn decode_all(models: &Models, canvases: &[TokenCanvas]) -> Result<Tensor> {
+    let mut images = Vec::new();
+    for c in canvases {
+        let t = Tensor::from_vec(c.tokens()?, (1, c.rows * c.cols), models.vq.device())?;
+        images.push(models.vq.decode(&t, (c.rows, c.cols))?);
+    }
+    Ok(Tensor::cat(&images, 0)?)
+}
+
+pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()> {
+    let classes = models.arpg.config.num_classes;
+    if classes != CLASS_NAMES.len() {
+        bail!(
+            "`arpg eval` measures models trained on the procedural dataset ({} classes)",
+            CLASS_NAMES.len()
+        );
+    }
+    let device = Device::Cpu;
+    let p = models.patch();
+    let g = models.grid();
+    let size = g * p;
+    let n = args.per_class * classes;
+    eprintln!(
+        "training the judging classifier ({} steps)…",
+        args.classifier_steps
+    );
+    let judge = train_classifier(classes, size, args.classifier_steps, 777, &device)?;
+
+    let (real_a, labels_a) = image_batch(0, n, 1000, size, &device)?;
+    let (real_b, _) = image_batch(0, n, 2000, size, &device)?;
+    let judge_acc = accuracy(&judge.predict(&real_a)?, &labels_a);
+    let feats_a = features(&judge, &real_a)?;
+    let floor = frechet_distance(&features(&judge, &real_b)?, &feats_a);
+
+    // VQ reconstruction.
+    let tokens_a = models.vq.encode(&real_a)?;
+    let recon = models.vq.decode(&tokens_a, (g, g))?;
+    let rec_psnr = psnr(&recon, &real_a)?;
+
+    // Class-conditional generation at the given settings.
+    eprintln!("generating {n} images…");
+    let settings = sampler.settings(g * g)?;
+    let mut generated = Vec::new();
+    let mut gen_labels = Vec::new();
+    for class in 0..classes {
+        let mut s = settings.clone();
+        s.seed = settings.seed.wrapping_add(class as u64 * 1_000_003);
+        let req = Request {
+            classes: vec![Some(class); args.per_class],
+            settings: s,
+            order: OrderMode::Random,
+            known: None,
+        };
+        for tokens in Generation::new(&models.arpg.model, &req)?.run()? {
+            generated.push(TokenCanvas::from_tokens(g, g, &tokens)?);
+            gen_labels.push(class);
+        }
+    }
+    let gen_images = decode_all(models, &generated)?;
+    let gen_acc = accuracy(&judge.predict(&gen_images)?, &gen_labels);
+    let fd = frechet_distance(&features(&judge, &gen_images)?, &feats_a);
+
+    // Inpainting: half of each real image's tokens forgotten (a random half), regenerated with
+    // its own class; outpainting: a full grid generated to the right of each real image.
+    eprintln!("inpainting and outpainting…");
+    let real_tokens: Vec<Vec<u32>> = tokens_a.to_vec2()?;
+    let take = n.min(10 * classes);
+    let mut inpainted = Vec::new();
+    let mut outpainted = Vec::new();
+    for (i, tokens) in real_tokens.iter().take(take).enumerate() {
+        let class = labels_a[i];
+        let mut rng = Rng::stream(settings.seed, 300, i as u64);
+        let mut cells: Vec<usize> = (0..g * g).collect();
+        rng.shuffle(&mut cells);
+        let mut mask = vec![false; g * g];
+        cells[..g * g / 2].iter().for_each(|&c| mask[c] = true);
+        let canvas = TokenCanvas::from_tokens(g, g, tokens)?;
+        let mut s = settings.clone();
+        s.seed = settings.seed.wrapping_add(i as u64);
+        s.steps = s.steps.min(g * g / 2);
+        inpainted.push(
+            CanvasJob::new(
+                &models.arpg.model,
+                canvas.with_unknown(&mask)?,
+                Some(class),
+                s.clone(),
+                OrderMode::Random,
+            )?
+            .run()?,
+        );
+        let wide = CanvasJob::new(
+            &models.arpg.model,
+            canvas.extended(0, g, 0, 0),
+            Some(class),
+            s,
+            OrderMode::Random,
+        )?
+        .run()?;
+        let all = wide.tokens()?;
+        let right: Vec<u32> = (0..g * g)
+            .map(|k| all[(k / g) * 2 * g + g + k % g])
+            .collect();
+        outpainted.push(TokenCanvas::from_tokens(g, g, &right)?);
+    }
+    let inpaint_acc = accuracy(
+        &judge.predict(&decode_all(models, &inpainted)?)?,
+        &labels_a[..take],
+    );
+    let outpaint_acc = accuracy(
+        &judge.predict(&decode_all(models, &outpainted)?)?,
+        &labels_a[..take],
+    );
+
+    println!("| metric | value |");
+    println!("|---|---|");
+    println!(
+        "| judge accuracy on held-out real images | {:.1}% |",
+        100.0 * judge_acc
+    );
+    println!(
+        "| class accuracy of generated images ({n}, {} steps, CFG {}) | {:.1}% |",
+        settings.steps,
+        settings.cfg_scale,
+        100.0 * gen_acc
+    );
+    println!("| Fréchet distance generated ↔ real (judge features) | {fd:.3} |");
+    println!("| Fréchet distance real ↔ real (floor) | {floor:.3} |");
+    println!("| VQ reconstruction PSNR on held-out images | {rec_psnr:.2} dB |");
+    println!(
+        "| inpainting accuracy (half the tokens, {take} images) | {:.1}% |",
+        100.0 * inpaint_acc
+    );
+    println!(
+        "| outpainting accuracy (new grid beside a real image, {take} images) | {:.1}% |",
+        100.0 * outpaint_acc
+    );
+    Ok(())
+}

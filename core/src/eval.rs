@@ -1,0 +1,224 @@
+//! Evaluation of the shipped model (`arpg eval`): a small classifier trained on real dataset
+//! samples judges generated images (class accuracy) and provides features for a Fréchet distance
+//! between generated and real samples, next to the same distance between two real sets (the
+//! floor). Also VQ reconstruction PSNR, and class accuracy after inpainting and outpainting.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Conv2d, Linear, Optimizer, VarBuilder, VarMap};
+
+use crate::error::Result;
+use crate::train::image_batch;
+
+/// A small CNN: three 3x3 conv stages with 2x2 average pooling, global average pooling, a
+/// 64-wide feature layer and a linear classifier.
+pub struct Classifier {
+    convs: Vec<Conv2d>,
+    feature: Linear,
+    head: Linear,
+}
+
+impl Classifier {
+    pub fn new(classes: usize, vb: VarBuilder) -> Result<Self> {
+        let cfg = candle_nn::Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let widths = [3, 32, 64, 96];
+        let convs = (0..3)
+            .map(|i| candle_nn::conv2d(widths[i], widths[i + 1], 3, cfg, vb.pp(format!("conv{i}"))))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            convs,
+            feature: candle_nn::linear(96, 64, vb.pp("feature"))?,
+            head: candle_nn::linear(64, classes, vb.pp("head"))?,
+        })
+    }
+
+    /// 64-d features of `(B, 3, H, W)` images in `[-1, 1]`.
+    pub fn features(&self, x: &Tensor) -> Result<Tensor> {
+        let mut h = x.clone();
+        for conv in &self.convs {
+            h = conv.forward(&h)?.relu()?.avg_pool2d(2)?;
+        }
+        let h = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        Ok(self.feature.forward(&h)?.relu()?)
+    }
+
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.head.forward(&self.features(x)?)?)
+    }
+
+    /// Predicted class of each image.
+    pub fn predict(&self, x: &Tensor) -> Result<Vec<u32>> {
+        Ok(self.logits(x)?.argmax(1)?.to_vec1()?)
+    }
+}
+
+/// Trains the classifier on freshly rendered samples (seed stream disjoint from evaluation's).
+pub fn train_classifier(
+    classes: usize,
+    size: usize,
+    steps: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Classifier> {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let model = Classifier::new(classes, vb)?;
+    let mut opt = candle_nn::AdamW::new(
+        varmap.all_vars(),
+        candle_nn::ParamsAdamW {
+            lr: 2e-3,
+            ..Default::default()
+        },
+    )?;
+    let batch = 32;
+    for step in 0..steps {
+        let (x, labels) = image_batch((step * batch) as u64, batch, seed, size, device)?;
+        let y = Tensor::from_vec(
+            labels.iter().map(|&l| l as u32).collect::<Vec<_>>(),
+            batch,
+            device,
+        )?;
+        let loss = candle_nn::loss::cross_entropy(&model.logits(&x)?, &y)?;
+        opt.backward_step(&loss)?;
+    }
+    Ok(model)
+}
+
+/// Mean and covariance (f64) of `(N, D)` features.
+fn moments(features: &[Vec<f32>]) -> (Vec<f64>, Vec<f64>) {
+    let n = features.len();
+    let d = features.first().map_or(0, Vec::len);
+    let mut mean = vec![0f64; d];
+    for f in features {
+        for (m, &v) in mean.iter_mut().zip(f) {
+            *m += v as f64 / n as f64;
+        }
+    }
+    let mut cov = vec![0f64; d * d];
+    for f in features {
+        for i in 0..d {
+            let a = f[i] as f64 - mean[i];
+            for j in 0..d {
+                cov[i * d + j] += a * (f[j] as f64 - mean[j]) / (n.max(2) - 1) as f64;
+            }
+        }
+    }
+    (mean, cov)
+}
+
+/// Eigenvalues and eigenvectors of a symmetric `d x d` matrix (cyclic Jacobi).
+fn symmetric_eigen(mut a: Vec<f64>, d: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut v = vec![0f64; d * d];
+    for i in 0..d {
+        v[i * d + i] = 1.0;
+    }
+    for _sweep in 0..100 {
+        let off: f64 = (0..d)
+            .flat_map(|i| (0..d).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * d + j].powi(2))
+            .sum();
+        if off < 1e-22 {
+            break;
+        }
+        for p in 0..d {
+            for q in p + 1..d {
+                let apq = a[p * d + q];
+                if apq.abs() < 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * d + q] - a[p * d + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                for k in 0..d {
+                    let (akp, akq) = (a[k * d + p], a[k * d + q]);
+                    a[k * d + p] = c * akp - s * akq;
+                    a[k * d + q] = s * akp + c * akq;
+                }
+                for k in 0..d {
+                    let (apk, aqk) = (a[p * d + k], a[q * d + k]);
+                    a[p * d + k] = c * apk - s * aqk;
+                    a[q * d + k] = s * apk + c * aqk;
+                }
+                for k in 0..d {
+                    let (vkp, vkq) = (v[k * d + p], v[k * d + q]);
+                    v[k * d + p] = c * vkp - s * vkq;
+                    v[k * d + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    ((0..d).map(|i| a[i * d + i]).collect(), v)
+}
+
+fn matmul(a: &[f64], b: &[f64], d: usize) -> Vec<f64> {
+    let mut c = vec![0f64; d * d];
+    for i in 0..d {
+        for k in 0..d {
+            let aik = a[i * d + k];
+            for j in 0..d {
+                c[i * d + j] += aik * b[k * d + j];
+            }
+        }
+    }
+    c
+}
+
+/// Fréchet distance between two feature sets:
+/// `|μ1 − μ2|² + Tr(Σ1 + Σ2 − 2 (Σ1^½ Σ2 Σ1^½)^½)`.
+pub fn frechet_distance(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+    let (m1, s1) = moments(a);
+    let (m2, s2) = moments(b);
+    let d = m1.len();
+    let (w, v) = symmetric_eigen(s1.clone(), d);
+    // Σ1^½ = V diag(√w) Vᵀ
+    let mut root = vec![0f64; d * d];
+    for i in 0..d {
+        for j in 0..d {
+            root[i * d + j] = (0..d)
+                .map(|k| v[i * d + k] * w[k].max(0.0).sqrt() * v[j * d + k])
+                .sum();
+        }
+    }
+    let inner = matmul(&matmul(&root, &s2, d), &root, d);
+    let sym: Vec<f64> = (0..d * d)
+        .map(|i| 0.5 * (inner[i] + inner[(i % d) * d + i / d]))
+        .collect();
+    let (wi, _) = symmetric_eigen(sym, d);
+    let tr_sqrt: f64 = wi.iter().map(|x| x.max(0.0).sqrt()).sum();
+    let mean_term: f64 = m1.iter().zip(&m2).map(|(x, y)| (x - y).powi(2)).sum();
+    let trace: f64 = (0..d).map(|i| s1[i * d + i] + s2[i * d + i]).sum();
+    mean_term + trace - 2.0 * tr_sqrt
+}
+
+/// Peak signal-to-noise ratio of two images in `[-1, 1]`, in dB (8-bit peak).
+pub fn psnr(a: &Tensor, b: &Tensor) -> Result<f64> {
+    let mse = ((a - b)? * 127.5)?
+        .sqr()?
+        .mean_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?;
+    Ok(10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frechet_distance_is_zero_for_identical_sets_and_grows_with_shift() {
+        let mut rng = crate::sampler::Rng::new(1);
+        let a: Vec<Vec<f32>> = (0..400)
+            .map(|_| (0..4).map(|_| rng.next_f64() as f32).collect())
+            .collect();
+        assert!(frechet_distance(&a, &a).abs() < 1e-9);
+        let shifted: Vec<Vec<f32>> = a
+            .iter()
+            .map(|v| v.iter().map(|x| x + 1.0).collect())
+            .collect();
+        assert!((frechet_distance(&a, &shifted) - 4.0).abs() < 1e-6);
+    }
+}
