@@ -10,7 +10,7 @@ use arpg_core::reference::{self, WeightFormat};
 use candle_core::Device;
 use clap::{Parser, Subcommand};
 
-use crate::run::{self, MaskArgs, ModelArgs, Models, SamplerArgs};
+use arpg_app::run::{self, MaskArgs, ModelArgs, Models, SamplerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -459,26 +459,6 @@ pub fn run() -> Result<ExitCode> {
     }
 }
 
-/// Parses `cpu`, `cuda[:N]` or `metal[:N]`.
-pub fn device(name: &str) -> Result<Device> {
-    let (kind, ordinal) = match name.split_once(':') {
-        Some((k, n)) => (
-            k,
-            n.parse::<usize>()
-                .with_context(|| format!("bad device ordinal in `{name}`"))?,
-        ),
-        None => (name, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(ordinal)
-            .with_context(|| "CUDA is not available in this build or on this machine"),
-        "metal" => Device::new_metal(ordinal)
-            .with_context(|| "Metal is not available in this build or on this machine"),
-        _ => bail!("unknown device `{name}` (expected cpu, cuda or metal)"),
-    }
-}
-
 fn human(n: usize) -> String {
     match n {
         n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
@@ -577,7 +557,7 @@ fn check_reference(
     safetensors: bool,
     device_name: &str,
 ) -> Result<ExitCode> {
-    let device = device(device_name)?;
+    let device = arpg_app::run::device(device_name)?;
     let format = if safetensors {
         WeightFormat::Safetensors
     } else {

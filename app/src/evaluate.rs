@@ -9,7 +9,7 @@ use arpg_core::tasks::{CanvasJob, TokenCanvas};
 use arpg_core::train::image_batch;
 use candle_core::{Device, Tensor};
 
-use crate::run::{Models, SamplerArgs};
+use arpg_app::run::{Models, SamplerArgs};
 
 /// Evaluation sizes.
 #[derive(clap::Args, Debug, Clone)]

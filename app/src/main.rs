@@ -2,9 +2,7 @@
 
 mod bench;
 mod cli;
-mod document;
 mod evaluate;
-mod run;
 
 fn main() -> std::process::ExitCode {
     match cli::run() {

@@ -102,6 +102,27 @@ impl SamplerArgs {
     }
 }
 
+/// Parses `cpu`, `cuda[:N]` or `metal[:N]`.
+pub fn device(name: &str) -> Result<candle_core::Device> {
+    use candle_core::Device;
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((k, n)) => (
+            k,
+            n.parse::<usize>()
+                .with_context(|| format!("bad device ordinal in `{name}`"))?,
+        ),
+        None => (name, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(ordinal)
+            .with_context(|| "CUDA is not available in this build or on this machine"),
+        "metal" => Device::new_metal(ordinal)
+            .with_context(|| "Metal is not available in this build or on this machine"),
+        _ => bail!("unknown device `{name}` (expected cpu, cuda or metal)"),
+    }
+}
+
 /// A loaded transformer and tokenizer.
 pub struct Models {
     pub arpg: LoadedArpg,
@@ -110,7 +131,7 @@ pub struct Models {
 
 impl Models {
     pub fn load(args: &ModelArgs) -> Result<Self> {
-        let device = crate::cli::device(&args.device)?;
+        let device = device(&args.device)?;
         let dtype = match args.dtype.as_str() {
             "f32" => DType::F32,
             "f16" => DType::F16,

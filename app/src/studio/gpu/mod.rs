@@ -1,0 +1,287 @@
+//! The canvas on the GPU: three passes drawn by an `egui_wgpu` paint callback, one module per
+//! shader in `shaders/`. Resources live in egui's `callback_resources`; each frame's callback
+//! carries the view uniform and only the texture regions that changed since the last frame.
+
+mod canvas_image;
+mod generation_overlay;
+mod mask_overlay;
+
+use eframe::egui_wgpu::{self, wgpu};
+
+/// Uniform shared by the three shaders (`struct View` in each WGSL file).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ViewUniform {
+    /// Canvas rectangle in clip space: left, top, right, bottom.
+    pub rect: [f32; 4],
+    /// Canvas size in pixels (x, y) and in token cells (z, w).
+    pub size: [f32; 4],
+    /// Time, highlight strength, show grid, unused.
+    pub params: [f32; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<ViewUniform>() == 48);
+
+/// Which texture an upload goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// RGBA8, canvas pixels.
+    Image,
+    /// R8, canvas pixels.
+    Mask,
+    /// R8, token cells.
+    MaskCells,
+    /// RGBA8, token cells.
+    State,
+}
+
+/// A rectangle of texels to write.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub target: Target,
+    pub x: u32,
+    pub y: u32,
+    pub w: u32,
+    pub h: u32,
+    pub bytes: Vec<u8>,
+}
+
+/// Texture sizes: pixels and cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    pub width: u32,
+    pub height: u32,
+    pub rows: u32,
+    pub cols: u32,
+}
+
+pub(crate) fn texture(
+    device: &wgpu::Device,
+    label: &str,
+    w: u32,
+    h: u32,
+    format: wgpu::TextureFormat,
+) -> wgpu::Texture {
+    device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: w.max(1),
+            height: h.max(1),
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    })
+}
+
+pub(crate) fn texture_entry(binding: u32) -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::FRAGMENT,
+        ty: wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+        count: None,
+    }
+}
+
+pub(crate) fn uniform_entry() -> wgpu::BindGroupLayoutEntry {
+    wgpu::BindGroupLayoutEntry {
+        binding: 0,
+        visibility: wgpu::ShaderStages::VERTEX | wgpu::ShaderStages::FRAGMENT,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        count: None,
+    }
+}
+
+/// A full-quad pipeline for `source` with one bind group layout and premultiplied blending.
+pub(crate) fn quad_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    source: &str,
+    layout: &wgpu::BindGroupLayout,
+    format: wgpu::TextureFormat,
+    blend: Option<wgpu::BlendState>,
+) -> wgpu::RenderPipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(label),
+        source: wgpu::ShaderSource::Wgsl(source.into()),
+    });
+    let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+        label: Some(label),
+        bind_group_layouts: &[Some(layout)],
+        immediate_size: 0,
+    });
+    device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+        label: Some(label),
+        layout: Some(&pipeline_layout),
+        vertex: wgpu::VertexState {
+            module: &module,
+            entry_point: Some("vs_main"),
+            buffers: &[],
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+        },
+        primitive: wgpu::PrimitiveState::default(),
+        depth_stencil: None,
+        multisample: wgpu::MultisampleState::default(),
+        fragment: Some(wgpu::FragmentState {
+            module: &module,
+            entry_point: Some("fs_main"),
+            targets: &[Some(wgpu::ColorTargetState {
+                format,
+                blend,
+                write_mask: wgpu::ColorWrites::ALL,
+            })],
+            compilation_options: wgpu::PipelineCompilationOptions::default(),
+        }),
+        multiview_mask: None,
+        cache: None,
+    })
+}
+
+/// Everything the canvas needs on the GPU.
+pub struct CanvasResources {
+    uniform: wgpu::Buffer,
+    extent: Extent,
+    image: canvas_image::ImagePass,
+    mask: mask_overlay::MaskPass,
+    generation: generation_overlay::GenerationPass,
+}
+
+impl CanvasResources {
+    /// Registers the resources with eframe's wgpu renderer.
+    pub fn install(render_state: &egui_wgpu::RenderState) {
+        let device = &render_state.device;
+        let format = render_state.target_format;
+        let uniform = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("canvas view"),
+            size: std::mem::size_of::<ViewUniform>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let extent = Extent {
+            width: 1,
+            height: 1,
+            rows: 1,
+            cols: 1,
+        };
+        let res = Self {
+            image: canvas_image::ImagePass::new(device, format, &uniform, extent),
+            mask: mask_overlay::MaskPass::new(device, format, &uniform, extent),
+            generation: generation_overlay::GenerationPass::new(device, format, &uniform, extent),
+            uniform,
+            extent,
+        };
+        render_state.renderer.write().callback_resources.insert(res);
+    }
+
+    fn resize(&mut self, device: &wgpu::Device, extent: Extent) {
+        self.image.resize(device, &self.uniform, extent);
+        self.mask.resize(device, &self.uniform, extent);
+        self.generation.resize(device, &self.uniform, extent);
+        self.extent = extent;
+    }
+
+    fn write(&self, queue: &wgpu::Queue, u: &Upload) {
+        let (texture, bpp) = match u.target {
+            Target::Image => (self.image.texture(), 4),
+            Target::Mask => (self.mask.mask_texture(), 1),
+            Target::MaskCells => (self.mask.cells_texture(), 1),
+            Target::State => (self.generation.texture(), 4),
+        };
+        let size = texture.size();
+        if u.w == 0
+            || u.h == 0
+            || u.x + u.w > size.width
+            || u.y + u.h > size.height
+            || u.bytes.len() != (u.w * u.h * bpp) as usize
+        {
+            return;
+        }
+        queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: u.x,
+                    y: u.y,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            &u.bytes,
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some(u.w * bpp),
+                rows_per_image: Some(u.h),
+            },
+            wgpu::Extent3d {
+                width: u.w,
+                height: u.h,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+}
+
+/// One frame's paint callback.
+pub struct CanvasCallback {
+    pub view: ViewUniform,
+    pub extent: Extent,
+    pub uploads: Vec<Upload>,
+    pub show_mask: bool,
+    pub show_generation: bool,
+}
+
+impl egui_wgpu::CallbackTrait for CanvasCallback {
+    fn prepare(
+        &self,
+        device: &wgpu::Device,
+        queue: &wgpu::Queue,
+        _screen: &egui_wgpu::ScreenDescriptor,
+        _encoder: &mut wgpu::CommandEncoder,
+        resources: &mut egui_wgpu::CallbackResources,
+    ) -> Vec<wgpu::CommandBuffer> {
+        let Some(res) = resources.get_mut::<CanvasResources>() else {
+            return Vec::new();
+        };
+        if res.extent != self.extent {
+            res.resize(device, self.extent);
+        }
+        queue.write_buffer(&res.uniform, 0, bytemuck::bytes_of(&self.view));
+        for u in &self.uploads {
+            res.write(queue, u);
+        }
+        Vec::new()
+    }
+
+    fn paint(
+        &self,
+        _info: egui::PaintCallbackInfo,
+        pass: &mut wgpu::RenderPass<'static>,
+        resources: &egui_wgpu::CallbackResources,
+    ) {
+        let Some(res) = resources.get::<CanvasResources>() else {
+            return;
+        };
+        res.image.draw(pass);
+        if self.show_generation {
+            res.generation.draw(pass);
+        }
+        if self.show_mask {
+            res.mask.draw(pass);
+        }
+    }
+}
+
+use eframe::egui;

@@ -1,0 +1,15 @@
+//! ARPG Studio, the desktop app: an eframe window whose canvas is drawn by wgpu shaders, with a
+//! background worker that owns the models.
+//!
+//! Threads: the UI thread (egui) never runs model code and never blocks on the worker; the
+//! worker thread runs loading, sampling and decoding. They talk through bounded channels of
+//! [`worker::WorkerCommand`] and [`worker::WorkerEvent`].
+
+pub mod app;
+pub mod canvas;
+pub mod commands;
+pub mod gpu;
+pub mod ui;
+pub mod worker;
+
+pub use app::StudioApp;

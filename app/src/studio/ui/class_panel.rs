@@ -1,0 +1,59 @@
+//! Class picker: a searchable list and a random-class button.
+
+use eframe::egui;
+
+#[derive(Default)]
+pub struct ClassPanel {
+    pub search: String,
+}
+
+impl ClassPanel {
+    /// Returns true when the class changed.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        names: &[String],
+        class: &mut usize,
+        random: &mut bool,
+    ) -> bool {
+        let before = *class;
+        ui.heading("Class");
+        ui.horizontal(|ui| {
+            let l = ui.label("Search");
+            ui.add(
+                egui::TextEdit::singleline(&mut self.search)
+                    .hint_text("name or index")
+                    .desired_width(110.0),
+            )
+            .labelled_by(l.id);
+            if ui
+                .button("Random")
+                .on_hover_text("Pick a random class (R)")
+                .clicked()
+            {
+                *random = true;
+            }
+        });
+        let needle = self.search.to_lowercase();
+        egui::ScrollArea::vertical()
+            .id_salt("classes")
+            .max_height(180.0)
+            .show(ui, |ui| {
+                for (i, name) in names.iter().enumerate() {
+                    if !needle.is_empty()
+                        && !name.to_lowercase().contains(&needle)
+                        && !i.to_string().starts_with(&needle)
+                    {
+                        continue;
+                    }
+                    if ui
+                        .selectable_label(*class == i, format!("{i}: {name}"))
+                        .clicked()
+                    {
+                        *class = i;
+                    }
+                }
+            });
+        *class != before
+    }
+}

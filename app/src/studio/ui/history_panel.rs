@@ -1,0 +1,103 @@
+//! The history / staging strip: every result with its settings; the newest candidate can be
+//! accepted or discarded in place, any entry restored.
+
+use arpg_core::generator::Settings;
+use arpg_core::tasks::TokenCanvas;
+use eframe::egui;
+
+/// One result.
+pub struct HistoryItem {
+    pub label: String,
+    pub canvas: TokenCanvas,
+    pub rgb: Vec<u8>,
+    pub width: usize,
+    pub height: usize,
+    pub class: Option<usize>,
+    pub settings: Settings,
+    pub partial: bool,
+    pub thumbnail: Option<egui::TextureHandle>,
+}
+
+/// What the user asked of the strip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryAction {
+    Restore(usize),
+    Discard(usize),
+    Accept,
+}
+
+#[derive(Default)]
+pub struct HistoryPanel {
+    pub items: Vec<HistoryItem>,
+    /// Index of an item shown on the canvas but not accepted yet.
+    pub staged: Option<usize>,
+}
+
+impl HistoryPanel {
+    pub fn ui(&mut self, ui: &mut egui::Ui) -> Option<HistoryAction> {
+        let mut action = None;
+        ui.horizontal(|ui| {
+            ui.strong("History");
+            if let Some(i) = self.staged {
+                ui.separator();
+                ui.label(format!(
+                    "Candidate: {}",
+                    self.items.get(i).map_or("", |it| it.label.as_str())
+                ));
+                if ui.button("Accept").clicked() {
+                    action = Some(HistoryAction::Accept);
+                }
+                if ui.button("Discard").clicked() {
+                    action = Some(HistoryAction::Discard(i));
+                }
+            }
+        });
+        egui::ScrollArea::horizontal()
+            .id_salt("history")
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    for (i, item) in self.items.iter_mut().enumerate().rev() {
+                        ui.vertical(|ui| {
+                            if item.thumbnail.is_none() && !item.rgb.is_empty() {
+                                let img = egui::ColorImage::from_rgb(
+                                    [item.width, item.height],
+                                    &item.rgb,
+                                );
+                                item.thumbnail = Some(ui.ctx().load_texture(
+                                    format!("history-{i}"),
+                                    img,
+                                    egui::TextureOptions::NEAREST,
+                                ));
+                            }
+                            let tip = format!(
+                                "{}\nclass {}\nseed {} · {} steps · CFG {}",
+                                item.label,
+                                item.class.map_or("none".into(), |c| c.to_string()),
+                                item.settings.seed,
+                                item.settings.steps,
+                                item.settings.cfg_scale
+                            );
+                            let resp = match &item.thumbnail {
+                                Some(t) => ui.add(egui::Button::image(
+                                    egui::Image::new(t).fit_to_exact_size(egui::vec2(
+                                        64.0,
+                                        64.0 * item.height as f32 / item.width.max(1) as f32,
+                                    )),
+                                )),
+                                None => ui.button(if item.partial { "partial" } else { "…" }),
+                            };
+                            if resp.on_hover_text(tip).clicked() {
+                                action = Some(HistoryAction::Restore(i));
+                            }
+                            ui.small(format!(
+                                "{}{}",
+                                item.label,
+                                if item.partial { " (partial)" } else { "" }
+                            ));
+                        });
+                    }
+                });
+            });
+        action
+    }
+}

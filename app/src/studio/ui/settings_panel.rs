@@ -1,0 +1,153 @@
+//! Sampler settings: steps, schedules, guidance, temperature, top-k/p, seed, batch, order.
+
+use arpg_core::generator::Settings;
+use arpg_core::schedule::{CfgSchedule, Schedule};
+use eframe::egui;
+
+/// Generation order offered in the UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderChoice {
+    Random,
+    Raster,
+    /// Cells near the known content first (useful for outpainting seams).
+    KnownFirst,
+}
+
+pub struct SettingsPanel {
+    pub settings: Settings,
+    pub lock_seed: bool,
+    pub batch: usize,
+    pub order: OrderChoice,
+    /// Pixels added by the extend buttons (snapped to whole tokens).
+    pub extend_px: usize,
+    /// Slow motion: pause after each step (ms).
+    pub step_delay_ms: u64,
+}
+
+impl Default for SettingsPanel {
+    fn default() -> Self {
+        Self {
+            settings: Settings {
+                steps: 16,
+                cfg_scale: 3.0,
+                ..Settings::default()
+            },
+            lock_seed: false,
+            batch: 1,
+            order: OrderChoice::Random,
+            extend_px: 32,
+            step_delay_ms: 0,
+        }
+    }
+}
+
+impl SettingsPanel {
+    pub fn ui(&mut self, ui: &mut egui::Ui, max_steps: usize) {
+        ui.heading("Settings");
+        let s = &mut self.settings;
+        egui::Grid::new("settings")
+            .num_columns(2)
+            .spacing([8.0, 4.0])
+            .show(ui, |ui| {
+                let l = ui.label("Steps");
+                ui.add(egui::DragValue::new(&mut s.steps).range(1..=max_steps.max(1)))
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Schedule");
+                egui::ComboBox::from_id_salt("schedule")
+                    .selected_text(format!("{:?}", s.schedule))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut s.schedule, Schedule::Arccos, "Arccos");
+                        ui.selectable_value(&mut s.schedule, Schedule::Cosine, "Cosine");
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("CFG scale");
+                ui.add(
+                    egui::DragValue::new(&mut s.cfg_scale)
+                        .range(1.0..=20.0)
+                        .speed(0.05),
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("CFG schedule");
+                egui::ComboBox::from_id_salt("cfg_schedule")
+                    .selected_text(format!("{:?}", s.cfg_schedule))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut s.cfg_schedule, CfgSchedule::Linear, "Linear");
+                        ui.selectable_value(&mut s.cfg_schedule, CfgSchedule::Constant, "Constant");
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Temperature");
+                ui.add(
+                    egui::DragValue::new(&mut s.temperature)
+                        .range(0.05..=5.0)
+                        .speed(0.01),
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Top-k");
+                ui.add(egui::DragValue::new(&mut s.top_k).range(0..=100_000))
+                    .labelled_by(l.id)
+                    .on_hover_text("0 = off");
+                ui.end_row();
+                let l = ui.label("Top-p");
+                ui.add(
+                    egui::DragValue::new(&mut s.top_p)
+                        .range(0.01..=1.0)
+                        .speed(0.005),
+                )
+                .labelled_by(l.id)
+                .on_hover_text("1 = off");
+                ui.end_row();
+                let l = ui.label("Seed");
+                ui.horizontal(|ui| {
+                    ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
+                    ui.checkbox(&mut self.lock_seed, "Lock").on_hover_text(
+                        "Keep the seed between runs; unlocked, each run draws a new one",
+                    );
+                });
+                ui.end_row();
+                let l = ui.label("Batch");
+                ui.add(egui::DragValue::new(&mut self.batch).range(1..=16))
+                    .labelled_by(l.id)
+                    .on_hover_text("Candidates per Generate, each with its own seed");
+                ui.end_row();
+                let l = ui.label("Order");
+                egui::ComboBox::from_id_salt("order")
+                    .selected_text(format!("{:?}", self.order))
+                    .show_ui(ui, |ui| {
+                        ui.selectable_value(&mut self.order, OrderChoice::Random, "Random");
+                        ui.selectable_value(&mut self.order, OrderChoice::Raster, "Raster");
+                        ui.selectable_value(
+                            &mut self.order,
+                            OrderChoice::KnownFirst,
+                            "Near known first",
+                        );
+                    })
+                    .response
+                    .labelled_by(l.id);
+                ui.end_row();
+                let l = ui.label("Slow motion");
+                ui.add(
+                    egui::DragValue::new(&mut self.step_delay_ms)
+                        .range(0..=2000)
+                        .suffix(" ms/step"),
+                )
+                .labelled_by(l.id)
+                .on_hover_text("Pause after each step to watch the image form");
+                ui.end_row();
+                let l = ui.label("Extend by");
+                ui.add(
+                    egui::DragValue::new(&mut self.extend_px)
+                        .range(1..=1024)
+                        .suffix(" px"),
+                )
+                .labelled_by(l.id);
+                ui.end_row();
+            });
+    }
+}

@@ -1,0 +1,508 @@
+//! The background worker: the only thread that runs model code. The UI sends [`WorkerCommand`]s
+//! and drains [`WorkerEvent`]s; both channels are bounded. Step events carry only the cells
+//! decided in that step; when the UI falls behind, the worker merges pending steps into one event
+//! (the latest preview wins) instead of blocking the sampler. A panic inside a job is caught and
+//! reported; the UI restarts the worker if its thread ever dies.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arpg_core::generator::{Generation, OrderMode, Request, Settings};
+use arpg_core::tasks::{self, CanvasJob, TokenCanvas};
+use arpg_core::vq::Palette;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::document;
+use crate::run::{ModelArgs, Models};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub enum JobKind {
+    /// A fresh image of the model's grid.
+    Generate,
+    /// Fill the unknown cells of `canvas`, then composite: `mask` (one byte per pixel of the
+    /// canvas, `None` = keep the generated pixels everywhere) and the `original` pixels.
+    Fill {
+        canvas: TokenCanvas,
+        original: Option<Vec<u8>>,
+        mask: Option<Vec<u8>>,
+        /// Original region to keep pixel-exact (outpainting): (row0, col0, rows, cols) in cells.
+        keep: Option<(usize, usize, usize, usize)>,
+    },
+}
+
+/// A job request.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: u64,
+    pub kind: JobKind,
+    pub class: Option<usize>,
+    pub settings: Settings,
+    pub order: OrderMode,
+    /// Human-readable name ("Generate", "Inpaint", ...).
+    pub label: String,
+    /// Pause after each step, to watch the order form ("slow motion"); 0 = full speed.
+    pub step_delay_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum WorkerCommand {
+    LoadModels(ModelArgs),
+    Run(Job),
+    /// Continue the last cancelled or running generation from its current state with another seed
+    /// (only for `Generate` jobs).
+    Fork {
+        id: u64,
+        seed: u64,
+    },
+    /// Encode an image file into a canvas.
+    OpenImage(PathBuf),
+    Shutdown,
+}
+
+/// Facts about the loaded models, for the status bar and the model menu.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    pub name: String,
+    pub device: String,
+    pub grid: usize,
+    pub patch: usize,
+    pub num_classes: usize,
+    pub params: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum WorkerEvent {
+    ModelsLoaded {
+        info: ModelInfo,
+        palette: Arc<Palette>,
+    },
+    Started {
+        id: u64,
+        rows: usize,
+        cols: usize,
+        unknown: usize,
+        canvas: TokenCanvas,
+    },
+    /// Cells decided since the last event: `(row, col, token, probability)`.
+    Step {
+        id: u64,
+        cells: Vec<(usize, usize, u32, f32)>,
+        step: usize,
+        total_steps: usize,
+        decided: usize,
+        elapsed: f64,
+    },
+    Finished {
+        id: u64,
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
+        cancelled: bool,
+        elapsed: f64,
+    },
+    ImageOpened {
+        path: PathBuf,
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
+        class: Option<usize>,
+    },
+    Error(String),
+}
+
+/// The UI's handle on the worker thread.
+pub struct WorkerHandle {
+    pub commands: Sender<WorkerCommand>,
+    pub events: Receiver<WorkerEvent>,
+    pub cancel: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Starts a worker; `repaint` is called after every event.
+    pub fn spawn(repaint: impl Fn() + Send + 'static) -> Self {
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(16);
+        let (ev_tx, ev_rx) = crossbeam_channel::bounded(64);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let c = cancel.clone();
+        let thread = std::thread::Builder::new()
+            .name("arpg-worker".into())
+            .spawn(move || Worker::new(ev_tx, c, Box::new(repaint)).run(cmd_rx))
+            .ok();
+        Self {
+            commands: cmd_tx,
+            events: ev_rx,
+            cancel,
+            thread,
+        }
+    }
+
+    /// Whether the worker thread is gone (it panicked outside a job, or the channel closed).
+    pub fn is_dead(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    pub fn send(&self, cmd: WorkerCommand) -> Result<(), String> {
+        self.commands.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => "the worker is busy; try again in a moment".to_string(),
+            TrySendError::Disconnected(_) => {
+                "the worker stopped; it is being restarted".to_string()
+            }
+        })
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        let _ = self.commands.try_send(WorkerCommand::Shutdown);
+    }
+}
+
+struct Worker {
+    events: Sender<WorkerEvent>,
+    cancel: Arc<AtomicBool>,
+    repaint: Box<dyn Fn() + Send>,
+    models: Option<Models>,
+    /// The last generate job that stopped early or is forkable: (id, state).
+    last: Option<(u64, Generation, Job)>,
+    pending: Option<WorkerEvent>,
+}
+
+impl Worker {
+    fn new(
+        events: Sender<WorkerEvent>,
+        cancel: Arc<AtomicBool>,
+        repaint: Box<dyn Fn() + Send>,
+    ) -> Self {
+        Self {
+            events,
+            cancel,
+            repaint,
+            models: None,
+            last: None,
+            pending: None,
+        }
+    }
+
+    fn run(mut self, commands: Receiver<WorkerCommand>) {
+        while let Ok(cmd) = commands.recv() {
+            if matches!(cmd, WorkerCommand::Shutdown) {
+                break;
+            }
+            // The cancel flag is reset by the UI before it sends a job, never here: a cancel sent
+            // right after a job must not be lost.
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(cmd)));
+            let err = match result {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(p) => Some(format!(
+                    "internal error in the worker: {}",
+                    p.downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or(p.downcast_ref::<&str>().copied())
+                        .unwrap_or("panic")
+                )),
+            };
+            if let Some(e) = err {
+                self.emit(WorkerEvent::Error(e));
+            }
+        }
+    }
+
+    /// Sends an event, blocking; flushes a merged pending step first.
+    fn emit(&mut self, ev: WorkerEvent) {
+        if let Some(p) = self.pending.take() {
+            let _ = self.events.send(p);
+        }
+        let _ = self.events.send(ev);
+        (self.repaint)();
+    }
+
+    /// Sends a step without blocking: if the UI is behind, merge into the pending one.
+    fn emit_step(&mut self, ev: WorkerEvent) {
+        let merged = match (self.pending.take(), ev) {
+            (
+                Some(WorkerEvent::Step { id, mut cells, .. }),
+                WorkerEvent::Step {
+                    id: id2,
+                    cells: c2,
+                    step,
+                    total_steps,
+                    decided,
+                    elapsed,
+                },
+            ) if id == id2 => {
+                cells.extend(c2);
+                WorkerEvent::Step {
+                    id,
+                    cells,
+                    step,
+                    total_steps,
+                    decided,
+                    elapsed,
+                }
+            }
+            (Some(p), ev) => {
+                let _ = self.events.send(p);
+                ev
+            }
+            (None, ev) => ev,
+        };
+        match self.events.try_send(merged) {
+            Ok(()) => (self.repaint)(),
+            Err(TrySendError::Full(ev)) => self.pending = Some(ev),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn models(&self) -> anyhow::Result<&Models> {
+        self.models.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("no model is loaded: open checkpoints from the Model menu")
+        })
+    }
+
+    fn handle(&mut self, cmd: WorkerCommand) -> anyhow::Result<()> {
+        match cmd {
+            WorkerCommand::LoadModels(args) => {
+                let models = Models::load(&args)?;
+                let palette = Arc::new(load_palette(&models)?);
+                let info = ModelInfo {
+                    name: models.arpg.name.clone(),
+                    device: args.device.clone(),
+                    grid: models.grid(),
+                    patch: models.patch(),
+                    num_classes: models.arpg.config.num_classes,
+                    params: models.arpg.config.num_params(),
+                };
+                self.models = Some(models);
+                self.last = None;
+                self.emit(WorkerEvent::ModelsLoaded { info, palette });
+            }
+            WorkerCommand::OpenImage(path) => {
+                let pic = document::read(&path)?;
+                let models = self.models()?;
+                let (canvas, rgb) = models.canvas_of(&pic)?;
+                let class = pic.metadata.as_ref().and_then(|m| m.class);
+                self.emit(WorkerEvent::ImageOpened {
+                    path,
+                    canvas,
+                    rgb,
+                    class,
+                });
+            }
+            WorkerCommand::Run(job) => self.run_job(job)?,
+            WorkerCommand::Fork { id, seed } => {
+                let Some((last_id, gen, job)) = self.last.as_ref() else {
+                    anyhow::bail!("nothing to fork: generate first, then fork from a step");
+                };
+                if *last_id != id {
+                    anyhow::bail!("that generation is no longer available to fork");
+                }
+                let gen = gen.fork(seed)?;
+                let mut job = job.clone();
+                job.id = id + 1_000_000;
+                job.settings.seed = seed;
+                self.continue_generation(job, gen)?;
+            }
+            WorkerCommand::Shutdown => {}
+        }
+        Ok(())
+    }
+
+    fn run_job(&mut self, job: Job) -> anyhow::Result<()> {
+        let models = self.models()?;
+        match &job.kind {
+            JobKind::Generate => {
+                let req = Request {
+                    classes: vec![job.class],
+                    settings: job.settings.clone(),
+                    order: job.order.clone(),
+                    known: None,
+                };
+                let gen = Generation::new(&models.arpg.model, &req)?;
+                self.continue_generation(job, gen)
+            }
+            JobKind::Fill {
+                canvas,
+                original,
+                mask,
+                keep,
+            } => {
+                let start = Instant::now();
+                let unknown = canvas.unknown_count();
+                let mut cjob = CanvasJob::new(
+                    &models.arpg.model,
+                    canvas.clone(),
+                    job.class,
+                    job.settings.clone(),
+                    job.order.clone(),
+                )?;
+                let (original, mask, keep) = (original.clone(), mask.clone(), *keep);
+                self.emit(WorkerEvent::Started {
+                    id: job.id,
+                    rows: canvas.rows,
+                    cols: canvas.cols,
+                    unknown,
+                    canvas: canvas.clone(),
+                });
+                let mut decided = 0;
+                let mut cancelled = false;
+                loop {
+                    if self.cancel.load(Ordering::Relaxed) {
+                        cancelled = true;
+                        break;
+                    }
+                    let Some(step) = cjob.step()? else { break };
+                    decided += step.cells.len();
+                    pause(job.step_delay_ms);
+                    self.emit_step(WorkerEvent::Step {
+                        id: job.id,
+                        cells: step.cells,
+                        step: step.step,
+                        total_steps: step.window_steps,
+                        decided,
+                        elapsed: start.elapsed().as_secs_f64(),
+                    });
+                }
+                let canvas = cjob.canvas().clone();
+                let models = self.models()?;
+                let rgb = if cancelled && canvas.unknown_count() > 0 {
+                    None
+                } else {
+                    let generated = models.decode(&canvas)?;
+                    let p = models.patch();
+                    let (w, h) = (canvas.cols * p, canvas.rows * p);
+                    Some(match (&original, &mask, keep) {
+                        (Some(orig), Some(mask), _) => {
+                            tasks::feathered_blend(orig, &generated, mask, w, h, 2)?
+                        }
+                        (Some(orig), None, Some((r0, c0, rows, cols))) => {
+                            let mut out = generated;
+                            for y in 0..rows * p {
+                                let dst = ((r0 * p + y) * w + c0 * p) * 3;
+                                out[dst..dst + cols * p * 3].copy_from_slice(
+                                    &orig[y * cols * p * 3..(y + 1) * cols * p * 3],
+                                );
+                            }
+                            out
+                        }
+                        _ => generated,
+                    })
+                };
+                self.emit(WorkerEvent::Finished {
+                    id: job.id,
+                    rgb: rgb.unwrap_or_default(),
+                    canvas,
+                    cancelled,
+                    elapsed: start.elapsed().as_secs_f64(),
+                });
+                Ok(())
+            }
+        }
+    }
+
+    fn continue_generation(&mut self, job: Job, mut gen: Generation) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let g = self.models()?.grid();
+        let canvas = TokenCanvas {
+            rows: g,
+            cols: g,
+            cells: gen.tokens()[0].clone(),
+        };
+        let unknown = canvas.unknown_count();
+        self.emit(WorkerEvent::Started {
+            id: job.id,
+            rows: g,
+            cols: g,
+            unknown,
+            canvas,
+        });
+        let mut cancelled = false;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                cancelled = true;
+                break;
+            }
+            let Some(out) = gen.step()? else { break };
+            let cells = out.cells[0]
+                .iter()
+                .zip(&out.tokens[0])
+                .zip(&out.probs[0])
+                .map(|((&c, &t), &p)| (c / g, c % g, t, p))
+                .collect();
+            let decided = gen.tokens()[0].iter().filter(|t| t.is_some()).count();
+            pause(job.step_delay_ms);
+            self.emit_step(WorkerEvent::Step {
+                id: job.id,
+                cells,
+                step: out.step,
+                total_steps: out.total_steps,
+                decided,
+                elapsed: start.elapsed().as_secs_f64(),
+            });
+        }
+        let canvas = TokenCanvas {
+            rows: g,
+            cols: g,
+            cells: gen.tokens()[0].clone(),
+        };
+        let rgb = if gen.is_done() {
+            self.models()?.decode(&canvas)?
+        } else {
+            Vec::new()
+        };
+        let id = job.id;
+        self.last = Some((id, gen, job));
+        self.emit(WorkerEvent::Finished {
+            id,
+            canvas,
+            rgb,
+            cancelled,
+            elapsed: start.elapsed().as_secs_f64(),
+        });
+        Ok(())
+    }
+}
+
+fn pause(ms: u64) {
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
+/// The preview palette, cached on disk per tokenizer file (keyed by its size and mtime).
+fn load_palette(models: &Models) -> anyhow::Result<Palette> {
+    let key = format!(
+        "{}-{}",
+        models.vq.config().codebook_size,
+        models
+            .vq
+            .codebook()
+            .to_dtype(candle_core::DType::F32)?
+            .sum_all()?
+            .to_scalar::<f32>()?
+            .to_bits()
+    );
+    let dir = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("arpg-studio"));
+    if let Some(dir) = &dir {
+        if let Ok(bytes) = std::fs::read(dir.join(format!("palette-{key}.bin"))) {
+            if let Ok(p) = Palette::from_bytes(&bytes) {
+                return Ok(p);
+            }
+        }
+    }
+    let palette = Palette::compute(&models.vq, 256)?;
+    if let Some(dir) = dir {
+        // A cache that cannot be written is only slower next time.
+        let _ = std::fs::create_dir_all(&dir).and_then(|_| {
+            std::fs::write(dir.join(format!("palette-{key}.bin")), palette.to_bytes())
+        });
+    }
+    Ok(palette)
+}

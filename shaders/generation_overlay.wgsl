@@ -1,0 +1,58 @@
+// The generation overlay: cells not decided yet get a quiet diagonal hatch, cells decided in the
+// latest step glow briefly, and an optional grid marks token boundaries.
+
+struct View {
+    rect: vec4<f32>,
+    size: vec4<f32>,
+    params: vec4<f32>,
+};
+
+@group(0) @binding(0) var<uniform> view: View;
+// One texel per token cell: r = 1 undecided, g = 1 decided in the latest step.
+@group(0) @binding(1) var state_tex: texture_2d<f32>;
+
+struct VertexOut {
+    @builtin(position) position: vec4<f32>,
+    @location(0) uv: vec2<f32>,
+};
+
+@vertex
+fn vs_main(@builtin(vertex_index) i: u32) -> VertexOut {
+    var corners = array<vec2<f32>, 6>(
+        vec2(0.0, 0.0), vec2(1.0, 0.0), vec2(0.0, 1.0),
+        vec2(0.0, 1.0), vec2(1.0, 0.0), vec2(1.0, 1.0),
+    );
+    let uv = corners[i];
+    var out: VertexOut;
+    out.position = vec4(mix(view.rect.x, view.rect.z, uv.x), mix(view.rect.y, view.rect.w, uv.y), 0.0, 1.0);
+    out.uv = uv;
+    return out;
+}
+
+@fragment
+fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {
+    let cells = view.size.zw;
+    let cell = vec2<i32>(floor(in.uv * cells));
+    let state = textureLoad(state_tex, clamp(cell, vec2(0), vec2<i32>(cells) - 1), 0);
+    // Position inside the cell, 0..1.
+    let f = fract(in.uv * cells);
+    var color = vec4(0.0);
+    if (state.r > 0.5) {
+        // Undecided: dark veil with a thin diagonal hatch.
+        let hatch = step(0.85, fract((f.x + f.y) * 2.0));
+        let a = 0.55 + 0.2 * hatch;
+        color = vec4(vec3(0.08, 0.09, 0.11) * a, a);
+    }
+    if (state.g > 0.5) {
+        // Decided in the latest step: a bright rim that fades with params.y.
+        let rim = 1.0 - step(0.12, min(min(f.x, f.y), min(1.0 - f.x, 1.0 - f.y)));
+        let a = view.params.y * (0.25 + 0.6 * rim);
+        color = vec4(vec3(1.0, 0.85, 0.3) * a, a);
+    }
+    if (view.params.z > 0.5) {
+        let line = 1.0 - step(0.03, min(min(f.x, f.y), min(1.0 - f.x, 1.0 - f.y)));
+        let a = max(color.a, 0.35 * line);
+        color = vec4(mix(color.rgb, vec3(0.35), 0.35 * line), a);
+    }
+    return color;
+}

@@ -1,0 +1,204 @@
+//! ARPG Studio driven through egui_kittest with the wgpu renderer (headless; lavapipe in CI):
+//! generate, paint and undo, cancel mid-run, outpaint.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arpg_app::run::ModelArgs;
+use arpg_app::studio::StudioApp;
+use eframe::egui;
+use egui_kittest::kittest::Queryable;
+use egui_kittest::Harness;
+
+fn model_args() -> ModelArgs {
+    let t = common::tiny();
+    ModelArgs {
+        gpt: Some(t.join("tiny_gpt.pt")),
+        vq: Some(t.join("tiny_vq.pt")),
+        config: None,
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        quiet: true,
+    }
+}
+
+fn harness() -> Harness<'static, StudioApp> {
+    // One sampler thread: the software renderer needs the other core.
+    std::env::set_var("RAYON_NUM_THREADS", "1");
+    let args = model_args();
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1100.0, 760.0))
+        .wgpu()
+        .build_eframe(move |cc| StudioApp::new(cc, args));
+    wait(&mut h, "the model to load", |app| app.model.is_some());
+    h
+}
+
+/// Steps the UI until `done` holds (the worker runs in its own thread meanwhile).
+fn wait(h: &mut Harness<'static, StudioApp>, what: &str, done: impl Fn(&StudioApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}; errors: {:?}",
+            h.state().errors
+        );
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    h.step();
+}
+
+/// Mean absolute difference of two renders inside `rect` (points == pixels here).
+fn region_diff(a: &image::RgbaImage, b: &image::RgbaImage, rect: egui::Rect) -> f64 {
+    let mut sum = 0u64;
+    let mut n = 0u64;
+    for y in rect.top().max(0.0) as u32..(rect.bottom() as u32).min(a.height()) {
+        for x in rect.left().max(0.0) as u32..(rect.right() as u32).min(a.width()) {
+            let (p, q) = (a.get_pixel(x, y), b.get_pixel(x, y));
+            sum += (0..3)
+                .map(|k| (p[k] as i32 - q[k] as i32).unsigned_abs() as u64)
+                .sum::<u64>();
+            n += 3;
+        }
+    }
+    sum as f64 / n.max(1) as f64
+}
+
+fn generate(h: &mut Harness<'static, StudioApp>) {
+    let before = h.state().history.items.len();
+    h.get_by_label("Generate").click();
+    wait(h, "the generation", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+}
+
+#[test]
+fn pick_a_class_generate_and_see_the_canvas_change() {
+    let mut h = harness();
+    h.get_by_label("3: stripes").click();
+    h.step();
+    assert_eq!(h.state().class, 3);
+    let before = h.render().expect("render");
+    generate(&mut h);
+    let after = h.render().expect("render");
+    let app = h.state();
+    assert_eq!(app.history.items.len(), 1);
+    assert_eq!(app.history.items[0].class, Some(3));
+    assert!(!app.history.items[0].partial);
+    let doc = app.doc.as_ref().expect("a document");
+    assert_eq!(doc.canvas.unknown_count(), 0);
+    let rect = app.canvas_screen_rect().expect("canvas drawn");
+    assert!(rect.width() > 100.0, "canvas is {rect:?}");
+    let diff = region_diff(&before, &after, rect);
+    assert!(diff > 5.0, "the canvas did not change (mean diff {diff})");
+}
+
+#[test]
+fn paint_a_stroke_and_undo_it() {
+    let mut h = harness();
+    generate(&mut h);
+    let rect = h.state().canvas_screen_rect().expect("canvas");
+    let (a, b) = (
+        rect.lerp_inside(egui::vec2(0.2, 0.3)),
+        rect.lerp_inside(egui::vec2(0.7, 0.6)),
+    );
+    h.hover_at(a);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: a,
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    for t in 1..=10 {
+        h.hover_at(a + (b - a) * (t as f32 / 10.0));
+        h.step();
+    }
+    h.event(egui::Event::PointerButton {
+        pos: b,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    h.step();
+    assert!(!h.state().mask.is_empty(), "the stroke painted nothing");
+    assert!(h.state().mask.can_undo());
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
+    h.step();
+    h.step();
+    assert!(h.state().mask.is_empty(), "Ctrl+Z did not undo the stroke");
+    h.key_press_modifiers(
+        egui::Modifiers::COMMAND | egui::Modifiers::SHIFT,
+        egui::Key::Z,
+    );
+    h.step();
+    h.step();
+    assert!(
+        !h.state().mask.is_empty(),
+        "Ctrl+Shift+Z did not redo the stroke"
+    );
+}
+
+#[test]
+fn cancel_mid_run_keeps_the_partial_image() {
+    let mut h = harness();
+    {
+        let app = h.state_mut();
+        app.settings.settings.steps = 64;
+        app.settings.step_delay_ms = 40;
+    }
+    h.get_by_label("Generate").click();
+    wait(&mut h, "a few steps", |app| {
+        app.status.step.is_some_and(|(k, _)| k >= 3)
+    });
+    h.key_press(egui::Key::Escape);
+    wait(&mut h, "the cancel", |app| !app.is_running());
+    let app = h.state();
+    let item = app
+        .history
+        .items
+        .last()
+        .expect("the partial result is in the history");
+    assert!(item.partial);
+    let decided = item.canvas.cells.iter().filter(|c| c.is_some()).count();
+    assert!(
+        decided >= 3 && decided < 64,
+        "decided {decided} of 64 tokens"
+    );
+    let doc = app.doc.as_ref().expect("partial document on the canvas");
+    assert_eq!(doc.canvas.cells, item.canvas.cells);
+    assert!(
+        app.status.message.contains("cancelled"),
+        "{}",
+        app.status.message
+    );
+}
+
+#[test]
+fn outpaint_one_side_grows_the_canvas_and_keeps_the_original() {
+    let mut h = harness();
+    generate(&mut h);
+    let original = h.state().doc.as_ref().expect("doc").canvas.clone();
+    h.state_mut().settings.extend_px = 16;
+    h.get_by_label("Extend right").click();
+    wait(&mut h, "the outpaint", |app| {
+        app.history.items.len() == 2 && !app.is_running()
+    });
+    let doc = h.state().doc.as_ref().expect("doc").canvas.clone();
+    // 16 px = 4 tokens of the tiny tokenizer's 4 px.
+    assert_eq!((doc.rows, doc.cols), (original.rows, original.cols + 4));
+    assert_eq!(doc.unknown_count(), 0);
+    for r in 0..original.rows {
+        for c in 0..original.cols {
+            assert_eq!(
+                doc.get(r, c),
+                original.get(r, c),
+                "original cell ({r}, {c}) changed"
+            );
+        }
+    }
+}
