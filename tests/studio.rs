@@ -165,10 +165,7 @@ fn cancel_mid_run_keeps_the_partial_image() {
         .expect("the partial result is in the history");
     assert!(item.partial);
     let decided = item.canvas.cells.iter().filter(|c| c.is_some()).count();
-    assert!(
-        decided >= 3 && decided < 64,
-        "decided {decided} of 64 tokens"
-    );
+    assert!((3..64).contains(&decided), "decided {decided} of 64 tokens");
     let doc = app.doc.as_ref().expect("partial document on the canvas");
     assert_eq!(doc.canvas.cells, item.canvas.cells);
     assert!(

@@ -404,6 +404,7 @@ pub struct MaskArgs {
 }
 
 /// `inpaint`: regenerate the white part of a mask, keep everything else.
+#[allow(clippy::too_many_arguments)] // one argument per CLI flag group; a struct would only rename them
 pub fn inpaint(
     models: &Models,
     image: &Path,

@@ -127,7 +127,7 @@ pub fn token_mask(
             mask.len()
         )));
     }
-    if patch == 0 || width % patch != 0 || height % patch != 0 {
+    if patch == 0 || !width.is_multiple_of(patch) || !height.is_multiple_of(patch) {
         return Err(Error::InvalidRequest(format!(
             "a {width}x{height} mask does not divide into {patch}px tokens"
         )));

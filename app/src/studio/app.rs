@@ -1279,8 +1279,8 @@ fn known_distance_priority(canvas: &TokenCanvas) -> Vec<u8> {
     let (rows, cols) = (canvas.rows, canvas.cols);
     let mut dist = vec![u32::MAX; rows * cols];
     let mut queue = std::collections::VecDeque::new();
-    for i in 0..rows * cols {
-        if canvas.cells[i].is_some() {
+    for (i, cell) in canvas.cells.iter().enumerate() {
+        if cell.is_some() {
             dist[i] = 0;
             queue.push_back(i);
         }

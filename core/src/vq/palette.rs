@@ -104,7 +104,7 @@ impl Palette {
         }
         let patch = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
         let tiles = bytes[12..].to_vec();
-        if patch == 0 || tiles.is_empty() || tiles.len() % (patch * patch * 3) != 0 {
+        if patch == 0 || tiles.is_empty() || !tiles.len().is_multiple_of(patch * patch * 3) {
             return Err(bad());
         }
         Ok(Self { patch, tiles })
