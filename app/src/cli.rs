@@ -243,6 +243,7 @@ impl TrainArgs {
             seed: self.seed,
             checkpoint_every: self.checkpoint_every,
             image_size: self.size,
+            pool: None,
         })
     }
 }

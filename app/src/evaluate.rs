@@ -148,6 +148,33 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         &labels_a[..take],
     );
 
+    // Resolution expansion vs. the baseline of upscaling the decoded pixels: both judged after a
+    // 2x box downscale (does it still show its class?), and their detail (mean gradient).
+    eprintln!("resolution expansion…");
+    let take_x = take.min(3 * classes);
+    let mut expanded = Vec::new();
+    for (i, tokens) in real_tokens.iter().take(take_x).enumerate() {
+        let mut s = settings.clone();
+        s.seed = settings.seed.wrapping_add(7 + i as u64);
+        let spread = TokenCanvas::from_tokens(g, g, tokens)?.spread(2);
+        s.steps = s.steps.min(spread.unknown_count());
+        let job = CanvasJob::new(
+            &models.arpg.model,
+            spread,
+            Some(labels_a[i]),
+            s,
+            OrderMode::Random,
+        )?;
+        expanded.push(job.run()?);
+    }
+    let big = decode_all(models, &expanded)?;
+    let small = recon.narrow(0, 0, take_x)?;
+    let nearest = small.upsample_nearest2d(2 * size, 2 * size)?;
+    let bilinear = bilinear_up2(&small)?;
+    let labels_x = &labels_a[..take_x];
+    let expand_acc = accuracy(&judge.predict(&big.avg_pool2d(2)?)?, labels_x);
+    let bilinear_acc = accuracy(&judge.predict(&bilinear.avg_pool2d(2)?)?, labels_x);
+
     println!("| metric | value |");
     println!("|---|---|");
     println!(
@@ -171,5 +198,53 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         "| outpainting accuracy (new grid beside a real image, {take} images) | {:.1}% |",
         100.0 * outpaint_acc
     );
+    println!(
+        "| resolution expansion ({take_x} images): accuracy after 2x downscale | {:.1}% (bilinear pixel upscale: {:.1}%) |",
+        100.0 * expand_acc,
+        100.0 * bilinear_acc
+    );
+    println!(
+        "| resolution expansion: detail (mean gradient at 2x) | {:.4} (nearest upscale {:.4}, bilinear {:.4}) |",
+        mean_gradient(&big)?,
+        mean_gradient(&nearest)?,
+        mean_gradient(&bilinear)?
+    );
     Ok(())
+}
+
+/// Mean absolute horizontal + vertical difference of neighbouring pixels (a detail measure).
+fn mean_gradient(x: &Tensor) -> Result<f64> {
+    let (_, _, h, w) = x.dims4()?;
+    let dx = (x.narrow(3, 1, w - 1)? - x.narrow(3, 0, w - 1)?)?
+        .abs()?
+        .mean_all()?;
+    let dy = (x.narrow(2, 1, h - 1)? - x.narrow(2, 0, h - 1)?)?
+        .abs()?
+        .mean_all()?;
+    Ok((dx.to_scalar::<f32>()? + dy.to_scalar::<f32>()?) as f64 / 2.0)
+}
+
+/// 2x bilinear upscale (the smooth pixel baseline).
+fn bilinear_up2(x: &Tensor) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let data = x.flatten_all()?.to_vec1::<f32>()?;
+    let (h2, w2) = (2 * h, 2 * w);
+    let mut out = vec![0f32; b * c * h2 * w2];
+    for bc in 0..b * c {
+        let plane = &data[bc * h * w..(bc + 1) * h * w];
+        for y in 0..h2 {
+            let fy = ((y as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (h - 1) as f32);
+            let (y0, ty) = (fy.floor() as usize, fy.fract());
+            let y1 = (y0 + 1).min(h - 1);
+            for xx in 0..w2 {
+                let fx = ((xx as f32 + 0.5) / 2.0 - 0.5).clamp(0.0, (w - 1) as f32);
+                let (x0, tx) = (fx.floor() as usize, fx.fract());
+                let x1 = (x0 + 1).min(w - 1);
+                let top = plane[y0 * w + x0] * (1.0 - tx) + plane[y0 * w + x1] * tx;
+                let bot = plane[y1 * w + x0] * (1.0 - tx) + plane[y1 * w + x1] * tx;
+                out[bc * h2 * w2 + y * w2 + xx] = top * (1.0 - ty) + bot * ty;
+            }
+        }
+    }
+    Ok(Tensor::from_vec(out, (b, c, h2, w2), x.device())?)
 }

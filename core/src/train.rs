@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +35,20 @@ pub struct TrainOptions {
     pub checkpoint_every: usize,
     /// Image side in pixels.
     pub image_size: usize,
+    /// Cycle over only this many images (a fixed "handful", for smoke tests); `None` = endless
+    /// fresh samples.
+    pub pool: Option<usize>,
+}
+
+impl TrainOptions {
+    /// Index of the first image of `step`'s batch.
+    fn batch_start(&self, step: usize) -> u64 {
+        let start = (step * self.batch) as u64;
+        match self.pool {
+            Some(p) if p > 0 => start % p as u64,
+            _ => start,
+        }
+    }
 }
 
 /// One logged step.
@@ -210,8 +224,13 @@ pub fn train_vq(
     while state.step < opts.steps {
         let lr = learning_rate(state.step, opts);
         opt.set_learning_rate(lr);
-        let start = (state.step * opts.batch) as u64;
-        let (x, _) = image_batch(start, opts.batch, opts.seed, opts.image_size, device)?;
+        let (x, _) = image_batch(
+            opts.batch_start(state.step),
+            opts.batch,
+            opts.seed,
+            opts.image_size,
+            device,
+        )?;
         let (recon, codebook, commit, idx) = model.forward_train(&x)?;
         let diff = (&recon - &x)?;
         let rec = (diff.abs()?.mean_all()? + diff.sqr()?.mean_all()?)?;
@@ -292,8 +311,13 @@ pub fn train_arpg(
         let lr = learning_rate(state.step, opts);
         opt.set_learning_rate(lr);
         let mut rng = Rng::stream(opts.seed, 200, state.step as u64);
-        let start = (state.step * opts.batch) as u64;
-        let (x, labels) = image_batch(start, opts.batch, data_seed, opts.image_size, device)?;
+        let (x, labels) = image_batch(
+            opts.batch_start(state.step),
+            opts.batch,
+            data_seed,
+            opts.image_size,
+            device,
+        )?;
         let ids = vq.encode(&x)?;
         // Class dropout 0.1 (the null class trains the unconditional half of CFG).
         let class_ids: Vec<u32> = labels
@@ -350,6 +374,3 @@ pub fn train_arpg(
     let ckpt = crate::checkpoint::Checkpoint::open(&files.weights)?;
     Ok(Arpg::new(cfg, ckpt.var_builder(DType::F32, device))?)
 }
-
-/// Keeps `Var` in the public API surface for callers that build their own loops.
-pub type TrainVar = Var;
