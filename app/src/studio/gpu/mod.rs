@@ -105,7 +105,7 @@ pub(crate) fn uniform_entry() -> wgpu::BindGroupLayoutEntry {
 }
 
 /// A full-quad pipeline for `source` with one bind group layout and premultiplied blending.
-pub(crate) fn quad_pipeline(
+fn quad_pipeline(
     device: &wgpu::Device,
     label: &str,
     source: &str,
@@ -149,13 +149,122 @@ pub(crate) fn quad_pipeline(
     })
 }
 
+/// One texture a pass reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TextureSpec {
+    pub label: &'static str,
+    pub format: wgpu::TextureFormat,
+    /// One texel per token cell (otherwise one per canvas pixel).
+    pub per_cell: bool,
+}
+
+/// What a pass is: its shader, the textures it reads and how it blends.
+pub(crate) struct PassDesc<'a> {
+    pub label: &'a str,
+    pub source: &'a str,
+    pub textures: &'a [TextureSpec],
+    pub blend: Option<wgpu::BlendState>,
+}
+
+/// A full-canvas quad drawn by one shader reading the view uniform and some textures.
+pub(crate) struct QuadPass {
+    pipeline: wgpu::RenderPipeline,
+    layout: wgpu::BindGroupLayout,
+    specs: Vec<TextureSpec>,
+    textures: Vec<wgpu::Texture>,
+    bind_group: wgpu::BindGroup,
+}
+
+impl QuadPass {
+    pub fn new(
+        device: &wgpu::Device,
+        format: wgpu::TextureFormat,
+        uniform: &wgpu::Buffer,
+        extent: Extent,
+        desc: &PassDesc,
+    ) -> Self {
+        let (label, specs) = (desc.label, desc.textures);
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = std::iter::once(uniform_entry())
+            .chain((0..specs.len()).map(|i| texture_entry(i as u32 + 1)))
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(label),
+            entries: &entries,
+        });
+        let pipeline = quad_pipeline(device, label, desc.source, &layout, format, desc.blend);
+        let (textures, bind_group) = Self::bind(device, &layout, uniform, extent, specs);
+        Self {
+            pipeline,
+            layout,
+            specs: specs.to_vec(),
+            textures,
+            bind_group,
+        }
+    }
+
+    fn bind(
+        device: &wgpu::Device,
+        layout: &wgpu::BindGroupLayout,
+        uniform: &wgpu::Buffer,
+        e: Extent,
+        specs: &[TextureSpec],
+    ) -> (Vec<wgpu::Texture>, wgpu::BindGroup) {
+        let textures: Vec<wgpu::Texture> = specs
+            .iter()
+            .map(|s| {
+                let (w, h) = if s.per_cell {
+                    (e.cols, e.rows)
+                } else {
+                    (e.width, e.height)
+                };
+                texture(device, s.label, w, h, s.format)
+            })
+            .collect();
+        let views: Vec<wgpu::TextureView> = textures
+            .iter()
+            .map(|t| t.create_view(&Default::default()))
+            .collect();
+        let entries: Vec<wgpu::BindGroupEntry> = std::iter::once(wgpu::BindGroupEntry {
+            binding: 0,
+            resource: uniform.as_entire_binding(),
+        })
+        .chain(views.iter().enumerate().map(|(i, v)| wgpu::BindGroupEntry {
+            binding: i as u32 + 1,
+            resource: wgpu::BindingResource::TextureView(v),
+        }))
+        .collect();
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout,
+            entries: &entries,
+        });
+        (textures, bind_group)
+    }
+
+    /// Recreates the textures for a new canvas size.
+    pub fn resize(&mut self, device: &wgpu::Device, uniform: &wgpu::Buffer, extent: Extent) {
+        (self.textures, self.bind_group) =
+            Self::bind(device, &self.layout, uniform, extent, &self.specs);
+    }
+
+    pub fn texture(&self, i: usize) -> &wgpu::Texture {
+        &self.textures[i]
+    }
+
+    pub fn draw(&self, pass: &mut wgpu::RenderPass<'static>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.draw(0..6, 0..1);
+    }
+}
+
 /// Everything the canvas needs on the GPU.
 pub struct CanvasResources {
     uniform: wgpu::Buffer,
     extent: Extent,
-    image: canvas_image::ImagePass,
-    mask: mask_overlay::MaskPass,
-    generation: generation_overlay::GenerationPass,
+    image: QuadPass,
+    mask: QuadPass,
+    generation: QuadPass,
 }
 
 impl CanvasResources {
@@ -176,9 +285,9 @@ impl CanvasResources {
             cols: 1,
         };
         let res = Self {
-            image: canvas_image::ImagePass::new(device, format, &uniform, extent),
-            mask: mask_overlay::MaskPass::new(device, format, &uniform, extent),
-            generation: generation_overlay::GenerationPass::new(device, format, &uniform, extent),
+            image: canvas_image::pass(device, format, &uniform, extent),
+            mask: mask_overlay::pass(device, format, &uniform, extent),
+            generation: generation_overlay::pass(device, format, &uniform, extent),
             uniform,
             extent,
         };
@@ -194,10 +303,10 @@ impl CanvasResources {
 
     fn write(&self, queue: &wgpu::Queue, u: &Upload) {
         let (texture, bpp) = match u.target {
-            Target::Image => (self.image.texture(), 4),
-            Target::Mask => (self.mask.mask_texture(), 1),
-            Target::MaskCells => (self.mask.cells_texture(), 1),
-            Target::State => (self.generation.texture(), 4),
+            Target::Image => (self.image.texture(0), 4),
+            Target::Mask => (self.mask.texture(0), 1),
+            Target::MaskCells => (self.mask.texture(1), 1),
+            Target::State => (self.generation.texture(0), 4),
         };
         let size = texture.size();
         if u.w == 0
