@@ -525,7 +525,7 @@ impl StudioApp {
     fn on_event(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::ModelsLoaded { info, palette } => {
-                self.class_names = class_names(info.num_classes);
+                self.class_names = info.class_names.clone().unwrap_or_else(|| class_names(info.num_classes));
                 self.class = self.class.min(info.num_classes.saturating_sub(1));
                 self.settings.settings.steps =
                     self.settings.settings.steps.min(info.grid * info.grid);
@@ -1312,7 +1312,8 @@ fn known_distance_priority(canvas: &TokenCanvas) -> Vec<u8> {
         .collect()
 }
 
-/// Display names of the classes: the shipped dataset's names, otherwise indices.
+/// Display names when no `classes.txt` is beside the checkpoint: the shipped dataset's names for
+/// a 10-class model, otherwise indices.
 fn class_names(n: usize) -> Vec<String> {
     if n == arpg_core::dataset::CLASS_NAMES.len() {
         arpg_core::dataset::CLASS_NAMES

@@ -71,6 +71,9 @@ pub struct ModelInfo {
     pub patch: usize,
     pub num_classes: usize,
     pub params: usize,
+    /// Class names from `classes.txt` (or `<checkpoint>.classes.txt`) beside the checkpoint,
+    /// one per line, when the file has exactly one line per class.
+    pub class_names: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -276,6 +279,7 @@ impl Worker {
                     patch: models.patch(),
                     num_classes: models.arpg.config.num_classes,
                     params: models.arpg.config.num_params(),
+                    class_names: class_names_beside(&args.gpt.clone().unwrap_or_else(arpg_core::shipped::arpg_path), models.arpg.config.num_classes),
                 };
                 self.models = Some(models);
                 self.last = None;
@@ -465,6 +469,17 @@ impl Worker {
         });
         Ok(())
     }
+}
+
+/// Reads class names from `<checkpoint>.classes.txt` or `classes.txt` beside a checkpoint (for
+/// ImageNet checkpoints: the 1000 names in label order).
+fn class_names_beside(checkpoint: &std::path::Path, n: usize) -> Option<Vec<String>> {
+    let dir = checkpoint.parent()?;
+    [checkpoint.with_extension("classes.txt"), dir.join("classes.txt")].iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        let names: Vec<String> = text.lines().map(|l| l.trim().replace('_', " ")).filter(|l| !l.is_empty()).collect();
+        (names.len() == n).then_some(names)
+    })
 }
 
 fn pause(ms: u64) {
