@@ -418,3 +418,32 @@ fn check_reference_and_info_commands() {
         "{text}"
     );
 }
+
+#[test]
+fn generate_works_with_no_flags_on_the_shipped_model() {
+    let dir = common::temp_dir("cli-shipped");
+    let out = dir.join("x.png");
+    let status = arpg()
+        .current_dir(&dir)
+        .args([
+            "generate",
+            "--class",
+            "0",
+            "--quiet",
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+        .output()
+        .expect("spawn");
+    ok(&status);
+    let meta = metadata(&out);
+    assert_eq!(meta["grid"], serde_json::json!([8, 8]));
+    assert_eq!(dims(&out), (32, 32));
+    // And with no flags at all (writes sample.png in the working directory).
+    ok(&arpg()
+        .current_dir(&dir)
+        .args(["generate", "--class", "0", "--quiet"])
+        .output()
+        .expect("spawn"));
+    assert!(dir.join("sample.png").is_file());
+}

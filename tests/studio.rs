@@ -100,7 +100,9 @@ fn paint_a_stroke_and_undo_it() {
     let mut h = harness();
     // Generate from the keyboard this time.
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
-    wait(&mut h, "the generation", |app| app.history.items.len() == 1 && !app.is_running());
+    wait(&mut h, "the generation", |app| {
+        app.history.items.len() == 1 && !app.is_running()
+    });
     let rect = h.state().canvas_screen_rect().expect("canvas");
     let (a, b) = (
         rect.lerp_inside(egui::vec2(0.2, 0.3)),

@@ -97,7 +97,8 @@ pub fn write(
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
     if let Some(m) = metadata {
-        enc.add_ztxt_chunk(KEYWORD.to_string(), serde_json::to_string(m)?)?;
+        // Plain tEXt: every PNG reader lists it (the JSON is ASCII, a few KB at most).
+        enc.add_text_chunk(KEYWORD.to_string(), serde_json::to_string(m)?)?;
     }
     let mut writer = enc.write_header()?;
     writer.write_image_data(rgb)?;

@@ -127,6 +127,24 @@ pub struct StepOutput {
     pub logits: Tensor,
 }
 
+/// Everything that defines a generation's future except its KV cache: serialisable, so a
+/// generation can be paused, saved, edited and resumed. [`Generation::restore`] rebuilds the cache
+/// with one prefill pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub settings: Settings,
+    pub classes: Vec<Option<usize>>,
+    pub orders: Vec<Vec<usize>>,
+    pub counts: Vec<usize>,
+    pub scales: Vec<f64>,
+    pub step: usize,
+    pub tokens: Vec<Vec<Option<u32>>>,
+    pub probs: Vec<Vec<f32>>,
+    pub feed: Vec<Vec<(u32, u32)>>,
+    pub feed_has_class: bool,
+    pub token_rngs: Vec<Rng>,
+}
+
 /// A generation in progress.
 #[derive(Debug)]
 pub struct Generation {
@@ -403,6 +421,109 @@ impl Generation {
                     .collect()
             })
             .collect()
+    }
+
+    /// The state of this generation (see [`Snapshot`]).
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            settings: self.settings.clone(),
+            classes: self.classes.clone(),
+            orders: self.orders.clone(),
+            counts: self.counts.clone(),
+            scales: self.scales.clone(),
+            step: self.step,
+            tokens: self.tokens.clone(),
+            probs: self.probs.clone(),
+            feed: self.feed.clone(),
+            feed_has_class: self.feed_has_class,
+            token_rngs: self.token_rngs.clone(),
+        }
+    }
+
+    /// Resumes a snapshot: the KV cache is rebuilt by one prefill pass over the class token and
+    /// every token the cache held (all decided or known tokens except those still to be fed).
+    /// Tokens prefilled together attend to each other in both directions, as inside any step,
+    /// so the continuation is a valid sample but not bit-identical to an uninterrupted run; two
+    /// restores of the same snapshot are identical.
+    pub fn restore(model: &Arpg, snap: &Snapshot) -> Result<Self> {
+        let cfg = model.config();
+        let n = cfg.block_size;
+        let b = snap.classes.len();
+        let consistent = b > 0
+            && snap.tokens.len() == b
+            && snap.orders.len() == b
+            && snap.feed.len() == b
+            && snap.token_rngs.len() == b
+            && snap.tokens.iter().all(|t| t.len() == n)
+            && snap.step <= snap.counts.len()
+            && snap.scales.len() == snap.counts.len();
+        if !consistent {
+            return Err(Error::InvalidRequest(
+                "the snapshot does not fit this model".into(),
+            ));
+        }
+        let guided = snap.settings.cfg_scale != 1.0 && snap.classes.iter().any(Option::is_some);
+        let rows = if guided { 2 * b } else { b };
+        let mut cache = model.new_cache(rows, 1 + n)?;
+        if !snap.feed_has_class {
+            // Cached = decided/known cells minus the pending feed (same count for every image).
+            let cached: Vec<Vec<(u32, u32)>> = (0..b)
+                .map(|i| {
+                    let pending: std::collections::HashSet<u32> =
+                        snap.feed[i].iter().map(|&(_, p)| p).collect();
+                    snap.tokens[i]
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(c, t)| t.map(|t| (t, c as u32 + 1)))
+                        .filter(|(_, p)| !pending.contains(p))
+                        .collect()
+                })
+                .collect();
+            let m = 1 + cached[0].len();
+            if cached.iter().any(|c| c.len() + 1 != m) {
+                return Err(Error::InvalidRequest(
+                    "images of a snapshot must have equal token counts".into(),
+                ));
+            }
+            let mut ids = Vec::with_capacity(rows * m);
+            let mut pos = Vec::with_capacity(rows * m);
+            for r in 0..rows {
+                let i = r % b;
+                ids.push(match snap.classes[i] {
+                    Some(c) if r < b => cfg.class_token_id(c),
+                    _ => cfg.null_class_id(),
+                });
+                pos.push(0);
+                for &(t, p) in &cached[i] {
+                    ids.push(t);
+                    pos.push(p);
+                }
+            }
+            let dev = model.device();
+            let empty = Tensor::zeros((rows, 0), DType::U32, dev)?;
+            model.step(
+                &mut cache,
+                &Tensor::from_vec(ids, (rows, m), dev)?,
+                &Tensor::from_vec(pos, (rows, m), dev)?,
+                &empty,
+            )?;
+        }
+        Ok(Self {
+            model: model.clone(),
+            settings: snap.settings.clone(),
+            classes: snap.classes.clone(),
+            guided,
+            orders: snap.orders.clone(),
+            counts: snap.counts.clone(),
+            scales: snap.scales.clone(),
+            step: snap.step,
+            tokens: snap.tokens.clone(),
+            probs: snap.probs.clone(),
+            feed: snap.feed.clone(),
+            feed_has_class: snap.feed_has_class,
+            cache,
+            token_rngs: snap.token_rngs.clone(),
+        })
     }
 
     /// A copy that continues from this exact state with another seed for its token draws: same

@@ -525,7 +525,10 @@ impl StudioApp {
     fn on_event(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::ModelsLoaded { info, palette } => {
-                self.class_names = info.class_names.clone().unwrap_or_else(|| class_names(info.num_classes));
+                self.class_names = info
+                    .class_names
+                    .clone()
+                    .unwrap_or_else(|| class_names(info.num_classes));
                 self.class = self.class.min(info.num_classes.saturating_sub(1));
                 self.settings.settings.steps =
                     self.settings.settings.steps.min(info.grid * info.grid);

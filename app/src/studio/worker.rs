@@ -279,7 +279,13 @@ impl Worker {
                     patch: models.patch(),
                     num_classes: models.arpg.config.num_classes,
                     params: models.arpg.config.num_params(),
-                    class_names: class_names_beside(&args.gpt.clone().unwrap_or_else(arpg_core::shipped::arpg_path), models.arpg.config.num_classes),
+                    class_names: class_names_beside(
+                        &args
+                            .gpt
+                            .clone()
+                            .unwrap_or_else(arpg_core::shipped::arpg_path),
+                        models.arpg.config.num_classes,
+                    ),
                 };
                 self.models = Some(models);
                 self.last = None;
@@ -475,9 +481,18 @@ impl Worker {
 /// ImageNet checkpoints: the 1000 names in label order).
 fn class_names_beside(checkpoint: &std::path::Path, n: usize) -> Option<Vec<String>> {
     let dir = checkpoint.parent()?;
-    [checkpoint.with_extension("classes.txt"), dir.join("classes.txt")].iter().find_map(|p| {
+    [
+        checkpoint.with_extension("classes.txt"),
+        dir.join("classes.txt"),
+    ]
+    .iter()
+    .find_map(|p| {
         let text = std::fs::read_to_string(p).ok()?;
-        let names: Vec<String> = text.lines().map(|l| l.trim().replace('_', " ")).filter(|l| !l.is_empty()).collect();
+        let names: Vec<String> = text
+            .lines()
+            .map(|l| l.trim().replace('_', " "))
+            .filter(|l| !l.is_empty())
+            .collect();
         (names.len() == n).then_some(names)
     })
 }
