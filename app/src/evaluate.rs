@@ -18,7 +18,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 50)]
     pub per_class: usize,
     /// Training steps of the judging classifier.
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 2000)]
     pub classifier_steps: usize,
 }
 
@@ -73,6 +73,8 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let tokens_a = models.vq.encode(&real_a)?;
     let recon = models.vq.decode(&tokens_a, (g, g))?;
     let rec_psnr = psnr(&recon, &real_a)?;
+    // The ceiling for generated images: how well the judge recognises VQ reconstructions.
+    let recon_acc = accuracy(&judge.predict(&recon)?, &labels_a);
 
     // Class-conditional generation at the given settings.
     eprintln!("generating {n} images…");
@@ -190,6 +192,10 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     println!("| Fréchet distance generated ↔ real (judge features) | {fd:.3} |");
     println!("| Fréchet distance real ↔ real (floor) | {floor:.3} |");
     println!("| VQ reconstruction PSNR on held-out images | {rec_psnr:.2} dB |");
+    println!(
+        "| judge accuracy on VQ reconstructions of real images (ceiling) | {:.1}% |",
+        100.0 * recon_acc
+    );
     println!(
         "| inpainting accuracy (half the tokens, {take} images) | {:.1}% |",
         100.0 * inpaint_acc
