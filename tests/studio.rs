@@ -1,8 +1,6 @@
 //! ARPG Studio driven through egui_kittest with the wgpu renderer (headless; lavapipe in CI):
 //! generate, paint and undo, cancel mid-run, outpaint.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use arpg_app::run::ModelArgs;
@@ -11,11 +9,11 @@ use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
+/// The shipped model (`assets/`), as `cargo run` opens it.
 fn model_args() -> ModelArgs {
-    let t = common::tiny();
     ModelArgs {
-        gpt: Some(t.join("tiny_gpt.pt")),
-        vq: Some(t.join("tiny_vq.pt")),
+        gpt: None,
+        vq: None,
         config: None,
         device: "cpu".into(),
         dtype: "f32".into(),
@@ -190,7 +188,7 @@ fn outpaint_one_side_grows_the_canvas_and_keeps_the_original() {
         app.history.items.len() == 2 && !app.is_running()
     });
     let doc = h.state().doc.as_ref().expect("doc").canvas.clone();
-    // 16 px = 4 tokens of the tiny tokenizer's 4 px.
+    // 16 px = 4 tokens of the shipped tokenizer's 4 px.
     assert_eq!((doc.rows, doc.cols), (original.rows, original.cols + 4));
     assert_eq!(doc.unknown_count(), 0);
     for r in 0..original.rows {

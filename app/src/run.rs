@@ -156,7 +156,10 @@ impl Models {
             .as_deref()
             .map(|p| loader::config_from_json(p, "gpt"))
             .transpose()?;
-        let arpg = loader::load_arpg(&gpt, explicit, dtype, &device)?;
+        let mut arpg = loader::load_arpg(&gpt, explicit, dtype, &device)?;
+        if args.gpt.is_none() {
+            arpg.name = "shipped model".into();
+        }
         let vq = loader::load_vq(&vq_path, None, &device)?;
         if vq.config().codebook_size != arpg.config.vocab_size {
             bail!(

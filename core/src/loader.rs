@@ -145,7 +145,11 @@ pub fn arpg_config_from_shapes(
     }
     for json in configs_beside(path) {
         if let Ok(cfg) = config_from_json::<ArpgConfig>(&json, "gpt") {
-            return Ok((cfg, format!("custom ARPG ({})", json.display())));
+            let file = json.file_name().map_or_else(
+                || json.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            );
+            return Ok((cfg, format!("custom ARPG ({file})")));
         }
     }
     Err(Error::Config(format!(
