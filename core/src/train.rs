@@ -147,6 +147,27 @@ impl RunFiles {
         Ok(())
     }
 
+    /// After a step: logs every 10th step, and checkpoints every `checkpoint_every` steps, at the
+    /// last step, and when the caller stops the run.
+    fn record(
+        &self,
+        varmap: &VarMap,
+        state: &TrainState,
+        opts: &TrainOptions,
+        row: &StepLog,
+        stopping: bool,
+        config: &impl Serialize,
+    ) -> Result<()> {
+        if state.step.is_multiple_of(10) {
+            self.append_log(row)?;
+        }
+        if state.step.is_multiple_of(opts.checkpoint_every) || state.step == opts.steps || stopping
+        {
+            self.save(varmap, state, config)?;
+        }
+        Ok(())
+    }
+
     fn append_log(&self, row: &StepLog) -> Result<()> {
         let new = !self.log.is_file();
         let mut f = std::fs::OpenOptions::new()
@@ -259,12 +280,7 @@ pub fn train_vq(
             seconds: state.seconds,
         };
         let keep_going = on_step(&row);
-        if state.step % 10 == 0 {
-            files.append_log(&row)?;
-        }
-        if state.step % opts.checkpoint_every == 0 || state.step == opts.steps || !keep_going {
-            files.save(&varmap, &state, cfg)?;
-        }
+        files.record(&varmap, &state, opts, &row, !keep_going, cfg)?;
         if !keep_going {
             break;
         }
@@ -361,12 +377,7 @@ pub fn train_arpg(
             seconds: state.seconds,
         };
         let keep_going = on_step(&row);
-        if state.step % 10 == 0 {
-            files.append_log(&row)?;
-        }
-        if state.step % opts.checkpoint_every == 0 || state.step == opts.steps || !keep_going {
-            files.save(&varmap, &state, cfg)?;
-        }
+        files.record(&varmap, &state, opts, &row, !keep_going, cfg)?;
         if !keep_going {
             break;
         }
