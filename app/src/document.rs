@@ -28,6 +28,42 @@ pub struct Metadata {
     pub model: String,
 }
 
+impl Metadata {
+    /// The metadata of a finished canvas (every cell decided).
+    pub fn new(
+        canvas: &arpg_core::tasks::TokenCanvas,
+        class: Option<usize>,
+        settings: &arpg_core::generator::Settings,
+        patch: usize,
+        model: &str,
+    ) -> Result<Self> {
+        Ok(Self {
+            grid: [canvas.rows, canvas.cols],
+            tokens: canvas.tokens()?,
+            class,
+            settings: serde_json::to_value(settings)?,
+            patch,
+            model: model.to_string(),
+        })
+    }
+}
+
+/// Copies a `w x h` RGB8 image into `dst` (row width `dst_width` pixels) at pixel `(x0, y0)`.
+pub fn paste(
+    dst: &mut [u8],
+    dst_width: usize,
+    src: &[u8],
+    w: usize,
+    h: usize,
+    x0: usize,
+    y0: usize,
+) {
+    for y in 0..h {
+        let d = ((y0 + y) * dst_width + x0) * 3;
+        dst[d..d + w * 3].copy_from_slice(&src[y * w * 3..(y + 1) * w * 3]);
+    }
+}
+
 /// An RGB8 image, optionally with ARPG metadata.
 #[derive(Debug, Clone)]
 pub struct Picture {

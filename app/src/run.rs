@@ -257,14 +257,7 @@ impl Models {
         class: Option<usize>,
         settings: &Settings,
     ) -> Result<Metadata> {
-        Ok(Metadata {
-            grid: [canvas.rows, canvas.cols],
-            tokens: canvas.tokens()?,
-            class,
-            settings: serde_json::to_value(settings)?,
-            patch: self.patch(),
-            model: self.arpg.name.clone(),
-        })
+        Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)
     }
 
     /// Decodes a finished canvas and writes it as a PNG with metadata.
@@ -489,12 +482,8 @@ pub fn outpaint(
     )?;
     let mut rgb = models.decode(&extended)?;
     // The original region keeps its exact pixels.
-    let width = extended.cols * p;
-    for y in 0..rows0 * p {
-        let dst = ((t * p + y) * width + l * p) * 3;
-        rgb[dst..dst + cols0 * p * 3]
-            .copy_from_slice(&original[y * cols0 * p * 3..(y + 1) * cols0 * p * 3]);
-    }
+    let (w0, h0) = (cols0 * p, rows0 * p);
+    document::paste(&mut rgb, extended.cols * p, &original, w0, h0, l * p, t * p);
     models.save(out, &extended, class, &settings, Some(rgb))
 }
 

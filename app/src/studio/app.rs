@@ -455,17 +455,8 @@ impl StudioApp {
     /// Writes the document as a PNG with its tokens and settings.
     pub fn save_png(&self, path: &std::path::Path, doc: &Document) -> anyhow::Result<()> {
         let p = self.patch();
-        let meta = crate::document::Metadata {
-            grid: [doc.canvas.rows, doc.canvas.cols],
-            tokens: doc.canvas.tokens()?,
-            class: doc.class,
-            settings: serde_json::to_value(&doc.settings)?,
-            patch: p,
-            model: self
-                .model
-                .as_ref()
-                .map_or(String::new(), |m| m.name.clone()),
-        };
+        let model = self.model.as_ref().map_or("", |m| m.name.as_str());
+        let meta = crate::document::Metadata::new(&doc.canvas, doc.class, &doc.settings, p, model)?;
         crate::document::write(
             path,
             doc.canvas.cols * p,

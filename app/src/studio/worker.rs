@@ -391,12 +391,7 @@ impl Worker {
                         }
                         (Some(orig), None, Some((r0, c0, rows, cols))) => {
                             let mut out = generated;
-                            for y in 0..rows * p {
-                                let dst = ((r0 * p + y) * w + c0 * p) * 3;
-                                out[dst..dst + cols * p * 3].copy_from_slice(
-                                    &orig[y * cols * p * 3..(y + 1) * cols * p * 3],
-                                );
-                            }
+                            document::paste(&mut out, w, orig, cols * p, rows * p, c0 * p, r0 * p);
                             out
                         }
                         _ => generated,
