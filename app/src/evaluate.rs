@@ -26,6 +26,22 @@ fn features(c: &Classifier, x: &Tensor) -> Result<Vec<Vec<f32>>> {
     Ok(c.features(x)?.to_vec2()?)
 }
 
+/// Accuracy per class, in label order.
+fn per_class(pred: &[u32], labels: &[usize], classes: usize) -> Vec<f64> {
+    (0..classes)
+        .map(|c| {
+            let (hit, total) = pred
+                .iter()
+                .zip(labels)
+                .filter(|(_, l)| **l == c)
+                .fold((0, 0), |(h, t), (p, _)| {
+                    (h + usize::from(*p as usize == c), t + 1)
+                });
+            hit as f64 / f64::from(total.max(1))
+        })
+        .collect()
+}
+
 fn accuracy(pred: &[u32], labels: &[usize]) -> f64 {
     pred.iter()
         .zip(labels)
@@ -65,7 +81,8 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
 
     let (real_a, labels_a) = image_batch(0, n, 1000, size, &device)?;
     let (real_b, _) = image_batch(0, n, 2000, size, &device)?;
-    let judge_acc = accuracy(&judge.predict(&real_a)?, &labels_a);
+    let real_pred = judge.predict(&real_a)?;
+    let judge_acc = accuracy(&real_pred, &labels_a);
     let feats_a = features(&judge, &real_a)?;
     let floor = frechet_distance(&features(&judge, &real_b)?, &feats_a);
 
@@ -74,7 +91,8 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let recon = models.vq.decode(&tokens_a, (g, g))?;
     let rec_psnr = psnr(&recon, &real_a)?;
     // The ceiling for generated images: how well the judge recognises VQ reconstructions.
-    let recon_acc = accuracy(&judge.predict(&recon)?, &labels_a);
+    let recon_pred = judge.predict(&recon)?;
+    let recon_acc = accuracy(&recon_pred, &labels_a);
 
     // Class-conditional generation at the given settings.
     eprintln!("generating {n} images…");
@@ -96,7 +114,8 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         }
     }
     let gen_images = decode_all(models, &generated)?;
-    let gen_acc = accuracy(&judge.predict(&gen_images)?, &gen_labels);
+    let gen_pred = judge.predict(&gen_images)?;
+    let gen_acc = accuracy(&gen_pred, &gen_labels);
     let fd = frechet_distance(&features(&judge, &gen_images)?, &feats_a);
 
     // Inpainting: half of each real image's tokens forgotten (a random half), regenerated with
@@ -215,6 +234,34 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         mean_gradient(&nearest)?,
         mean_gradient(&bilinear)?
     );
+    println!();
+    println!("| class | real | VQ reconstruction | generated | most often mistaken for |");
+    println!("|---|---|---|---|---|");
+    let rows = [
+        per_class(&real_pred, &labels_a, classes),
+        per_class(&recon_pred, &labels_a, classes),
+        per_class(&gen_pred, &gen_labels, classes),
+    ];
+    for (c, name) in CLASS_NAMES.iter().enumerate() {
+        let mut wrong = vec![0usize; classes];
+        for (p, _) in gen_pred
+            .iter()
+            .zip(&gen_labels)
+            .filter(|(p, l)| **l == c && **p as usize != c)
+        {
+            wrong[*p as usize] += 1;
+        }
+        let confused = match (0..classes).max_by_key(|&k| wrong[k]) {
+            Some(k) if wrong[k] > 0 => format!("{} ({})", CLASS_NAMES[k], wrong[k]),
+            _ => "—".to_string(),
+        };
+        println!(
+            "| {c} {name} | {:.0}% | {:.0}% | {:.0}% | {confused} |",
+            100.0 * rows[0][c],
+            100.0 * rows[1][c],
+            100.0 * rows[2][c]
+        );
+    }
     Ok(())
 }
 

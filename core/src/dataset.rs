@@ -75,15 +75,6 @@ impl Canvas {
         }
     }
 
-    fn noise(&mut self, rng: &mut Rng, amount: f32) {
-        for p in &mut self.px {
-            let n = (rng.next_f64() as f32 - 0.5) * amount;
-            for v in p.iter_mut() {
-                *v += n;
-            }
-        }
-    }
-
     fn to_rgb8(&self) -> Vec<u8> {
         self.px
             .iter()
@@ -109,11 +100,18 @@ fn uniform(rng: &mut Rng, lo: f32, hi: f32) -> f32 {
     lo + (hi - lo) * rng.next_f64() as f32
 }
 
-/// A colour from HSV ranges.
+/// `uniform(lo, hi)` snapped to a grid of `steps` levels per unit (kept inside the range).
+fn level(rng: &mut Rng, lo: f32, hi: f32, steps: f32) -> f32 {
+    ((uniform(rng, lo, hi) * steps).round() / steps).clamp(lo.min(hi), lo.max(hi))
+}
+
+/// A colour from HSV ranges. Hue, saturation and value are drawn on a grid (24 hues, 10 levels):
+/// colours stay random per sample, but a flat region is one of a few hundred colours a small
+/// tokenizer can name exactly, rather than a continuum it can only approximate.
 fn hsv(rng: &mut Rng, h: (f32, f32), s: (f32, f32), v: (f32, f32)) -> Rgb {
-    let h = uniform(rng, h.0, h.1).rem_euclid(1.0) * 6.0;
-    let s = uniform(rng, s.0, s.1);
-    let v = uniform(rng, v.0, v.1);
+    let h = level(rng, h.0, h.1, 24.0).rem_euclid(1.0) * 6.0;
+    let s = level(rng, s.0, s.1, 10.0);
+    let v = level(rng, v.0, v.1, 10.0);
     let c = v * s;
     let x = c * (1.0 - ((h % 2.0) - 1.0).abs());
     let (r, g, b) = match h as u32 {
@@ -132,6 +130,30 @@ fn any_colour(rng: &mut Rng) -> Rgb {
     hsv(rng, (0.0, 1.0), (0.4, 1.0), (0.35, 1.0))
 }
 
+/// Perceived brightness (Rec. 601 luma).
+fn luma(c: Rgb) -> f32 {
+    0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
+}
+
+/// A colour that stands out against `a` (a pattern of two near-equal colours is not a pattern).
+fn contrasting(rng: &mut Rng, a: Rgb) -> Rgb {
+    let mut best = any_colour(rng);
+    for _ in 0..8 {
+        let dist = |c: Rgb| {
+            (luma(c) - luma(a)).abs()
+                + 0.3 * c.iter().zip(&a).map(|(x, y)| (x - y).abs()).sum::<f32>()
+        };
+        if dist(best) > 0.35 {
+            break;
+        }
+        let next = any_colour(rng);
+        if dist(next) > dist(best) {
+            best = next;
+        }
+    }
+    best
+}
+
 /// Renders sample `index` of `class` as `size x size` interleaved RGB8.
 pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
     let mut rng = Rng::stream(seed, DATASET_STREAM + class as u64, index);
@@ -146,7 +168,6 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             let ground = hsv(r, (0.05, 0.4), (0.4, 0.9), (0.25, 0.6));
             c.vertical_gradient(sky_top, sky_low, 0.0, hy);
             c.vertical_gradient(ground, scale(ground, 0.6), hy, 1.0);
-            c.noise(r, 0.04);
         }
         1 => {
             // Sunset: warm gradient, a sun disc sitting low, dark ground.
@@ -180,8 +201,8 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             }
             let (mx, my, rad) = (
                 uniform(r, 0.25, 0.75),
-                uniform(r, 0.2, 0.6),
-                uniform(r, 0.1, 0.22),
+                uniform(r, 0.25, 0.6),
+                uniform(r, 0.14, 0.25),
             );
             let (dx, dy) = (uniform(r, -0.6, 0.6) * rad, uniform(r, -0.6, 0.6) * rad);
             c.paint([0.95, 0.95, 0.8], |x, y| {
@@ -192,8 +213,9 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
         }
         3 => {
             // Stripes: two colours, random period and orientation.
-            let (a, b) = (any_colour(r), any_colour(r));
-            let period = uniform(r, 0.12, 0.35);
+            let a = any_colour(r);
+            let b = contrasting(r, a);
+            let period = uniform(r, 0.2, 0.45);
             let phase = uniform(r, 0.0, 1.0);
             let vertical = r.below(2) == 0;
             c.paint(a, |_, _| 1.0);
@@ -208,8 +230,9 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
         }
         4 => {
             // Checks: a two-colour checkerboard with random cell size and offset.
-            let (a, b) = (any_colour(r), any_colour(r));
-            let cell = uniform(r, 0.1, 0.25);
+            let a = any_colour(r);
+            let b = contrasting(r, a);
+            let cell = uniform(r, 0.125, 0.3);
             let (ox, oy) = (uniform(r, 0.0, 1.0), uniform(r, 0.0, 1.0));
             c.paint(a, |_, _| 1.0);
             c.paint(b, |x, y| {
@@ -224,8 +247,8 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
         5 => {
             // Plaid: a base with translucent horizontal and vertical bands.
             let base = any_colour(r);
-            let band = any_colour(r);
-            let cross = any_colour(r);
+            let band = contrasting(r, base);
+            let cross = contrasting(r, base);
             let period = uniform(r, 0.25, 0.5);
             let width = uniform(r, 0.25, 0.45);
             let (ox, oy) = (uniform(r, 0.0, 1.0), uniform(r, 0.0, 1.0));
@@ -269,28 +292,27 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             }
         }
         7 => {
-            // Bubbles: discs of random colours and sizes on a noisy background.
-            let bg = hsv(r, (0.0, 1.0), (0.1, 0.4), (0.3, 0.7));
+            // Bubbles: saturated discs of random colours and sizes on a pale, flat background.
+            let bg = hsv(r, (0.0, 1.0), (0.05, 0.3), (0.75, 0.95));
             c.paint(bg, |_, _| 1.0);
-            c.noise(r, 0.25);
             for _ in 0..(2 + r.below(4)) {
                 let (cx, cy, rad) = (
                     uniform(r, 0.1, 0.9),
                     uniform(r, 0.1, 0.9),
-                    uniform(r, 0.07, 0.2),
+                    uniform(r, 0.1, 0.22),
                 );
-                let col = hsv(r, (0.0, 1.0), (0.7, 1.0), (0.7, 1.0));
+                let col = hsv(r, (0.0, 1.0), (0.7, 1.0), (0.5, 0.9));
                 c.paint(col, |x, y| edge((x - cx).hypot(y - cy) - rad, size));
             }
         }
         8 => {
-            // Blocks: axis-aligned rectangles on a smooth horizontal gradient.
+            // Blocks: bright axis-aligned rectangles on a dark, smooth horizontal gradient.
             let (a, b) = (any_colour(r), any_colour(r));
             let s = size as f32;
             for x in 0..size {
                 let col = mix(a, b, x as f32 / s);
                 for y in 0..size {
-                    c.set(x, y, scale(col, 0.7), 1.0);
+                    c.set(x, y, scale(col, 0.45), 1.0);
                 }
             }
             for _ in 0..(2 + r.below(3)) {
@@ -380,6 +402,33 @@ mod tests {
                     .sum();
                 assert!(d > 0.0, "classes {a} and {b} have identical means");
             }
+        }
+    }
+
+    #[test]
+    fn two_colour_patterns_have_contrast() {
+        // Stripes and checks: the two colours of a sample differ clearly (summed RGB distance of
+        // the darkest and brightest pixel), at most a rare sample is low-contrast.
+        for class in [3, 4] {
+            let low = (0..100)
+                .filter(|&i| {
+                    let px: Vec<Rgb> = render(class, i, 2, 32)
+                        .chunks(3)
+                        .map(|c| [c[0], c[1], c[2]].map(|v| v as f32 / 255.0))
+                        .collect();
+                    let by_luma = |a: &&Rgb, b: &&Rgb| luma(**a).total_cmp(&luma(**b));
+                    let (Some(lo), Some(hi)) =
+                        (px.iter().min_by(by_luma), px.iter().max_by(by_luma))
+                    else {
+                        return true;
+                    };
+                    lo.iter().zip(hi).map(|(a, b)| (a - b).abs()).sum::<f32>() < 0.3
+                })
+                .count();
+            assert!(
+                low <= 3,
+                "class {class}: {low} of 100 samples are low-contrast"
+            );
         }
     }
 }

@@ -3,14 +3,16 @@
 //! between generated and real samples, next to the same distance between two real sets (the
 //! floor). Also VQ reconstruction PSNR, and class accuracy after inpainting and outpainting.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Linear, Optimizer, VarBuilder, VarMap};
 
 use crate::error::Result;
+use crate::sampler::Rng;
 use crate::train::image_batch;
 
-/// A small CNN: three 3x3 conv stages with 2x2 average pooling, global average pooling, a
-/// 64-wide feature layer and a linear classifier.
+/// A small CNN: three 3x3 conv stages with 2x2 average pooling, then the whole `(S/8)²` map (so
+/// the layout — sky above, ground below — counts, not only the textures) into a 64-wide feature
+/// layer and a linear classifier.
 pub struct Classifier {
     convs: Vec<Conv2d>,
     feature: Linear,
@@ -18,7 +20,8 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn new(classes: usize, vb: VarBuilder) -> Result<Self> {
+    /// A classifier of `size x size` images.
+    pub fn new(classes: usize, size: usize, vb: VarBuilder) -> Result<Self> {
         let cfg = candle_nn::Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -29,7 +32,7 @@ impl Classifier {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             convs,
-            feature: candle_nn::linear(96, 64, vb.pp("feature"))?,
+            feature: candle_nn::linear(96 * (size / 8).pow(2), 64, vb.pp("feature"))?,
             head: candle_nn::linear(64, classes, vb.pp("head"))?,
         })
     }
@@ -40,7 +43,7 @@ impl Classifier {
         for conv in &self.convs {
             h = conv.forward(&h)?.relu()?.avg_pool2d(2)?;
         }
-        let h = h.mean(D::Minus1)?.mean(D::Minus1)?;
+        let h = h.flatten_from(1)?;
         Ok(self.feature.forward(&h)?.relu()?)
     }
 
@@ -61,6 +64,33 @@ fn box_blur(x: &Tensor) -> Result<Tensor> {
     Ok(x.conv2d(&kernel, 1, 1, 1, c)?)
 }
 
+/// Re-initialises every variable from `seed` (candle's CPU initialisers cannot be seeded), so the
+/// judge — and with it the whole `arpg eval` table — is the same on every run: weights uniform in
+/// `±1/sqrt(fan_in)`, biases zero.
+fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().map_err(|_| {
+        crate::error::Error::Config("the classifier's variables are poisoned".into())
+    })?;
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    for (i, name) in names.into_iter().enumerate() {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let values = if dims.len() == 1 {
+            vec![0f32; n]
+        } else {
+            let bound = 1.0 / ((n / dims[0]) as f64).sqrt();
+            let mut rng = Rng::stream(seed, 400, i as u64);
+            (0..n)
+                .map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32)
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, dims, var.device())?)?;
+    }
+    Ok(())
+}
+
 /// Trains the classifier on freshly rendered samples (seed stream disjoint from evaluation's).
 /// Two thirds of the batches are softened (box blur, or 2x down-and-up sampling) so that the judge
 /// looks at structure rather than at the crispness a tokenizer cannot keep.
@@ -73,7 +103,8 @@ pub fn train_classifier(
 ) -> Result<Classifier> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = Classifier::new(classes, vb)?;
+    let model = Classifier::new(classes, size, vb)?;
+    seeded_init(&varmap, seed)?;
     let mut opt = candle_nn::AdamW::new(
         varmap.all_vars(),
         candle_nn::ParamsAdamW {
@@ -83,6 +114,9 @@ pub fn train_classifier(
     )?;
     let batch = 32;
     for step in 0..steps {
+        // Cosine decay to a tenth of the peak rate.
+        let t = step as f64 / steps.max(1) as f64;
+        opt.set_learning_rate(2e-4 + 0.5 * 1.8e-3 * (1.0 + (std::f64::consts::PI * t).cos()));
         let (x, labels) = image_batch((step * batch) as u64, batch, seed, size, device)?;
         let x = match step % 3 {
             1 => box_blur(&x)?,
@@ -234,5 +268,19 @@ mod tests {
             .map(|v| v.iter().map(|x| x + 1.0).collect())
             .collect();
         assert!((frechet_distance(&a, &shifted) - 4.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_judge_is_the_same_on_every_run() {
+        let device = Device::Cpu;
+        let (x, _) = image_batch(5000, 20, 3, 16, &device).unwrap();
+        let a = train_classifier(10, 16, 3, 7, &device).unwrap();
+        let b = train_classifier(10, 16, 3, 7, &device).unwrap();
+        let fa: Vec<Vec<f32>> = a.features(&x).unwrap().to_vec2().unwrap();
+        let fb: Vec<Vec<f32>> = b.features(&x).unwrap().to_vec2().unwrap();
+        assert_eq!(fa, fb);
+        let c = train_classifier(10, 16, 3, 8, &device).unwrap();
+        let fc: Vec<Vec<f32>> = c.features(&x).unwrap().to_vec2().unwrap();
+        assert_ne!(fa, fc, "another seed gives another judge");
     }
 }
