@@ -439,6 +439,31 @@ fn generate_works_with_no_flags_on_the_shipped_model() {
     let meta = metadata(&out);
     assert_eq!(meta["grid"], serde_json::json!([8, 8]));
     assert_eq!(dims(&out), (32, 32));
+    // Unset flags take the shipped model's recommended sampling (its JSON's `sampling`) ...
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(arpg_core::shipped::arpg_path().with_extension("json"))
+            .expect("assets/arpg.json"),
+    )
+    .expect("json");
+    for (key, value) in config["sampling"].as_object().expect("a `sampling` object") {
+        assert_eq!(&meta["settings"][key.as_str()], value, "recommended {key}");
+    }
+    // ... and an explicit flag wins over the recommendation.
+    let flagged = dir.join("flagged.png");
+    ok(&arpg()
+        .current_dir(&dir)
+        .args([
+            "generate",
+            "--class",
+            "0",
+            "--quiet",
+            "--cfg-schedule",
+            "linear",
+        ])
+        .args(["--out", flagged.to_str().expect("utf8")])
+        .output()
+        .expect("spawn"));
+    assert_eq!(metadata(&flagged)["settings"]["cfg_schedule"], "linear");
     // And with no flags at all (writes sample.png in the working directory).
     ok(&arpg()
         .current_dir(&dir)

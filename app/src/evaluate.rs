@@ -20,6 +20,10 @@ pub struct EvalArgs {
     /// Training steps of the judging classifier.
     #[arg(long, default_value_t = 2000)]
     pub classifier_steps: usize,
+    /// Keep the trained judge in this directory and reuse it on later runs (it is seeded, so
+    /// the table does not change; only the time to train it is saved).
+    #[arg(long)]
+    pub judge_cache: Option<std::path::PathBuf>,
 }
 
 fn features(c: &Classifier, x: &Tensor) -> Result<Vec<Vec<f32>>> {
@@ -77,7 +81,14 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         "training the judging classifier ({} steps)…",
         args.classifier_steps
     );
-    let judge = train_classifier(classes, size, args.classifier_steps, 777, &device)?;
+    let judge = train_classifier(
+        classes,
+        size,
+        args.classifier_steps,
+        777,
+        args.judge_cache.as_deref(),
+        &device,
+    )?;
 
     let (real_a, labels_a) = image_batch(0, n, 1000, size, &device)?;
     let (real_b, _) = image_batch(0, n, 2000, size, &device)?;
@@ -96,7 +107,7 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
 
     // Class-conditional generation at the given settings.
     eprintln!("generating {n} images…");
-    let settings = sampler.settings(g * g)?;
+    let settings = sampler.settings(g * g, &models.arpg.sampling)?;
     let mut generated = Vec::new();
     let mut gen_labels = Vec::new();
     for class in 0..classes {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use arpg_core::generator::{Generation, OrderMode, Request, Settings};
+use arpg_core::generator::{Generation, OrderMode, Request, SamplingDefaults, Settings};
 use arpg_core::loader::{self, LoadedArpg};
 use arpg_core::schedule::{CfgSchedule, Schedule};
 use arpg_core::tasks::{self, CanvasJob, TokenCanvas};
@@ -39,30 +39,32 @@ pub struct ModelArgs {
 /// Steps when `--steps` is not given.
 pub const DEFAULT_STEPS: usize = 16;
 
-/// Sampler flags.
-#[derive(clap::Args, Debug, Clone)]
+/// Sampler flags. Unset flags take the model's recommended sampling (a `"sampling"` object in
+/// its JSON config, see [`SamplingDefaults`]) and otherwise the defaults shown.
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct SamplerArgs {
     /// Parallel steps; at most the number of tokens to generate [default: 16, or fewer when
     /// fewer tokens are unknown].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// arccos or cosine.
-    #[arg(long, default_value = "arccos")]
-    pub schedule: String,
-    /// Classifier-free guidance scale (1 = off).
-    #[arg(long, default_value_t = 3.0)]
-    pub cfg: f64,
-    /// linear or constant.
-    #[arg(long, default_value = "linear")]
-    pub cfg_schedule: String,
-    #[arg(long, default_value_t = 1.0)]
-    pub temperature: f64,
-    /// 0 = off.
-    #[arg(long, default_value_t = 0)]
-    pub top_k: usize,
-    /// 1 = off.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f64,
+    /// arccos or cosine [default: arccos].
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Classifier-free guidance scale, 1 = off [default: 3].
+    #[arg(long)]
+    pub cfg: Option<f64>,
+    /// linear or constant [default: linear].
+    #[arg(long)]
+    pub cfg_schedule: Option<String>,
+    /// [default: 1]
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// 0 = off [default: 0].
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// 1 = off [default: 1].
+    #[arg(long)]
+    pub top_p: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// random, raster.
@@ -70,25 +72,41 @@ pub struct SamplerArgs {
     pub order: String,
 }
 
+/// The sampler defaults of the CLI and the app when a model recommends nothing.
+pub fn default_settings() -> Settings {
+    Settings {
+        steps: DEFAULT_STEPS,
+        schedule: Schedule::Arccos,
+        cfg_scale: 3.0,
+        cfg_schedule: CfgSchedule::Linear,
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 0,
+    }
+}
+
 impl SamplerArgs {
-    /// Settings for a task that generates `unknown` tokens.
-    pub fn settings(&self, unknown: usize) -> Result<Settings> {
-        let steps = match self.steps {
-            Some(0) => bail!("--steps must be at least 1"),
-            Some(s) if s > unknown => bail!("--steps {s} exceeds the {unknown} tokens to generate: each step decides at least one token"),
-            Some(s) => s,
-            None => DEFAULT_STEPS.min(unknown.max(1)),
-        };
-        let s = Settings {
-            steps,
-            schedule: self.schedule.parse::<Schedule>()?,
+    /// Settings for a task that generates `unknown` tokens: explicit flags, else the model's
+    /// `recommended` settings, else [`default_settings`].
+    pub fn settings(&self, unknown: usize, recommended: &SamplingDefaults) -> Result<Settings> {
+        let explicit = SamplingDefaults {
+            steps: None,
+            schedule: self.schedule.clone(),
             cfg_scale: self.cfg,
-            cfg_schedule: self.cfg_schedule.parse::<CfgSchedule>()?,
+            cfg_schedule: self.cfg_schedule.clone(),
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
-            seed: self.seed,
         };
+        let mut s = explicit.apply(&recommended.apply(&default_settings())?)?;
+        s.steps = match self.steps {
+            Some(0) => bail!("--steps must be at least 1"),
+            Some(st) if st > unknown => bail!("--steps {st} exceeds the {unknown} tokens to generate: each step decides at least one token"),
+            Some(st) => st,
+            None => s.steps.min(unknown.max(1)),
+        };
+        s.seed = self.seed;
         s.validate()?;
         Ok(s)
     }
@@ -313,7 +331,7 @@ pub fn generate(
         bail!("--batch {batch} must be within 1..=64");
     }
     let g = models.grid();
-    let settings = sampler.settings(g * g)?;
+    let settings = sampler.settings(g * g, &models.arpg.sampling)?;
     let request = Request {
         classes: vec![Some(class); batch],
         settings: settings.clone(),
@@ -433,7 +451,7 @@ pub fn inpaint(
     }
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
     let unknown = canvas.with_unknown(&cells)?;
-    let settings = sampler.settings(unknown.unknown_count())?;
+    let settings = sampler.settings(unknown.unknown_count(), &models.arpg.sampling)?;
     let filled = fill(models, unknown, class, &settings, sampler, quiet, "inpaint")?;
     let generated = models.decode(&filled)?;
     // Blend only where the mask says; the token mask may be wider than the painted pixels.
@@ -476,7 +494,7 @@ pub fn outpaint(
     if extended.rows < g || extended.cols < g {
         bail!("the extended canvas ({}x{} tokens) is smaller than the model's {g}x{g} grid: extend further", extended.rows, extended.cols);
     }
-    let settings = sampler.settings(extended.unknown_count())?;
+    let settings = sampler.settings(extended.unknown_count(), &models.arpg.sampling)?;
     extended = fill(
         models, extended, class, &settings, sampler, quiet, "outpaint",
     )?;
@@ -500,7 +518,7 @@ pub fn expand(
     let (canvas, _) = models.canvas_of(&pic)?;
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
     let spread = canvas.spread(2);
-    let settings = sampler.settings(spread.unknown_count())?;
+    let settings = sampler.settings(spread.unknown_count(), &models.arpg.sampling)?;
     let expanded = fill(models, spread, class, &settings, sampler, quiet, "expand")?;
     models.save(out, &expanded, class, &settings, None)
 }

@@ -94,16 +94,29 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
 /// Trains the classifier on freshly rendered samples (seed stream disjoint from evaluation's).
 /// Two thirds of the batches are softened (box blur, or 2x down-and-up sampling) so that the judge
 /// looks at structure rather than at the crispness a tokenizer cannot keep.
+///
+/// With `cache`, the trained weights are kept in that directory (one file per classes, size,
+/// steps and seed) and reused by later runs — the judge is deterministic, so this only saves time.
 pub fn train_classifier(
     classes: usize,
     size: usize,
     steps: usize,
     seed: u64,
+    cache: Option<&std::path::Path>,
     device: &Device,
 ) -> Result<Classifier> {
-    let varmap = VarMap::new();
+    let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = Classifier::new(classes, size, vb)?;
+    let cached = cache.map(|dir| {
+        dir.join(format!(
+            "judge-{classes}c-{size}px-{steps}steps-seed{seed}.safetensors"
+        ))
+    });
+    if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+        varmap.load(path)?;
+        return Ok(model);
+    }
     seeded_init(&varmap, seed)?;
     let mut opt = candle_nn::AdamW::new(
         varmap.all_vars(),
@@ -130,6 +143,12 @@ pub fn train_classifier(
         )?;
         let loss = candle_nn::loss::cross_entropy(&model.logits(&x)?, &y)?;
         opt.backward_step(&loss)?;
+    }
+    if let Some(path) = cached {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
+        }
+        varmap.save(&path)?;
     }
     Ok(model)
 }
@@ -273,14 +292,14 @@ mod tests {
     #[test]
     fn the_judge_is_the_same_on_every_run() {
         let device = Device::Cpu;
-        let (x, _) = image_batch(5000, 20, 3, 16, &device).unwrap();
-        let a = train_classifier(10, 16, 3, 7, &device).unwrap();
-        let b = train_classifier(10, 16, 3, 7, &device).unwrap();
-        let fa: Vec<Vec<f32>> = a.features(&x).unwrap().to_vec2().unwrap();
-        let fb: Vec<Vec<f32>> = b.features(&x).unwrap().to_vec2().unwrap();
+        let (x, _) = image_batch(5000, 20, 3, 16, &device).expect("test");
+        let a = train_classifier(10, 16, 3, 7, None, &device).expect("test");
+        let b = train_classifier(10, 16, 3, 7, None, &device).expect("test");
+        let fa: Vec<Vec<f32>> = a.features(&x).expect("test").to_vec2().expect("test");
+        let fb: Vec<Vec<f32>> = b.features(&x).expect("test").to_vec2().expect("test");
         assert_eq!(fa, fb);
-        let c = train_classifier(10, 16, 3, 8, &device).unwrap();
-        let fc: Vec<Vec<f32>> = c.features(&x).unwrap().to_vec2().unwrap();
+        let c = train_classifier(10, 16, 3, 8, None, &device).expect("test");
+        let fc: Vec<Vec<f32>> = c.features(&x).expect("test").to_vec2().expect("test");
         assert_ne!(fa, fc, "another seed gives another judge");
     }
 }

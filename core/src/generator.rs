@@ -47,6 +47,63 @@ impl Default for Settings {
     }
 }
 
+/// Sampler settings a model recommends, read from a `"sampling"` object in the JSON config
+/// beside its weights (the idea of a `generation_config.json`): a small model trained here may
+/// want other settings than the reference's defaults. Every field is optional; what is absent
+/// keeps the caller's default, and an explicit user choice always wins.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    #[serde(default)]
+    pub steps: Option<usize>,
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub cfg_scale: Option<f64>,
+    #[serde(default)]
+    pub cfg_schedule: Option<String>,
+    #[serde(default)]
+    pub temperature: Option<f64>,
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    #[serde(default)]
+    pub top_p: Option<f64>,
+}
+
+impl SamplingDefaults {
+    /// True when the model recommends nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// `base` with every recommended field applied; the result is validated.
+    pub fn apply(&self, base: &Settings) -> Result<Settings> {
+        let mut s = base.clone();
+        if let Some(v) = self.steps {
+            s.steps = v;
+        }
+        if let Some(v) = &self.schedule {
+            s.schedule = v.parse()?;
+        }
+        if let Some(v) = self.cfg_scale {
+            s.cfg_scale = v;
+        }
+        if let Some(v) = &self.cfg_schedule {
+            s.cfg_schedule = v.parse()?;
+        }
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+}
+
 impl Settings {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidRequest(m));
@@ -600,4 +657,31 @@ fn order_cells(
             cells
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recommended_sampling_overrides_only_what_it_names() {
+        let base = Settings::default();
+        let rec: SamplingDefaults =
+            serde_json::from_str(r#"{"cfg_schedule": "constant", "temperature": 0.8}"#)
+                .expect("test");
+        let s = rec.apply(&base).expect("test");
+        assert_eq!(s.cfg_schedule, CfgSchedule::Constant);
+        assert_eq!(s.temperature, 0.8);
+        assert_eq!(
+            (s.steps, s.cfg_scale, s.top_k),
+            (base.steps, base.cfg_scale, base.top_k)
+        );
+        assert!(SamplingDefaults::default().is_empty() && !rec.is_empty());
+        let bad: SamplingDefaults =
+            serde_json::from_str(r#"{"schedule": "zigzag"}"#).expect("test");
+        assert!(bad.apply(&base).is_err());
+        let absurd: SamplingDefaults =
+            serde_json::from_str(r#"{"temperature": -1}"#).expect("test");
+        assert!(absurd.apply(&base).is_err());
+    }
 }

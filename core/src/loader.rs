@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ArpgConfig, VqConfig};
 use crate::error::{Error, Result};
+use crate::generator::SamplingDefaults;
 use crate::model::Arpg;
 use crate::vq::VqModel;
 
@@ -231,6 +232,31 @@ pub struct LoadedArpg {
     pub name: String,
     /// dtype stored in the file (the model computes in `model.dtype()`).
     pub file_dtype: DType,
+    /// Sampler settings recommended by the JSON beside the weights (empty for official
+    /// checkpoints, which use the reference's defaults).
+    pub sampling: SamplingDefaults,
+}
+
+/// The `"sampling"` object of the first JSON config beside `path` that has one. A malformed one
+/// is an error rather than silently ignored.
+pub fn sampling_beside(path: &Path) -> Result<SamplingDefaults> {
+    for json in configs_beside(path) {
+        let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            context: json.display().to_string(),
+            source: e,
+        })?;
+        if let Some(v) = value.get("sampling") {
+            let d: SamplingDefaults =
+                serde_json::from_value(v.clone()).map_err(|e| Error::Json {
+                    context: format!("{}: `sampling`", json.display()),
+                    source: e,
+                })?;
+            d.apply(&crate::generator::Settings::default())?;
+            return Ok(d);
+        }
+    }
+    Ok(SamplingDefaults::default())
 }
 
 /// Opens, validates and loads an ARPG checkpoint (`.pt` or `.safetensors`), computing in `dtype`.
@@ -251,12 +277,14 @@ pub fn load_arpg(
     config.validate()?;
     ckpt.validate(&config.expected_shapes(), &name)?;
     let file_dtype = ckpt.dtype();
+    let sampling = sampling_beside(ckpt.path())?;
     let model = Arpg::new(&config, ckpt.var_builder(dtype, device))?;
     Ok(LoadedArpg {
         model,
         config,
         name,
         file_dtype,
+        sampling,
     })
 }
 

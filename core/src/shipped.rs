@@ -7,7 +7,7 @@ use crate::config::{ArpgConfig, VqConfig};
 /// Image side of the shipped model, in pixels.
 pub const IMAGE_SIZE: usize = 32;
 
-/// The shipped tokenizer: LlamaGen's VQ architecture, 3 levels (4x downsampling), 512 codes.
+/// The shipped tokenizer: LlamaGen's VQ architecture, 3 levels (4x downsampling), 1024 codes.
 pub fn vq_config() -> VqConfig {
     VqConfig {
         ch: 32,
@@ -15,20 +15,20 @@ pub fn vq_config() -> VqConfig {
         decoder_ch_mult: None,
         num_res_blocks: 1,
         z_channels: 32,
-        codebook_size: 512,
+        codebook_size: 1024,
         codebook_embed_dim: 8,
         in_channels: 3,
         out_channels: 3,
     }
 }
 
-/// The shipped transformer: 8 layers (4 self + 4 cross), dim 128, on an 8x8 grid of 512 codes.
+/// The shipped transformer: 8 layers (4 self + 4 cross), dim 128, on an 8x8 grid of 1024 codes.
 pub fn arpg_config() -> ArpgConfig {
     ArpgConfig {
         dim: 128,
         n_layer: 8,
         n_head: 4,
-        vocab_size: 512,
+        vocab_size: 1024,
         num_classes: crate::dataset::CLASS_NAMES.len(),
         block_size: 64,
         cls_token_num: 1,

@@ -521,6 +521,14 @@ impl StudioApp {
                     .clone()
                     .unwrap_or_else(|| class_names(info.num_classes));
                 self.class = self.class.min(info.num_classes.saturating_sub(1));
+                // A model brings its recommended sampler settings (or the defaults, so that a
+                // previous model's recommendation does not linger); the seed stays.
+                let seed = self.settings.settings.seed;
+                let recommended = !info.sampling.is_empty();
+                if let Ok(s) = info.sampling.apply(&crate::run::default_settings()) {
+                    self.settings.settings = s;
+                }
+                self.settings.settings.seed = seed;
                 self.settings.settings.steps =
                     self.settings.settings.steps.min(info.grid * info.grid);
                 self.status.device = info.device.clone();
@@ -531,7 +539,11 @@ impl StudioApp {
                     info.grid,
                     info.grid
                 );
-                self.status.message = "Ready".into();
+                self.status.message = if recommended {
+                    "Ready (sampler set to the model's recommended settings)".into()
+                } else {
+                    "Ready".into()
+                };
                 self.palette = Some(palette);
                 self.model = Some(info);
             }

@@ -74,6 +74,8 @@ pub struct ModelInfo {
     /// Class names from `classes.txt` (or `<checkpoint>.classes.txt`) beside the checkpoint,
     /// one per line, when the file has exactly one line per class.
     pub class_names: Option<Vec<String>>,
+    /// Sampler settings the model recommends (empty: the app's defaults).
+    pub sampling: arpg_core::generator::SamplingDefaults,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +288,7 @@ impl Worker {
                             .unwrap_or_else(arpg_core::shipped::arpg_path),
                         models.arpg.config.num_classes,
                     ),
+                    sampling: models.arpg.sampling.clone(),
                 };
                 self.models = Some(models);
                 self.last = None;

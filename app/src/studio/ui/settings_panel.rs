@@ -27,11 +27,7 @@ pub struct SettingsPanel {
 impl Default for SettingsPanel {
     fn default() -> Self {
         Self {
-            settings: Settings {
-                steps: 16,
-                cfg_scale: 3.0,
-                ..Settings::default()
-            },
+            settings: crate::run::default_settings(),
             lock_seed: false,
             batch: 1,
             order: OrderChoice::Random,
