@@ -419,23 +419,21 @@ fn check_reference_and_info_commands() {
     );
 }
 
+/// `arpg generate --class 0 --quiet ARGS` on the shipped model, run in `dir`.
+fn generate_shipped(dir: &Path, args: &[&str]) {
+    ok(&arpg()
+        .current_dir(dir)
+        .args(["generate", "--class", "0", "--quiet"])
+        .args(args)
+        .output()
+        .expect("spawn"));
+}
+
 #[test]
 fn generate_works_with_no_flags_on_the_shipped_model() {
     let dir = common::temp_dir("cli-shipped");
     let out = dir.join("x.png");
-    let status = arpg()
-        .current_dir(&dir)
-        .args([
-            "generate",
-            "--class",
-            "0",
-            "--quiet",
-            "--out",
-            out.to_str().expect("utf8"),
-        ])
-        .output()
-        .expect("spawn");
-    ok(&status);
+    generate_shipped(&dir, &["--out", out.to_str().expect("utf8")]);
     let meta = metadata(&out);
     assert_eq!(meta["grid"], serde_json::json!([8, 8]));
     assert_eq!(dims(&out), (32, 32));
@@ -450,25 +448,10 @@ fn generate_works_with_no_flags_on_the_shipped_model() {
     }
     // ... and an explicit flag wins over the recommendation.
     let flagged = dir.join("flagged.png");
-    ok(&arpg()
-        .current_dir(&dir)
-        .args([
-            "generate",
-            "--class",
-            "0",
-            "--quiet",
-            "--cfg-schedule",
-            "linear",
-        ])
-        .args(["--out", flagged.to_str().expect("utf8")])
-        .output()
-        .expect("spawn"));
+    let flagged_arg = flagged.to_str().expect("utf8");
+    generate_shipped(&dir, &["--cfg-schedule", "linear", "--out", flagged_arg]);
     assert_eq!(metadata(&flagged)["settings"]["cfg_schedule"], "linear");
     // And with no flags at all (writes sample.png in the working directory).
-    ok(&arpg()
-        .current_dir(&dir)
-        .args(["generate", "--class", "0", "--quiet"])
-        .output()
-        .expect("spawn"));
+    generate_shipped(&dir, &[]);
     assert!(dir.join("sample.png").is_file());
 }
