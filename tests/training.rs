@@ -19,6 +19,7 @@ fn opts(steps: usize, batch: usize, size: usize) -> TrainOptions {
         checkpoint_every: 10,
         image_size: size,
         pool: Some(batch),
+        init: None,
     }
 }
 
@@ -73,6 +74,43 @@ fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
     )
     .expect("resume");
     assert_eq!(steps, vec![31, 32]);
+
+    // Fine-tuning: a new run initialised from those weights starts at step 1 with the trained
+    // loss, not the random-initialisation one.
+    let tuned = common::temp_dir("train-vq-init");
+    let mut init_losses = Vec::new();
+    let mut init_steps = Vec::new();
+    let init = TrainOptions {
+        init: Some(dir.join("vq.safetensors")),
+        ..opts(3, 4, 16)
+    };
+    train_vq(&cfg, &init, &tuned, &Device::Cpu, &mut |r: &StepLog| {
+        init_losses.push(r.loss);
+        init_steps.push(r.step);
+        true
+    })
+    .expect("fine-tune");
+    assert_eq!(init_steps, vec![1, 2, 3]);
+    assert!(
+        init_losses[0] < 0.7 * losses[0],
+        "fine-tuning did not start from the trained weights: {} vs fresh {}",
+        init_losses[0],
+        losses[0]
+    );
+    // Weights of another config are refused, not loaded halfway.
+    let other = VqConfig {
+        codebook_size: 32,
+        ..cfg.clone()
+    };
+    let err = train_vq(
+        &other,
+        &init,
+        &common::temp_dir("train-vq-init-bad"),
+        &Device::Cpu,
+        &mut |_: &StepLog| true,
+    )
+    .expect_err("a checkpoint of another shape must be refused");
+    assert!(err.to_string().contains("shape"), "{err}");
 }
 
 #[test]

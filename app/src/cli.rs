@@ -219,6 +219,10 @@ struct TrainArgs {
     /// Stop after this many steps of this invocation (the run can be resumed).
     #[arg(long)]
     max_steps: Option<usize>,
+    /// Fine-tune: start from the weights in this `.safetensors` file (same config) with a fresh
+    /// step count and learning-rate schedule. Ignored when `OUT` already holds a run to resume.
+    #[arg(long)]
+    init: Option<PathBuf>,
     #[arg(long)]
     quiet: bool,
 }
@@ -244,6 +248,7 @@ impl TrainArgs {
             checkpoint_every: self.checkpoint_every,
             image_size: self.size,
             pool: None,
+            init: self.init.clone(),
         })
     }
 }

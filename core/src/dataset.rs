@@ -19,6 +19,10 @@ pub const CLASS_NAMES: [&str; 10] = [
     "mountains",
 ];
 
+/// Version of what [`render`] draws; bumped whenever a sample changes, so that anything cached
+/// from the dataset (a trained judge) is not reused for another one.
+pub const VERSION: u32 = 3;
+
 /// Stream id of dataset samples (see [`crate::sampler::stream`]).
 const DATASET_STREAM: u64 = 100;
 
@@ -105,13 +109,14 @@ fn level(rng: &mut Rng, lo: f32, hi: f32, steps: f32) -> f32 {
     ((uniform(rng, lo, hi) * steps).round() / steps).clamp(lo.min(hi), lo.max(hi))
 }
 
-/// A colour from HSV ranges. Hue, saturation and value are drawn on a grid (24 hues, 10 levels):
-/// colours stay random per sample, but a flat region is one of a few hundred colours a small
-/// tokenizer can name exactly, rather than a continuum it can only approximate.
+/// A colour from HSV ranges. Hue, saturation and value are drawn on a grid (12 hues, 5 levels):
+/// colours stay random per sample, but a flat region is one of a couple of hundred colours a
+/// small tokenizer can name exactly, rather than a continuum it can only approximate, and a
+/// small transformer can keep one colour over a whole image.
 fn hsv(rng: &mut Rng, h: (f32, f32), s: (f32, f32), v: (f32, f32)) -> Rgb {
-    let h = level(rng, h.0, h.1, 24.0).rem_euclid(1.0) * 6.0;
-    let s = level(rng, s.0, s.1, 10.0);
-    let v = level(rng, v.0, v.1, 10.0);
+    let h = level(rng, h.0, h.1, 12.0).rem_euclid(1.0) * 6.0;
+    let s = level(rng, s.0, s.1, 5.0);
+    let v = level(rng, v.0, v.1, 5.0);
     let c = v * s;
     let x = c * (1.0 - ((h % 2.0) - 1.0).abs());
     let (r, g, b) = match h as u32 {
@@ -212,16 +217,19 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             });
         }
         3 => {
-            // Stripes: two colours, random period and orientation.
+            // Stripes: two colours, random orientation, period and phase. Periods are 8, 12
+            // or 16 px at 32 px (2-4 tokens of 4 px) and phases whole pixels, so the pattern
+            // repeats exactly on the token grid.
             let a = any_colour(r);
             let b = contrasting(r, a);
-            let period = uniform(r, 0.2, 0.45);
-            let phase = uniform(r, 0.0, 1.0);
+            let half = ((4 + 2 * r.below(3)) * size / 32).max(1);
+            let phase = r.below(2 * half);
             let vertical = r.below(2) == 0;
+            let px = |t: f32| (t * size as f32) as usize;
             c.paint(a, |_, _| 1.0);
             c.paint(b, |x, y| {
-                let t = if vertical { x } else { y } / period + phase;
-                if t.fract() < 0.5 {
+                let t = px(if vertical { x } else { y }) + phase;
+                if (t / half).is_multiple_of(2) {
                     1.0
                 } else {
                     0.0
@@ -229,15 +237,16 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             });
         }
         4 => {
-            // Checks: a two-colour checkerboard with random cell size and offset.
+            // Checks: a two-colour checkerboard, cells of 4, 6 or 8 px (at 32 px) at a whole-pixel
+            // offset.
             let a = any_colour(r);
             let b = contrasting(r, a);
-            let cell = uniform(r, 0.125, 0.3);
-            let (ox, oy) = (uniform(r, 0.0, 1.0), uniform(r, 0.0, 1.0));
+            let cell = ((4 + 2 * r.below(3)) * size / 32).max(1);
+            let (ox, oy) = (r.below(cell), r.below(cell));
+            let px = |t: f32| (t * size as f32) as usize;
             c.paint(a, |_, _| 1.0);
             c.paint(b, |x, y| {
-                let i = (x / cell + ox).floor() as i64 + (y / cell + oy).floor() as i64;
-                if i.rem_euclid(2) == 0 {
+                if ((px(x) + ox) / cell + (px(y) + oy) / cell).is_multiple_of(2) {
                     1.0
                 } else {
                     0.0

@@ -95,8 +95,9 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
 /// Two thirds of the batches are softened (box blur, or 2x down-and-up sampling) so that the judge
 /// looks at structure rather than at the crispness a tokenizer cannot keep.
 ///
-/// With `cache`, the trained weights are kept in that directory (one file per classes, size,
-/// steps and seed) and reused by later runs — the judge is deterministic, so this only saves time.
+/// With `cache`, the trained weights are kept in that directory (one file per dataset version,
+/// classes, size, steps and seed) and reused by later runs — the judge is deterministic, so this
+/// only saves time.
 pub fn train_classifier(
     classes: usize,
     size: usize,
@@ -110,7 +111,8 @@ pub fn train_classifier(
     let model = Classifier::new(classes, size, vb)?;
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "judge-{classes}c-{size}px-{steps}steps-seed{seed}.safetensors"
+            "judge-data{}-{classes}c-{size}px-{steps}steps-seed{seed}.safetensors",
+            crate::dataset::VERSION
         ))
     });
     if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {

@@ -38,6 +38,10 @@ pub struct TrainOptions {
     /// Cycle over only this many images (a fixed "handful", for smoke tests); `None` = endless
     /// fresh samples.
     pub pool: Option<usize>,
+    /// Fine-tuning: start a new run (step 0, fresh schedule) from these weights instead of a
+    /// random initialisation. Ignored when the run directory already has a checkpoint to resume.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 impl TrainOptions {
@@ -114,7 +118,7 @@ impl RunFiles {
         })
     }
 
-    fn load_state(&self, varmap: &mut VarMap) -> Result<TrainState> {
+    fn load_state(&self, varmap: &mut VarMap, init: Option<&Path>) -> Result<TrainState> {
         if self.weights.is_file() && self.state.is_file() {
             varmap.load(&self.weights)?;
             let text =
@@ -124,6 +128,33 @@ impl RunFiles {
                 source: e,
             })
         } else {
+            if let Some(init) = init {
+                // Every variable of the model must be in the file: a partial load would train a
+                // half-random model without saying so.
+                let tensors = candle_core::safetensors::load(init, &candle_core::Device::Cpu)?;
+                for (name, var) in varmap
+                    .data()
+                    .lock()
+                    .map_err(|_| Error::Config("poisoned variable map".into()))?
+                    .iter()
+                {
+                    let t = tensors.get(name).ok_or_else(|| {
+                        Error::Config(format!(
+                            "--init {}: no tensor `{name}` (is it a checkpoint of this model?)",
+                            init.display()
+                        ))
+                    })?;
+                    if t.dims() != var.dims() {
+                        return Err(Error::Config(format!(
+                            "--init {}: `{name}` has shape {:?}, the model expects {:?}",
+                            init.display(),
+                            t.dims(),
+                            var.dims()
+                        )));
+                    }
+                    var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+                }
+            }
             Ok(TrainState {
                 step: 0,
                 seconds: 0.0,
@@ -245,7 +276,7 @@ pub fn train_vq(
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = VqModel::new(cfg, vb)?;
-    let mut state = files.load_state(&mut varmap)?;
+    let mut state = files.load_state(&mut varmap, opts.init.as_deref())?;
     let mut opt = adamw(&varmap, opts)?;
     let mut usage = vec![0u64; cfg.codebook_size];
     let started = Instant::now();
@@ -327,7 +358,7 @@ pub fn train_arpg(
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = Arpg::new_for_training(cfg, vb)?;
-    let mut state = files.load_state(&mut varmap)?;
+    let mut state = files.load_state(&mut varmap, opts.init.as_deref())?;
     let mut opt = adamw(&varmap, opts)?;
     let started = Instant::now();
     let base_seconds = state.seconds;
