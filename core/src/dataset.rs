@@ -21,7 +21,7 @@ pub const CLASS_NAMES: [&str; 10] = [
 
 /// Version of what [`render`] draws; bumped whenever a sample changes, so that anything cached
 /// from the dataset (a trained judge) is not reused for another one.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Stream id of dataset samples (see [`crate::sampler::stream`]).
 const DATASET_STREAM: u64 = 100;
@@ -237,11 +237,11 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             });
         }
         4 => {
-            // Checks: a two-colour checkerboard, cells of 4, 6 or 8 px (at 32 px) at a whole-pixel
-            // offset.
+            // Checks: a two-colour checkerboard, cells of 6, 8 or 10 px (at 32 px; 4 px cells
+            // alias with the 4 px tokens) at a whole-pixel offset.
             let a = any_colour(r);
             let b = contrasting(r, a);
-            let cell = ((4 + 2 * r.below(3)) * size / 32).max(1);
+            let cell = ((6 + 2 * r.below(3)) * size / 32).max(1);
             let (ox, oy) = (r.below(cell), r.below(cell));
             let px = |t: f32| (t * size as f32) as usize;
             c.paint(a, |_, _| 1.0);
