@@ -10,9 +10,13 @@ use crate::error::Result;
 use crate::sampler::Rng;
 use crate::train::image_batch;
 
-/// A small CNN: three 3x3 conv stages with 2x2 average pooling, then the whole `(S/8)²` map (so
+/// Version of the judge's architecture and training, part of its cache key.
+const JUDGE_VERSION: u32 = 2;
+
+/// A small CNN: three 3x3 conv stages with 2x2 max pooling, then the whole `(S/8)²` map (so
 /// the layout — sky above, ground below — counts, not only the textures) into a 64-wide feature
-/// layer and a linear classifier.
+/// layer and a linear classifier. Max rather than average pooling: averaging over a stripe or
+/// check period erases exactly the pattern that tells stripes, checks and plaid apart.
 pub struct Classifier {
     convs: Vec<Conv2d>,
     feature: Linear,
@@ -41,7 +45,7 @@ impl Classifier {
     pub fn features(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
         for conv in &self.convs {
-            h = conv.forward(&h)?.relu()?.avg_pool2d(2)?;
+            h = conv.forward(&h)?.relu()?.max_pool2d(2)?;
         }
         let h = h.flatten_from(1)?;
         Ok(self.feature.forward(&h)?.relu()?)
@@ -111,7 +115,7 @@ pub fn train_classifier(
     let model = Classifier::new(classes, size, vb)?;
     let cached = cache.map(|dir| {
         dir.join(format!(
-            "judge-data{}-{classes}c-{size}px-{steps}steps-seed{seed}.safetensors",
+            "judge{JUDGE_VERSION}-data{}-{classes}c-{size}px-{steps}steps-seed{seed}.safetensors",
             crate::dataset::VERSION
         ))
     });
