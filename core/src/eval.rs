@@ -99,8 +99,8 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
 /// Two thirds of the batches are softened (box blur, or 2x down-and-up sampling) so that the judge
 /// looks at structure rather than at the crispness a tokenizer cannot keep.
 ///
-/// With `cache`, the trained weights are kept in that directory (one file per dataset version,
-/// classes, size, steps and seed) and reused by later runs — the judge is deterministic, so this
+/// With `cache`, the trained weights are kept in that directory (one file per judge version,
+/// dataset version, classes, size, steps and seed) and reused by later runs — the judge is deterministic, so this
 /// only saves time.
 pub fn train_classifier(
     classes: usize,

@@ -140,13 +140,13 @@ impl RunFiles {
                 {
                     let t = tensors.get(name).ok_or_else(|| {
                         Error::Config(format!(
-                            "--init {}: no tensor `{name}` (is it a checkpoint of this model?)",
+                            "initial weights {}: no tensor `{name}` (is it a checkpoint of this model?)",
                             init.display()
                         ))
                     })?;
                     if t.dims() != var.dims() {
                         return Err(Error::Config(format!(
-                            "--init {}: `{name}` has shape {:?}, the model expects {:?}",
+                            "initial weights {}: `{name}` has shape {:?}, the model expects {:?}",
                             init.display(),
                             t.dims(),
                             var.dims()
