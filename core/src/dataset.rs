@@ -21,7 +21,7 @@ pub const CLASS_NAMES: [&str; 10] = [
 
 /// Version of what [`render`] draws; bumped whenever a sample changes, so that anything cached
 /// from the dataset (a trained judge) is not reused for another one.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 6;
 
 /// Stream id of dataset samples (see [`crate::sampler::stream`]).
 const DATASET_STREAM: u64 = 100;
@@ -278,19 +278,23 @@ pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
             });
         }
         6 => {
-            // Tiled floor: tiles with per-tile shade and thin grout lines.
+            // Tiled floor: tiles with per-tile shade and grout lines 2 px wide, on tiles of 8 or
+            // 12 px at 32 px, offset by whole 4 px tokens: the grout always falls on a token's
+            // top or left edge, which the tokenizer keeps (1 px lines at any pixel it blurs away).
             let tile = any_colour(r);
             let grout = scale(tile, uniform(r, 0.2, 0.45));
-            let n = 3 + r.below(3);
-            let step = size / n;
-            let off = r.below(step);
+            let token = (size / 8).max(1);
+            let step = (2 + r.below(2)) * token;
+            let off = r.below(step / token) * token;
+            let n = size / step + 1;
+            let grout_width = (size / 16).max(1);
             let shades: Vec<f32> = (0..(n + 2) * (n + 2))
                 .map(|_| uniform(r, 0.8, 1.1))
                 .collect();
             for y in 0..size {
                 for x in 0..size {
                     let (tx, ty) = ((x + off) / step, (y + off) / step);
-                    let on_grout = (x + off).is_multiple_of(step) || (y + off).is_multiple_of(step);
+                    let on_grout = (x + off) % step < grout_width || (y + off) % step < grout_width;
                     let col = if on_grout {
                         grout
                     } else {
@@ -410,6 +414,36 @@ mod tests {
                     .map(|(x, y)| (x - y).abs())
                     .sum();
                 assert!(d > 0.0, "classes {a} and {b} have identical means");
+            }
+        }
+    }
+
+    #[test]
+    fn tiled_floor_grout_lies_on_token_edges() {
+        // Rows and columns made entirely of grout (the darkest colour) start a 4 px token or
+        // follow such a row: grout is 2 px wide and aligned, and every sample has some.
+        for i in 0..50 {
+            let img = render(6, i, 3, 32);
+            let px = |x: usize, y: usize| {
+                let o = (y * 32 + x) * 3;
+                [img[o], img[o + 1], img[o + 2]]
+            };
+            let darkest = (0..32 * 32)
+                .map(|p| px(p % 32, p / 32))
+                .min_by_key(|c| c.iter().map(|&v| v as u32).sum::<u32>())
+                .expect("pixels");
+            let rows: Vec<usize> = (0..32)
+                .filter(|&y| (0..32).all(|x| px(x, y) == darkest))
+                .collect();
+            let cols: Vec<usize> = (0..32)
+                .filter(|&x| (0..32).all(|y| px(x, y) == darkest))
+                .collect();
+            for lines in [&rows, &cols] {
+                assert!(lines.len() >= 4, "sample {i}: grout lines {lines:?}");
+                assert!(
+                    lines.iter().all(|l| l % 4 < 2),
+                    "sample {i}: grout off the token grid at {lines:?}"
+                );
             }
         }
     }
