@@ -455,3 +455,29 @@ fn generate_works_with_no_flags_on_the_shipped_model() {
     generate_shipped(&dir, &[]);
     assert!(dir.join("sample.png").is_file());
 }
+
+#[test]
+fn eval_prints_its_table_and_generation_only_skips_the_edits() {
+    let out = arpg()
+        .args([
+            "eval",
+            "--per-class",
+            "1",
+            "--classifier-steps",
+            "4",
+            "--steps",
+            "4",
+            "--generation-only",
+            "--quiet",
+        ])
+        .output()
+        .expect("spawn");
+    ok(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("| class accuracy of generated images (10, 4 steps"),
+        "{table}"
+    );
+    assert!(table.contains("| 9 mountains |"), "{table}");
+    assert!(!table.contains("inpainting"), "{table}");
+}

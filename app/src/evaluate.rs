@@ -24,6 +24,21 @@ pub struct EvalArgs {
     /// the table does not change; only the time to train it is saved).
     #[arg(long)]
     pub judge_cache: Option<std::path::PathBuf>,
+    /// Measure only class-conditional generation (skip inpainting, outpainting and expansion):
+    /// a quicker table for comparing sampling settings.
+    #[arg(long)]
+    pub generation_only: bool,
+}
+
+/// Class accuracy of the editing tasks, and the detail resolution expansion adds.
+struct Editing {
+    take: usize,
+    inpaint_acc: f64,
+    outpaint_acc: f64,
+    take_x: usize,
+    expand_acc: f64,
+    bilinear_acc: f64,
+    gradients: [f64; 3],
 }
 
 fn features(c: &Classifier, x: &Tensor) -> Result<Vec<Vec<f32>>> {
@@ -129,11 +144,107 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let gen_acc = accuracy(&gen_pred, &gen_labels);
     let fd = frechet_distance(&features(&judge, &gen_images)?, &feats_a);
 
+    let editing = if args.generation_only {
+        None
+    } else {
+        Some(editing(
+            models,
+            &settings,
+            &tokens_a.to_vec2::<u32>()?,
+            &labels_a,
+            &recon,
+            &judge,
+        )?)
+    };
+
+    println!("| metric | value |");
+    println!("|---|---|");
+    println!(
+        "| judge accuracy on held-out real images | {:.1}% |",
+        100.0 * judge_acc
+    );
+    println!(
+        "| class accuracy of generated images ({n}, {} steps, CFG {}) | {:.1}% |",
+        settings.steps,
+        settings.cfg_scale,
+        100.0 * gen_acc
+    );
+    println!("| Fréchet distance generated ↔ real (judge features) | {fd:.3} |");
+    println!("| Fréchet distance real ↔ real (floor) | {floor:.3} |");
+    println!("| VQ reconstruction PSNR on held-out images | {rec_psnr:.2} dB |");
+    println!(
+        "| judge accuracy on VQ reconstructions of real images (ceiling) | {:.1}% |",
+        100.0 * recon_acc
+    );
+    if let Some(e) = &editing {
+        println!(
+            "| inpainting accuracy (half the tokens, {} images) | {:.1}% |",
+            e.take,
+            100.0 * e.inpaint_acc
+        );
+        println!(
+            "| outpainting accuracy (new grid beside a real image, {} images) | {:.1}% |",
+            e.take,
+            100.0 * e.outpaint_acc
+        );
+        println!(
+            "| resolution expansion ({} images): accuracy after 2x downscale | {:.1}% (bilinear pixel upscale: {:.1}%) |",
+            e.take_x,
+            100.0 * e.expand_acc,
+            100.0 * e.bilinear_acc
+        );
+        println!(
+            "| resolution expansion: detail (mean gradient at 2x) | {:.4} (nearest upscale {:.4}, bilinear {:.4}) |",
+            e.gradients[0], e.gradients[1], e.gradients[2]
+        );
+    }
+    println!();
+    println!("| class | real | VQ reconstruction | generated | most often mistaken for |");
+    println!("|---|---|---|---|---|");
+    let rows = [
+        per_class(&real_pred, &labels_a, classes),
+        per_class(&recon_pred, &labels_a, classes),
+        per_class(&gen_pred, &gen_labels, classes),
+    ];
+    for (c, name) in CLASS_NAMES.iter().enumerate() {
+        let mut wrong = vec![0usize; classes];
+        for (p, _) in gen_pred
+            .iter()
+            .zip(&gen_labels)
+            .filter(|(p, l)| **l == c && **p as usize != c)
+        {
+            wrong[*p as usize] += 1;
+        }
+        let confused = match (0..classes).max_by_key(|&k| wrong[k]) {
+            Some(k) if wrong[k] > 0 => format!("{} ({})", CLASS_NAMES[k], wrong[k]),
+            _ => "—".to_string(),
+        };
+        println!(
+            "| {c} {name} | {:.0}% | {:.0}% | {:.0}% | {confused} |",
+            100.0 * rows[0][c],
+            100.0 * rows[1][c],
+            100.0 * rows[2][c]
+        );
+    }
+    Ok(())
+}
+
+/// Inpainting, outpainting and resolution expansion of real images, judged.
+fn editing(
+    models: &Models,
+    settings: &arpg_core::generator::Settings,
+    real_tokens: &[Vec<u32>],
+    labels_a: &[usize],
+    recon: &Tensor,
+    judge: &Classifier,
+) -> Result<Editing> {
+    let classes = models.arpg.config.num_classes;
+    let g = models.grid();
+    let size = g * models.patch();
     // Inpainting: half of each real image's tokens forgotten (a random half), regenerated with
     // its own class; outpainting: a full grid generated to the right of each real image.
     eprintln!("inpainting and outpainting…");
-    let real_tokens: Vec<Vec<u32>> = tokens_a.to_vec2()?;
-    let take = n.min(10 * classes);
+    let take = labels_a.len().min(10 * classes);
     let mut inpainted = Vec::new();
     let mut outpainted = Vec::new();
     for (i, tokens) in real_tokens.iter().take(take).enumerate() {
@@ -207,73 +318,19 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let expand_acc = accuracy(&judge.predict(&big.avg_pool2d(2)?)?, labels_x);
     let bilinear_acc = accuracy(&judge.predict(&bilinear.avg_pool2d(2)?)?, labels_x);
 
-    println!("| metric | value |");
-    println!("|---|---|");
-    println!(
-        "| judge accuracy on held-out real images | {:.1}% |",
-        100.0 * judge_acc
-    );
-    println!(
-        "| class accuracy of generated images ({n}, {} steps, CFG {}) | {:.1}% |",
-        settings.steps,
-        settings.cfg_scale,
-        100.0 * gen_acc
-    );
-    println!("| Fréchet distance generated ↔ real (judge features) | {fd:.3} |");
-    println!("| Fréchet distance real ↔ real (floor) | {floor:.3} |");
-    println!("| VQ reconstruction PSNR on held-out images | {rec_psnr:.2} dB |");
-    println!(
-        "| judge accuracy on VQ reconstructions of real images (ceiling) | {:.1}% |",
-        100.0 * recon_acc
-    );
-    println!(
-        "| inpainting accuracy (half the tokens, {take} images) | {:.1}% |",
-        100.0 * inpaint_acc
-    );
-    println!(
-        "| outpainting accuracy (new grid beside a real image, {take} images) | {:.1}% |",
-        100.0 * outpaint_acc
-    );
-    println!(
-        "| resolution expansion ({take_x} images): accuracy after 2x downscale | {:.1}% (bilinear pixel upscale: {:.1}%) |",
-        100.0 * expand_acc,
-        100.0 * bilinear_acc
-    );
-    println!(
-        "| resolution expansion: detail (mean gradient at 2x) | {:.4} (nearest upscale {:.4}, bilinear {:.4}) |",
-        mean_gradient(&big)?,
-        mean_gradient(&nearest)?,
-        mean_gradient(&bilinear)?
-    );
-    println!();
-    println!("| class | real | VQ reconstruction | generated | most often mistaken for |");
-    println!("|---|---|---|---|---|");
-    let rows = [
-        per_class(&real_pred, &labels_a, classes),
-        per_class(&recon_pred, &labels_a, classes),
-        per_class(&gen_pred, &gen_labels, classes),
-    ];
-    for (c, name) in CLASS_NAMES.iter().enumerate() {
-        let mut wrong = vec![0usize; classes];
-        for (p, _) in gen_pred
-            .iter()
-            .zip(&gen_labels)
-            .filter(|(p, l)| **l == c && **p as usize != c)
-        {
-            wrong[*p as usize] += 1;
-        }
-        let confused = match (0..classes).max_by_key(|&k| wrong[k]) {
-            Some(k) if wrong[k] > 0 => format!("{} ({})", CLASS_NAMES[k], wrong[k]),
-            _ => "—".to_string(),
-        };
-        println!(
-            "| {c} {name} | {:.0}% | {:.0}% | {:.0}% | {confused} |",
-            100.0 * rows[0][c],
-            100.0 * rows[1][c],
-            100.0 * rows[2][c]
-        );
-    }
-    Ok(())
+    Ok(Editing {
+        take,
+        inpaint_acc,
+        outpaint_acc,
+        take_x,
+        expand_acc,
+        bilinear_acc,
+        gradients: [
+            mean_gradient(&big)?,
+            mean_gradient(&nearest)?,
+            mean_gradient(&bilinear)?,
+        ],
+    })
 }
 
 /// Mean absolute horizontal + vertical difference of neighbouring pixels (a detail measure).

@@ -11,7 +11,7 @@ use crate::sampler::Rng;
 use crate::train::image_batch;
 
 /// Version of the judge's architecture and training, part of its cache key.
-const JUDGE_VERSION: u32 = 2;
+const JUDGE_VERSION: u32 = 3;
 
 /// A small CNN: three 3x3 conv stages with 2x2 max pooling, then the whole `(S/8)²` map (so
 /// the layout — sky above, ground below — counts, not only the textures) into a 64-wide feature
@@ -68,6 +68,21 @@ fn box_blur(x: &Tensor) -> Result<Tensor> {
     Ok(x.conv2d(&kernel, 1, 1, 1, c)?)
 }
 
+/// Shifts the colour of every `token x token` block of `x` (per channel, by up to ±`amount`) from a
+/// seeded stream: the blocky colour error a tokenizer's codes leave on a flat region.
+fn token_jitter(x: &Tensor, token: usize, amount: f32, rng: &mut Rng) -> Result<Tensor> {
+    let (b, c, h, w) = x.dims4()?;
+    let (th, tw) = (h.div_ceil(token), w.div_ceil(token));
+    let shifts: Vec<f32> = (0..b * c * th * tw)
+        .map(|_| (2.0 * rng.next_f64() as f32 - 1.0) * amount)
+        .collect();
+    let shifts = Tensor::from_vec(shifts, (b, c, th, tw), x.device())?
+        .upsample_nearest2d(th * token, tw * token)?
+        .narrow(2, 0, h)?
+        .narrow(3, 0, w)?;
+    Ok((x + shifts)?)
+}
+
 /// Re-initialises every variable from `seed` (candle's CPU initialisers cannot be seeded), so the
 /// judge — and with it the whole `arpg eval` table — is the same on every run: weights uniform in
 /// `±1/sqrt(fan_in)`, biases zero.
@@ -96,8 +111,9 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
 }
 
 /// Trains the classifier on freshly rendered samples (seed stream disjoint from evaluation's).
-/// Two thirds of the batches are softened (box blur, or 2x down-and-up sampling) so that the judge
-/// looks at structure rather than at the crispness a tokenizer cannot keep.
+/// Three quarters of the batches are softened (box blur, 2x down-and-up sampling, or per-token
+/// colour shifts of up to ±0.1 on blocks of a token, 4x4 px at 32 px) so that the judge looks at structure rather
+/// than at the crispness and exact flat colours a tokenizer cannot keep.
 ///
 /// With `cache`, the trained weights are kept in that directory (one file per judge version,
 /// dataset version, classes, size, steps and seed) and reused by later runs — the judge is deterministic, so this
@@ -137,9 +153,15 @@ pub fn train_classifier(
         let t = step as f64 / steps.max(1) as f64;
         opt.set_learning_rate(2e-4 + 0.5 * 1.8e-3 * (1.0 + (std::f64::consts::PI * t).cos()));
         let (x, labels) = image_batch((step * batch) as u64, batch, seed, size, device)?;
-        let x = match step % 3 {
+        let x = match step % 4 {
             1 => box_blur(&x)?,
             2 => x.avg_pool2d(2)?.upsample_nearest2d(size, size)?,
+            3 => token_jitter(
+                &x,
+                (size / 8).max(1),
+                0.1,
+                &mut Rng::stream(seed, 401, step as u64),
+            )?,
             _ => x,
         };
         let y = Tensor::from_vec(
@@ -299,13 +321,50 @@ mod tests {
     fn the_judge_is_the_same_on_every_run() {
         let device = Device::Cpu;
         let (x, _) = image_batch(5000, 20, 3, 16, &device).expect("test");
-        let a = train_classifier(10, 16, 3, 7, None, &device).expect("test");
-        let b = train_classifier(10, 16, 3, 7, None, &device).expect("test");
+        // Four steps: one batch of each augmentation.
+        let a = train_classifier(10, 16, 4, 7, None, &device).expect("test");
+        let b = train_classifier(10, 16, 4, 7, None, &device).expect("test");
         let fa: Vec<Vec<f32>> = a.features(&x).expect("test").to_vec2().expect("test");
         let fb: Vec<Vec<f32>> = b.features(&x).expect("test").to_vec2().expect("test");
         assert_eq!(fa, fb);
-        let c = train_classifier(10, 16, 3, 8, None, &device).expect("test");
+        let c = train_classifier(10, 16, 4, 8, None, &device).expect("test");
         let fc: Vec<Vec<f32>> = c.features(&x).expect("test").to_vec2().expect("test");
         assert_ne!(fa, fc, "another seed gives another judge");
+    }
+
+    #[test]
+    fn token_jitter_shifts_whole_tokens_within_its_amount() {
+        let device = Device::Cpu;
+        let (x, _) = image_batch(0, 2, 3, 16, &device).expect("test");
+        let y = token_jitter(&x, 4, 0.1, &mut Rng::stream(1, 2, 3)).expect("test");
+        let again = token_jitter(&x, 4, 0.1, &mut Rng::stream(1, 2, 3)).expect("test");
+        let shift = (&y - &x).expect("test");
+        let d: Vec<Vec<Vec<Vec<f32>>>> = (0..2)
+            .map(|b| shift.get(b).expect("test").to_vec3().expect("test"))
+            .collect();
+        let mut distinct = Vec::new();
+        for image in &d {
+            for channel in image {
+                for (r, row) in channel.iter().enumerate() {
+                    for (c, v) in row.iter().enumerate() {
+                        assert!(v.abs() <= 0.1 + 1e-6, "shift {v} beyond the amount");
+                        let corner = channel[r / 4 * 4][c / 4 * 4];
+                        assert!((v - corner).abs() < 1e-6, "not constant over a token");
+                    }
+                }
+                distinct.push(channel[0][0]);
+            }
+        }
+        distinct.dedup();
+        assert!(distinct.len() > 1, "every token shifted alike");
+        let same: Vec<f32> = (&again - &y)
+            .expect("test")
+            .abs()
+            .expect("test")
+            .flatten_all()
+            .expect("test")
+            .to_vec1()
+            .expect("test");
+        assert!(same.iter().all(|v| *v == 0.0), "same stream, same shifts");
     }
 }
