@@ -22,12 +22,13 @@ pub fn vq_config() -> VqConfig {
     }
 }
 
-/// The shipped transformer: 8 layers (4 self + 4 cross), dim 128, on an 8x8 grid of 1024 codes.
+/// The shipped transformer: 8 layers (4 self + 4 cross), dim 192 with 6 heads, on an 8x8 grid of
+/// 1024 codes.
 pub fn arpg_config() -> ArpgConfig {
     ArpgConfig {
-        dim: 128,
+        dim: 192,
         n_layer: 8,
-        n_head: 4,
+        n_head: 6,
         vocab_size: 1024,
         num_classes: crate::dataset::CLASS_NAMES.len(),
         block_size: 64,
