@@ -38,7 +38,8 @@ struct Editing {
     take_x: usize,
     expand_acc: f64,
     bilinear_acc: f64,
-    gradients: [f64; 3],
+    /// Mean gradient at 2x of the expansion, of a nearest and of a bilinear pixel upscale.
+    detail: [f64; 3],
 }
 
 fn features(c: &Classifier, x: &Tensor) -> Result<Vec<Vec<f32>>> {
@@ -195,7 +196,7 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         );
         println!(
             "| resolution expansion: detail (mean gradient at 2x) | {:.4} (nearest upscale {:.4}, bilinear {:.4}) |",
-            e.gradients[0], e.gradients[1], e.gradients[2]
+            e.detail[0], e.detail[1], e.detail[2]
         );
     }
     println!();
@@ -325,7 +326,7 @@ fn editing(
         take_x,
         expand_acc,
         bilinear_acc,
-        gradients: [
+        detail: [
             mean_gradient(&big)?,
             mean_gradient(&nearest)?,
             mean_gradient(&bilinear)?,

@@ -68,8 +68,8 @@ fn box_blur(x: &Tensor) -> Result<Tensor> {
     Ok(x.conv2d(&kernel, 1, 1, 1, c)?)
 }
 
-/// Shifts the colour of every `token x token` block of `x` (per channel, by up to ±`amount`) from a
-/// seeded stream: the blocky colour error a tokenizer's codes leave on a flat region.
+/// Shifts the colour of every `token x token` block of `x` (per channel, by up to ±`amount`)
+/// from a seeded stream: the blocky colour error a tokenizer's codes leave on a flat region.
 fn token_jitter(x: &Tensor, token: usize, amount: f32, rng: &mut Rng) -> Result<Tensor> {
     let (b, c, h, w) = x.dims4()?;
     let (th, tw) = (h.div_ceil(token), w.div_ceil(token));
@@ -112,12 +112,12 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
 
 /// Trains the classifier on freshly rendered samples (seed stream disjoint from evaluation's).
 /// Three quarters of the batches are softened (box blur, 2x down-and-up sampling, or per-token
-/// colour shifts of up to ±0.1 on blocks of a token, 4x4 px at 32 px) so that the judge looks at structure rather
-/// than at the crispness and exact flat colours a tokenizer cannot keep.
+/// colour shifts of up to ±0.1 on blocks of a token, 4x4 px at 32 px) so that the judge looks
+/// at structure rather than at the crispness and exact flat colours a tokenizer cannot keep.
 ///
 /// With `cache`, the trained weights are kept in that directory (one file per judge version,
-/// dataset version, classes, size, steps and seed) and reused by later runs — the judge is deterministic, so this
-/// only saves time.
+/// dataset version, classes, size, steps and seed) and reused by later runs — the judge is
+/// deterministic, so this only saves time.
 pub fn train_classifier(
     classes: usize,
     size: usize,
