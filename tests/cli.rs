@@ -419,6 +419,67 @@ fn check_reference_and_info_commands() {
     );
 }
 
+#[test]
+fn convert_rewrites_a_checkpoint_that_loads_and_computes_the_same() {
+    let dir = common::temp_dir("cli-convert");
+    let tiny = common::tiny();
+    let pt = tiny.join("tiny_gpt.pt");
+    let config = tiny.join("manifest.json");
+    let convert = |dtype: &str| {
+        let out = dir.join(format!("gpt_{dtype}.safetensors"));
+        let args = [
+            "convert",
+            pt.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--dtype",
+            dtype,
+        ];
+        ok(&run(&args, &[]));
+        out
+    };
+    let (f32_file, f16_file) = (convert("f32"), convert("f16"));
+    let out = run(
+        &[
+            "info",
+            f16_file.to_str().expect("utf8"),
+            "--config",
+            config.to_str().expect("utf8"),
+        ],
+        &[],
+    );
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("f16") && text.contains("271808"), "{text}");
+    // The f32 rewrite is exact: the same seed draws the same tokens as the pickle.
+    let from_pt = metadata(&generate(&dir, "pt.png", "4"));
+    let converted = dir.join("converted.png");
+    let mut flags = tiny_model();
+    flags[1] = f32_file.display().to_string();
+    flags.extend(["--config".into(), config.display().to_string()]);
+    let args = ["generate", "--class", "3", "--seed", "4", "--out"];
+    ok(&run(
+        &args,
+        &[&[converted.display().to_string()], &flags[..]].concat(),
+    ));
+    assert_eq!(tokens(&metadata(&converted)), tokens(&from_pt));
+    // The output must be a safetensors file; nothing is written otherwise.
+    let bad = dir.join("gpt.pt");
+    clean_error(
+        &run(
+            &[
+                "convert",
+                pt.to_str().expect("utf8"),
+                "--out",
+                bad.to_str().expect("utf8"),
+            ],
+            &[],
+        ),
+        ".safetensors",
+    );
+    assert!(!bad.exists());
+}
+
 /// `arpg generate --class 0 --quiet ARGS` on the shipped model, run in `dir`.
 fn generate_shipped(dir: &Path, args: &[&str]) {
     ok(&arpg()

@@ -6,7 +6,7 @@ mod common;
 use arpg_core::config::{ArpgConfig, VqConfig};
 use arpg_core::loader;
 use arpg_core::train::{train_arpg, train_vq, StepLog, TrainOptions};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 
 fn opts(steps: usize, batch: usize, size: usize) -> TrainOptions {
     TrainOptions {
@@ -158,4 +158,65 @@ fn arpg_loss_falls_on_a_handful_of_images() {
     )
     .expect("load");
     assert_eq!(loaded.config, cfg);
+
+    // Depth growth: a run of a deeper model of the same width starts from those weights, and
+    // (before any update: learning rate 0) computes exactly what the shallow model computes.
+    let deep_cfg = ArpgConfig {
+        n_layer: 6,
+        ..cfg.clone()
+    };
+    let grow = TrainOptions {
+        init: Some(dir.join("arpg.safetensors")),
+        lr: 0.0,
+        ..opts(1, 4, 32)
+    };
+    let deep_dir = common::temp_dir("train-arpg-grow");
+    let deep = train_arpg(
+        &deep_cfg,
+        &vq,
+        &grow,
+        &deep_dir,
+        &Device::Cpu,
+        &mut |_: &StepLog| true,
+    )
+    .expect("grow");
+    assert_eq!(deep.config().n_self_layers(), 3);
+    let ids = Tensor::from_vec(
+        (0..128u32).map(|i| (i * 37) % 512).collect(),
+        (2, 64),
+        &Device::Cpu,
+    )
+    .expect("ids");
+    let orders = Tensor::from_vec(
+        (0..128u32).map(|i| (i * 23 + i / 64) % 64).collect(),
+        (2, 64),
+        &Device::Cpu,
+    )
+    .expect("orders");
+    let classes = Tensor::new(&[3u32, 10], &Device::Cpu).expect("classes");
+    let shallow = loaded
+        .model
+        .forward_teacher(&ids, &classes, &orders, true)
+        .expect("shallow forward");
+    let grown = deep
+        .forward_teacher(&ids, &classes, &orders, true)
+        .expect("deep forward");
+    let diff = (shallow - grown)
+        .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+        .expect("diff");
+    assert!(diff < 1e-4, "the grown model differs by {diff}");
+    // A checkpoint deeper than the model is refused.
+    let err = train_arpg(
+        &cfg,
+        &vq,
+        &TrainOptions {
+            init: Some(deep_dir.join("arpg.safetensors")),
+            ..opts(1, 4, 32)
+        },
+        &common::temp_dir("train-arpg-shrink"),
+        &Device::Cpu,
+        &mut |_: &StepLog| true,
+    )
+    .expect_err("a deeper checkpoint must be refused");
+    assert!(err.to_string().contains("more than"), "{err}");
 }

@@ -122,12 +122,7 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
     for name in presets {
         let (label, cfg) = preset(name)?;
         for dt in dtypes {
-            let dtype = match dt.as_str() {
-                "f32" => DType::F32,
-                "f16" => DType::F16,
-                "bf16" => DType::BF16,
-                d => bail!("unknown dtype `{d}`"),
-            };
+            let dtype = arpg_app::run::dtype(dt)?;
             let (model, varmap) = random_model(&cfg, dtype)?;
             drop(varmap);
             let bytes = cfg.num_params() as f64 * dtype.size_in_bytes() as f64;

@@ -119,6 +119,19 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Rewrite a checkpoint (`.pt` or `.safetensors`) as `.safetensors` in another dtype, e.g.
+    /// an official `arpg_300m.pt` as f16: half the size, and no pickle to parse on every start.
+    /// A config JSON beside the input (`<stem>.json`) is copied beside the output.
+    Convert {
+        /// The checkpoint to read.
+        input: PathBuf,
+        /// The `.safetensors` file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// f32, f16 or bf16.
+        #[arg(long, default_value = "f16")]
+        dtype: String,
+    },
     /// Export the procedural training dataset as PNGs in `OUT/<class index>_<class name>/`.
     Dataset {
         #[arg(long)]
@@ -219,8 +232,10 @@ struct TrainArgs {
     /// Stop after this many steps of this invocation (the run can be resumed).
     #[arg(long)]
     max_steps: Option<usize>,
-    /// Fine-tune: start from the weights in this `.safetensors` file (same config) with a fresh
-    /// step count and learning-rate schedule. Ignored when `OUT` already holds a run to resume.
+    /// Fine-tune: start from the weights in this `.safetensors` file with a fresh step count and
+    /// learning-rate schedule. Same config, or (for `train`) a deeper one of the same width: the
+    /// file's blocks spread over each stack and the added blocks start as identities. Ignored
+    /// when `OUT` already holds a run to resume.
     #[arg(long)]
     init: Option<PathBuf>,
     #[arg(long)]
@@ -423,6 +438,7 @@ pub fn run() -> Result<ExitCode> {
             done(&out, model.quiet)
         }
         Command::Info { file, config } => info(&file, config.as_deref()),
+        Command::Convert { input, out, dtype } => convert(&input, &out, &dtype),
         Command::Dataset {
             out,
             per_class,
@@ -474,6 +490,48 @@ fn human(n: usize) -> String {
     }
 }
 
+fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Result<ExitCode> {
+    let dtype = run::dtype(dtype)?;
+    if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!(
+            "{}: the output must be a `.safetensors` file",
+            out.display()
+        );
+    }
+    if std::fs::canonicalize(out).ok() == std::fs::canonicalize(input).ok() {
+        bail!(
+            "{}: write the converted checkpoint to another file",
+            out.display()
+        );
+    }
+    let ckpt = Checkpoint::open(input)?;
+    // Only a checkpoint this program can load is worth converting: check it whole first.
+    loader::detect_kind(&ckpt)?;
+    let device = candle_core::Device::Cpu;
+    let tensors = ckpt
+        .entries()
+        .keys()
+        .map(|name| Ok((name.clone(), ckpt.read(name, dtype, &device)?)))
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    // Through a temporary file, so a failure never leaves a truncated checkpoint behind.
+    let tmp = out.with_extension("safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    let config = input.with_extension("json");
+    if config.is_file() {
+        std::fs::copy(&config, out.with_extension("json"))
+            .with_context(|| format!("copying {}", config.display()))?;
+    }
+    println!(
+        "{} tensors written to {} as {}",
+        tensors.len(),
+        out.display(),
+        dtype.as_str()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<ExitCode> {
     let ckpt = Checkpoint::open(file)?;
     let stored: usize = ckpt
@@ -516,6 +574,14 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                 human(cfg.num_params()),
                 cfg.num_params()
             );
+            let sampling = loader::sampling_beside(file)?;
+            if !sampling.is_empty() {
+                // What every sampler flag left unset takes for this model.
+                println!(
+                    "sampling:   {} (recommended in the config JSON)",
+                    serde_json::to_string(&sampling)?
+                );
+            }
         }
         ModelKind::Vq => {
             let cfg = loader::vq_config(&ckpt, None)?;

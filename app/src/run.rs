@@ -43,26 +43,26 @@ pub const DEFAULT_STEPS: usize = 16;
 /// its JSON config, see [`SamplingDefaults`]) and otherwise the defaults shown.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct SamplerArgs {
-    /// Parallel steps; at most the number of tokens to generate [default: 16, or fewer when
-    /// fewer tokens are unknown].
+    /// Parallel steps; at most the number of tokens to generate [default: the model's
+    /// recommendation, else 16; fewer when fewer tokens are unknown].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// arccos or cosine [default: arccos].
+    /// arccos or cosine [default: the model's recommendation, else arccos].
     #[arg(long)]
     pub schedule: Option<String>,
-    /// Classifier-free guidance scale, 1 = off [default: 3].
+    /// Classifier-free guidance scale, 1 = off [default: the model's recommendation, else 3].
     #[arg(long)]
     pub cfg: Option<f64>,
-    /// linear or constant [default: linear].
+    /// linear or constant [default: the model's recommendation, else linear].
     #[arg(long)]
     pub cfg_schedule: Option<String>,
-    /// [default: 1]
+    /// [default: the model's recommendation, else 1]
     #[arg(long)]
     pub temperature: Option<f64>,
-    /// 0 = off [default: 0].
+    /// 0 = off [default: the model's recommendation, else 0].
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// 1 = off [default: 1].
+    /// 1 = off [default: the model's recommendation, else 1].
     #[arg(long)]
     pub top_p: Option<f64>,
     #[arg(long, default_value_t = 0)]
@@ -120,6 +120,16 @@ impl SamplerArgs {
     }
 }
 
+/// Parses `f32`, `f16` or `bf16`.
+pub fn dtype(name: &str) -> Result<DType> {
+    Ok(match name {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        d => bail!("unknown dtype `{d}` (expected f32, f16 or bf16)"),
+    })
+}
+
 /// Parses `cpu`, `cuda[:N]` or `metal[:N]`.
 pub fn device(name: &str) -> Result<candle_core::Device> {
     use candle_core::Device;
@@ -150,12 +160,7 @@ pub struct Models {
 impl Models {
     pub fn load(args: &ModelArgs) -> Result<Self> {
         let device = device(&args.device)?;
-        let dtype = match args.dtype.as_str() {
-            "f32" => DType::F32,
-            "f16" => DType::F16,
-            "bf16" => DType::BF16,
-            d => bail!("unknown dtype `{d}` (expected f32, f16 or bf16)"),
-        };
+        let dtype = dtype(&args.dtype)?;
         let gpt = args
             .gpt
             .clone()

@@ -6,6 +6,8 @@
 //! commitment losses (LlamaGen's, with an edge term in place of the perceptual/adversarial ones); ARPG with the reference recipe — a fresh random
 //! order per sample, class dropout 0.1, AdamW (0.9, 0.95), cosine learning rate with warm-up.
 //! Resume restores weights and the step (hence the learning-rate schedule); AdamW moments restart.
+//! A run can start from trained weights (`TrainOptions::init`), for ARPG also from a shallower
+//! model, whose blocks then sit among identity blocks of the deeper one.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -39,7 +41,9 @@ pub struct TrainOptions {
     /// fresh samples.
     pub pool: Option<usize>,
     /// Fine-tuning: start a new run (step 0, fresh schedule) from these weights instead of a
-    /// random initialisation. Ignored when the run directory already has a checkpoint to resume.
+    /// random initialisation; for ARPG also from a shallower model of the same width (depth
+    /// growth, see `DepthGrowth`). Ignored when the run directory already has a checkpoint to
+    /// resume.
     #[serde(default)]
     pub init: Option<PathBuf>,
 }
@@ -83,6 +87,118 @@ pub fn learning_rate(step: usize, opts: &TrainOptions) -> f64 {
     min + 0.5 * (opts.lr - min) * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos())
 }
 
+/// Where a variable's initial value comes from when a run starts from a file.
+enum InitSource {
+    /// This tensor of the file.
+    Tensor(String),
+    /// Zeros (the output projections of a block added by depth growth).
+    Zeros,
+    /// The random initialisation.
+    Fresh,
+}
+
+/// How the blocks of a shallower ARPG checkpoint map onto a deeper model of the same width
+/// (progressive stacking): the file's blocks keep their order, spread evenly over each stack,
+/// and every added block starts as an identity — fresh weights with its attention and
+/// feed-forward output projections at zero, so the deeper model computes exactly what the
+/// file's model computed and training starts from its loss.
+#[derive(Debug, Default)]
+struct DepthGrowth {
+    /// For each stack (`self_dec`, `cross_dec`): the file's block index of each new block.
+    stacks: Vec<(&'static str, Vec<Option<usize>>)>,
+}
+
+impl DepthGrowth {
+    fn source(&self, name: &str) -> InitSource {
+        for (stack, map) in &self.stacks {
+            let prefix = format!("layers.{stack}.");
+            let Some(rest) = name.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some((index, param)) = rest.split_once('.') else {
+                continue;
+            };
+            let Some(slot) = index.parse::<usize>().ok().and_then(|i| map.get(i)) else {
+                continue;
+            };
+            return match slot {
+                Some(old) => InitSource::Tensor(format!("{prefix}{old}.{param}")),
+                None if param == "attn.proj.weight" || param == "ffn.w2.weight" => {
+                    InitSource::Zeros
+                }
+                None => InitSource::Fresh,
+            };
+        }
+        InitSource::Tensor(name.to_string())
+    }
+}
+
+/// Reads how many blocks each stack of the checkpoint `init` has; when the model `cfg` has more,
+/// plans the growth, otherwise (same depth) maps every name to itself.
+fn depth_growth(init: &Path, cfg: &ArpgConfig) -> Result<DepthGrowth> {
+    let file = std::fs::File::open(init).map_err(|e| Error::io(init, e))?;
+    // Only the header is needed: read the names without loading the tensors.
+    let names = safetensors_names(file)
+        .map_err(|e| Error::Config(format!("initial weights {}: {e}", init.display())))?;
+    let mut stacks = Vec::new();
+    for (stack, want) in [
+        ("self_dec", cfg.n_self_layers()),
+        ("cross_dec", cfg.n_cross_layers()),
+    ] {
+        let prefix = format!("layers.{stack}.");
+        let have = names
+            .iter()
+            .filter_map(|n| {
+                n.strip_prefix(&prefix)?
+                    .split_once('.')?
+                    .0
+                    .parse::<usize>()
+                    .ok()
+            })
+            .map(|i| i + 1)
+            .max()
+            .unwrap_or(0);
+        if have > want {
+            return Err(Error::Config(format!(
+                "initial weights {}: {have} {stack} blocks, more than the model's {want}",
+                init.display()
+            )));
+        }
+        stacks.push((stack, grown_stack(have, want)));
+    }
+    Ok(DepthGrowth { stacks })
+}
+
+/// New block `j` of `want` takes old block `i` of `have` when `j = floor((i + 1) * want / have) - 1`
+/// (the old blocks spread evenly, the last one last); the rest are new (`None`).
+fn grown_stack(have: usize, want: usize) -> Vec<Option<usize>> {
+    let mut map = vec![None; want];
+    for i in 0..have {
+        map[(i + 1) * want / have - 1] = Some(i);
+    }
+    map
+}
+
+/// Tensor names in a safetensors file's header.
+fn safetensors_names(mut file: std::fs::File) -> std::result::Result<Vec<String>, String> {
+    use std::io::Read;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        return Err(format!("a header of {len} bytes is not a safetensors file"));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("not a safetensors header: {e}"))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k != "__metadata__")
+        .collect())
+}
+
 /// A batch of dataset images as `(B, 3, S, S)` in `[-1, 1]` plus labels.
 pub fn image_batch(
     start: u64,
@@ -118,48 +234,61 @@ impl RunFiles {
         })
     }
 
-    fn load_state(&self, varmap: &mut VarMap, init: Option<&Path>) -> Result<TrainState> {
+    /// Resumes the run in this directory, or starts one: from `init` when given (each variable
+    /// of the model takes what `source` names for it), else from the random initialisation.
+    fn load_state(
+        &self,
+        varmap: &mut VarMap,
+        init: Option<&Path>,
+        source: &dyn Fn(&str) -> InitSource,
+    ) -> Result<TrainState> {
         if self.weights.is_file() && self.state.is_file() {
             varmap.load(&self.weights)?;
             let text =
                 std::fs::read_to_string(&self.state).map_err(|e| Error::io(&self.state, e))?;
-            serde_json::from_str(&text).map_err(|e| Error::Json {
+            return serde_json::from_str(&text).map_err(|e| Error::Json {
                 context: self.state.display().to_string(),
                 source: e,
-            })
-        } else {
-            if let Some(init) = init {
-                // Every variable of the model must be in the file: a partial load would train a
-                // half-random model without saying so.
-                let tensors = candle_core::safetensors::load(init, &candle_core::Device::Cpu)?;
-                for (name, var) in varmap
-                    .data()
-                    .lock()
-                    .map_err(|_| Error::Config("poisoned variable map".into()))?
-                    .iter()
-                {
-                    let t = tensors.get(name).ok_or_else(|| {
-                        Error::Config(format!(
-                            "initial weights {}: no tensor `{name}` (is it a checkpoint of this model?)",
-                            init.display()
-                        ))
-                    })?;
-                    if t.dims() != var.dims() {
-                        return Err(Error::Config(format!(
-                            "initial weights {}: `{name}` has shape {:?}, the model expects {:?}",
-                            init.display(),
-                            t.dims(),
-                            var.dims()
-                        )));
-                    }
-                    var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-                }
-            }
-            Ok(TrainState {
-                step: 0,
-                seconds: 0.0,
-            })
+            });
         }
+        if let Some(init) = init {
+            let tensors = candle_core::safetensors::load(init, &candle_core::Device::Cpu)?;
+            let vars = varmap
+                .data()
+                .lock()
+                .map_err(|_| Error::Config("poisoned variable map".into()))?;
+            for (name, var) in vars.iter() {
+                let from = match source(name) {
+                    InitSource::Fresh => continue,
+                    InitSource::Zeros => {
+                        var.set(&var.zeros_like()?)?;
+                        continue;
+                    }
+                    InitSource::Tensor(from) => from,
+                };
+                // Every other variable must be in the file: a partial load would train a
+                // half-random model without saying so.
+                let t = tensors.get(&from).ok_or_else(|| {
+                    Error::Config(format!(
+                        "initial weights {}: no tensor `{from}` (is it a checkpoint of this model?)",
+                        init.display()
+                    ))
+                })?;
+                if t.dims() != var.dims() {
+                    return Err(Error::Config(format!(
+                        "initial weights {}: `{from}` has shape {:?}, the model expects {:?} for `{name}`",
+                        init.display(),
+                        t.dims(),
+                        var.dims()
+                    )));
+                }
+                var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
+            }
+        }
+        Ok(TrainState {
+            step: 0,
+            seconds: 0.0,
+        })
     }
 
     /// Writes weights then state through temporary files, so an interruption never leaves a
@@ -276,7 +405,8 @@ pub fn train_vq(
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = VqModel::new(cfg, vb)?;
-    let mut state = files.load_state(&mut varmap, opts.init.as_deref())?;
+    let same = |name: &str| InitSource::Tensor(name.to_string());
+    let mut state = files.load_state(&mut varmap, opts.init.as_deref(), &same)?;
     let mut opt = adamw(&varmap, opts)?;
     let mut usage = vec![0u64; cfg.codebook_size];
     let started = Instant::now();
@@ -358,7 +488,11 @@ pub fn train_arpg(
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
     let model = Arpg::new_for_training(cfg, vb)?;
-    let mut state = files.load_state(&mut varmap, opts.init.as_deref())?;
+    let source = match &opts.init {
+        Some(init) => depth_growth(init, cfg)?,
+        None => DepthGrowth::default(),
+    };
+    let mut state = files.load_state(&mut varmap, opts.init.as_deref(), &|n| source.source(n))?;
     let mut opt = adamw(&varmap, opts)?;
     let started = Instant::now();
     let base_seconds = state.seconds;
