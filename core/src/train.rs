@@ -136,10 +136,9 @@ impl DepthGrowth {
 /// Reads how many blocks each stack of the checkpoint `init` has; when the model `cfg` has more,
 /// plans the growth, otherwise (same depth) maps every name to itself.
 fn depth_growth(init: &Path, cfg: &ArpgConfig) -> Result<DepthGrowth> {
-    let file = std::fs::File::open(init).map_err(|e| Error::io(init, e))?;
-    // Only the header is needed: read the names without loading the tensors.
-    let names = safetensors_names(file)
-        .map_err(|e| Error::Config(format!("initial weights {}: {e}", init.display())))?;
+    let names: Vec<String> = candle_core::safetensors::load(init, &Device::Cpu)?
+        .into_keys()
+        .collect();
     let mut stacks = Vec::new();
     for (stack, want) in [
         ("self_dec", cfg.n_self_layers()),
@@ -177,26 +176,6 @@ fn grown_stack(have: usize, want: usize) -> Vec<Option<usize>> {
         map[(i + 1) * want / have - 1] = Some(i);
     }
     map
-}
-
-/// Tensor names in a safetensors file's header.
-fn safetensors_names(mut file: std::fs::File) -> std::result::Result<Vec<String>, String> {
-    use std::io::Read;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(|e| e.to_string())?;
-    let len = u64::from_le_bytes(len);
-    if len > 100 << 20 {
-        return Err(format!("a header of {len} bytes is not a safetensors file"));
-    }
-    let mut header = vec![0u8; len as usize];
-    file.read_exact(&mut header).map_err(|e| e.to_string())?;
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&header).map_err(|e| format!("not a safetensors header: {e}"))?;
-    Ok(map
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| k != "__metadata__")
-        .collect())
 }
 
 /// A batch of dataset images as `(B, 3, S, S)` in `[-1, 1]` plus labels.
