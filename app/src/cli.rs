@@ -505,7 +505,7 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
         );
     }
     let ckpt = Checkpoint::open(input)?;
-    // Only a checkpoint this program can load is worth converting: check it whole first.
+    // Only ARPG or VQ weights are converted; every tensor is read before anything is written.
     loader::detect_kind(&ckpt)?;
     let device = candle_core::Device::Cpu;
     let tensors = ckpt
