@@ -478,6 +478,21 @@ fn convert_rewrites_a_checkpoint_that_loads_and_computes_the_same() {
         ".safetensors",
     );
     assert!(!bad.exists());
+    // A missing input is reported as missing.
+    let missing = dir.join("missing.pt");
+    let out = dir.join("m.safetensors");
+    clean_error(
+        &run(
+            &[
+                "convert",
+                missing.to_str().expect("utf8"),
+                "--out",
+                out.to_str().expect("utf8"),
+            ],
+            &[],
+        ),
+        "missing.pt",
+    );
 }
 
 /// `arpg generate --class 0 --quiet ARGS` on the shipped model, run in `dir`.

@@ -498,13 +498,15 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
             out.display()
         );
     }
-    if std::fs::canonicalize(out).ok() == std::fs::canonicalize(input).ok() {
-        bail!(
-            "{}: write the converted checkpoint to another file",
-            out.display()
-        );
-    }
     let ckpt = Checkpoint::open(input)?;
+    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(out), std::fs::canonicalize(input)) {
+        if a == b {
+            bail!(
+                "{}: write the converted checkpoint to another file",
+                out.display()
+            );
+        }
+    }
     // Only ARPG or VQ weights are converted; every tensor is read before anything is written.
     loader::detect_kind(&ckpt)?;
     let device = candle_core::Device::Cpu;
