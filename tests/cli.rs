@@ -425,17 +425,20 @@ fn convert_rewrites_a_checkpoint_that_loads_and_computes_the_same() {
     let tiny = common::tiny();
     let pt = tiny.join("tiny_gpt.pt");
     let config = tiny.join("manifest.json");
-    let convert = |dtype: &str| {
-        let out = dir.join(format!("gpt_{dtype}.safetensors"));
+    let convert_to = |input: &Path, out: &Path, dtype: &str| {
         let args = [
             "convert",
-            pt.to_str().expect("utf8"),
+            input.to_str().expect("utf8"),
             "--out",
             out.to_str().expect("utf8"),
             "--dtype",
             dtype,
         ];
-        ok(&run(&args, &[]));
+        run(&args, &[])
+    };
+    let convert = |dtype: &str| {
+        let out = dir.join(format!("gpt_{dtype}.safetensors"));
+        ok(&convert_to(&pt, &out, dtype));
         out
     };
     let (f32_file, f16_file) = (convert("f32"), convert("f16"));
@@ -465,32 +468,12 @@ fn convert_rewrites_a_checkpoint_that_loads_and_computes_the_same() {
     assert_eq!(tokens(&metadata(&converted)), tokens(&from_pt));
     // The output must be a safetensors file; nothing is written otherwise.
     let bad = dir.join("gpt.pt");
-    clean_error(
-        &run(
-            &[
-                "convert",
-                pt.to_str().expect("utf8"),
-                "--out",
-                bad.to_str().expect("utf8"),
-            ],
-            &[],
-        ),
-        ".safetensors",
-    );
+    clean_error(&convert_to(&pt, &bad, "f16"), ".safetensors");
     assert!(!bad.exists());
     // A missing input is reported as missing.
     let missing = dir.join("missing.pt");
-    let out = dir.join("m.safetensors");
     clean_error(
-        &run(
-            &[
-                "convert",
-                missing.to_str().expect("utf8"),
-                "--out",
-                out.to_str().expect("utf8"),
-            ],
-            &[],
-        ),
+        &convert_to(&missing, &dir.join("m.safetensors"), "f16"),
         "missing.pt",
     );
 }
