@@ -20,6 +20,7 @@ fn opts(steps: usize, batch: usize, size: usize) -> TrainOptions {
         image_size: size,
         pool: Some(batch),
         init: None,
+        mosaic: 0.0,
     }
 }
 
@@ -219,4 +220,97 @@ fn arpg_loss_falls_on_a_handful_of_images() {
     )
     .expect_err("a deeper checkpoint must be refused");
     assert!(err.to_string().contains("more than"), "{err}");
+}
+
+#[test]
+fn vq_mosaic_moves_whole_token_patches_between_images() {
+    use arpg_core::sampler::Rng;
+    use arpg_core::train::mosaic_rows;
+    use arpg_core::vq::VqModel;
+    use candle_nn::{VarBuilder, VarMap};
+
+    let cfg = VqConfig {
+        ch: 32,
+        ch_mult: vec![1, 1],
+        decoder_ch_mult: None,
+        num_res_blocks: 1,
+        z_channels: 8,
+        codebook_size: 32,
+        codebook_embed_dim: 4,
+        in_channels: 3,
+        out_channels: 3,
+    };
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let vq = VqModel::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, candle_core::DType::F32, &dev),
+    )
+    .expect("vq");
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).expect("images");
+    let swapped = Tensor::cat(
+        &[
+            x.narrow(0, 1, 1).expect("b1"),
+            x.narrow(0, 0, 1).expect("b0"),
+        ],
+        0,
+    )
+    .expect("swap");
+    let cells = 16;
+    // Every cell taken from the other image: the mosaic is the swapped batch, in pixels and in
+    // what the decoder draws.
+    let rows: Vec<u32> = (0..2 * cells as u32)
+        .map(|r| (r + cells as u32) % (2 * cells as u32))
+        .collect();
+    let rows = Tensor::from_vec(rows, 2 * cells, &dev).expect("rows");
+    let target = vq.mosaic_target(&x, &rows).expect("target");
+    let diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .expect("sub")
+            .abs()
+            .expect("abs")
+            .max_all()
+            .expect("max")
+            .to_scalar()
+            .expect("s")
+    };
+    assert_eq!(diff(&target, &swapped), 0.0);
+    let (mixed, ..) = vq.forward_train(&x, Some(&rows)).expect("mosaic decode");
+    let (plain, ..) = vq.forward_train(&swapped, None).expect("plain decode");
+    assert!(diff(&mixed, &plain) < 1e-5, "{}", diff(&mixed, &plain));
+
+    // A partial mosaic keeps each cell in place, takes it from another image at about the asked
+    // share, and moves exactly that cell's 2x2 pixel patch.
+    let rows = mosaic_rows(8, cells, 0.25, &mut Rng::new(3));
+    assert_eq!(
+        mosaic_rows(8, cells, 0.0, &mut Rng::new(3)),
+        (0..8 * cells as u32).collect::<Vec<_>>()
+    );
+    let moved = rows
+        .iter()
+        .enumerate()
+        .filter(|(i, &r)| r as usize != *i)
+        .count();
+    assert!((16..=48).contains(&moved), "{moved} of 128 cells moved");
+    assert!(rows
+        .iter()
+        .enumerate()
+        .all(|(i, &r)| r as usize % cells == i % cells));
+    let x = Tensor::randn(0f32, 1.0, (8, 3, 8, 8), &dev).expect("images");
+    let rows_t = Tensor::from_vec(rows.clone(), 8 * cells, &dev).expect("rows");
+    let target = vq.mosaic_target(&x, &rows_t).expect("target");
+    let (i, &r) = rows
+        .iter()
+        .enumerate()
+        .find(|(i, &r)| r as usize != *i)
+        .expect("a moved cell");
+    let (cell, src) = (i % cells, r as usize / cells);
+    let (ty, tx) = (cell / 4 * 2, cell % 4 * 2);
+    let patch = |t: &Tensor, b: usize| {
+        t.narrow(0, b, 1)
+            .and_then(|t| t.narrow(2, ty, 2))
+            .and_then(|t| t.narrow(3, tx, 2))
+            .expect("patch")
+    };
+    assert_eq!(diff(&patch(&target, i / cells), &patch(&x, src)), 0.0);
 }

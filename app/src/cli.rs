@@ -238,6 +238,10 @@ struct TrainArgs {
     /// when `OUT` already holds a run to resume.
     #[arg(long)]
     init: Option<PathBuf>,
+    /// `train-vq` only: share of tokens decoded among another image's tokens, so that each
+    /// code carries its own patch (0 = plain reconstruction, as in the reference).
+    #[arg(long, default_value_t = 0.0)]
+    mosaic: f64,
     #[arg(long)]
     quiet: bool,
 }
@@ -248,9 +252,11 @@ impl TrainArgs {
             || self.batch == 0
             || self.checkpoint_every == 0
             || !(self.lr > 0.0 && self.lr < 1.0)
+            || !(0.0..1.0).contains(&self.mosaic)
         {
             bail!(
-                "--steps, --batch and --checkpoint-every must be positive and --lr within (0, 1)"
+                "--steps, --batch and --checkpoint-every must be positive, --lr within (0, 1) \
+                 and --mosaic within [0, 1)"
             );
         }
         Ok(arpg_core::train::TrainOptions {
@@ -264,6 +270,7 @@ impl TrainArgs {
             image_size: self.size,
             pool: None,
             init: self.init.clone(),
+            mosaic: self.mosaic,
         })
     }
 }

@@ -46,6 +46,10 @@ pub struct TrainOptions {
     /// resume.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// VQ only: the share of tokens decoded among another image's tokens (see `mosaic_rows`);
+    /// 0 = plain reconstruction, as in the reference.
+    #[serde(default)]
+    pub mosaic: f64,
 }
 
 impl TrainOptions {
@@ -370,6 +374,28 @@ fn gradient_l1(diff: &Tensor) -> Result<Tensor> {
     Ok((dx.abs()?.mean_all()? + dy.abs()?.mean_all()?)?)
 }
 
+/// Decoder rows for a token mosaic (not in the reference): each of the `batch * cells` token
+/// rows stays with probability `1 - share`, else it is swapped for the same cell of another
+/// image of the batch. Decoding such a mosaic, the decoder cannot take a token's colour from its
+/// neighbours, so each code has to carry its own patch; identical patches then get the same code
+/// wherever they are, which is what makes the token sequences learnable for a small transformer
+/// (without it, flat codes decoded on their own missed their patch's colour by 24/255).
+pub fn mosaic_rows(batch: usize, cells: usize, share: f64, rng: &mut Rng) -> Vec<u32> {
+    (0..batch * cells)
+        .map(|row| {
+            let (b, cell) = (row / cells, row % cells);
+            if batch < 2 || rng.next_f64() >= share {
+                return row as u32;
+            }
+            let other = (b + 1 + rng.below(batch - 1)) % batch;
+            (other * cells + cell) as u32
+        })
+        .collect()
+}
+
+/// Random-stream kind of the VQ mosaic.
+const MOSAIC_STREAM: u64 = 500;
+
 /// Trains (or resumes) the VQ tokenizer in `dir` (`vq.safetensors`, `vq.json`, `vq.loss.csv`).
 /// `on_step` sees every step's log; return `false` from it to stop after a checkpoint.
 pub fn train_vq(
@@ -400,7 +426,20 @@ pub fn train_vq(
             opts.image_size,
             device,
         )?;
-        let (recon, codebook, commit, idx) = model.forward_train(&x)?;
+        let mosaic = if opts.mosaic > 0.0 {
+            let (b, _, hh, ww) = x.dims4()?;
+            let cells = (hh / cfg.downsample()) * (ww / cfg.downsample());
+            let mut rng = Rng::stream(opts.seed, MOSAIC_STREAM, state.step as u64);
+            let rows = mosaic_rows(b, cells, opts.mosaic, &mut rng);
+            Some(Tensor::from_vec(rows, b * cells, device)?)
+        } else {
+            None
+        };
+        let (recon, codebook, commit, idx) = model.forward_train(&x, mosaic.as_ref())?;
+        let x = match &mosaic {
+            Some(rows) => model.mosaic_target(&x, rows)?,
+            None => x,
+        };
         let diff = (&recon - &x)?;
         let rec = (diff.abs()?.mean_all()? + diff.sqr()?.mean_all()?)?;
         // Edges: L1 between neighbouring-pixel differences, a cheap stand-in for the perceptual

@@ -299,7 +299,16 @@ impl VqModel {
     /// returns the reconstruction, the codebook loss `mean((z_q - sg(z))²)`, the commitment term
     /// `mean((sg(z_q) - z)²)` (unscaled) and the chosen indices. The codebook is normalised from
     /// the live variable, and gradients pass the quantizer straight through.
-    pub fn forward_train(&self, image: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    ///
+    /// `mosaic` (not in the reference) reassembles the quantized latents before decoding: row
+    /// `b * h * w + p` of the decoder's input is row `mosaic[b * h * w + p]` of the batch's
+    /// `(B * h * w)` token rows, so a decoded cell may sit among cells of other images (see
+    /// `mosaic_target`).
+    pub fn forward_train(
+        &self,
+        image: &Tensor,
+        mosaic: Option<&Tensor>,
+    ) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let latent = self.latent(image)?;
         let (b, c, h, w) = latent.dims4()?;
         let z = l2_normalize(&latent.permute((0, 2, 3, 1))?.reshape((b * h * w, c))?)?;
@@ -315,12 +324,33 @@ impl VqModel {
         let codebook_loss = (&zq - &zd)?.sqr()?.mean_all()?;
         let commit_loss = (zq.detach() - &z)?.sqr()?.mean_all()?;
         let st = (&z + (&zq - &z)?.detach())?;
+        let st = match mosaic {
+            Some(rows) => st.index_select(rows, 0)?,
+            None => st,
+        };
         let st = st
             .reshape((b, h, w, c))?
             .permute((0, 3, 1, 2))?
             .contiguous()?;
         let recon = self.decoder.forward(&self.post_quant_conv.forward(&st)?)?;
         Ok((recon, codebook_loss, commit_loss, idx.reshape((b, h * w))?))
+    }
+
+    /// The pixels a mosaic decode should give: each token's `s x s` patch of `image` (`(B, 3, H,
+    /// W)`) moved as `forward_train` moves its latent row.
+    pub fn mosaic_target(&self, image: &Tensor, mosaic: &Tensor) -> Result<Tensor> {
+        let s = self.cfg.downsample();
+        let (b, c, hh, ww) = image.dims4()?;
+        let (h, w) = (hh / s, ww / s);
+        let patches = image
+            .reshape((b, c, h, s, w, s))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .reshape((b * h * w, c * s * s))?
+            .index_select(mosaic, 0)?;
+        patches
+            .reshape((b, h, w, c, s, s))?
+            .permute((0, 3, 1, 4, 2, 5))?
+            .reshape((b, c, hh, ww))
     }
 
     /// `encode(image) -> tokens`: `(B, 3, H, W)` in `[-1, 1]` to `(B, H/s * W/s)` u32.
