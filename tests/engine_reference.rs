@@ -61,16 +61,7 @@ fn tf_logits(path: &std::path::Path, dtype: DType) -> (Tensor, Tensor) {
     )
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .expect("sub")
-        .abs()
-        .expect("abs")
-        .max_all()
-        .expect("max")
-        .to_scalar::<f32>()
-        .expect("scalar")
-}
+use common::max_abs_diff;
 
 #[test]
 fn every_real_world_layout_loads_the_same_weights() {

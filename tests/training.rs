@@ -21,6 +21,7 @@ fn opts(steps: usize, batch: usize, size: usize) -> TrainOptions {
         pool: Some(batch),
         init: None,
         mosaic: 0.0,
+        decoder_only: false,
     }
 }
 
@@ -98,6 +99,40 @@ fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
         init_losses[0],
         losses[0]
     );
+    // Decoder-only fine-tuning keeps every image's tokens (encoder and codebook untouched) and
+    // changes what the tokens decode to.
+    let decoder_dir = common::temp_dir("train-vq-decoder");
+    let decoder_only = TrainOptions {
+        decoder_only: true,
+        ..init.clone()
+    };
+    train_vq(
+        &cfg,
+        &decoder_only,
+        &decoder_dir,
+        &Device::Cpu,
+        &mut |_: &StepLog| true,
+    )
+    .expect("decoder-only fine-tune");
+    let before = loader::load_vq(dir.join("vq.safetensors"), None, &Device::Cpu).expect("vq");
+    let after =
+        loader::load_vq(decoder_dir.join("vq.safetensors"), None, &Device::Cpu).expect("vq");
+    let (x, _) = arpg_core::train::image_batch(100, 4, 9, 16, &Device::Cpu).expect("images");
+    let tokens = before.encode(&x).expect("encode");
+    assert_eq!(
+        tokens.to_vec2::<u32>().expect("tokens"),
+        after
+            .encode(&x)
+            .expect("encode")
+            .to_vec2::<u32>()
+            .expect("tokens")
+    );
+    let moved = common::max_abs_diff(
+        &before.decode(&tokens, (8, 8)).expect("decode"),
+        &after.decode(&tokens, (8, 8)).expect("decode"),
+    );
+    assert!(moved > 1e-3, "the decoder did not train: {moved}");
+
     // Weights of another config are refused, not loaded halfway.
     let other = VqConfig {
         codebook_size: 32,
@@ -264,16 +299,7 @@ fn vq_mosaic_moves_whole_token_patches_between_images() {
         .collect();
     let rows = Tensor::from_vec(rows, 2 * cells, &dev).expect("rows");
     let target = vq.mosaic_target(&x, &rows).expect("target");
-    let diff = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .expect("sub")
-            .abs()
-            .expect("abs")
-            .max_all()
-            .expect("max")
-            .to_scalar()
-            .expect("s")
-    };
+    let diff = common::max_abs_diff;
     assert_eq!(diff(&target, &swapped), 0.0);
     let (mixed, ..) = vq.forward_train(&x, Some(&rows)).expect("mosaic decode");
     let (plain, ..) = vq.forward_train(&swapped, None).expect("plain decode");

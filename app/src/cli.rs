@@ -242,6 +242,10 @@ struct TrainArgs {
     /// code carries its own patch (0 = plain reconstruction, as in the reference).
     #[arg(long, default_value_t = 0.0)]
     mosaic: f64,
+    /// `train-vq` only: train the decoder alone; the encoder and codebook keep the `--init`
+    /// weights, so every image keeps its tokens (a transformer trained on them stays valid).
+    #[arg(long)]
+    decoder_only: bool,
     #[arg(long)]
     quiet: bool,
 }
@@ -259,6 +263,9 @@ impl TrainArgs {
                  and --mosaic within [0, 1)"
             );
         }
+        if self.decoder_only && self.init.is_none() {
+            bail!("--decoder-only fine-tunes a trained tokenizer: give its weights with --init");
+        }
         Ok(arpg_core::train::TrainOptions {
             steps: self.steps,
             batch: self.batch,
@@ -271,6 +278,7 @@ impl TrainArgs {
             pool: None,
             init: self.init.clone(),
             mosaic: self.mosaic,
+            decoder_only: self.decoder_only,
         })
     }
 }

@@ -50,6 +50,11 @@ pub struct TrainOptions {
     /// 0 = plain reconstruction, as in the reference.
     #[serde(default)]
     pub mosaic: f64,
+    /// VQ only: train the decoder (and `post_quant_conv`) alone; the encoder and the codebook
+    /// stay as initialised, so every image keeps its tokens and a transformer trained on them
+    /// stays valid.
+    #[serde(default)]
+    pub decoder_only: bool,
 }
 
 impl TrainOptions {
@@ -350,8 +355,12 @@ mod erased {
 }
 
 fn adamw(varmap: &VarMap, opts: &TrainOptions) -> Result<AdamW> {
+    adamw_over(varmap.all_vars(), opts)
+}
+
+fn adamw_over(vars: Vec<candle_core::Var>, opts: &TrainOptions) -> Result<AdamW> {
     Ok(AdamW::new(
-        varmap.all_vars(),
+        vars,
         ParamsAdamW {
             lr: opts.lr,
             beta1: 0.9,
@@ -412,7 +421,23 @@ pub fn train_vq(
     let model = VqModel::new(cfg, vb)?;
     let same = |name: &str| InitSource::Tensor(name.to_string());
     let mut state = files.load_state(&mut varmap, opts.init.as_deref(), &same)?;
-    let mut opt = adamw(&varmap, opts)?;
+    let mut opt = if opts.decoder_only {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| candle_core::Error::Msg("the weights' lock was poisoned".into()))?;
+        let decoder = data
+            .iter()
+            .filter(|(name, _)| {
+                name.starts_with("decoder.") || name.starts_with("post_quant_conv.")
+            })
+            .map(|(_, v)| v.clone())
+            .collect();
+        drop(data);
+        adamw_over(decoder, opts)?
+    } else {
+        adamw(&varmap, opts)?
+    };
     let mut usage = vec![0u64; cfg.codebook_size];
     let started = Instant::now();
     let base_seconds = state.seconds;
