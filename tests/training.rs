@@ -29,9 +29,9 @@ fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-#[test]
-fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
-    let cfg = VqConfig {
+/// A two-level tokenizer (2x downsampling) small enough to train in seconds.
+fn tiny_vq() -> VqConfig {
+    VqConfig {
         ch: 32,
         ch_mult: vec![1, 1],
         decoder_ch_mult: None,
@@ -41,7 +41,12 @@ fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
         codebook_embed_dim: 8,
         in_channels: 3,
         out_channels: 3,
-    };
+    }
+}
+
+#[test]
+fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
+    let cfg = tiny_vq();
     let dir = common::temp_dir("train-vq");
     let mut losses = Vec::new();
     train_vq(
@@ -82,6 +87,7 @@ fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
     let tuned = common::temp_dir("train-vq-init");
     let mut init_losses = Vec::new();
     let mut init_steps = Vec::new();
+    let mut init_rec = Vec::new();
     let init = TrainOptions {
         init: Some(dir.join("vq.safetensors")),
         ..opts(3, 4, 16)
@@ -89,6 +95,7 @@ fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
     train_vq(&cfg, &init, &tuned, &Device::Cpu, &mut |r: &StepLog| {
         init_losses.push(r.loss);
         init_steps.push(r.step);
+        init_rec.push(r.terms[0].1);
         true
     })
     .expect("fine-tune");
@@ -106,14 +113,26 @@ fn vq_loss_falls_on_a_handful_of_images_and_resumes() {
         decoder_only: true,
         ..init.clone()
     };
+    let mut decoder_rec = Vec::new();
     train_vq(
         &cfg,
         &decoder_only,
         &decoder_dir,
         &Device::Cpu,
-        &mut |_: &StepLog| true,
+        &mut |r: &StepLog| {
+            decoder_rec.push(r.terms[0].1);
+            true
+        },
     )
     .expect("decoder-only fine-tune");
+    // Its first step reconstructs exactly as the full fine-tune's first step (same weights and
+    // batch): it encodes and decodes with the trained codebook, not the random initialisation's.
+    assert!(
+        (decoder_rec[0] - init_rec[0]).abs() < 1e-3 * init_rec[0],
+        "decoder-only first reconstruction {} vs full fine-tune {}",
+        decoder_rec[0],
+        init_rec[0]
+    );
     let before = loader::load_vq(dir.join("vq.safetensors"), None, &Device::Cpu).expect("vq");
     let after =
         loader::load_vq(decoder_dir.join("vq.safetensors"), None, &Device::Cpu).expect("vq");
@@ -264,17 +283,7 @@ fn vq_mosaic_moves_whole_token_patches_between_images() {
     use arpg_core::vq::VqModel;
     use candle_nn::{VarBuilder, VarMap};
 
-    let cfg = VqConfig {
-        ch: 32,
-        ch_mult: vec![1, 1],
-        decoder_ch_mult: None,
-        num_res_blocks: 1,
-        z_channels: 8,
-        codebook_size: 32,
-        codebook_embed_dim: 4,
-        in_channels: 3,
-        out_channels: 3,
-    };
+    let cfg = tiny_vq();
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let vq = VqModel::new(

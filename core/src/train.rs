@@ -52,7 +52,8 @@ pub struct TrainOptions {
     pub mosaic: f64,
     /// VQ only: train the decoder (and `post_quant_conv`) alone; the encoder and the codebook
     /// stay as initialised, so every image keeps its tokens and a transformer trained on them
-    /// stays valid.
+    /// stays valid. The encoder runs without gradients; the codebook and commitment terms,
+    /// constant here, are logged as 0.
     #[serde(default)]
     pub decoder_only: bool,
 }
@@ -421,6 +422,13 @@ pub fn train_vq(
     let model = VqModel::new(cfg, vb)?;
     let same = |name: &str| InitSource::Tensor(name.to_string());
     let mut state = files.load_state(&mut varmap, opts.init.as_deref(), &same)?;
+    // Decoder-only training encodes and looks up with the frozen codebook, whose normalised
+    // copy `VqModel::new` computes: build it again now that the weights are loaded.
+    let model = if opts.decoder_only {
+        VqModel::new(cfg, VarBuilder::from_varmap(&varmap, DType::F32, device))?
+    } else {
+        model
+    };
     let mut opt = if opts.decoder_only {
         let data = varmap
             .data()
@@ -460,7 +468,24 @@ pub fn train_vq(
         } else {
             None
         };
-        let (recon, codebook, commit, idx) = model.forward_train(&x, mosaic.as_ref())?;
+        let (recon, codebook, commit, idx) = if opts.decoder_only {
+            // Only the decoder trains: tokens come from the fixed encoder without a graph, and
+            // the codebook and commitment terms (constant here) are not computed.
+            let idx = model.encode(&x)?;
+            let tokens = match &mosaic {
+                Some(rows) => idx
+                    .flatten_all()?
+                    .index_select(rows, 0)?
+                    .reshape(idx.shape())?,
+                None => idx.clone(),
+            };
+            let (_, _, hh, ww) = x.dims4()?;
+            let grid = (hh / cfg.downsample(), ww / cfg.downsample());
+            let zero = Tensor::zeros((), DType::F32, device)?;
+            (model.decode(&tokens, grid)?, zero.clone(), zero, idx)
+        } else {
+            model.forward_train(&x, mosaic.as_ref())?
+        };
         let x = match &mosaic {
             Some(rows) => model.mosaic_target(&x, rows)?,
             None => x,
