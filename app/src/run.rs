@@ -65,6 +65,15 @@ pub struct SamplerArgs {
     /// 1 = off [default: the model's recommendation, else 1].
     #[arg(long)]
     pub top_p: Option<f64>,
+    /// Once this many cells are decided, draw each again given the others, so the first,
+    /// context-free tokens agree with their positions; 0 = off, as in the reference [default:
+    /// the model's recommendation, else 0].
+    #[arg(long)]
+    pub settle: Option<usize>,
+    /// Polishing passes after the last step: tokens that have become improbable given the
+    /// finished image are drawn again; 0 = off [default: the model's recommendation, else 0].
+    #[arg(long)]
+    pub polish: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// random, raster.
@@ -83,6 +92,8 @@ pub fn default_settings() -> Settings {
         top_k: 0,
         top_p: 1.0,
         seed: 0,
+        settle: 0,
+        polish: 0,
     }
 }
 
@@ -98,6 +109,8 @@ impl SamplerArgs {
             temperature: self.temperature,
             top_k: self.top_k,
             top_p: self.top_p,
+            settle: self.settle,
+            polish: self.polish,
         };
         let mut s = explicit.apply(&recommended.apply(&default_settings())?)?;
         s.steps = match self.steps {

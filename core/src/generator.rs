@@ -30,7 +30,33 @@ pub struct Settings {
     /// 1: off.
     pub top_p: f64,
     pub seed: u64,
+    /// Settling (not in the reference; 0 = off): once this many cells are decided, each of them
+    /// is drawn again given all the others, [`SETTLE_SWEEPS`] times over, before generation goes
+    /// on. The first cells of a generation are drawn with little or no context, and the very
+    /// first step cannot tell its cells apart at all: its queries attend to the class token
+    /// alone, so every position gets the same distribution. Settling lets those early tokens
+    /// see each other, so the image's layout (where a horizon lies, which way stripes run) is
+    /// decided by tokens that agree with their positions.
+    #[serde(default)]
+    pub settle: usize,
+    /// Polishing passes after the last step (not in the reference; 0 = off). Each pass splits
+    /// the generated cells into [`POLISH_GROUPS`] random groups; for each group the model reads
+    /// every other cell and draws again each token that has become improbable there (below
+    /// [`POLISH_BELOW`] under the sampling distribution). Stray tokens that disagree with the
+    /// finished image are replaced; tokens it agrees with stay.
+    #[serde(default)]
+    pub polish: usize,
 }
+
+/// Sweeps over the early cells when settling.
+pub const SETTLE_SWEEPS: usize = 4;
+/// Groups (and so steps) per polishing pass.
+pub const POLISH_GROUPS: usize = 4;
+/// A polished token is drawn again when its probability given the rest is below this.
+pub const POLISH_BELOW: f64 = 0.1;
+/// Upper bounds that keep a request's work finite.
+const MAX_SETTLE: usize = 256;
+const MAX_POLISH: usize = 16;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -43,6 +69,8 @@ impl Default for Settings {
             top_k: 0,
             top_p: 1.0,
             seed: 0,
+            settle: 0,
+            polish: 0,
         }
     }
 }
@@ -67,6 +95,10 @@ pub struct SamplingDefaults {
     pub top_k: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polish: Option<usize>,
 }
 
 impl SamplingDefaults {
@@ -99,6 +131,12 @@ impl SamplingDefaults {
         if let Some(v) = self.top_p {
             s.top_p = v;
         }
+        if let Some(v) = self.settle {
+            s.settle = v;
+        }
+        if let Some(v) = self.polish {
+            s.polish = v;
+        }
         s.validate()?;
         Ok(s)
     }
@@ -125,7 +163,27 @@ impl Settings {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top-p {} must be within (0, 1]", self.top_p));
         }
+        if self.settle > MAX_SETTLE {
+            return bad(format!(
+                "settle {} must be at most {MAX_SETTLE} cells",
+                self.settle
+            ));
+        }
+        if self.polish > MAX_POLISH {
+            return bad(format!(
+                "polish {} must be at most {MAX_POLISH} passes",
+                self.polish
+            ));
+        }
         Ok(())
+    }
+
+    fn draw(&self) -> DrawSettings {
+        DrawSettings {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+        }
     }
 }
 
@@ -179,9 +237,12 @@ pub struct StepOutput {
     pub probs: Vec<Vec<f32>>,
     /// CFG scale used.
     pub cfg_scale: f64,
-    /// Raw head output `(rows, n, V)`, rows `0..B` conditional then `B..2B` unconditional when
-    /// guidance is on.
+    /// Raw head output `(rows, n, V)` of the step's new cells (of the polished group in a
+    /// polishing step), rows `0..B` conditional then `B..2B` unconditional when guidance is on.
     pub logits: Tensor,
+    /// `revised[image]`: cells decided before and drawn again in this step (settling or
+    /// polishing), as `(cell, token, probability)`; empty in the reference's steps.
+    pub revised: Vec<Vec<(usize, u32, f32)>>,
 }
 
 /// Everything that defines a generation's future except its KV cache: serialisable, so a
@@ -200,6 +261,8 @@ pub struct Snapshot {
     pub feed: Vec<Vec<(u32, u32)>>,
     pub feed_has_class: bool,
     pub token_rngs: Vec<Rng>,
+    #[serde(default)]
+    pub settled: bool,
 }
 
 /// A generation in progress.
@@ -223,6 +286,8 @@ pub struct Generation {
     feed_has_class: bool,
     cache: KvCache,
     token_rngs: Vec<Rng>,
+    /// Whether the early cells were settled (see [`Settings::settle`]).
+    settled: bool,
 }
 
 impl Generation {
@@ -305,11 +370,18 @@ impl Generation {
                 .collect(),
             counts,
             settings,
+            settled: false,
         })
     }
 
+    /// Parallel steps plus polishing steps.
     pub fn total_steps(&self) -> usize {
-        self.counts.len()
+        self.counts.len() + self.settings.polish * self.polish_groups()
+    }
+
+    /// Groups per polishing pass: [`POLISH_GROUPS`], fewer when fewer cells are generated.
+    fn polish_groups(&self) -> usize {
+        POLISH_GROUPS.min(self.orders.first().map_or(0, Vec::len))
     }
 
     /// Steps run so far.
@@ -318,10 +390,10 @@ impl Generation {
     }
 
     pub fn is_done(&self) -> bool {
-        self.step == self.counts.len()
+        self.step >= self.total_steps()
     }
 
-    /// Tokens decided per step.
+    /// Tokens decided per parallel step (polishing steps decide none).
     pub fn counts(&self) -> &[usize] {
         &self.counts
     }
@@ -350,6 +422,10 @@ impl Generation {
         if self.is_done() {
             return Ok(None);
         }
+        if self.step >= self.counts.len() {
+            return self.polish_step().map(Some);
+        }
+        let revised = self.settle_if_due()?;
         let cfg = self.model.config().clone();
         let b = self.classes.len();
         let rows = if self.guided { 2 * b } else { b };
@@ -397,11 +473,7 @@ impl Generation {
 
         // 3. Combine the CFG halves and draw one token per target cell.
         let scale = self.scales[self.step];
-        let draw = DrawSettings {
-            temperature: self.settings.temperature,
-            top_k: self.settings.top_k,
-            top_p: self.settings.top_p,
-        };
+        let draw = self.settings.draw();
         let mut tokens = vec![Vec::with_capacity(count); b];
         let mut probs = vec![Vec::with_capacity(count); b];
         for i in 0..b {
@@ -432,15 +504,226 @@ impl Generation {
         self.feed_has_class = false;
         let out = StepOutput {
             step: self.step,
-            total_steps: self.counts.len(),
+            total_steps: self.total_steps(),
             cells: targets,
             tokens,
             probs,
             cfg_scale: scale,
             logits,
+            revised,
         };
         self.step += 1;
         Ok(Some(out))
+    }
+
+    /// Cells known from the start (not generated), in raster order.
+    fn known_cells(&self) -> Vec<usize> {
+        let n = self.model.config().block_size;
+        let mut generated = vec![false; n];
+        if let Some(order) = self.orders.first() {
+            order.iter().for_each(|&c| generated[c] = true);
+        }
+        (0..n).filter(|&c| !generated[c]).collect()
+    }
+
+    /// Embedding ids and RoPE rows `(rows, 1 + m)`: the class slot (null class in the
+    /// unconditional half), then `cells[image]` (all of length m) with their tokens.
+    fn context(&self, cells: &[Vec<usize>]) -> Result<(Tensor, Tensor)> {
+        let cfg = self.model.config();
+        let b = self.classes.len();
+        let rows = if self.guided { 2 * b } else { b };
+        let m = 1 + cells.first().map_or(0, Vec::len);
+        let mut ids = Vec::with_capacity(rows * m);
+        let mut pos = Vec::with_capacity(rows * m);
+        for r in 0..rows {
+            let i = r % b;
+            ids.push(match self.classes[i] {
+                Some(c) if r < b => cfg.class_token_id(c),
+                _ => cfg.null_class_id(),
+            });
+            pos.push(0);
+            for &c in &cells[i] {
+                let t = self.tokens[i][c].ok_or_else(|| {
+                    Error::InvalidRequest(format!("cell {c} has no token to read"))
+                })?;
+                ids.push(t);
+                pos.push(c as u32 + 1);
+            }
+        }
+        let dev = self.model.device();
+        Ok((
+            Tensor::from_vec(ids, (rows, m), dev)?,
+            Tensor::from_vec(pos, (rows, m), dev)?,
+        ))
+    }
+
+    /// Guided logits `[image][query]` for `queries[image]` after reading `cells[image]` (see
+    /// [`Arpg::predict`]), and the raw head output.
+    fn predict(
+        &self,
+        cells: &[Vec<usize>],
+        queries: &[Vec<usize>],
+        scale: f32,
+    ) -> Result<(Vec<Vec<Vec<f32>>>, Tensor)> {
+        let b = self.classes.len();
+        let (ids, pos) = self.context(cells)?;
+        let rows = ids.dim(0)?;
+        let nq = queries.first().map_or(0, Vec::len);
+        let query: Vec<u32> = (0..rows)
+            .flat_map(|r| queries[r % b].iter().map(|&c| c as u32 + 1))
+            .collect();
+        let query = Tensor::from_vec(query, (rows, nq), self.model.device())?;
+        let logits = self.model.predict(&ids, &pos, &query)?;
+        let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+        let combined = (0..b)
+            .map(|i| {
+                (0..nq)
+                    .map(|j| {
+                        if self.guided {
+                            sampler::cfg_combine(&host[i][j], &host[b + i][j], scale)
+                        } else {
+                            host[i][j].clone()
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((combined, logits))
+    }
+
+    /// Settles the early cells when it is time (see [`Settings::settle`]): at the first step
+    /// that finds at least `settle` cells decided (or at the last step, when fewer ever are).
+    /// Each decided cell is drawn again given the known cells and every other decided cell, in
+    /// generation order; then the KV cache is rebuilt from the new tokens. Returns the revised
+    /// cells of each image.
+    fn settle_if_due(&mut self) -> Result<Vec<Vec<(usize, u32, f32)>>> {
+        let b = self.classes.len();
+        let decided: usize = self.counts[..self.step].iter().sum();
+        let last = self.step + 1 == self.counts.len();
+        if self.settled
+            || self.settings.settle == 0
+            || decided == 0
+            || (decided < self.settings.settle && !last)
+        {
+            return Ok(vec![Vec::new(); b]);
+        }
+        self.settled = true;
+        let known = self.known_cells();
+        let scale = self.scales[self.step] as f32;
+        let draw = self.settings.draw();
+        for _ in 0..SETTLE_SWEEPS {
+            for k in 0..decided {
+                let cells: Vec<Vec<usize>> = self
+                    .orders
+                    .iter()
+                    .map(|o| {
+                        known
+                            .iter()
+                            .chain(o[..k].iter().chain(&o[k + 1..decided]))
+                            .copied()
+                            .collect()
+                    })
+                    .collect();
+                let queries: Vec<Vec<usize>> = self.orders.iter().map(|o| vec![o[k]]).collect();
+                let (logits, _) = self.predict(&cells, &queries, scale)?;
+                for i in 0..b {
+                    let d = sampler::draw(&logits[i][0], &draw, &mut self.token_rngs[i]);
+                    self.tokens[i][queries[i][0]] = Some(d.token);
+                    self.probs[i][queries[i][0]] = d.prob;
+                }
+            }
+        }
+        // Rebuild the cache: class, known and decided cells but the pending feed (the previous
+        // step's cells, fed by this step as usual with their new tokens).
+        let pending = self.counts[self.step - 1];
+        let cached: Vec<Vec<usize>> = self
+            .orders
+            .iter()
+            .map(|o| known.iter().chain(&o[..decided - pending]).copied().collect())
+            .collect();
+        let (ids, pos) = self.context(&cached)?;
+        let mut cache = self.model.new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
+        self.model.prefill(&mut cache, &ids, &pos)?;
+        self.cache = cache;
+        self.feed = (0..b)
+            .map(|i| {
+                self.orders[i][decided - pending..decided]
+                    .iter()
+                    .map(|&c| Ok((self.token_of(i, c)?, c as u32 + 1)))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        (0..b)
+            .map(|i| {
+                self.orders[i][..decided]
+                    .iter()
+                    .map(|&c| Ok((c, self.token_of(i, c)?, self.probs[i][c])))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn token_of(&self, image: usize, cell: usize) -> Result<u32> {
+        self.tokens[image][cell]
+            .ok_or_else(|| Error::InvalidRequest(format!("cell {cell} has no token yet")))
+    }
+
+    /// One polishing step (see [`Settings::polish`]): the cells of one group are read against
+    /// all the others, and each whose token has become improbable is drawn again.
+    fn polish_step(&mut self) -> Result<StepOutput> {
+        let b = self.classes.len();
+        let groups = self.polish_groups();
+        let round = self.step - self.counts.len();
+        let (pass, group) = (round / groups, round % groups);
+        let known = self.known_cells();
+        let mut queries = Vec::with_capacity(b);
+        let mut cells = Vec::with_capacity(b);
+        for (i, order) in self.orders.iter().enumerate() {
+            let mut shuffled = order.clone();
+            Rng::stream(
+                self.settings.seed,
+                stream::POLISH,
+                (pass * b + i) as u64,
+            )
+            .shuffle(&mut shuffled);
+            let u = shuffled.len();
+            let chosen = shuffled[group * u / groups..(group + 1) * u / groups].to_vec();
+            let rest = known
+                .iter()
+                .chain(order.iter().filter(|c| !chosen.contains(c)))
+                .copied()
+                .collect();
+            queries.push(chosen);
+            cells.push(rest);
+        }
+        let scale = self.scales.last().copied().unwrap_or(1.0);
+        let (combined, logits) = self.predict(&cells, &queries, scale as f32)?;
+        let draw = self.settings.draw();
+        let mut revised = vec![Vec::new(); b];
+        for i in 0..b {
+            for (j, &cell) in queries[i].iter().enumerate() {
+                let current = self.token_of(i, cell)? as usize;
+                let probs = sampler::processed(&combined[i][j], &draw);
+                if probs.get(current).copied().unwrap_or(0.0) < POLISH_BELOW {
+                    let d = sampler::draw(&combined[i][j], &draw, &mut self.token_rngs[i]);
+                    self.tokens[i][cell] = Some(d.token);
+                    self.probs[i][cell] = d.prob;
+                    revised[i].push((cell, d.token, d.prob));
+                }
+            }
+        }
+        let out = StepOutput {
+            step: self.step,
+            total_steps: self.total_steps(),
+            cells: vec![Vec::new(); b],
+            tokens: vec![Vec::new(); b],
+            probs: vec![Vec::new(); b],
+            cfg_scale: scale,
+            logits,
+            revised,
+        };
+        self.step += 1;
+        Ok(out)
     }
 
     /// Runs steps until done or until `cancel` is set; `cancel` is checked between steps, so a
@@ -494,6 +777,7 @@ impl Generation {
             feed: self.feed.clone(),
             feed_has_class: self.feed_has_class,
             token_rngs: self.token_rngs.clone(),
+            settled: self.settled,
         }
     }
 
@@ -512,7 +796,7 @@ impl Generation {
             && snap.feed.len() == b
             && snap.token_rngs.len() == b
             && snap.tokens.iter().all(|t| t.len() == n)
-            && snap.step <= snap.counts.len()
+            && snap.step <= snap.counts.len() + snap.settings.polish * POLISH_GROUPS
             && snap.scales.len() == snap.counts.len();
         if !consistent {
             return Err(Error::InvalidRequest(
@@ -580,6 +864,7 @@ impl Generation {
             feed_has_class: snap.feed_has_class,
             cache,
             token_rngs: snap.token_rngs.clone(),
+            settled: snap.settled,
         })
     }
 
@@ -605,6 +890,7 @@ impl Generation {
                 .map(|i| Rng::stream(seed, stream::TOKENS, i as u64))
                 .collect(),
             settings,
+            settled: self.settled,
         })
     }
 }

@@ -317,6 +317,9 @@ impl FixtureSet {
             top_k: spec["top_k"].as_u64().unwrap_or(1) as usize,
             top_p: spec["top_p"].as_f64().unwrap_or(1.0),
             seed: 0,
+            // The reference has neither revisit.
+            settle: 0,
+            polish: 0,
         };
         let request = Request {
             classes: classes.iter().map(|&c| Some(c as usize)).collect(),

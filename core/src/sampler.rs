@@ -25,6 +25,8 @@ fn splitmix64(state: &mut u64) -> u64 {
 pub mod stream {
     pub const ORDER: u64 = 1;
     pub const TOKENS: u64 = 2;
+    /// Stream `(seed, POLISH, pass * B + i)` splits image i's cells into groups for a pass.
+    pub const POLISH: u64 = 3;
 }
 
 impl Rng {
@@ -112,11 +114,35 @@ pub fn cfg_combine(cond: &[f32], uncond: &[f32], scale: f32) -> Vec<f32> {
 }
 
 /// Draws one token from `logits` (mirrors the tail of `generate`: temperature, then
-/// `top_k_top_p_filtering`, softmax, multinomial). Top-k keeps every logit tied with the k-th;
-/// top-p keeps the smallest prefix (by descending probability) whose mass reaches `top_p`, at
-/// least one token. Exactly one uniform number is consumed per draw.
+/// `top_k_top_p_filtering`, softmax, multinomial). Exactly one uniform number is consumed per
+/// draw.
 pub fn draw(logits: &[f32], settings: &DrawSettings, rng: &mut Rng) -> Draw {
     let u = rng.next_f64();
+    let probs = processed(logits, settings);
+    // Inverse CDF; the argmax when only one token survives.
+    let mut acc = 0.0;
+    let mut chosen = None;
+    for (i, &p) in probs.iter().enumerate() {
+        if p <= 0.0 {
+            continue;
+        }
+        acc += p;
+        chosen = Some(i);
+        if u < acc {
+            break;
+        }
+    }
+    let token = chosen.unwrap_or(0);
+    Draw {
+        token: token as u32,
+        prob: probs.get(token).copied().unwrap_or(0.0) as f32,
+    }
+}
+
+/// The distribution [`draw`] samples from: softmax of `logits / temperature` after top-k
+/// (keeps every logit tied with the k-th) and top-p (keeps the smallest prefix, by descending
+/// probability, whose mass reaches `top_p`, at least one token).
+pub fn processed(logits: &[f32], settings: &DrawSettings) -> Vec<f64> {
     let t = settings.temperature.max(1e-5) as f32;
     let scaled: Vec<f32> = logits.iter().map(|&l| l / t).collect();
     let mut keep = vec![true; scaled.len()];
@@ -157,24 +183,7 @@ pub fn draw(logits: &[f32], settings: &DrawSettings, rng: &mut Rng) -> Draw {
         }
         normalize(&mut probs);
     }
-    // Inverse CDF; the argmax when only one token survives.
-    let mut acc = 0.0;
-    let mut chosen = None;
-    for (i, &p) in probs.iter().enumerate() {
-        if p <= 0.0 {
-            continue;
-        }
-        acc += p;
-        chosen = Some(i);
-        if u < acc {
-            break;
-        }
-    }
-    let token = chosen.unwrap_or(0);
-    Draw {
-        token: token as u32,
-        prob: probs.get(token).copied().unwrap_or(0.0) as f32,
-    }
+    probs
 }
 
 fn normalize(p: &mut [f64]) {

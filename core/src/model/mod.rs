@@ -414,15 +414,40 @@ impl Arpg {
         query_rows: &Tensor,
         causal: bool,
     ) -> Result<Tensor> {
+        self.forward_masked(input_ids, ctx_rows, query_rows, causal, causal)
+    }
+
+    /// What the model predicts at `query_rows` after reading the context in the given order, as
+    /// training shows it: each context slot sees only the slots before it (causal self decoder),
+    /// and every query sees the whole context. This is the distribution of the cell that comes
+    /// next in a random order, whatever the number of queries; the sampler's revisits (settling,
+    /// polishing) ask it. Shapes as in [`Arpg::forward`].
+    pub fn predict(
+        &self,
+        input_ids: &Tensor,
+        ctx_rows: &Tensor,
+        query_rows: &Tensor,
+    ) -> Result<Tensor> {
+        self.forward_masked(input_ids, ctx_rows, query_rows, true, false)
+    }
+
+    fn forward_masked(
+        &self,
+        input_ids: &Tensor,
+        ctx_rows: &Tensor,
+        query_rows: &Tensor,
+        self_causal: bool,
+        cross_causal: bool,
+    ) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let tq = query_rows.dim(1)?;
         let (cos, sin) = self.rope.gather(ctx_rows)?;
         let (qcos, qsin) = self.rope.gather(query_rows)?;
-        let self_mask = causal
-            .then(|| causal_mask(t, t, &self.device))
+        let self_mask = self_causal
+            .then(|| causal_mask(t, t, 0, &self.device))
             .transpose()?;
-        let cross_mask = causal
-            .then(|| causal_mask(tq, t, &self.device))
+        let cross_mask = cross_causal
+            .then(|| causal_mask(tq, t, 0, &self.device))
             .transpose()?;
         let mut x = self.embeddings.forward(input_ids)?;
         for block in &self.self_dec {
@@ -493,8 +518,26 @@ impl Arpg {
         rows: &Tensor,
         query_rows: &Tensor,
     ) -> Result<Option<Tensor>> {
+        self.feed(cache, ids, rows, Some(query_rows))
+    }
+
+    /// Feeds `ids` `(B, m)` at RoPE rows `rows` into the cache as training reads a sequence: each
+    /// new slot sees the cached slots and the new ones before it (where [`Arpg::step`] lets the
+    /// tokens of one step see each other both ways, as the reference's inference does). Used to
+    /// rebuild a cache from tokens decided over many steps.
+    pub fn prefill(&self, cache: &mut KvCache, ids: &Tensor, rows: &Tensor) -> Result<()> {
+        self.feed(cache, ids, rows, None).map(|_| ())
+    }
+
+    /// [`Arpg::step`] (`query_rows` given) or [`Arpg::prefill`] (`None`: causal, no query).
+    fn feed(
+        &self,
+        cache: &mut KvCache,
+        ids: &Tensor,
+        rows: &Tensor,
+        query_rows: Option<&Tensor>,
+    ) -> Result<Option<Tensor>> {
         let (b, m) = ids.dims2()?;
-        let n = query_rows.dim(1)?;
         let len = cache.len();
         if b != cache.batch() || len + m > cache.capacity() {
             candle_core::bail!(
@@ -505,16 +548,21 @@ impl Arpg {
             );
         }
         let (cos, sin) = self.rope.gather(rows)?;
+        let mask = match query_rows {
+            None if m > 1 => Some(causal_mask(m, len + m, len, &self.device)?),
+            _ => None,
+        };
         let mut x = self.embeddings.forward(ids)?;
         for (block, pair) in self.self_dec.iter().zip(&cache.self_kv) {
-            x = block.forward(&x, &cos, &sin, None, Some((pair, len)))?;
+            x = block.forward(&x, &cos, &sin, mask.as_ref(), Some((pair, len)))?;
         }
         let (k, v) = self.shared_kv(&x, &cos, &sin)?;
         let (k, v) = KvCache::append(&cache.cross_kv, len, &k, &v)?;
         cache.set_len(len + m);
-        if n == 0 {
+        let Some(query_rows) = query_rows.filter(|q| q.dim(1).is_ok_and(|n| n > 0)) else {
             return Ok(None);
-        }
+        };
+        let n = query_rows.dim(1)?;
         let (qcos, qsin) = self.rope.gather(query_rows)?;
         let mut q = self.mask_queries(b, n)?;
         for block in &self.cross_dec {
@@ -524,10 +572,19 @@ impl Arpg {
     }
 }
 
-/// `(tq, tk)` additive mask: 0 where key `j <= i`, -inf elsewhere.
-fn causal_mask(tq: usize, tk: usize, device: &Device) -> Result<Tensor> {
+/// `(tq, tk)` additive mask: 0 where key `j <= i + offset`, -inf elsewhere (`offset`: slots
+/// already cached before the first query).
+fn causal_mask(tq: usize, tk: usize, offset: usize, device: &Device) -> Result<Tensor> {
     let data: Vec<f32> = (0..tq)
-        .flat_map(|i| (0..tk).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .flat_map(|i| {
+            (0..tk).map(move |j| {
+                if j <= i + offset {
+                    0.0
+                } else {
+                    f32::NEG_INFINITY
+                }
+            })
+        })
         .collect();
     Tensor::from_vec(data, (tq, tk), device)
 }
