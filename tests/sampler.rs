@@ -18,6 +18,14 @@ fn model() -> Arpg {
         .expect("model")
 }
 
+/// Largest absolute difference between two logit rows.
+fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 fn settings(seed: u64) -> Settings {
     Settings {
         steps: 8,
@@ -78,7 +86,7 @@ fn one_token_per_step_matches_teacher_forcing() {
     let worst = stepped
         .iter()
         .zip(&teacher[0])
-        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .map(|(a, b)| worst_diff(a, b))
         .fold(0f32, f32::max);
     // f32 rounding is ~1e-7 here; a query at a neighbouring cell already differs by ~1e-3.
     assert!(
@@ -301,4 +309,211 @@ fn snapshot_restores_decided_tokens_and_replays_deterministically() {
             .expect("run"),
         direct
     );
+}
+
+/// The revisits ask [`Arpg::predict`], which must read a context as training does: its logits
+/// for the next cell of an order equal the teacher-forced ones. A cache rebuilt with
+/// [`Arpg::prefill`] must hold the same keys and values as training's causal pass, so one more
+/// token and a query through [`Arpg::step`] give the teacher's next row too.
+#[test]
+fn predict_and_prefill_read_a_context_as_training_does() {
+    let m = model();
+    let n = m.config().block_size;
+    let dev = Device::Cpu;
+    let mut rng = Rng::new(77);
+    let mut order: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut order);
+    let tokens: Vec<u32> = (0..n)
+        .map(|_| rng.below(m.config().vocab_size) as u32)
+        .collect();
+    let class = m.config().class_token_id(3);
+    let teacher = m
+        .forward_teacher(
+            &Tensor::from_vec(tokens.clone(), (1, n), &dev).expect("ids"),
+            &Tensor::new(&[class], &dev).expect("class"),
+            &Tensor::from_vec(order.iter().map(|&c| c as u32).collect(), (1, n), &dev)
+                .expect("order"),
+            true,
+        )
+        .expect("teacher")
+        .to_vec3::<f32>()
+        .expect("logits");
+    let k = n / 2;
+    let context = |cells: &[usize]| {
+        let ids: Vec<u32> = std::iter::once(class)
+            .chain(cells.iter().map(|&c| tokens[c]))
+            .collect();
+        let rows: Vec<u32> = std::iter::once(0)
+            .chain(cells.iter().map(|&c| c as u32 + 1))
+            .collect();
+        let len = ids.len();
+        (
+            Tensor::from_vec(ids, (1, len), &dev).expect("ids"),
+            Tensor::from_vec(rows, (1, len), &dev).expect("rows"),
+        )
+    };
+    let (ids, rows) = context(&order[..k]);
+    // Two queries: the first is the order's next cell; each query sees the whole context.
+    let queries = [order[k] as u32 + 1, order[k + 1] as u32 + 1];
+    let predicted = m
+        .predict(&ids, &rows, &Tensor::new(&[queries], &dev).expect("q"))
+        .expect("predict")
+        .to_vec3::<f32>()
+        .expect("logits");
+    assert!(worst_diff(&predicted[0][0], &teacher[0][k]) < 1e-5);
+    // The same context read both ways (the reference's inference) is another distribution.
+    let both_ways = m
+        .forward(
+            &ids,
+            &rows,
+            &Tensor::new(&[[queries[0]]], &dev).expect("q"),
+            false,
+        )
+        .expect("forward")
+        .to_vec3::<f32>()
+        .expect("logits");
+    assert!(worst_diff(&both_ways[0][0], &teacher[0][k]) > 1e-3);
+
+    let mut cache = m.new_cache(1, 1 + n).expect("cache");
+    m.prefill(&mut cache, &ids, &rows).expect("prefill");
+    let (next, next_row) = context(&order[k..k + 1]);
+    let stepped = m
+        .step(
+            &mut cache,
+            &next.narrow(1, 1, 1).expect("token"),
+            &next_row.narrow(1, 1, 1).expect("row"),
+            &Tensor::new(&[[queries[1]]], &dev).expect("q"),
+        )
+        .expect("step")
+        .expect("logits")
+        .to_vec3::<f32>()
+        .expect("logits");
+    assert!(worst_diff(&stepped[0][0], &teacher[0][k + 1]) < 1e-5);
+}
+
+/// Why settling exists: with only the class token to read, every query gets the same answer,
+/// wherever its cell is (attention over one key is that key). One decided token is enough for
+/// positions to matter.
+#[test]
+fn the_first_step_cannot_tell_cells_apart() {
+    let m = model();
+    let dev = Device::Cpu;
+    let class = m.config().class_token_id(1);
+    let n = m.config().block_size as u32;
+    let ask = |ids: &[u32], rows: &[u32]| {
+        m.predict(
+            &Tensor::from_vec(ids.to_vec(), (1, ids.len()), &dev).expect("ids"),
+            &Tensor::from_vec(rows.to_vec(), (1, rows.len()), &dev).expect("rows"),
+            &Tensor::new(&[[1u32, n / 2, n]], &dev).expect("q"),
+        )
+        .expect("predict")
+        .to_vec3::<f32>()
+        .expect("logits")
+    };
+    let alone = ask(&[class], &[0]);
+    assert!(worst_diff(&alone[0][0], &alone[0][1]) < 1e-5);
+    assert!(worst_diff(&alone[0][0], &alone[0][2]) < 1e-5);
+    let one_token = ask(&[class, 5], &[0, 3]);
+    assert!(worst_diff(&one_token[0][0], &one_token[0][1]) > 1e-4);
+}
+
+fn revisiting(seed: u64) -> Settings {
+    Settings {
+        settle: 4,
+        polish: 1,
+        ..settings(seed)
+    }
+}
+
+#[test]
+fn settling_and_polishing_revise_generated_cells_only_and_replay() {
+    let m = model();
+    let g = m.config().grid_size();
+    let n = g * g;
+    // Inpainting: the left half is known.
+    let base = Generation::new(&m, &Request::new(vec![5], settings(2)))
+        .expect("new")
+        .run()
+        .expect("run")
+        .remove(0);
+    let known: Vec<Option<u32>> = (0..n).map(|c| (c % g < g / 2).then_some(base[c])).collect();
+    let request = Request {
+        known: Some(known.clone()),
+        ..Request::new(vec![5, 6], revisiting(8))
+    };
+    let mut gen = Generation::new(&m, &request).expect("new");
+    let main_steps = gen.counts().len();
+    assert_eq!(gen.total_steps(), main_steps + 4, "one pass of four groups");
+    let mut settled_at = Vec::new();
+    let mut polished = vec![std::collections::HashSet::new(); 2];
+    while let Some(out) = gen.step().expect("step") {
+        for (i, revised) in out.revised.iter().enumerate() {
+            for &(cell, token, prob) in revised {
+                assert!(known[cell].is_none(), "known cell {cell} was revised");
+                assert_eq!(gen.tokens()[i][cell], Some(token));
+                assert!(prob > 0.0);
+                if out.step >= main_steps {
+                    polished[i].insert(cell);
+                }
+            }
+        }
+        if out.step < main_steps && !out.revised[0].is_empty() {
+            let decided: usize = gen.counts()[..out.step].iter().sum();
+            for (i, revised) in out.revised.iter().enumerate() {
+                let cells: Vec<usize> = revised.iter().map(|r| r.0).collect();
+                assert_eq!(cells, gen.orders()[i][..decided].to_vec());
+            }
+            assert!(decided >= 4);
+            settled_at.push(out.step);
+        } else if out.step >= main_steps {
+            assert!(
+                out.cells.iter().all(Vec::is_empty),
+                "polishing decides nothing new"
+            );
+        }
+    }
+    assert_eq!(settled_at.len(), 1, "settled once: {settled_at:?}");
+    assert!(gen.is_done());
+    let tokens = gen.finished_tokens().expect("tokens");
+    for grid in &tokens {
+        for c in 0..n {
+            if let Some(t) = known[c] {
+                assert_eq!(grid[c], t, "known token {c} changed");
+            }
+        }
+    }
+    let again = Generation::new(&m, &request)
+        .expect("new")
+        .run()
+        .expect("run");
+    assert_eq!(again, tokens, "same request, same tokens");
+
+    // A snapshot taken after settling resumes without settling again.
+    let mut gen = Generation::new(&m, &Request::new(vec![7], revisiting(4))).expect("new");
+    while gen.steps_done() < gen.counts().len() - 1 {
+        gen.step().expect("step");
+    }
+    let snap = gen.snapshot();
+    assert!(snap.settled);
+    let mut resumed = Generation::restore(&m, &snap).expect("restore");
+    let out = resumed.step().expect("step").expect("a step is left");
+    assert!(out.revised[0].is_empty(), "settled twice");
+    assert_eq!(resumed.run().expect("run")[0].len(), n);
+}
+
+#[test]
+fn absurd_revisits_are_rejected() {
+    let m = model();
+    for s in [
+        Settings {
+            settle: 100_000,
+            ..settings(0)
+        },
+        Settings {
+            polish: 1000,
+            ..settings(0)
+        },
+    ] {
+        assert!(Generation::new(&m, &Request::new(vec![1], s)).is_err());
+    }
 }

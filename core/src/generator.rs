@@ -639,10 +639,18 @@ impl Generation {
         let cached: Vec<Vec<usize>> = self
             .orders
             .iter()
-            .map(|o| known.iter().chain(&o[..decided - pending]).copied().collect())
+            .map(|o| {
+                known
+                    .iter()
+                    .chain(&o[..decided - pending])
+                    .copied()
+                    .collect()
+            })
             .collect();
         let (ids, pos) = self.context(&cached)?;
-        let mut cache = self.model.new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
+        let mut cache = self
+            .model
+            .new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
         self.model.prefill(&mut cache, &ids, &pos)?;
         self.cache = cache;
         self.feed = (0..b)
@@ -680,12 +688,8 @@ impl Generation {
         let mut cells = Vec::with_capacity(b);
         for (i, order) in self.orders.iter().enumerate() {
             let mut shuffled = order.clone();
-            Rng::stream(
-                self.settings.seed,
-                stream::POLISH,
-                (pass * b + i) as u64,
-            )
-            .shuffle(&mut shuffled);
+            Rng::stream(self.settings.seed, stream::POLISH, (pass * b + i) as u64)
+                .shuffle(&mut shuffled);
             let u = shuffled.len();
             let chosen = shuffled[group * u / groups..(group + 1) * u / groups].to_vec();
             let rest = known

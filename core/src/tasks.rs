@@ -235,6 +235,8 @@ pub fn feathered_blend(
 pub struct CanvasStep {
     /// `(row, col, token, probability)` of every cell decided in this step.
     pub cells: Vec<(usize, usize, u32, f32)>,
+    /// Cells of this window decided before and drawn again in this step (settling, polishing).
+    pub revised: Vec<(usize, usize, u32, f32)>,
     /// Window origin `(row, col)` and index.
     pub window: (usize, usize),
     pub window_index: usize,
@@ -385,12 +387,21 @@ impl CanvasJob {
         };
         let window_steps = gen.total_steps();
         let finished = gen.is_done();
-        let mut cells = Vec::with_capacity(out.cells[0].len());
-        for ((&cell, &token), &prob) in out.cells[0].iter().zip(&out.tokens[0]).zip(&out.probs[0]) {
+        let mut place = |cell: usize, token: u32, prob: f32| {
             let (r, c) = (r0 + cell / g, c0 + cell % g);
             self.canvas.cells[r * self.canvas.cols + c] = Some(token);
-            cells.push((r, c, token, prob));
-        }
+            (r, c, token, prob)
+        };
+        let cells: Vec<_> = out.cells[0]
+            .iter()
+            .zip(&out.tokens[0])
+            .zip(&out.probs[0])
+            .map(|((&cell, &token), &prob)| place(cell, token, prob))
+            .collect();
+        let revised: Vec<_> = out.revised[0]
+            .iter()
+            .map(|&(cell, token, prob)| place(cell, token, prob))
+            .collect();
         let index = self.windows_done;
         if finished {
             self.current = None;
@@ -398,6 +409,7 @@ impl CanvasJob {
         }
         Ok(Some(CanvasStep {
             cells,
+            revised,
             window: (r0, c0),
             window_index: index,
             step: out.step,

@@ -91,7 +91,8 @@ pub enum WorkerEvent {
         unknown: usize,
         canvas: TokenCanvas,
     },
-    /// Cells decided since the last event: `(row, col, token, probability)`.
+    /// Cells decided (or drawn again: settling, polishing) since the last event:
+    /// `(row, col, token, probability)`.
     Step {
         id: u64,
         cells: Vec<(usize, usize, u32, f32)>,
@@ -371,9 +372,11 @@ impl Worker {
                     let Some(step) = cjob.step()? else { break };
                     decided += step.cells.len();
                     pause(job.step_delay_ms);
+                    let mut cells = step.cells;
+                    cells.extend(step.revised);
                     self.emit_step(WorkerEvent::Step {
                         id: job.id,
-                        cells: step.cells,
+                        cells,
                         step: step.step,
                         total_steps: step.window_steps,
                         decided,
@@ -435,11 +438,13 @@ impl Worker {
                 break;
             }
             let Some(out) = gen.step()? else { break };
+            let revised = out.revised[0].iter().map(|&(c, t, p)| (c / g, c % g, t, p));
             let cells = out.cells[0]
                 .iter()
                 .zip(&out.tokens[0])
                 .zip(&out.probs[0])
                 .map(|((&c, &t), &p)| (c / g, c % g, t, p))
+                .chain(revised)
                 .collect();
             let decided = gen.tokens()[0].iter().filter(|t| t.is_some()).count();
             pause(job.step_delay_ms);

@@ -1,4 +1,5 @@
-//! Sampler settings: steps, schedules, guidance, temperature, top-k/p, seed, batch, order.
+//! Sampler settings: steps, schedules, guidance, temperature, top-k/p, settling, polishing,
+//! seed, batch, order.
 
 use arpg_core::generator::Settings;
 use arpg_core::schedule::{CfgSchedule, Schedule};
@@ -98,6 +99,30 @@ impl SettingsPanel {
                 )
                 .labelled_by(l.id)
                 .on_hover_text("1 = off");
+                ui.end_row();
+                let l = ui.label("Settle");
+                ui.add(
+                    egui::DragValue::new(&mut s.settle)
+                        .range(0..=64)
+                        .suffix(" cells"),
+                )
+                .labelled_by(l.id)
+                .on_hover_text(
+                    "Once this many cells are decided, draw each again given the others, \
+                         so the first tokens agree with their places (0 = off)",
+                );
+                ui.end_row();
+                let l = ui.label("Polish");
+                ui.add(
+                    egui::DragValue::new(&mut s.polish)
+                        .range(0..=8)
+                        .suffix(" passes"),
+                )
+                .labelled_by(l.id)
+                .on_hover_text(
+                    "After the last step, draw again the tokens the finished image makes \
+                         improbable (0 = off)",
+                );
                 ui.end_row();
                 let l = ui.label("Seed");
                 ui.horizontal(|ui| {
