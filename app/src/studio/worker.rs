@@ -462,7 +462,8 @@ impl Worker {
             cols: g,
             cells: gen.tokens()[0].clone(),
         };
-        let rgb = if gen.is_done() {
+        // Cancelled while polishing: every cell is decided, so the image is whole.
+        let rgb = if canvas.unknown_count() == 0 {
             self.models()?.decode(&canvas)?
         } else {
             Vec::new()
