@@ -5,7 +5,9 @@
 //! and returns the cells it decided with their tokens and probabilities. Callers stream it, stop
 //! between steps (the decided tokens are the result), fork it into another seed, or run it to
 //! the end. Known tokens (inpainting, outpainting) are fed with the class token in the first
-//! pass and never resampled; only the unknown cells are scheduled.
+//! pass and never resampled; only the unknown cells are scheduled. Two optional revisits of
+//! decided cells, not in the reference, are steps of the same machine: settling the first cells
+//! ([`Settings::settle`]) and polishing the finished image ([`Settings::polish`]).
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
