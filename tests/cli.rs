@@ -375,7 +375,10 @@ fn bad_inputs_get_one_clear_error_line() {
         "cfg",
     );
     clean_error(
-        &run(&["generate", "--class", "3", "--polish", "1000", "--out", o], &m),
+        &run(
+            &["generate", "--class", "3", "--polish", "1000", "--out", o],
+            &m,
+        ),
         "polish",
     );
     clean_error(

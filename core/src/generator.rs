@@ -635,26 +635,10 @@ impl Generation {
                 }
             }
         }
-        // Rebuild the cache: class, known and decided cells but the pending feed (the previous
-        // step's cells, fed by this step as usual with their new tokens).
+        // Rebuild the cache from everything but the pending feed (the previous step's cells,
+        // fed by this step as usual, with their new tokens).
         let pending = self.counts[self.step - 1];
-        let cached: Vec<Vec<usize>> = self
-            .orders
-            .iter()
-            .map(|o| {
-                known
-                    .iter()
-                    .chain(&o[..decided - pending])
-                    .copied()
-                    .collect()
-            })
-            .collect();
-        let (ids, pos) = self.context(&cached)?;
-        let mut cache = self
-            .model
-            .new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
-        self.model.prefill(&mut cache, &ids, &pos)?;
-        self.cache = cache;
+        self.rebuild_cache(decided - pending)?;
         self.feed = (0..b)
             .map(|i| {
                 self.orders[i][decided - pending..decided]
@@ -671,6 +655,30 @@ impl Generation {
                     .collect()
             })
             .collect()
+    }
+
+    /// Rebuilds the KV cache from the class slot, the known cells and the first `cached` cells
+    /// of each image's order, read causally in that order (as training reads a sequence).
+    fn rebuild_cache(&mut self, cached: usize) -> Result<()> {
+        let known = self.known_cells();
+        let cells: Vec<Vec<usize>> = self
+            .orders
+            .iter()
+            .map(|o| {
+                known
+                    .iter()
+                    .chain(&o[..cached.min(o.len())])
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        let (ids, pos) = self.context(&cells)?;
+        let mut cache = self
+            .model
+            .new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
+        self.model.prefill(&mut cache, &ids, &pos)?;
+        self.cache = cache;
+        Ok(())
     }
 
     fn token_of(&self, image: usize, cell: usize) -> Result<u32> {
@@ -787,18 +795,23 @@ impl Generation {
         }
     }
 
-    /// Resumes a snapshot: the KV cache is rebuilt by one prefill pass over the class token and
-    /// every token the cache held (all decided or known tokens except those still to be fed).
-    /// Tokens prefilled together attend to each other in both directions, as inside any step,
-    /// so the continuation is a valid sample but not bit-identical to an uninterrupted run; two
-    /// restores of the same snapshot are identical.
+    /// Resumes a snapshot: the KV cache is rebuilt by one causal prefill pass over the class
+    /// token and every token the cache held (the known cells, then the decided cells in
+    /// generation order, except those still to be fed), read as training reads a sequence. An
+    /// uninterrupted run reads each step's tokens together, so the continuation is a valid
+    /// sample but not bit-identical to it; two restores of the same snapshot are identical.
     pub fn restore(model: &Arpg, snap: &Snapshot) -> Result<Self> {
         let cfg = model.config();
         let n = cfg.block_size;
         let b = snap.classes.len();
+        let scheduled: usize = snap.counts.iter().sum();
         let consistent = b > 0
             && snap.tokens.len() == b
             && snap.orders.len() == b
+            && snap
+                .orders
+                .iter()
+                .all(|o| o.len() == scheduled && o.iter().all(|&c| c < n))
             && snap.feed.len() == b
             && snap.token_rngs.len() == b
             && snap.tokens.iter().all(|t| t.len() == n)
@@ -811,51 +824,8 @@ impl Generation {
         }
         let guided = snap.settings.cfg_scale != 1.0 && snap.classes.iter().any(Option::is_some);
         let rows = if guided { 2 * b } else { b };
-        let mut cache = model.new_cache(rows, 1 + n)?;
-        if !snap.feed_has_class {
-            // Cached = decided/known cells minus the pending feed (same count for every image).
-            let cached: Vec<Vec<(u32, u32)>> = (0..b)
-                .map(|i| {
-                    let pending: std::collections::HashSet<u32> =
-                        snap.feed[i].iter().map(|&(_, p)| p).collect();
-                    snap.tokens[i]
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(c, t)| t.map(|t| (t, c as u32 + 1)))
-                        .filter(|(_, p)| !pending.contains(p))
-                        .collect()
-                })
-                .collect();
-            let m = 1 + cached[0].len();
-            if cached.iter().any(|c| c.len() + 1 != m) {
-                return Err(Error::InvalidRequest(
-                    "images of a snapshot must have equal token counts".into(),
-                ));
-            }
-            let mut ids = Vec::with_capacity(rows * m);
-            let mut pos = Vec::with_capacity(rows * m);
-            for r in 0..rows {
-                let i = r % b;
-                ids.push(match snap.classes[i] {
-                    Some(c) if r < b => cfg.class_token_id(c),
-                    _ => cfg.null_class_id(),
-                });
-                pos.push(0);
-                for &(t, p) in &cached[i] {
-                    ids.push(t);
-                    pos.push(p);
-                }
-            }
-            let dev = model.device();
-            let empty = Tensor::zeros((rows, 0), DType::U32, dev)?;
-            model.step(
-                &mut cache,
-                &Tensor::from_vec(ids, (rows, m), dev)?,
-                &Tensor::from_vec(pos, (rows, m), dev)?,
-                &empty,
-            )?;
-        }
-        Ok(Self {
+        let cache = model.new_cache(rows, 1 + n)?;
+        let mut gen = Self {
             model: model.clone(),
             settings: snap.settings.clone(),
             classes: snap.classes.clone(),
@@ -871,7 +841,19 @@ impl Generation {
             cache,
             token_rngs: snap.token_rngs.clone(),
             settled: snap.settled,
-        })
+        };
+        if !snap.feed_has_class {
+            // Cached: the cells decided before the pending feed, the same for every image.
+            let decided: usize = snap.counts[..snap.step.min(snap.counts.len())].iter().sum();
+            let pending = snap.feed.first().map_or(0, Vec::len);
+            if snap.feed.iter().any(|f| f.len() != pending) || pending > decided {
+                return Err(Error::InvalidRequest(
+                    "images of a snapshot must have equal token counts".into(),
+                ));
+            }
+            gen.rebuild_cache(decided - pending)?;
+        }
+        Ok(gen)
     }
 
     /// A copy that continues from this exact state with another seed for its token draws: same
