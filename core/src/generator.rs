@@ -4,8 +4,9 @@
 //! A [`Generation`] is built from a [`Request`]; each [`Generation::step`] runs one parallel step
 //! and returns the cells it decided with their tokens and probabilities. Callers stream it, stop
 //! between steps (the decided tokens are the result), fork it into another seed, or run it to
-//! the end. Known tokens (inpainting, outpainting) are fed with the class token in the first
-//! pass and never resampled; only the unknown cells are scheduled. Two optional revisits of
+//! the end. Known tokens (inpainting, outpainting) are read before the first step's queries,
+//! causally in raster order as training reads a sequence, and never resampled; only the unknown
+//! cells are scheduled. Two optional revisits of
 //! decided cells, not in the reference, are steps of the same machine: settling the first cells
 //! ([`Settings::settle`]) and polishing the finished image ([`Settings::polish`]).
 
@@ -427,6 +428,7 @@ impl Generation {
         if self.step >= self.counts.len() {
             return self.polish_step().map(Some);
         }
+        self.read_known_cells()?;
         let revised = self.settle_if_due()?;
         let cfg = self.model.config().clone();
         let b = self.classes.len();
@@ -672,7 +674,39 @@ impl Generation {
                     .collect()
             })
             .collect();
-        let (ids, pos) = self.context(&cells)?;
+        self.prefill_fresh(&cells)
+    }
+
+    /// Before the first step, when cells are known: the class slot and every known cell but the
+    /// last are prefilled causally, and the last is fed with the first step's queries, so the
+    /// known cells are read as training reads a sequence (raster order), not all at once both
+    /// ways. The reference has no known cells; this does not change its steps.
+    fn read_known_cells(&mut self) -> Result<()> {
+        let k = self.feed.first().map_or(0, Vec::len);
+        if !self.feed_has_class || k < 2 {
+            return Ok(());
+        }
+        let head: Vec<Vec<usize>> = self
+            .feed
+            .iter()
+            .map(|f| {
+                f[..k - 1]
+                    .iter()
+                    .map(|&(_, row)| row as usize - 1)
+                    .collect()
+            })
+            .collect();
+        self.prefill_fresh(&head)?;
+        self.feed.iter_mut().for_each(|f| {
+            f.drain(..k - 1);
+        });
+        self.feed_has_class = false;
+        Ok(())
+    }
+
+    /// Replaces the KV cache with a causal prefill of the class slot and `cells[image]`.
+    fn prefill_fresh(&mut self, cells: &[Vec<usize>]) -> Result<()> {
+        let (ids, pos) = self.context(cells)?;
         let mut cache = self
             .model
             .new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
