@@ -6,9 +6,9 @@
 //! between steps (the decided tokens are the result), fork it into another seed, or run it to
 //! the end. Known tokens (inpainting, outpainting) are read before the first step's queries,
 //! causally in raster order as training reads a sequence, and never resampled; only the unknown
-//! cells are scheduled. Two optional revisits of
-//! decided cells, not in the reference, are steps of the same machine: settling the first cells
-//! ([`Settings::settle`]) and polishing the finished image ([`Settings::polish`]).
+//! cells are scheduled. Two optional revisits of decided cells, not in the reference, are steps
+//! of the same machine: settling the first cells ([`Settings::settle`]) and polishing the
+//! finished image ([`Settings::polish`]).
 
 use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
