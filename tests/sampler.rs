@@ -111,10 +111,18 @@ fn known_cells_are_read_as_a_sequence() {
         .run()
         .expect("run")
         .remove(0);
-    let known: Vec<Option<u32>> = (0..n).map(|c| (c % 3 == 0).then_some(base[c])).collect();
+    // Many known cells, and a single one (the class slot must not see it either).
+    for keep in [|c: usize| c.is_multiple_of(3), |c: usize| c == 5] {
+        let known: Vec<Option<u32>> = (0..n).map(|c| keep(c).then_some(base[c])).collect();
+        read_as_a_sequence(&m, &known);
+    }
+}
+
+fn read_as_a_sequence(m: &Arpg, known: &[Option<u32>]) {
+    let n = m.config().block_size;
     let k = known.iter().flatten().count();
     let request = Request {
-        known: Some(known.clone()),
+        known: Some(known.to_vec()),
         ..Request::new(
             vec![6],
             Settings {
@@ -125,7 +133,7 @@ fn known_cells_are_read_as_a_sequence() {
             },
         )
     };
-    let mut g = Generation::new(&m, &request).expect("new");
+    let mut g = Generation::new(m, &request).expect("new");
     let mut stepped = Vec::new();
     while let Some(out) = g.step().expect("step") {
         stepped.push(out.logits.to_vec3::<f32>().expect("logits")[0][0].clone());
@@ -358,6 +366,16 @@ fn snapshot_restores_decided_tokens_and_replays_deterministically() {
             }
         }
     }
+    // A damaged snapshot is refused, not a panic.
+    let mut bad = snap.clone();
+    bad.probs[0].pop();
+    assert!(Generation::restore(&m, &bad).is_err());
+    let mut bad = snap.clone();
+    bad.feed[0][0].1 = 0;
+    assert!(Generation::restore(&m, &bad).is_err());
+    let mut bad = snap.clone();
+    bad.settings.polish = usize::MAX;
+    assert!(Generation::restore(&m, &bad).is_err());
     // A snapshot taken before the first step restores to exactly the uninterrupted run.
     let fresh = Generation::new(&m, &Request::new(vec![4, 9], settings(21))).expect("new");
     let snap0 = fresh.snapshot();

@@ -33,9 +33,9 @@ pub struct Settings {
     /// 1: off.
     pub top_p: f64,
     pub seed: u64,
-    /// Settling (not in the reference; 0 = off): once this many cells are decided, each of them
-    /// is drawn again given all the others, [`SETTLE_SWEEPS`] times over, before generation goes
-    /// on. The first cells of a generation are drawn with little or no context, and the very
+    /// Settling (not in the reference; 0 = off): once at least this many cells are decided (at
+    /// the end of the step that reaches it), each decided cell is drawn again given all the
+    /// others, [`SETTLE_SWEEPS`] times over, before generation goes on. The first cells of a generation are drawn with little or no context, and the very
     /// first step cannot tell its cells apart at all: its queries attend to the class token
     /// alone, so every position gets the same distribution. Settling lets those early tokens
     /// see each other, so the image's layout (where a horizon lies, which way stripes run) is
@@ -266,6 +266,8 @@ pub struct Snapshot {
     pub token_rngs: Vec<Rng>,
     #[serde(default)]
     pub settled: bool,
+    #[serde(default)]
+    pub polish_seed: u64,
 }
 
 /// A generation in progress.
@@ -291,6 +293,9 @@ pub struct Generation {
     token_rngs: Vec<Rng>,
     /// Whether the early cells were settled (see [`Settings::settle`]).
     settled: bool,
+    /// Seed of the polishing groups: the request's, kept by forks, so that a fork taken during
+    /// a pass finishes that pass's partition (every cell polished once per pass).
+    polish_seed: u64,
 }
 
 impl Generation {
@@ -372,6 +377,7 @@ impl Generation {
                 .map(|i| Rng::stream(settings.seed, stream::TOKENS, i as u64))
                 .collect(),
             counts,
+            polish_seed: settings.seed,
             settings,
             settled: false,
         })
@@ -679,11 +685,12 @@ impl Generation {
 
     /// Before the first step, when cells are known: the class slot and every known cell but the
     /// last are prefilled causally, and the last is fed with the first step's queries, so the
-    /// known cells are read as training reads a sequence (raster order), not all at once both
-    /// ways. The reference has no known cells; this does not change its steps.
+    /// known cells are read as training reads a sequence (raster order; the class slot sees none
+    /// of them), not all at once both ways. The reference has no known cells; this does not
+    /// change its steps.
     fn read_known_cells(&mut self) -> Result<()> {
         let k = self.feed.first().map_or(0, Vec::len);
-        if !self.feed_has_class || k < 2 {
+        if !self.feed_has_class || k == 0 {
             return Ok(());
         }
         let head: Vec<Vec<usize>> = self
@@ -732,7 +739,7 @@ impl Generation {
         let mut cells = Vec::with_capacity(b);
         for (i, order) in self.orders.iter().enumerate() {
             let mut shuffled = order.clone();
-            Rng::stream(self.settings.seed, stream::POLISH, (pass * b + i) as u64)
+            Rng::stream(self.polish_seed, stream::POLISH, (pass * b + i) as u64)
                 .shuffle(&mut shuffled);
             let u = shuffled.len();
             let chosen = shuffled[group * u / groups..(group + 1) * u / groups].to_vec();
@@ -826,6 +833,7 @@ impl Generation {
             feed_has_class: self.feed_has_class,
             token_rngs: self.token_rngs.clone(),
             settled: self.settled,
+            polish_seed: self.polish_seed,
         }
     }
 
@@ -838,7 +846,10 @@ impl Generation {
         let cfg = model.config();
         let n = cfg.block_size;
         let b = snap.classes.len();
+        snap.settings.validate()?;
         let scheduled: usize = snap.counts.iter().sum();
+        let vocab = cfg.vocab_size as u32;
+        let pending = snap.feed.first().map_or(0, Vec::len);
         let consistent = b > 0
             && snap.tokens.len() == b
             && snap.orders.len() == b
@@ -847,8 +858,19 @@ impl Generation {
                 .iter()
                 .all(|o| o.len() == scheduled && o.iter().all(|&c| c < n))
             && snap.feed.len() == b
+            && snap.feed.iter().all(|f| {
+                f.len() == pending
+                    && f.iter()
+                        .all(|&(t, row)| t < vocab && (1..=n as u32).contains(&row))
+            })
             && snap.token_rngs.len() == b
             && snap.tokens.iter().all(|t| t.len() == n)
+            && snap
+                .tokens
+                .iter()
+                .all(|t| t.iter().flatten().all(|&t| t < vocab))
+            && snap.probs.len() == b
+            && snap.probs.iter().all(|p| p.len() == n)
             && snap.step <= snap.counts.len() + snap.settings.polish * POLISH_GROUPS
             && snap.scales.len() == snap.counts.len();
         if !consistent {
@@ -875,14 +897,26 @@ impl Generation {
             cache,
             token_rngs: snap.token_rngs.clone(),
             settled: snap.settled,
+            polish_seed: snap.polish_seed,
         };
-        if !snap.feed_has_class {
+        if snap.step == 0 && !snap.feed_has_class {
+            // Taken between reading the known cells and the first step: read them again.
+            let known = gen.known_cells();
+            gen.feed = (0..b)
+                .map(|i| {
+                    known
+                        .iter()
+                        .map(|&c| Ok((gen.token_of(i, c)?, c as u32 + 1)))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<_>>()?;
+            gen.feed_has_class = true;
+        } else if !snap.feed_has_class {
             // Cached: the cells decided before the pending feed, the same for every image.
             let decided: usize = snap.counts[..snap.step.min(snap.counts.len())].iter().sum();
-            let pending = snap.feed.first().map_or(0, Vec::len);
-            if snap.feed.iter().any(|f| f.len() != pending) || pending > decided {
+            if pending > decided {
                 return Err(Error::InvalidRequest(
-                    "images of a snapshot must have equal token counts".into(),
+                    "the snapshot feeds more cells than it has decided".into(),
                 ));
             }
             gen.rebuild_cache(decided - pending)?;
@@ -913,6 +947,7 @@ impl Generation {
                 .collect(),
             settings,
             settled: self.settled,
+            polish_seed: self.polish_seed,
         })
     }
 }
