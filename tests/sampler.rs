@@ -26,6 +26,24 @@ fn worst_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0f32, f32::max)
 }
 
+/// Teacher-forced logit rows of one image: row k predicts cell `order[k]` after reading the
+/// class and the cells before it in `order`.
+fn teacher_logits(m: &Arpg, tokens: &[u32], class: usize, order: &[usize]) -> Vec<Vec<f32>> {
+    let n = tokens.len();
+    let dev = Device::Cpu;
+    let order: Vec<u32> = order.iter().map(|&c| c as u32).collect();
+    m.forward_teacher(
+        &Tensor::from_vec(tokens.to_vec(), (1, n), &dev).expect("ids"),
+        &Tensor::new(&[m.config().class_token_id(class)], &dev).expect("class"),
+        &Tensor::from_vec(order, (1, n), &dev).expect("order"),
+        true,
+    )
+    .expect("teacher")
+    .to_vec3::<f32>()
+    .expect("logits")
+    .remove(0)
+}
+
 fn settings(seed: u64) -> Settings {
     Settings {
         steps: 8,
@@ -74,22 +92,11 @@ fn one_token_per_step_matches_teacher_forcing() {
             g = Generation::restore(&m, &g.snapshot()).expect("restore");
         }
     }
-    let order: Vec<u32> = g.orders()[0].iter().map(|&c| c as u32).collect();
-    let tokens = g.finished_tokens().expect("tokens")[0].clone();
-    let dev = Device::Cpu;
-    let teacher = m
-        .forward_teacher(
-            &Tensor::from_vec(tokens, (1, n), &dev).expect("ids"),
-            &Tensor::new(&[m.config().class_token_id(2)], &dev).expect("class"),
-            &Tensor::from_vec(order, (1, n), &dev).expect("order"),
-            true,
-        )
-        .expect("teacher")
-        .to_vec3::<f32>()
-        .expect("logits");
+    let tokens = g.finished_tokens().expect("tokens").remove(0);
+    let teacher = teacher_logits(&m, &tokens, 2, &g.orders()[0]);
     let worst = stepped
         .iter()
-        .zip(&teacher[0])
+        .zip(&teacher)
         .map(|(a, b)| worst_diff(a, b))
         .fold(0f32, f32::max);
     // f32 rounding is ~1e-7 here; a query at a neighbouring cell already differs by ~1e-3.
@@ -138,26 +145,15 @@ fn read_as_a_sequence(m: &Arpg, known: &[Option<u32>]) {
     while let Some(out) = g.step().expect("step") {
         stepped.push(out.logits.to_vec3::<f32>().expect("logits")[0][0].clone());
     }
-    let order: Vec<u32> = (0..n)
+    let order: Vec<usize> = (0..n)
         .filter(|&c| known[c].is_some())
         .chain(g.orders()[0].iter().copied())
-        .map(|c| c as u32)
         .collect();
-    let tokens = g.finished_tokens().expect("tokens")[0].clone();
-    let dev = Device::Cpu;
-    let teacher = m
-        .forward_teacher(
-            &Tensor::from_vec(tokens, (1, n), &dev).expect("ids"),
-            &Tensor::new(&[m.config().class_token_id(6)], &dev).expect("class"),
-            &Tensor::from_vec(order, (1, n), &dev).expect("order"),
-            true,
-        )
-        .expect("teacher")
-        .to_vec3::<f32>()
-        .expect("logits");
+    let tokens = g.finished_tokens().expect("tokens").remove(0);
+    let teacher = teacher_logits(m, &tokens, 6, &order);
     let worst = stepped
         .iter()
-        .zip(&teacher[0][k..])
+        .zip(&teacher[k..])
         .map(|(a, b)| worst_diff(a, b))
         .fold(0f32, f32::max);
     assert!(worst < 1e-5, "known cells read otherwise: {worst}");
@@ -405,17 +401,7 @@ fn predict_and_prefill_read_a_context_as_training_does() {
         .map(|_| rng.below(m.config().vocab_size) as u32)
         .collect();
     let class = m.config().class_token_id(3);
-    let teacher = m
-        .forward_teacher(
-            &Tensor::from_vec(tokens.clone(), (1, n), &dev).expect("ids"),
-            &Tensor::new(&[class], &dev).expect("class"),
-            &Tensor::from_vec(order.iter().map(|&c| c as u32).collect(), (1, n), &dev)
-                .expect("order"),
-            true,
-        )
-        .expect("teacher")
-        .to_vec3::<f32>()
-        .expect("logits");
+    let teacher = teacher_logits(&m, &tokens, 3, &order);
     let k = n / 2;
     let context = |cells: &[usize]| {
         let ids: Vec<u32> = std::iter::once(class)
@@ -438,7 +424,7 @@ fn predict_and_prefill_read_a_context_as_training_does() {
         .expect("predict")
         .to_vec3::<f32>()
         .expect("logits");
-    assert!(worst_diff(&predicted[0][0], &teacher[0][k]) < 1e-5);
+    assert!(worst_diff(&predicted[0][0], &teacher[k]) < 1e-5);
     // The same context read both ways (the reference's inference) is another distribution.
     let both_ways = m
         .forward(
@@ -450,7 +436,7 @@ fn predict_and_prefill_read_a_context_as_training_does() {
         .expect("forward")
         .to_vec3::<f32>()
         .expect("logits");
-    assert!(worst_diff(&both_ways[0][0], &teacher[0][k]) > 1e-3);
+    assert!(worst_diff(&both_ways[0][0], &teacher[k]) > 1e-3);
 
     let mut cache = m.new_cache(1, 1 + n).expect("cache");
     m.prefill(&mut cache, &ids, &rows).expect("prefill");
@@ -466,7 +452,7 @@ fn predict_and_prefill_read_a_context_as_training_does() {
         .expect("logits")
         .to_vec3::<f32>()
         .expect("logits");
-    assert!(worst_diff(&stepped[0][0], &teacher[0][k + 1]) < 1e-5);
+    assert!(worst_diff(&stepped[0][0], &teacher[k + 1]) < 1e-5);
 }
 
 /// Why settling exists: with only the class token to read, every query gets the same answer,
