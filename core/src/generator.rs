@@ -626,13 +626,7 @@ impl Generation {
                 let cells: Vec<Vec<usize>> = self
                     .orders
                     .iter()
-                    .map(|o| {
-                        known
-                            .iter()
-                            .chain(o[..k].iter().chain(&o[k + 1..decided]))
-                            .copied()
-                            .collect()
-                    })
+                    .map(|o| known_then(&known, o[..k].iter().chain(&o[k + 1..decided])))
                     .collect();
                 let queries: Vec<Vec<usize>> = self.orders.iter().map(|o| vec![o[k]]).collect();
                 let (logits, _) = self.predict(&cells, &queries, scale)?;
@@ -672,13 +666,7 @@ impl Generation {
         let cells: Vec<Vec<usize>> = self
             .orders
             .iter()
-            .map(|o| {
-                known
-                    .iter()
-                    .chain(&o[..cached.min(o.len())])
-                    .copied()
-                    .collect()
-            })
+            .map(|o| known_then(&known, &o[..cached.min(o.len())]))
             .collect();
         self.prefill_fresh(&cells)
     }
@@ -743,11 +731,7 @@ impl Generation {
                 .shuffle(&mut shuffled);
             let u = shuffled.len();
             let chosen = shuffled[group * u / groups..(group + 1) * u / groups].to_vec();
-            let rest = known
-                .iter()
-                .chain(order.iter().filter(|c| !chosen.contains(c)))
-                .copied()
-                .collect();
+            let rest = known_then(&known, order.iter().filter(|c| !chosen.contains(c)));
             queries.push(chosen);
             cells.push(rest);
         }
@@ -950,6 +934,11 @@ impl Generation {
             polish_seed: self.polish_seed,
         })
     }
+}
+
+/// The context a revisit reads: the known cells (raster order), then `cells` in their order.
+fn known_then<'a>(known: &'a [usize], cells: impl IntoIterator<Item = &'a usize>) -> Vec<usize> {
+    known.iter().chain(cells).copied().collect()
 }
 
 /// The generation order of the unknown cells of image `index`.
