@@ -565,13 +565,14 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
             .unwrap_or_default()
     );
     println!("dtype:      {}", ckpt.dtype().as_str());
-    match loader::detect_kind(&ckpt)? {
+    let expected: Vec<(String, Vec<usize>)> = match loader::detect_kind(&ckpt)? {
         ModelKind::Arpg => {
             let explicit = config
                 .map(|p| loader::config_from_json(p, "gpt"))
                 .transpose()?;
             let (cfg, name) = loader::arpg_config(&ckpt, explicit)?;
-            ckpt.validate(&cfg.expected_shapes(), &name)?;
+            let expected = cfg.expected_shapes();
+            ckpt.validate(&expected, &name)?;
             println!("model:      {name}");
             println!(
                 "config:     dim {}, {} layers ({} self + {} cross), {} heads, FFN {}, vocabulary {}, {} classes, {}x{} grid",
@@ -599,10 +600,12 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                     serde_json::to_string(&sampling)?
                 );
             }
+            expected
         }
         ModelKind::Vq => {
             let cfg = loader::vq_config(&ckpt, None)?;
-            ckpt.validate(&cfg.expected_shapes(), "VQ")?;
+            let expected = cfg.expected_shapes();
+            ckpt.validate(&expected, "VQ")?;
             let name = if cfg == arpg_core::VqConfig::vq_16() {
                 "VQ-16 (LlamaGen)"
             } else {
@@ -624,18 +627,58 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                 human(cfg.num_params()),
                 cfg.num_params()
             );
+            expected
         }
-    }
+    };
     println!(
         "stored:     {} tensors, {} values",
         ckpt.entries().len(),
         human(stored)
     );
+    if !ckpt.stripped_prefixes().is_empty() {
+        println!(
+            "prefixes:   {} removed from every key (a wrapped model's checkpoint)",
+            ckpt.stripped_prefixes()
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(" then ")
+        );
+    }
+    println!(
+        "byte order: {}",
+        if ckpt.big_endian() {
+            "big-endian (values are byte-swapped on load)"
+        } else {
+            "little-endian"
+        }
+    );
+    let problems = ckpt.scan();
+    if problems.is_empty() {
+        println!("values:     every tensor read, all finite");
+    } else {
+        for (name, why) in &problems {
+            println!("problem:    `{name}`: {why}");
+        }
+    }
     if !ckpt.skipped().is_empty() {
         println!(
             "skipped:    {} non-float tensor(s): {}",
             ckpt.skipped().len(),
             ckpt.skipped().join(", ")
+        );
+    }
+    // Problems in tensors the model never reads are reported above but do not stop a load.
+    let fatal: Vec<&str> = problems
+        .iter()
+        .filter(|(name, _)| expected.iter().any(|(k, _)| k == name))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !fatal.is_empty() {
+        anyhow::bail!(
+            "{} tensor(s) the model reads cannot be used ({}): the checkpoint will not load",
+            fatal.len(),
+            fatal.join(", ")
         );
     }
     Ok(ExitCode::SUCCESS)

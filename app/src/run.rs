@@ -11,7 +11,7 @@ use arpg_core::tasks::{self, CanvasJob, TokenCanvas};
 use arpg_core::vq::{self, VqModel};
 use candle_core::{DType, Tensor};
 
-use crate::document::{self, Metadata, Picture};
+use crate::document::{self, Metadata, MetadataState, Picture};
 
 /// Which weights to use and where to run them.
 #[derive(clap::Args, Debug, Clone)]
@@ -246,45 +246,99 @@ impl Models {
         Ok(vq::to_rgb8(&image)?.remove(0))
     }
 
-    /// A picture as a token canvas: its own tokens when it carries ARPG metadata of this
-    /// tokenizer's patch size, otherwise the VQ encoding of its centre crop to whole tokens.
-    /// Returns the canvas and the pixels it stands for.
-    pub fn canvas_of(&self, pic: &Picture) -> Result<(TokenCanvas, Vec<u8>)> {
+    /// A picture as a token canvas: its own tokens when its ARPG metadata is trusted for these
+    /// pixels, otherwise the VQ encoding of its pixels. A size that is not a whole number of
+    /// tokens is padded right and bottom by repeating the edge (the padding's cells are ordinary
+    /// known cells; outputs are cropped back), so no pixel is lost.
+    pub fn canvas_of(&self, pic: &Picture) -> Result<Imported> {
         let p = self.patch();
+        let (w, h) = (pic.width, pic.height);
+        let (pw, ph) = (w.div_ceil(p) * p, h.div_ceil(p) * p);
+        let rgb = if (pw, ph) == (w, h) {
+            pic.rgb.clone()
+        } else {
+            document::pad_edge(&pic.rgb, w, h, 3, pw, ph)
+        };
+        let (rows, cols) = (ph / p, pw / p);
+        let mut warning = pic.metadata_warning();
         if let Some(m) = &pic.metadata {
-            if m.patch == p
-                && m.grid[0] * p == pic.height
-                && m.grid[1] * p == pic.width
+            let usable = m.patch == p
+                && m.grid == [rows, cols]
                 && m.tokens
                     .iter()
-                    .all(|&t| (t as usize) < self.arpg.config.vocab_size)
-            {
-                return Ok((
-                    TokenCanvas::from_tokens(m.grid[0], m.grid[1], &m.tokens)?,
-                    pic.rgb.clone(),
+                    .all(|&t| (t as usize) < self.arpg.config.vocab_size);
+            if usable {
+                let canvas = TokenCanvas::from_tokens(rows, cols, &m.tokens)?;
+                match pic.metadata_state {
+                    MetadataState::Verified => {
+                        return Ok(Imported::new(canvas, rgb, w, h, None));
+                    }
+                    MetadataState::Unverified => {
+                        // Written before pixel digests: trust the tokens only if they still
+                        // decode to these pixels (an edit elsewhere would show).
+                        if self.tokens_match_pixels(&canvas, &rgb, w, h)? {
+                            return Ok(Imported::new(canvas, rgb, w, h, None));
+                        }
+                        warning = Some(
+                            "the image's pixels no longer match its stored tokens (edited \
+                             elsewhere?): the tokens are encoded again from the pixels"
+                                .into(),
+                        );
+                    }
+                    _ => {}
+                }
+            } else if matches!(
+                pic.metadata_state,
+                MetadataState::Verified | MetadataState::Unverified
+            ) {
+                warning = Some(format!(
+                    "the image's stored tokens belong to another tokenizer ({}px tokens, \
+                     {}x{} grid): they are encoded again with this one",
+                    m.patch, m.grid[0], m.grid[1]
                 ));
             }
         }
-        let (rows, cols) = (pic.height / p, pic.width / p);
-        if rows == 0 || cols == 0 {
-            bail!(
-                "the image ({}x{}) is smaller than one {p}px token",
-                pic.width,
-                pic.height
-            );
-        }
-        let (w, h) = (cols * p, rows * p);
-        let rgb = document::crop(
-            &pic.rgb,
-            pic.width,
-            (pic.width - w) / 2,
-            (pic.height - h) / 2,
+        let image = vq::from_rgb8(&rgb, ph, pw, self.vq.device())?;
+        let tokens: Vec<u32> = self.vq.encode(&image)?.flatten_all()?.to_vec1()?;
+        Ok(Imported::new(
+            TokenCanvas::from_tokens(rows, cols, &tokens)?,
+            rgb,
             w,
             h,
-        );
-        let image = vq::from_rgb8(&rgb, h, w, self.vq.device())?;
-        let tokens: Vec<u32> = self.vq.encode(&image)?.flatten_all()?.to_vec1()?;
-        Ok((TokenCanvas::from_tokens(rows, cols, &tokens)?, rgb))
+            warning,
+        ))
+    }
+
+    /// Whether `canvas` decodes to `rgb` (padded to whole tokens; `w x h` of it compared) within
+    /// [`LEGACY_TOLERANCE`] in every token cell.
+    fn tokens_match_pixels(
+        &self,
+        canvas: &TokenCanvas,
+        rgb: &[u8],
+        w: usize,
+        h: usize,
+    ) -> Result<bool> {
+        let decoded = self.decode(canvas)?;
+        let p = self.patch();
+        let pw = canvas.cols * p;
+        for r in 0..canvas.rows {
+            for c in 0..canvas.cols {
+                let (mut sum, mut n) = (0u64, 0u64);
+                for y in r * p..((r + 1) * p).min(h) {
+                    for x in c * p..((c + 1) * p).min(w) {
+                        for k in 0..3 {
+                            let i = (y * pw + x) * 3 + k;
+                            sum += decoded[i].abs_diff(rgb[i]) as u64;
+                            n += 1;
+                        }
+                    }
+                }
+                if n > 0 && sum as f64 / n as f64 > LEGACY_TOLERANCE {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     pub fn metadata(
@@ -293,10 +347,11 @@ impl Models {
         class: Option<usize>,
         settings: &Settings,
     ) -> Result<Metadata> {
-        Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)
+        Ok(Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)?)
     }
 
-    /// Decodes a finished canvas and writes it as a PNG with metadata.
+    /// Decodes a finished canvas (unless its pixels are given) and writes it as a PNG with
+    /// metadata, cropped to `size` (`[width, height]`, at most the canvas's pixels) when given.
     pub fn save(
         &self,
         path: &Path,
@@ -304,19 +359,78 @@ impl Models {
         class: Option<usize>,
         settings: &Settings,
         rgb: Option<Vec<u8>>,
+        size: Option<[usize; 2]>,
     ) -> Result<()> {
         let rgb = match rgb {
             Some(rgb) => rgb,
             None => self.decode(canvas)?,
         };
         let p = self.patch();
-        document::write(
+        let (pw, ph) = (canvas.cols * p, canvas.rows * p);
+        let [w, h] = size.unwrap_or([pw, ph]);
+        let rgb = if [w, h] == [pw, ph] {
+            rgb
+        } else {
+            document::crop(&rgb, pw, 3, (0, 0), (w, h))
+        };
+        document::write_png(
             path,
-            canvas.cols * p,
-            canvas.rows * p,
+            w,
+            h,
             &rgb,
             Some(&self.metadata(canvas, class, settings)?),
+        )?;
+        Ok(())
+    }
+}
+
+/// Largest mean difference (8-bit levels) in any token cell between an older PNG's pixels and
+/// the decode of its stored tokens for the tokens to be trusted. A generated image matches to
+/// rounding; a region painted over in another program differs by far more.
+pub const LEGACY_TOLERANCE: f64 = 12.0;
+
+/// An image as a token canvas (see [`Models::canvas_of`]).
+pub struct Imported {
+    pub canvas: TokenCanvas,
+    /// The pixels the canvas stands for, padded to whole tokens (RGB8).
+    pub rgb: Vec<u8>,
+    /// The image's own size, before padding.
+    pub width: usize,
+    pub height: usize,
+    /// Why the image's stored tokens were not used, when they were not.
+    pub warning: Option<String>,
+}
+
+impl Imported {
+    fn new(
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
+        width: usize,
+        height: usize,
+        warning: Option<String>,
+    ) -> Self {
+        Self {
+            canvas,
+            rgb,
+            width,
+            height,
+            warning,
+        }
+    }
+
+    /// Pixels of padding right and bottom.
+    pub fn padding(&self, patch: usize) -> (usize, usize) {
+        (
+            self.canvas.cols * patch - self.width,
+            self.canvas.rows * patch - self.height,
         )
+    }
+
+    /// Prints the warning, if any, on stderr.
+    pub fn warn(&self) {
+        if let Some(w) = &self.warning {
+            eprintln!("warning: {w}");
+        }
     }
 }
 
@@ -370,7 +484,7 @@ pub fn generate(
             numbered(out, i)
         };
         let canvas = TokenCanvas::from_tokens(g, g, &tokens)?;
-        models.save(&path, &canvas, Some(class), &settings, None)?;
+        models.save(&path, &canvas, Some(class), &settings, None, None)?;
         written.push(path);
     }
     Ok(written)
@@ -447,11 +561,13 @@ pub fn inpaint(
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let pic = document::read(image)?;
-    let (mw, mh, mask_px) = document::read_mask(mask)?;
+    let pic = document::import_image(image)?;
+    let mask = document::import_mask(mask)?;
+    let (mw, mh) = (mask.width, mask.height);
     if (mw, mh) != (pic.width, pic.height) {
         bail!(
-            "the mask is {mw}x{mh} but the image is {}x{}: they must be the same size",
+            "the mask is {mw}x{mh} but the image is {}x{}: they must be the same size (as \
+             displayed, EXIF orientation applied)",
             pic.width,
             pic.height
         );
@@ -459,13 +575,19 @@ pub fn inpaint(
     if !(0.0..1.0).contains(&opts.threshold) {
         bail!("--threshold {} must be within [0, 1)", opts.threshold);
     }
-    let (canvas, original) = models.canvas_of(&pic)?;
+    let imported = models.canvas_of(&pic)?;
+    imported.warn();
     let p = models.patch();
+    let canvas = &imported.canvas;
     let (w, h) = (canvas.cols * p, canvas.rows * p);
-    let mask_px = crop_luma(&mask_px, mw, (mw - w) / 2, (mh - h) / 2, w, h);
+    // The padding is kept, never regenerated.
+    let mask_px = pad_zero(&mask.px, mw, mh, w, h);
     let cells = tasks::token_mask(&mask_px, w, h, p, opts.threshold, opts.dilate)?;
     if !cells.iter().any(|&c| c) {
-        bail!("the mask covers no token: paint the area to regenerate in white");
+        bail!(
+            "the mask covers no token: paint the area to regenerate in white (or opaque, when \
+             the mask has transparency)"
+        );
     }
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
     let unknown = canvas.with_unknown(&cells)?;
@@ -473,14 +595,18 @@ pub fn inpaint(
     let filled = fill(models, unknown, class, &settings, sampler, quiet, "inpaint")?;
     let generated = models.decode(&filled)?;
     // Blend only where the mask says; the token mask may be wider than the painted pixels.
-    let rgb = tasks::feathered_blend(&original, &generated, &mask_px, w, h, opts.feather)?;
-    models.save(out, &filled, class, &settings, Some(rgb))
+    let rgb = tasks::feathered_blend(&imported.rgb, &generated, &mask_px, w, h, opts.feather)?;
+    let size = [imported.width, imported.height];
+    models.save(out, &filled, class, &settings, Some(rgb), Some(size))
 }
 
-fn crop_luma(px: &[u8], width: usize, x0: usize, y0: usize, w: usize, h: usize) -> Vec<u8> {
-    (y0..y0 + h)
-        .flat_map(|y| px[y * width + x0..y * width + x0 + w].iter().copied())
-        .collect()
+/// A one-byte-per-pixel mask padded right and bottom with zeros (keep) to `new_w x new_h`.
+fn pad_zero(px: &[u8], width: usize, height: usize, new_w: usize, new_h: usize) -> Vec<u8> {
+    let mut out = vec![0u8; new_w * new_h];
+    for y in 0..height {
+        out[y * new_w..y * new_w + width].copy_from_slice(&px[y * width..(y + 1) * width]);
+    }
+    out
 }
 
 /// `outpaint`: extend the canvas by whole tokens on any side and fill the new cells.
@@ -493,7 +619,7 @@ pub fn outpaint(
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let pic = document::read(image)?;
+    let pic = document::import_image(image)?;
     let p = models.patch();
     if sides_px.iter().all(|&s| s == 0) {
         bail!("nothing to extend: give --left, --right, --top or --bottom in pixels");
@@ -503,12 +629,25 @@ pub fn outpaint(
     }
     // Snap each side up to whole tokens.
     let [l, r, t, b] = sides_px.map(|s| s.div_ceil(p));
-    let (canvas, original) = models.canvas_of(&pic)?;
+    let imported = models.canvas_of(&pic)?;
+    imported.warn();
+    let (pad_x, pad_y) = imported.padding(p);
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
-    let (rows0, cols0) = (canvas.rows, canvas.cols);
-    let mut extended = canvas.extended(l, r, t, b);
+    let (rows0, cols0) = (imported.canvas.rows, imported.canvas.cols);
+    let mut extended = imported.canvas.extended(l, r, t, b);
+    // A partly padded edge cell on a side being extended is generated with the extension (the
+    // image's own pixels in it are pasted back); on other sides the padding is cropped away.
+    for (i, cell) in extended.cells.iter_mut().enumerate() {
+        let (row, col) = (i / (cols0 + l + r), i % (cols0 + l + r));
+        let in_original = row >= t && row < t + rows0 && col >= l && col < l + cols0;
+        let last_col = col + 1 == l + cols0;
+        let last_row = row + 1 == t + rows0;
+        if in_original && ((pad_x > 0 && r > 0 && last_col) || (pad_y > 0 && b > 0 && last_row))
+        {
+            *cell = None;
+        }
+    }
     let g = models.grid();
-    // A canvas smaller than the model grid is padded by growing the extension where needed.
     if extended.rows < g || extended.cols < g {
         bail!("the extended canvas ({}x{} tokens) is smaller than the model's {g}x{g} grid: extend further", extended.rows, extended.cols);
     }
@@ -518,9 +657,11 @@ pub fn outpaint(
     )?;
     let mut rgb = models.decode(&extended)?;
     // The original region keeps its exact pixels.
-    let (w0, h0) = (cols0 * p, rows0 * p);
-    document::paste(&mut rgb, extended.cols * p, &original, w0, h0, l * p, t * p);
-    models.save(out, &extended, class, &settings, Some(rgb))
+    let (w0, h0) = (pic.width, pic.height);
+    document::paste(&mut rgb, extended.cols * p, &pic.rgb, w0, h0, l * p, t * p);
+    let width = extended.cols * p - if r == 0 { pad_x } else { 0 };
+    let height = extended.rows * p - if b == 0 { pad_y } else { 0 };
+    models.save(out, &extended, class, &settings, Some(rgb), Some([width, height]))
 }
 
 /// `expand`: twice the cells per side, with the existing tokens as context on the lattice.
@@ -532,44 +673,90 @@ pub fn expand(
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let pic = document::read(image)?;
-    let (canvas, _) = models.canvas_of(&pic)?;
+    let pic = document::import_image(image)?;
+    let imported = models.canvas_of(&pic)?;
+    imported.warn();
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
-    let spread = canvas.spread(2);
+    let spread = imported.canvas.spread(2);
     let settings = sampler.settings(spread.unknown_count(), &models.arpg.sampling)?;
     let expanded = fill(models, spread, class, &settings, sampler, quiet, "expand")?;
-    models.save(out, &expanded, class, &settings, None)
+    // Twice the image's own size; token columns and rows wholly in the padding are dropped.
+    let p = models.patch();
+    let (w, h) = (2 * imported.width, 2 * imported.height);
+    let rgb = models.decode(&expanded)?;
+    let rgb = document::crop(&rgb, expanded.cols * p, 3, (0, 0), (w, h));
+    let kept = crop_cells(&expanded, h.div_ceil(p), w.div_ceil(p));
+    let rgb = document::pad_edge(&rgb, w, h, 3, kept.cols * p, kept.rows * p);
+    models.save(out, &kept, class, &settings, Some(rgb), Some([w, h]))
+}
+
+/// The top-left `rows x cols` cells of a canvas.
+fn crop_cells(canvas: &TokenCanvas, rows: usize, cols: usize) -> TokenCanvas {
+    let mut out = TokenCanvas::empty(rows, cols);
+    for r in 0..rows {
+        for c in 0..cols {
+            out.cells[r * cols + c] = canvas.get(r, c);
+        }
+    }
+    out
 }
 
 /// `encode`: an image to its token grid as JSON.
 pub fn encode(models: &Models, image: &Path, out: &Path) -> Result<()> {
-    let pic = document::read(image)?;
-    let (canvas, _) = models.canvas_of(&pic)?;
-    let meta = models.metadata(
-        &canvas,
+    let pic = document::import_image(image)?;
+    let imported = models.canvas_of(&pic)?;
+    imported.warn();
+    let mut meta = models.metadata(
+        &imported.canvas,
         pic.metadata.as_ref().and_then(|m| m.class),
         &Settings::default(),
     )?;
-    std::fs::write(out, serde_json::to_string(&meta)?)
-        .with_context(|| format!("cannot write {}", out.display()))
+    let (pad_x, pad_y) = imported.padding(models.patch());
+    if pad_x > 0 || pad_y > 0 {
+        meta.size = Some([imported.width, imported.height]);
+    }
+    document::write_atomic(out, serde_json::to_string(&meta)?.as_bytes())?;
+    Ok(())
 }
 
-/// `decode`: a token JSON (as written by `encode`, or a PNG with metadata) to a PNG.
+/// `decode`: a token JSON (as written by `encode`) to a PNG.
 pub fn decode(models: &Models, tokens: &Path, out: &Path) -> Result<()> {
+    let len = std::fs::metadata(tokens)
+        .with_context(|| format!("cannot read {}", tokens.display()))?
+        .len();
+    if len > 256 << 20 {
+        bail!("{} is {} MiB: not a token JSON", tokens.display(), len >> 20);
+    }
     let text = std::fs::read_to_string(tokens)
         .with_context(|| format!("cannot read {}", tokens.display()))?;
     let meta: Metadata = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a token JSON (grid, tokens)", tokens.display()))?;
+    meta.validate()
+        .map_err(|why| anyhow::anyhow!("{}: {why}", tokens.display()))?;
+    let p = models.patch();
+    if meta.patch != 0 && meta.patch != p {
+        bail!(
+            "{}: the tokens are for a tokenizer with {}px tokens; this one has {p}px tokens",
+            tokens.display(),
+            meta.patch
+        );
+    }
+    let [rows, cols] = meta.grid;
+    let (w, h) = (cols.saturating_mul(p), rows.saturating_mul(p));
+    document::check_size(w, h).map_err(|why| {
+        anyhow::anyhow!("{}: the {rows}x{cols} token grid decodes to an image too large: {why}", tokens.display())
+    })?;
     if let Some(t) = meta
         .tokens
         .iter()
         .find(|&&t| t as usize >= models.vq.config().codebook_size)
     {
         bail!(
-            "token {t} is outside the codebook (size {})",
+            "{}: token {t} is outside the codebook (size {})",
+            tokens.display(),
             models.vq.config().codebook_size
         );
     }
-    let canvas = TokenCanvas::from_tokens(meta.grid[0], meta.grid[1], &meta.tokens)?;
-    models.save(out, &canvas, meta.class, &Settings::default(), None)
+    let canvas = TokenCanvas::from_tokens(rows, cols, &meta.tokens)?;
+    models.save(out, &canvas, meta.class, &Settings::default(), None, meta.size)
 }

@@ -8,6 +8,14 @@
 //!   as opaque pickle objects and never interpreted.
 //! - safetensors files with the same key names.
 //!
+//! Wrapper prefixes that training tools add to every key (`_orig_mod.` from `torch.compile`,
+//! `module.` from DDP / DataParallel, in any stack) are recognised and removed. A tensor is only
+//! checked when it is read: an unused buffer stored in a layout we cannot read (a transposed
+//! view, an integer dtype) does not make the file unusable. The pickle's `byteorder` record is
+//! honoured (big-endian files are byte-swapped on read). Every tensor read is checked for
+//! non-finite values (NaN, infinity), and the error names the tensor. The zip's CRC of every
+//! entry read is verified, so a damaged download is an error, not silently different weights.
+//!
 //! Both are indexed first (names, shapes, dtypes, byte locations) and tensors are then streamed one
 //! at a time on request, so building a model never holds two copies of its weights. Keys and shapes
 //! are checked against the config before anything is built: a missing or mis-shaped tensor is an
@@ -27,6 +35,10 @@ use crate::error::{Error, Result};
 
 /// Keys under which checkpoints store their weights, in the order the reference sampler tries them.
 pub const WEIGHT_KEYS: [&str; 3] = ["model", "module", "state_dict"];
+
+/// Prefixes that wrappers add to every key: `torch.compile` (`_orig_mod.`) and DDP /
+/// `DataParallel` (`module.`). They stack (`module._orig_mod.`) and are removed in any order.
+pub const WRAPPER_PREFIXES: [&str; 2] = ["_orig_mod.", "module."];
 
 /// Container format of a checkpoint file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,11 +62,21 @@ pub struct TensorEntry {
     pub shape: Vec<usize>,
     pub dtype: DType,
     location: Location,
+    /// Why this tensor cannot be read (e.g. a non-contiguous view); reported only if it is read.
+    unreadable: Option<String>,
 }
 
 impl TensorEntry {
-    fn num_bytes(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()
+    /// Byte size, `None` when the shape overflows.
+    fn num_bytes(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .try_fold(self.dtype.size_in_bytes(), |n, &d| n.checked_mul(d))
+    }
+
+    /// Why the tensor cannot be read, if it cannot.
+    pub fn unreadable(&self) -> Option<&str> {
+        self.unreadable.as_deref()
     }
 }
 
@@ -68,6 +90,10 @@ pub struct Checkpoint {
     weights_key: Option<String>,
     /// Tensor-like entries that were not loaded (integer/bool storages).
     skipped: Vec<String>,
+    /// Wrapper prefixes removed from every key, outermost first.
+    stripped_prefixes: Vec<String>,
+    /// The pickle's `byteorder` record said `big`: values are byte-swapped on read.
+    big_endian: bool,
     zip: Mutex<Option<zip::ZipArchive<BufReader<File>>>>,
 }
 
@@ -116,39 +142,140 @@ impl Checkpoint {
             .map(|n| n.into_owned())
             .ok_or_else(|| not("zip archive without `data.pkl`: not a torch.save file".into()))?;
         let dir = pkl_name.trim_end_matches(".pkl").to_string();
-        let object = {
-            let entry = zip
+        let pickle = {
+            let mut entry = zip
                 .by_name(&pkl_name)
                 .map_err(|e| not(format!("cannot read `{pkl_name}`: {e}")))?;
-            let mut reader = BufReader::new(entry);
-            let mut stack = Stack::empty();
-            stack
-                .read_loop(&mut reader)
-                .and_then(|_| stack.finalize())
-                .map_err(|e| not(format!("cannot parse the pickled object: {e}")))?
+            if entry.size() > MAX_PICKLE_BYTES {
+                return Err(not(format!(
+                    "`{pkl_name}` declares {} MiB: not a weights file",
+                    entry.size() >> 20
+                )));
+            }
+            let mut bytes = Vec::new();
+            // Reading to the end verifies the entry's CRC before anything is parsed.
+            entry.read_to_end(&mut bytes).map_err(|e| {
+                not(format!(
+                    "`{pkl_name}` is damaged ({e}); download the file again"
+                ))
+            })?;
+            bytes
+        };
+        // torch.save records the byte order of the machine that wrote the file (absent in files
+        // older than PyTorch 2.1, which were little-endian in practice).
+        let byteorder_name = format!("{}byteorder", pkl_name.trim_end_matches("data.pkl"));
+        let big_endian = match zip.by_name(&byteorder_name) {
+            Ok(mut entry) => {
+                let mut order = String::new();
+                entry
+                    .by_ref()
+                    .take(64)
+                    .read_to_string(&mut order)
+                    .map_err(|e| not(format!("cannot read `{byteorder_name}`: {e}")))?;
+                match order.trim() {
+                    "little" => false,
+                    "big" => true,
+                    other => {
+                        return Err(not(format!(
+                            "unknown byte order `{other}` in `{byteorder_name}`"
+                        )))
+                    }
+                }
+            }
+            Err(_) => false,
         };
 
-        let Object::Dict(top) = object else {
-            return Err(Error::NoWeights {
-                path,
+        let index = index_pickle(&pickle, &dir).map_err(|e| match e {
+            IndexError::Parse(why) => not(format!("cannot parse the pickled object: {why}")),
+            IndexError::NotADict => Error::NoWeights {
+                path: path.clone(),
                 reason: "the top-level object is not a dict".into(),
-            });
+            },
+        })?;
+        let (entries, stripped_prefixes) = strip_wrapper_prefixes(index.entries);
+        let ckpt = Self {
+            path,
+            format: Format::PyTorchZip,
+            entries,
+            weights_key: index.weights_key,
+            skipped: index.skipped,
+            stripped_prefixes,
+            big_endian,
+            zip: Mutex::new(Some(zip)),
         };
-        let (weights_key, dict) = select_weights(top);
-        let mut entries = BTreeMap::new();
-        let mut skipped = Vec::new();
-        for (name, value) in dict {
-            let Object::Unicode(name) = name else {
-                continue;
-            };
-            match value.into_tensor_info(Object::Unicode(name.clone()), Path::new(&dir)) {
+        ckpt.ensure_not_empty()?;
+        Ok(ckpt)
+    }
+}
+
+/// Largest `data.pkl` accepted (the pickle holds names and shapes, not weights).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+/// Why a pickle could not be indexed.
+#[derive(Debug)]
+pub enum IndexError {
+    Parse(String),
+    NotADict,
+}
+
+/// The tensors a `torch.save` pickle describes.
+#[derive(Debug, Default)]
+pub struct PickleIndex {
+    entries: BTreeMap<String, TensorEntry>,
+    weights_key: Option<String>,
+    skipped: Vec<String>,
+}
+
+impl PickleIndex {
+    /// Indexed tensor names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+}
+
+/// Parses a `data.pkl` and indexes the tensors of its weights dict (`dir`: the archive folder of
+/// the storages). Never panics on malformed input: candle's pickle reader indexes into tuples
+/// it assumes well-formed, so their arity is checked first and any remaining panic is caught.
+pub fn index_pickle(pickle: &[u8], dir: &str) -> std::result::Result<PickleIndex, IndexError> {
+    let parsed = std::panic::catch_unwind(|| {
+        let mut stack = Stack::empty();
+        let mut reader = pickle;
+        stack
+            .read_loop(&mut reader)
+            .and_then(|_| stack.finalize())
+            .map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|_| Err("malformed pickle".to_string()))
+    .map_err(IndexError::Parse)?;
+    let Object::Dict(top) = parsed else {
+        return Err(IndexError::NotADict);
+    };
+    let (weights_key, dict) = select_weights(top);
+    let mut entries = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (name, value) in dict {
+        let Object::Unicode(name) = name else {
+            continue;
+        };
+        if !well_formed_tensor(&value) {
+            continue;
+        }
+        let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            value.into_tensor_info(Object::Unicode(name.clone()), Path::new(dir))
+        }))
+        .unwrap_or_else(|_| Err(candle_core::Error::Msg("malformed tensor record".into())));
+        {
+            {
+                match info {
                 Ok(Some(info)) => {
                     let layout = &info.layout;
-                    if !layout.is_contiguous() {
-                        return Err(not(format!(
-                            "tensor `{name}` is stored non-contiguously, which is not supported"
-                        )));
-                    }
+                    let unreadable = (!layout.is_contiguous()).then(|| {
+                        "it is stored as a non-contiguous view (e.g. a transpose); save it \
+                         with `.contiguous()`"
+                            .to_string()
+                    });
+                    // candle's layout offset for a pickled tensor is in bytes.
+                    let offset = layout.start_offset();
                     entries.insert(
                         name,
                         TensorEntry {
@@ -156,27 +283,98 @@ impl Checkpoint {
                             dtype: info.dtype,
                             location: Location::Zip {
                                 entry: info.path,
-                                offset: layout.start_offset() as u64,
+                                offset: offset as u64,
                             },
+                            unreadable,
                         },
                     );
                 }
-                Ok(None) => {}
-                // Storages candle cannot represent (int32, bool, ...): never model weights.
-                Err(_) => skipped.push(name),
+                    Ok(None) => {}
+                    // Storages candle cannot represent (int32, bool, ...): never model weights.
+                    Err(_) => skipped.push(name),
+                }
             }
         }
-        let ckpt = Self {
-            path,
-            format: Format::PyTorchZip,
-            entries,
-            weights_key,
-            skipped,
-            zip: Mutex::new(Some(zip)),
-        };
-        ckpt.ensure_not_empty()?;
-        Ok(ckpt)
     }
+    Ok(PickleIndex {
+        entries,
+        weights_key,
+        skipped,
+    })
+}
+
+/// Whether a pickled value has the arity candle's tensor rebuild expects (it indexes the
+/// tuples without checking). Values that are not tensor records pass: candle skips them.
+fn well_formed_tensor(value: &Object) -> bool {
+    fn tuple_len(o: &Object) -> Option<usize> {
+        match o {
+            Object::Tuple(t) => Some(t.len()),
+            _ => None,
+        }
+    }
+    fn rebuild_ok(args: &Object) -> bool {
+        match args {
+            Object::Tuple(a) if a.len() >= 4 => match &a[0] {
+                Object::PersistentLoad(s) => tuple_len(s).is_some_and(|n| n >= 5),
+                _ => true,
+            },
+            Object::Tuple(_) => false,
+            _ => true,
+        }
+    }
+    let Object::Reduce { callable, args } = value else {
+        return true;
+    };
+    match callable.as_ref() {
+        Object::Class {
+            module_name,
+            class_name,
+        } if module_name == "torch._tensor" && class_name == "_rebuild_from_type_v2" => {
+            match args.as_ref() {
+                Object::Tuple(a) if a.len() >= 3 => match (&a[0], &a[2]) {
+                    (Object::Class { .. }, inner) => rebuild_ok(inner),
+                    _ => true,
+                },
+                Object::Tuple(_) => false,
+                _ => true,
+            }
+        }
+        Object::Class {
+            module_name,
+            class_name,
+        } if module_name == "torch._utils" && class_name == "_rebuild_parameter" => {
+            match args.as_ref() {
+                Object::Tuple(a) if !a.is_empty() => match &a[0] {
+                    Object::Reduce { args, .. } => rebuild_ok(args),
+                    _ => true,
+                },
+                Object::Tuple(_) => false,
+                _ => true,
+            }
+        }
+        _ => rebuild_ok(args),
+    }
+}
+
+/// Removes wrapper prefixes shared by every key (see [`WRAPPER_PREFIXES`]), in any stack.
+fn strip_wrapper_prefixes(
+    mut entries: BTreeMap<String, TensorEntry>,
+) -> (BTreeMap<String, TensorEntry>, Vec<String>) {
+    let mut stripped = Vec::new();
+    while let Some(prefix) = WRAPPER_PREFIXES
+        .iter()
+        .find(|p| !entries.is_empty() && entries.keys().all(|k| k.starts_with(*p)))
+    {
+        stripped.push(prefix.to_string());
+        entries = entries
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+            .collect();
+    }
+    (entries, stripped)
+}
+
+impl Checkpoint {
 
     fn open_safetensors(path: PathBuf, mut file: File, len: u64) -> Result<Self> {
         let not = |reason: String| Error::NotACheckpoint {
@@ -240,23 +438,27 @@ impl Checkpoint {
                 location: Location::File {
                     offset: data_start + begin,
                 },
+                unreadable: None,
             };
-            if end < begin || (end - begin) as usize != entry.num_bytes() {
+            if end < begin || Some((end - begin) as usize) != entry.num_bytes() {
                 return Err(bad("data_offsets do not match its shape and dtype"));
             }
-            if data_start + end > len {
+            if data_start.saturating_add(end) > len {
                 return Err(bad(
                     "data lies past the end of the file (truncated download?)",
                 ));
             }
             entries.insert(name, entry);
         }
+        let (entries, stripped_prefixes) = strip_wrapper_prefixes(entries);
         let ckpt = Self {
             path,
             format: Format::Safetensors,
             entries,
             weights_key: None,
             skipped,
+            stripped_prefixes,
+            big_endian: false,
             zip: Mutex::new(None),
         };
         ckpt.ensure_not_empty()?;
@@ -292,6 +494,32 @@ impl Checkpoint {
         &self.skipped
     }
 
+    /// Wrapper prefixes removed from every key (`_orig_mod.`, `module.`), outermost first.
+    pub fn stripped_prefixes(&self) -> &[String] {
+        &self.stripped_prefixes
+    }
+
+    /// Whether the file was written on a big-endian machine (values are swapped on read).
+    pub fn big_endian(&self) -> bool {
+        self.big_endian
+    }
+
+    /// Reads every tensor and lists those holding non-finite values, with their count, and
+    /// those that cannot be read, with the reason (`arpg info`'s full check).
+    pub fn scan(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (name, entry) in &self.entries {
+            if let Some(why) = entry.unreadable() {
+                problems.push((name.clone(), format!("unreadable: {why}")));
+                continue;
+            }
+            if let Err(e) = self.read_native(name) {
+                problems.push((name.clone(), e.to_string()));
+            }
+        }
+        problems
+    }
+
     pub fn entries(&self) -> &BTreeMap<String, TensorEntry> {
         &self.entries
     }
@@ -316,7 +544,9 @@ impl Checkpoint {
     pub fn dtype(&self) -> DType {
         let mut counts: BTreeMap<&'static str, (usize, DType)> = BTreeMap::new();
         for e in self.entries.values() {
-            counts.entry(e.dtype.as_str()).or_insert((0, e.dtype)).0 += e.num_bytes();
+            let n = e.num_bytes().unwrap_or(0);
+            let slot = counts.entry(e.dtype.as_str()).or_insert((0, e.dtype));
+            slot.0 = slot.0.saturating_add(n);
         }
         counts
             .into_values()
@@ -366,10 +596,21 @@ impl Checkpoint {
             model: "requested".into(),
             missing: vec![name.to_string()],
         })?;
-        let mut bytes = vec![0u8; entry.num_bytes()];
+        let damaged = |reason: String| Error::NotACheckpoint {
+            path: self.path.clone(),
+            reason: format!("tensor `{name}`: {reason}"),
+        };
+        if let Some(why) = &entry.unreadable {
+            return Err(damaged(why.clone()));
+        }
+        let num_bytes = entry
+            .num_bytes()
+            .ok_or_else(|| damaged(format!("shape {:?} overflows", entry.shape)))?;
         let io = |e: std::io::Error| Error::io(&self.path, e);
+        let mut bytes;
         match &entry.location {
             Location::File { offset } => {
+                bytes = vec![0u8; num_bytes];
                 let mut f = File::open(&self.path).map_err(io)?;
                 f.seek(SeekFrom::Start(*offset)).map_err(io)?;
                 f.read_exact(&mut bytes).map_err(io)?;
@@ -385,17 +626,44 @@ impl Checkpoint {
                 let zip = guard
                     .as_mut()
                     .ok_or_else(|| Error::Config("zip reader missing".into()))?;
-                let mut r = zip.by_name(zname).map_err(|e| Error::NotACheckpoint {
-                    path: self.path.clone(),
-                    reason: format!("tensor `{name}`: cannot open `{zname}`: {e}"),
-                })?;
-                std::io::copy(&mut r.by_ref().take(*offset), &mut std::io::sink()).map_err(io)?;
-                r.read_exact(&mut bytes)
-                    .map_err(|e| Error::NotACheckpoint {
-                        path: self.path.clone(),
-                        reason: format!("tensor `{name}`: data is shorter than its shape ({e})"),
-                    })?;
+                let mut r = zip
+                    .by_name(zname)
+                    .map_err(|e| damaged(format!("cannot open `{zname}`: {e}")))?;
+                // The storage's declared size bounds the read before anything is allocated.
+                if (*offset as u128) + (num_bytes as u128) > r.size() as u128 {
+                    return Err(damaged(format!(
+                        "its shape {:?} needs {num_bytes} bytes at offset {offset}, but its \
+                         storage `{zname}` holds {}",
+                        entry.shape,
+                        r.size()
+                    )));
+                }
+                bytes = vec![0u8; num_bytes];
+                let broken = |e: std::io::Error| {
+                    damaged(format!(
+                        "its storage `{zname}` is damaged ({e}); download the file again"
+                    ))
+                };
+                std::io::copy(&mut r.by_ref().take(*offset), &mut std::io::sink())
+                    .map_err(broken)?;
+                r.read_exact(&mut bytes).map_err(broken)?;
+                // Reading the storage to its end verifies its CRC.
+                std::io::copy(&mut r, &mut std::io::sink()).map_err(broken)?;
             }
+        }
+        if self.big_endian {
+            let width = entry.dtype.size_in_bytes();
+            if width > 1 {
+                bytes.chunks_exact_mut(width).for_each(<[u8]>::reverse);
+            }
+        }
+        let non_finite = count_non_finite(&bytes, entry.dtype);
+        if non_finite > 0 {
+            return Err(Error::NonFinite(format!(
+                "{}: tensor `{name}` holds {non_finite} non-finite value(s) (NaN or infinity): the \
+                 checkpoint is damaged; use another copy",
+                self.path.display()
+            )));
         }
         let t = Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
         drop(bytes);
@@ -455,6 +723,33 @@ fn select_weights(mut top: Vec<(Object, Object)>) -> (Option<String>, Vec<(Objec
             _ => (None, Vec::new()),
         },
         None => (None, top),
+    }
+}
+
+/// Counts NaN and infinite values of a little-endian float buffer (0 for integer dtypes).
+fn count_non_finite(bytes: &[u8], dtype: DType) -> usize {
+    match dtype {
+        DType::F32 => bytes
+            .chunks_exact(4)
+            .filter(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 == 0x7f80_0000)
+            .count(),
+        DType::F64 => bytes
+            .chunks_exact(8)
+            .filter(|b| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                u64::from_le_bytes(a) & 0x7ff0_0000_0000_0000 == 0x7ff0_0000_0000_0000
+            })
+            .count(),
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00)
+            .count(),
+        DType::BF16 => bytes
+            .chunks_exact(2)
+            .filter(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80)
+            .count(),
+        _ => 0,
     }
 }
 

@@ -55,6 +55,18 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// An image or mask that cannot be used (unreadable, too large, damaged).
+    #[error("{path}: {reason}")]
+    Image { path: PathBuf, reason: String },
+
+    /// Weights or activations that are not finite numbers (NaN or infinity).
+    #[error("{0}")]
+    NonFinite(String),
+
+    /// A broken invariant of this crate (a bug, not bad input).
+    #[error("internal error: {0}")]
+    Internal(String),
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -480,6 +480,7 @@ impl Generation {
             .step(&mut self.cache, &ids, &pos, &query)?
             .ok_or_else(|| Error::InvalidRequest("no query in step".into()))?;
         let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+        ensure_finite(&host, self.step)?;
 
         // 3. Combine the CFG halves and draw one token per target cell.
         let scale = self.scales[self.step];
@@ -585,6 +586,7 @@ impl Generation {
         let query = Tensor::from_vec(query, (rows, nq), self.model.device())?;
         let logits = self.model.predict(&ids, &pos, &query)?;
         let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+        ensure_finite(&host, self.step)?;
         let combined = (0..b)
             .map(|i| {
                 (0..nq)
@@ -1016,4 +1018,18 @@ mod tests {
             serde_json::from_str(r#"{"temperature": -1}"#).expect("test");
         assert!(absurd.apply(&base).is_err());
     }
+}
+
+/// Stops a generation whose logits are not finite: drawing from them would pick the last code
+/// every time and produce a flat image with no error.
+fn ensure_finite(logits: &[Vec<Vec<f32>>], step: usize) -> Result<()> {
+    let bad = logits.iter().flatten().flatten().any(|l| !l.is_finite());
+    if bad {
+        return Err(Error::NonFinite(format!(
+            "step {}: the model's logits are not finite (NaN or infinity); its weights or \
+             dtype are broken (try --dtype f32, or another copy of the checkpoint)",
+            step + 1
+        )));
+    }
+    Ok(())
 }

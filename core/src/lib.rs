@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
+pub mod document;
 pub mod error;
 pub mod eval;
 pub mod generator;

@@ -457,13 +457,14 @@ impl StudioApp {
         let p = self.patch();
         let model = self.model.as_ref().map_or("", |m| m.name.as_str());
         let meta = crate::document::Metadata::new(&doc.canvas, doc.class, &doc.settings, p, model)?;
-        crate::document::write(
+        crate::document::write_png(
             path,
             doc.canvas.cols * p,
             doc.canvas.rows * p,
             &doc.rgb,
             Some(&meta),
-        )
+        )?;
+        Ok(())
     }
 
     fn open_model_dialog(&mut self) {
@@ -663,7 +664,10 @@ impl StudioApp {
                 canvas,
                 rgb,
                 class,
+                notices,
             } => {
+                // Shown like errors: the user must see them, and nothing was lost.
+                self.errors.extend(notices);
                 if let Some(c) = class {
                     self.class = c;
                 }

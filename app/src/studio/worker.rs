@@ -113,6 +113,8 @@ pub enum WorkerEvent {
         canvas: TokenCanvas,
         rgb: Vec<u8>,
         class: Option<usize>,
+        /// What the user should know about the import (stale metadata, padding).
+        notices: Vec<String>,
     },
     Error(String),
 }
@@ -296,15 +298,29 @@ impl Worker {
                 self.emit(WorkerEvent::ModelsLoaded { info, palette });
             }
             WorkerCommand::OpenImage(path) => {
-                let pic = document::read(&path)?;
+                let pic = document::import_image(&path)?;
                 let models = self.models()?;
-                let (canvas, rgb) = models.canvas_of(&pic)?;
+                let imported = models.canvas_of(&pic)?;
                 let class = pic.metadata.as_ref().and_then(|m| m.class);
+                let p = models.patch();
+                let (pad_x, pad_y) = imported.padding(p);
+                let mut notices: Vec<String> = imported.warning.into_iter().collect();
+                if pad_x > 0 || pad_y > 0 {
+                    notices.push(format!(
+                        "{}x{} px is not a whole number of {p}px tokens: the canvas is padded to \
+                         {}x{} by repeating the right and bottom edges (no pixel is lost)",
+                        pic.width,
+                        pic.height,
+                        pic.width + pad_x,
+                        pic.height + pad_y
+                    ));
+                }
                 self.emit(WorkerEvent::ImageOpened {
                     path,
-                    canvas,
-                    rgb,
+                    canvas: imported.canvas,
+                    rgb: imported.rgb,
                     class,
+                    notices,
                 });
             }
             WorkerCommand::Run(job) => self.run_job(job)?,

@@ -383,19 +383,25 @@ impl VqModel {
 
 /// Images `(B, 3, H, W)` in `[-1, 1]` to 8-bit RGB, as the official sampler converts them:
 /// `clamp(127.5 x + 128, 0, 255)` truncated. Returns one interleaved `H*W*3` buffer per image.
+///
+/// Errors when a value is not finite: clamping would turn NaN into a silently black pixel.
 pub fn to_rgb8(images: &Tensor) -> Result<Vec<Vec<u8>>> {
     let (b, _, _, _) = images.dims4()?;
     let x = ((images.to_dtype(DType::F32)? * 127.5)? + 128.0)?
-        .clamp(0.0, 255.0)?
         .permute((0, 2, 3, 1))?
         .contiguous()?;
     (0..b)
         .map(|i| {
-            Ok(x.get(i)?
-                .flatten_all()?
-                .to_vec1::<f32>()?
+            let values = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
+            if values.iter().any(|v| !v.is_finite()) {
+                candle_core::bail!(
+                    "the decoded image holds non-finite values (NaN or infinity): the tokenizer's \
+                     weights are broken; no image was written"
+                );
+            }
+            Ok(values
                 .into_iter()
-                .map(|v| v as u8)
+                .map(|v| v.clamp(0.0, 255.0) as u8)
                 .collect())
         })
         .collect()
