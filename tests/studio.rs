@@ -18,6 +18,7 @@ fn model_args() -> ModelArgs {
         device: "cpu".into(),
         dtype: "f32".into(),
         quiet: true,
+        max_side: None,
     }
 }
 

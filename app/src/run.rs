@@ -10,6 +10,7 @@ use arpg_core::schedule::{CfgSchedule, Schedule};
 use arpg_core::tasks::{self, CanvasJob, TokenCanvas};
 use arpg_core::vq::{self, VqModel};
 use candle_core::{DType, Tensor};
+use image::imageops::FilterType;
 
 use crate::document::{self, Metadata, MetadataState, Picture};
 
@@ -34,6 +35,10 @@ pub struct ModelArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Images with a longer side are scaled down to it on import, keeping the aspect ratio
+    /// (ARPG works at its model's resolution) [default: 4x the model's image side; 0 = never].
+    #[arg(long, value_name = "PX")]
+    pub max_side: Option<usize>,
 }
 
 /// Steps when `--steps` is not given.
@@ -168,6 +173,8 @@ pub fn device(name: &str) -> Result<candle_core::Device> {
 pub struct Models {
     pub arpg: LoadedArpg,
     pub vq: VqModel,
+    /// `--max-side`: see [`Models::working_size`].
+    pub max_side: Option<usize>,
 }
 
 impl Models {
@@ -204,11 +211,64 @@ impl Models {
                 arpg.config.vocab_size
             );
         }
-        Ok(Self { arpg, vq })
+        Ok(Self {
+            arpg,
+            vq,
+            max_side: args.max_side,
+        })
     }
 
     pub fn patch(&self) -> usize {
         self.vq.config().downsample()
+    }
+
+    /// The size an imported `w x h` image is scaled down to, `None` when it is kept: its longer
+    /// side is brought to `--max-side` (default 4x the model's image side, e.g. 128 px for the
+    /// shipped model, 1024 px for the official ones; 0 = never scale).
+    pub fn working_size(&self, w: usize, h: usize) -> Option<(usize, usize)> {
+        let limit = self.max_side.unwrap_or(4 * self.grid() * self.patch());
+        if limit == 0 || w.max(h) <= limit {
+            return None;
+        }
+        let s = limit as f64 / w.max(h) as f64;
+        let scaled = |v: usize| ((v as f64 * s).round() as usize).max(1);
+        Some((scaled(w), scaled(h)))
+    }
+
+    /// [`document::import_image`], then scaled down to the working size (see
+    /// [`Models::working_size`]), saying so on stderr. A scaled image's metadata is dropped:
+    /// its tokens describe other pixels.
+    pub fn import(&self, path: &Path) -> Result<Picture> {
+        self.to_working_size(document::import_image(path)?, path)
+    }
+
+    /// The scaling step of [`Models::import`].
+    pub fn to_working_size(&self, pic: Picture, path: &Path) -> Result<Picture> {
+        let Some((w, h)) = self.working_size(pic.width, pic.height) else {
+            return Ok(pic);
+        };
+        eprintln!(
+            "note: {} is {}x{}; scaled down to {w}x{h} to work at the model's resolution \
+             (--max-side 0 keeps the full size)",
+            path.display(),
+            pic.width,
+            pic.height
+        );
+        let class = pic.metadata.as_ref().and_then(|m| m.class);
+        let img = image::RgbImage::from_raw(pic.width as u32, pic.height as u32, pic.rgb)
+            .context("internal: image buffer size")?;
+        let img = image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle);
+        Ok(Picture {
+            width: w,
+            height: h,
+            rgb: img.into_raw(),
+            // Only the class still holds for the scaled pixels.
+            metadata: class.map(|c| Metadata {
+                class: Some(c),
+                ..Metadata::empty()
+            }),
+            metadata_state: MetadataState::Absent,
+        })
     }
 
     pub fn grid(&self) -> usize {
@@ -562,16 +622,31 @@ pub fn inpaint(
     quiet: bool,
 ) -> Result<()> {
     let pic = document::import_image(image)?;
-    let mask = document::import_mask(mask)?;
-    let (mw, mh) = (mask.width, mask.height);
-    if (mw, mh) != (pic.width, pic.height) {
+    let mut mask = document::import_mask(mask)?;
+    if (mask.width, mask.height) != (pic.width, pic.height) {
         bail!(
-            "the mask is {mw}x{mh} but the image is {}x{}: they must be the same size (as \
+            "the mask is {}x{} but the image is {}x{}: they must be the same size (as \
              displayed, EXIF orientation applied)",
+            mask.width,
+            mask.height,
             pic.width,
             pic.height
         );
     }
+    let pic = models.to_working_size(pic, image)?;
+    if (pic.width, pic.height) != (mask.width, mask.height) {
+        let m = image::GrayImage::from_raw(mask.width as u32, mask.height as u32, mask.px)
+            .context("internal: mask buffer size")?;
+        let m = image::imageops::resize(
+            &m,
+            pic.width as u32,
+            pic.height as u32,
+            FilterType::Triangle,
+        );
+        mask.px = m.into_raw();
+        (mask.width, mask.height) = (pic.width, pic.height);
+    }
+    let (mw, mh) = (mask.width, mask.height);
     if !(0.0..1.0).contains(&opts.threshold) {
         bail!("--threshold {} must be within [0, 1)", opts.threshold);
     }
@@ -619,7 +694,7 @@ pub fn outpaint(
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let pic = document::import_image(image)?;
+    let pic = models.import(image)?;
     let p = models.patch();
     if sides_px.iter().all(|&s| s == 0) {
         bail!("nothing to extend: give --left, --right, --top or --bottom in pixels");
@@ -673,7 +748,7 @@ pub fn expand(
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let pic = document::import_image(image)?;
+    let pic = models.import(image)?;
     let imported = models.canvas_of(&pic)?;
     imported.warn();
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
@@ -703,7 +778,7 @@ fn crop_cells(canvas: &TokenCanvas, rows: usize, cols: usize) -> TokenCanvas {
 
 /// `encode`: an image to its token grid as JSON.
 pub fn encode(models: &Models, image: &Path, out: &Path) -> Result<()> {
-    let pic = document::import_image(image)?;
+    let pic = models.import(image)?;
     let imported = models.canvas_of(&pic)?;
     imported.warn();
     let mut meta = models.metadata(

@@ -86,6 +86,20 @@ impl Metadata {
         })
     }
 
+    /// Metadata with no tokens (a 0x0 grid), to carry a class or settings alone.
+    pub fn empty() -> Self {
+        Self {
+            grid: [0, 0],
+            tokens: Vec::new(),
+            class: None,
+            settings: serde_json::Value::Null,
+            patch: 0,
+            model: String::new(),
+            size: None,
+            pixels_sha256: None,
+        }
+    }
+
     /// Checks the grid against the tokens with checked arithmetic; the error says what is wrong.
     pub fn validate(&self) -> std::result::Result<(), String> {
         let [rows, cols] = self.grid;
@@ -226,9 +240,9 @@ fn decode_dynamic(bytes: &[u8], source: &Path) -> Result<image::DynamicImage> {
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(source, e.to_string()))?;
+    // The declared size is checked below, by us, so the message can state it; the byte limit
+    // guards every allocation the decoder makes.
     let mut limits = image::Limits::default();
-    limits.max_image_width = Some(MAX_SIDE as u32);
-    limits.max_image_height = Some(MAX_SIDE as u32);
     limits.max_alloc = Some((MAX_PIXELS as u64) * 8);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(|e| match e {
