@@ -1,5 +1,7 @@
 //! ARPG Studio driven through egui_kittest with the wgpu renderer (headless; lavapipe in CI):
-//! generate, paint and undo, cancel mid-run, outpaint.
+//! generate, paint and undo, cancel mid-run, outpaint, and errors that leave the app usable.
+
+mod common;
 
 use std::time::{Duration, Instant};
 
@@ -200,5 +202,61 @@ fn outpaint_one_side_grows_the_canvas_and_keeps_the_original() {
                 "original cell ({r}, {c}) changed"
             );
         }
+    }
+}
+
+#[test]
+fn a_bad_checkpoint_or_image_shows_an_error_and_the_app_stays_usable() {
+    let mut h = harness();
+    let tiny = common::tiny();
+    let field = common::fixtures().join("../field");
+    // Model -> Open model... with a checkpoint holding a NaN (what the menu does once both files
+    // are picked).
+    h.state_mut().load_models(ModelArgs {
+        gpt: Some(field.join("gpt_nan_in_head.pt")),
+        vq: Some(tiny.join("tiny_vq.pt")),
+        config: Some(tiny.join("manifest.json")),
+        ..model_args()
+    });
+    wait(&mut h, "the load error", |app| !app.errors.is_empty());
+    let err = h.state().errors.last().cloned().expect("an error");
+    assert!(err.contains("head.weight"), "{err}");
+    h.get_by_label(&err);
+    assert!(
+        h.state().status.message.contains("still using"),
+        "{}",
+        h.state().status.message
+    );
+
+    // An image file that is not an image, dropped onto the window.
+    let dir = common::temp_dir("studio-bad-image");
+    let bad = dir.join("holiday.png");
+    std::fs::write(&bad, "not a picture").expect("write");
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(bad)));
+    wait(&mut h, "the image error", |app| app.errors.len() >= 2);
+    let err = h.state().errors.last().cloned().expect("an error");
+    assert!(err.contains("not an image"), "{err}");
+    h.get_by_label(&err);
+
+    // Still usable: the previous model generates.
+    generate(&mut h);
+    let app = h.state();
+    assert_eq!(app.history.items.len(), 1);
+    assert!(!app.history.items[0].partial);
+}
+
+/// A file dropped onto the window, as the windowing integration hands it to egui.
+#[derive(Debug)]
+struct Dropped(std::path::PathBuf);
+
+impl egui::DroppedFile for Dropped {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|e| e.to_string())
     }
 }

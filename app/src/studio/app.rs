@@ -50,7 +50,11 @@ struct Running {
 pub struct StudioApp {
     worker: WorkerHandle,
     repaint: egui::Context,
+    /// The models the worker holds (what it reloads if it has to restart).
     model_args: ModelArgs,
+    /// Models asked for and not loaded yet; they replace `model_args` only once they load, so
+    /// a checkpoint that fails leaves the previous model in use.
+    loading: Option<ModelArgs>,
     pub model: Option<ModelInfo>,
     palette: Option<std::sync::Arc<Palette>>,
     pub doc: Option<Document>,
@@ -99,6 +103,7 @@ impl StudioApp {
             worker,
             repaint: ctx,
             model_args: model_args.clone(),
+            loading: Some(model_args.clone()),
             model: None,
             palette: None,
             doc: None,
@@ -490,7 +495,7 @@ impl StudioApp {
     }
 
     pub fn load_models(&mut self, args: ModelArgs) {
-        self.model_args = args.clone();
+        self.loading = Some(args.clone());
         self.status.message = "Loading model…".into();
         self.send(WorkerCommand::LoadModels(args));
     }
@@ -517,6 +522,9 @@ impl StudioApp {
     fn on_event(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::ModelsLoaded { info, palette } => {
+                if let Some(args) = self.loading.take() {
+                    self.model_args = args;
+                }
                 self.class_names = info
                     .class_names
                     .clone()
@@ -684,6 +692,12 @@ impl StudioApp {
             }
             WorkerEvent::Error(e) => {
                 self.errors.push(e);
+                if self.loading.take().is_some() {
+                    self.status.message = match &self.model {
+                        Some(m) => format!("Model not loaded; still using {}", m.name),
+                        None => "No model".into(),
+                    };
+                }
                 if let Some(run) = self.running.take() {
                     self.status.message = format!("{} failed", run.label);
                     self.status.step = None;
