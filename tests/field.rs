@@ -175,7 +175,11 @@ fn unchanged_where(a: &image::RgbImage, b: &image::RgbImage, keep: impl Fn(u32, 
     let mut compared = 0;
     for (x, y, p) in a.enumerate_pixels() {
         if keep(x, y) {
-            assert_eq!(p, b.get_pixel(x, y), "pixel ({x}, {y}) outside the mask changed");
+            assert_eq!(
+                p,
+                b.get_pixel(x, y),
+                "pixel ({x}, {y}) outside the mask changed"
+            );
             compared += 1;
         }
     }
@@ -233,7 +237,10 @@ fn metadata_is_found_wherever_it_is_and_stale_metadata_is_not_used() {
     assert_eq!(moved["class"], original["class"]);
     // Edited elsewhere: the user is told and the pixels are encoded again.
     let (stale, err) = encode("metadata_stale_after_edit.png");
-    assert!(err.contains("warning:") && err.contains("encoded again"), "{err}");
+    assert!(
+        err.contains("warning:") && err.contains("encoded again"),
+        "{err}"
+    );
     assert_ne!(tokens(&stale), tokens(&original));
 
     // Files written now carry a digest of their pixels: a copy with the chunk moved after the
@@ -686,7 +693,10 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
         .map(|(w, b)| (w, String::from_utf8_lossy(&b).into_owned()))
         .collect();
     for (what, j) in [
-        ("a 0x0 grid", serde_json::json!({"grid": [0, 0], "tokens": []})),
+        (
+            "a 0x0 grid",
+            serde_json::json!({"grid": [0, 0], "tokens": []}),
+        ),
         (
             "a grid whose product overflows",
             serde_json::json!({"grid": [usize::MAX, 2], "tokens": []}),

@@ -407,7 +407,13 @@ impl Models {
         class: Option<usize>,
         settings: &Settings,
     ) -> Result<Metadata> {
-        Ok(Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)?)
+        Ok(Metadata::new(
+            canvas,
+            class,
+            settings,
+            self.patch(),
+            &self.arpg.name,
+        )?)
     }
 
     /// Decodes a finished canvas (unless its pixels are given) and writes it as a PNG with
@@ -717,8 +723,7 @@ pub fn outpaint(
         let in_original = row >= t && row < t + rows0 && col >= l && col < l + cols0;
         let last_col = col + 1 == l + cols0;
         let last_row = row + 1 == t + rows0;
-        if in_original && ((pad_x > 0 && r > 0 && last_col) || (pad_y > 0 && b > 0 && last_row))
-        {
+        if in_original && ((pad_x > 0 && r > 0 && last_col) || (pad_y > 0 && b > 0 && last_row)) {
             *cell = None;
         }
     }
@@ -736,7 +741,14 @@ pub fn outpaint(
     document::paste(&mut rgb, extended.cols * p, &pic.rgb, w0, h0, l * p, t * p);
     let width = extended.cols * p - if r == 0 { pad_x } else { 0 };
     let height = extended.rows * p - if b == 0 { pad_y } else { 0 };
-    models.save(out, &extended, class, &settings, Some(rgb), Some([width, height]))
+    models.save(
+        out,
+        &extended,
+        class,
+        &settings,
+        Some(rgb),
+        Some([width, height]),
+    )
 }
 
 /// `expand`: twice the cells per side, with the existing tokens as context on the lattice.
@@ -800,7 +812,11 @@ pub fn decode(models: &Models, tokens: &Path, out: &Path) -> Result<()> {
         .with_context(|| format!("cannot read {}", tokens.display()))?
         .len();
     if len > 256 << 20 {
-        bail!("{} is {} MiB: not a token JSON", tokens.display(), len >> 20);
+        bail!(
+            "{} is {} MiB: not a token JSON",
+            tokens.display(),
+            len >> 20
+        );
     }
     let text = std::fs::read_to_string(tokens)
         .with_context(|| format!("cannot read {}", tokens.display()))?;
@@ -819,7 +835,10 @@ pub fn decode(models: &Models, tokens: &Path, out: &Path) -> Result<()> {
     let [rows, cols] = meta.grid;
     let (w, h) = (cols.saturating_mul(p), rows.saturating_mul(p));
     document::check_size(w, h).map_err(|why| {
-        anyhow::anyhow!("{}: the {rows}x{cols} token grid decodes to an image too large: {why}", tokens.display())
+        anyhow::anyhow!(
+            "{}: the {rows}x{cols} token grid decodes to an image too large: {why}",
+            tokens.display()
+        )
     })?;
     if let Some(t) = meta
         .tokens
@@ -833,5 +852,12 @@ pub fn decode(models: &Models, tokens: &Path, out: &Path) -> Result<()> {
         );
     }
     let canvas = TokenCanvas::from_tokens(rows, cols, &meta.tokens)?;
-    models.save(out, &canvas, meta.class, &Settings::default(), None, meta.size)
+    models.save(
+        out,
+        &canvas,
+        meta.class,
+        &Settings::default(),
+        None,
+        meta.size,
+    )
 }

@@ -267,28 +267,28 @@ pub fn index_pickle(pickle: &[u8], dir: &str) -> std::result::Result<PickleIndex
         {
             {
                 match info {
-                Ok(Some(info)) => {
-                    let layout = &info.layout;
-                    let unreadable = (!layout.is_contiguous()).then(|| {
-                        "it is stored as a non-contiguous view (e.g. a transpose); save it \
+                    Ok(Some(info)) => {
+                        let layout = &info.layout;
+                        let unreadable = (!layout.is_contiguous()).then(|| {
+                            "it is stored as a non-contiguous view (e.g. a transpose); save it \
                          with `.contiguous()`"
-                            .to_string()
-                    });
-                    // candle's layout offset for a pickled tensor is in bytes.
-                    let offset = layout.start_offset();
-                    entries.insert(
-                        name,
-                        TensorEntry {
-                            shape: layout.dims().to_vec(),
-                            dtype: info.dtype,
-                            location: Location::Zip {
-                                entry: info.path,
-                                offset: offset as u64,
+                                .to_string()
+                        });
+                        // candle's layout offset for a pickled tensor is in bytes.
+                        let offset = layout.start_offset();
+                        entries.insert(
+                            name,
+                            TensorEntry {
+                                shape: layout.dims().to_vec(),
+                                dtype: info.dtype,
+                                location: Location::Zip {
+                                    entry: info.path,
+                                    offset: offset as u64,
+                                },
+                                unreadable,
                             },
-                            unreadable,
-                        },
-                    );
-                }
+                        );
+                    }
                     Ok(None) => {}
                     // Storages candle cannot represent (int32, bool, ...): never model weights.
                     Err(_) => skipped.push(name),
@@ -375,7 +375,6 @@ fn strip_wrapper_prefixes(
 }
 
 impl Checkpoint {
-
     fn open_safetensors(path: PathBuf, mut file: File, len: u64) -> Result<Self> {
         let not = |reason: String| Error::NotACheckpoint {
             path: path.clone(),

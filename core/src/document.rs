@@ -104,12 +104,16 @@ impl Metadata {
     pub fn validate(&self) -> std::result::Result<(), String> {
         let [rows, cols] = self.grid;
         if rows == 0 || cols == 0 {
-            return Err(format!("the token grid is {rows}x{cols}: it must hold at least one token"));
+            return Err(format!(
+                "the token grid is {rows}x{cols}: it must hold at least one token"
+            ));
         }
         let cells = rows
             .checked_mul(cols)
             .filter(|&n| n <= MAX_PIXELS)
-            .ok_or_else(|| format!("the token grid {rows}x{cols} is larger than any image this build handles"))?;
+            .ok_or_else(|| {
+                format!("the token grid {rows}x{cols} is larger than any image this build handles")
+            })?;
         if self.tokens.len() != cells {
             return Err(format!(
                 "{} tokens do not fill the {rows}x{cols} grid ({cells} cells)",
@@ -200,7 +204,9 @@ fn image_error(path: &Path, reason: impl Into<String>) -> Error {
 /// Checks a declared image size against the limits, with checked arithmetic.
 pub fn check_size(width: usize, height: usize) -> std::result::Result<(), String> {
     if width == 0 || height == 0 {
-        return Err(format!("the image is {width}x{height} pixels: it holds no pixel"));
+        return Err(format!(
+            "the image is {width}x{height} pixels: it holds no pixel"
+        ));
     }
     let area = width.checked_mul(height);
     if width > MAX_SIDE || height > MAX_SIDE || area.is_none_or(|a| a > MAX_PIXELS) {
