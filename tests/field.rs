@@ -484,7 +484,7 @@ fn zip_bit_flips(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
             entries.push((f.size(), name, start, f.size() as usize));
         }
     }
-    entries.sort_by(|a, b| b.0.cmp(&a.0));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
     entries
         .into_iter()
         .enumerate()

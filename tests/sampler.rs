@@ -581,3 +581,26 @@ fn absurd_revisits_are_rejected() {
         assert!(Generation::new(&m, &Request::new(vec![1], s)).is_err());
     }
 }
+
+#[test]
+fn a_step_whose_logits_are_not_finite_stops_the_generation() {
+    // Weights built directly (the checkpoint reader would refuse the NaN at load).
+    let set = FixtureSet::open(common::tiny()).expect("set");
+    let cfg = set.arpg_config().expect("config");
+    let dev = Device::Cpu;
+    let mut weights =
+        candle_core::safetensors::load(common::tiny().join("gpt.safetensors"), &dev).expect("load");
+    let head = weights.get("head.weight").expect("head").clone();
+    let nan = (head.ones_like().expect("ones") * f64::NAN).expect("nan");
+    weights.insert("head.weight".into(), nan);
+    let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &dev);
+    let m = Arpg::new(&cfg, vb).expect("model");
+    let request = Request::new(vec![1], Settings::default());
+    let mut g = Generation::new(&m, &request).expect("new");
+    let err = g.step().expect_err("NaN logits must stop the generation");
+    assert!(
+        matches!(err, arpg_core::Error::NonFinite(_)),
+        "unexpected error: {err}"
+    );
+    assert!(err.to_string().contains("not finite"), "{err}");
+}

@@ -465,7 +465,8 @@ pub fn write_png(
             let mut m = m.clone();
             m.pixels_sha256 = Some(pixel_digest(width, height, rgb));
             let p = m.patch.max(1);
-            m.size = (width % p != 0 || height % p != 0).then_some([width, height]);
+            let whole = width.div_ceil(p) * p == width && height.div_ceil(p) * p == height;
+            m.size = (!whole).then_some([width, height]);
             let json = serde_json::to_string(&m).map_err(|e| Error::Json {
                 context: "metadata".into(),
                 source: e,

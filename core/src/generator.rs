@@ -993,6 +993,20 @@ fn order_cells(
     })
 }
 
+/// Stops a generation whose logits are not finite: drawing from them would pick the last code
+/// every time and produce a flat image with no error.
+fn ensure_finite(logits: &[Vec<Vec<f32>>], step: usize) -> Result<()> {
+    let bad = logits.iter().flatten().flatten().any(|l| !l.is_finite());
+    if bad {
+        return Err(Error::NonFinite(format!(
+            "step {}: the model's logits are not finite (NaN or infinity); its weights or \
+             dtype are broken (try --dtype f32, or another copy of the checkpoint)",
+            step + 1
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1018,18 +1032,4 @@ mod tests {
             serde_json::from_str(r#"{"temperature": -1}"#).expect("test");
         assert!(absurd.apply(&base).is_err());
     }
-}
-
-/// Stops a generation whose logits are not finite: drawing from them would pick the last code
-/// every time and produce a flat image with no error.
-fn ensure_finite(logits: &[Vec<Vec<f32>>], step: usize) -> Result<()> {
-    let bad = logits.iter().flatten().flatten().any(|l| !l.is_finite());
-    if bad {
-        return Err(Error::NonFinite(format!(
-            "step {}: the model's logits are not finite (NaN or infinity); its weights or \
-             dtype are broken (try --dtype f32, or another copy of the checkpoint)",
-            step + 1
-        )));
-    }
-    Ok(())
 }

@@ -33,7 +33,7 @@ impl TokenCanvas {
     }
 
     pub fn from_tokens(rows: usize, cols: usize, tokens: &[u32]) -> Result<Self> {
-        if tokens.len() != rows * cols {
+        if rows.checked_mul(cols) != Some(tokens.len()) {
             return Err(Error::InvalidRequest(format!(
                 "{} tokens do not fill a {rows}x{cols} grid",
                 tokens.len()
