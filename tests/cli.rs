@@ -6,6 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::tokens;
+
 fn arpg() -> Command {
     Command::new(env!("CARGO_BIN_EXE_arpg"))
 }
@@ -69,15 +71,6 @@ fn metadata(path: &Path) -> serde_json::Value {
         })
         .expect("arpg chunk");
     serde_json::from_str(&text).expect("json")
-}
-
-fn tokens(meta: &serde_json::Value) -> Vec<u64> {
-    meta["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .map(|t| t.as_u64().expect("u64"))
-        .collect()
 }
 
 fn dims(path: &Path) -> (u32, u32) {

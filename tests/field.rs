@@ -7,6 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::tokens;
+
 fn field() -> PathBuf {
     let dir = common::fixtures().join("../field");
     assert!(
@@ -65,6 +67,13 @@ fn tiny_with(gpt: &Path) -> Vec<String> {
     ]
 }
 
+/// Runs `arpg ARGS --out OUT --quiet` on the shipped model; it must succeed. Returns stderr.
+fn shipped(args: &[&str], out: &Path) -> String {
+    let mut all = args.to_vec();
+    all.extend(["--out", s(out), "--quiet"]);
+    ok(&arpg(&all))
+}
+
 fn with(args: &[&str], extra: &[String]) -> Output {
     let mut all: Vec<&str> = args.to_vec();
     all.extend(extra.iter().map(String::as_str));
@@ -78,15 +87,6 @@ fn metadata(path: &Path) -> serde_json::Value {
         .expect("readable metadata")
         .expect("an arpg chunk");
     serde_json::to_value(meta).expect("json")
-}
-
-fn tokens(meta: &serde_json::Value) -> Vec<u64> {
-    meta["tokens"]
-        .as_array()
-        .expect("tokens")
-        .iter()
-        .map(|t| t.as_u64().expect("u64"))
-        .collect()
 }
 
 fn rgb(path: &Path) -> image::RgbImage {
@@ -186,23 +186,32 @@ fn unchanged_where(a: &image::RgbImage, b: &image::RgbImage, keep: impl Fn(u32, 
     assert!(compared > 0);
 }
 
+/// Inpaints `image` with a grey-level `mask` into `out`; pixels where the mask is black must be
+/// `shown` (the image as displayed) exactly.
+fn inpaint_keeps_unmasked(image: &Path, mask: &Path, shown: &image::RgbImage, out: &Path) {
+    let m = image::open(mask).expect("mask").to_luma8();
+    assert_eq!(m.dimensions(), shown.dimensions());
+    shipped(&["inpaint", "--image", s(image), "--mask", s(mask)], out);
+    unchanged_where(shown, &rgb(out), |x, y| m.get_pixel(x, y).0[0] == 0);
+}
+
 #[test]
 fn a_mask_in_the_alpha_channel_is_the_mask() {
     let dir = common::temp_dir("field-alpha");
     let out = dir.join("out.png");
     let mask_path = field().join("mask_in_alpha_channel.png");
-    ok(&arpg(&[
-        "inpaint",
-        "--image",
-        s(&field().join("photo_32x32.png")),
-        "--mask",
-        s(&mask_path),
-        "--seed",
-        "1",
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
+    shipped(
+        &[
+            "inpaint",
+            "--image",
+            s(&field().join("photo_32x32.png")),
+            "--mask",
+            s(&mask_path),
+            "--seed",
+            "1",
+        ],
+        &out,
+    );
     let alpha = image::open(&mask_path).expect("mask").to_rgba8();
     let (a, b) = (rgb(&field().join("photo_32x32.png")), rgb(&out));
     unchanged_where(&a, &b, |x, y| alpha.get_pixel(x, y).0[3] == 0);
@@ -219,14 +228,7 @@ fn metadata_is_found_wherever_it_is_and_stale_metadata_is_not_used() {
     let original = metadata(&field().join("metadata_original.png"));
     let encode = |name: &str| {
         let out = dir.join(format!("{name}.json"));
-        let err = ok(&arpg(&[
-            "encode",
-            "--image",
-            s(&field().join(name)),
-            "--out",
-            s(&out),
-            "--quiet",
-        ]));
+        let err = shipped(&["encode", "--image", s(&field().join(name))], &out);
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&out).expect("json")).expect("json");
         (json, err)
@@ -298,35 +300,12 @@ fn exif_orientation_is_applied_everywhere_images_are_read() {
     // As displayed: the stored pixels turned 90 degrees clockwise (EXIF orientation 6).
     let stored = rgb(&photo);
     let shown = image::imageops::rotate90(&stored);
-    let mask = image::open(&mask_path).expect("mask").to_luma8();
-    assert_eq!(mask.dimensions(), shown.dimensions());
     assert_ne!(stored.dimensions(), shown.dimensions());
-
-    let out = dir.join("inpainted.png");
-    ok(&arpg(&[
-        "inpaint",
-        "--image",
-        s(&photo),
-        "--mask",
-        s(&mask_path),
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
-    unchanged_where(&shown, &rgb(&out), |x, y| mask.get_pixel(x, y).0[0] == 0);
+    inpaint_keeps_unmasked(&photo, &mask_path, &shown, &dir.join("inpainted.png"));
 
     // Outpainting extends the side the user sees.
     let out = dir.join("outpainted.png");
-    ok(&arpg(&[
-        "outpaint",
-        "--image",
-        s(&photo),
-        "--right",
-        "8",
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
+    shipped(&["outpaint", "--image", s(&photo), "--right", "8"], &out);
     let o = rgb(&out);
     assert_eq!(o.dimensions(), (shown.width() + 8, shown.height()));
     let left = image::imageops::crop_imm(&o, 0, 0, shown.width(), shown.height()).to_image();
@@ -338,30 +317,13 @@ fn sizes_that_are_not_whole_tokens_lose_no_pixel() {
     let dir = common::temp_dir("field-odd");
     let photo = field().join("photo_33x47.png");
     let mask_path = field().join("mask_33x47.png");
-    let (src, mask) = (rgb(&photo), image::open(&mask_path).expect("m").to_luma8());
+    let src = rgb(&photo);
     let out = dir.join("inpainted.png");
-    ok(&arpg(&[
-        "inpaint",
-        "--image",
-        s(&photo),
-        "--mask",
-        s(&mask_path),
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
-    unchanged_where(&src, &rgb(&out), |x, y| mask.get_pixel(x, y).0[0] == 0);
+    inpaint_keeps_unmasked(&photo, &mask_path, &src, &out);
 
     // The inpainted file reopens with its own tokens (the grid covers it with padding).
     let json = dir.join("t.json");
-    let err = ok(&arpg(&[
-        "encode",
-        "--image",
-        s(&out),
-        "--out",
-        s(&json),
-        "--quiet",
-    ]));
+    let err = shipped(&["encode", "--image", s(&out)], &json);
     assert!(!err.contains("warning"), "{err}");
     let t: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&json).expect("json")).expect("json");
@@ -369,28 +331,12 @@ fn sizes_that_are_not_whole_tokens_lose_no_pixel() {
     assert_eq!(t["size"], serde_json::json!([33, 47]));
     // ... and decodes back to 33x47.
     let back = dir.join("back.png");
-    ok(&arpg(&[
-        "decode",
-        "--tokens",
-        s(&json),
-        "--out",
-        s(&back),
-        "--quiet",
-    ]));
+    shipped(&["decode", "--tokens", s(&json)], &back);
     assert_eq!(rgb(&back).dimensions(), (33, 47));
 
     // Outpainting keeps every pixel of the image; expansion doubles its exact size.
     let out = dir.join("outpainted.png");
-    ok(&arpg(&[
-        "outpaint",
-        "--image",
-        s(&photo),
-        "--left",
-        "4",
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
+    shipped(&["outpaint", "--image", s(&photo), "--left", "4"], &out);
     let o = rgb(&out);
     assert_eq!(o.dimensions(), (37, 47));
     assert_eq!(
@@ -399,14 +345,7 @@ fn sizes_that_are_not_whole_tokens_lose_no_pixel() {
         "the image's own pixels changed"
     );
     let out = dir.join("expanded.png");
-    ok(&arpg(&[
-        "expand",
-        "--image",
-        s(&photo),
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
+    shipped(&["expand", "--image", s(&photo)], &out);
     assert_eq!(rgb(&out).dimensions(), (66, 94));
 }
 
@@ -414,39 +353,38 @@ fn sizes_that_are_not_whole_tokens_lose_no_pixel() {
 fn an_ordinary_photo_is_scaled_to_a_working_size_and_huge_declarations_are_refused() {
     let dir = common::temp_dir("field-photo");
     let out = dir.join("out.png");
-    let err = ok(&arpg(&[
-        "inpaint",
-        "--image",
-        s(&field().join("photo_1000x700.jpg")),
-        "--mask",
-        s(&field().join("mask_1000x700.png")),
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
+    let err = shipped(
+        &[
+            "inpaint",
+            "--image",
+            s(&field().join("photo_1000x700.jpg")),
+            "--mask",
+            s(&field().join("mask_1000x700.png")),
+        ],
+        &out,
+    );
     assert!(err.contains("scaled down to 128x90"), "{err}");
     assert_eq!(rgb(&out).dimensions(), (128, 90));
 
     let out = dir.join("big.json");
-    let o = arpg(&[
-        "encode",
-        "--image",
-        s(&field().join("declares_12000x12000.png")),
-        "--out",
-        s(&out),
-    ]);
-    clean_error(&o, "12000x12000");
-    assert!(!out.exists());
-
-    let o = arpg(&[
-        "decode",
-        "--tokens",
-        s(&field().join("tokens_grid_overflow.json")),
-        "--out",
-        s(&out),
-    ]);
-    clean_error(&o, "4294967296x4294967296");
-    assert!(!out.exists());
+    for (cmd, input, file, needle) in [
+        (
+            "encode",
+            "--image",
+            "declares_12000x12000.png",
+            "12000x12000",
+        ),
+        (
+            "decode",
+            "--tokens",
+            "tokens_grid_overflow.json",
+            "4294967296x4294967296",
+        ),
+    ] {
+        let o = arpg(&[cmd, input, s(&field().join(file)), "--out", s(&out)]);
+        clean_error(&o, needle);
+        assert!(!out.exists());
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,3 +45,13 @@ pub fn max_abs_diff(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
         .to_scalar::<f32>()
         .expect("scalar")
 }
+
+/// The `tokens` array of an `arpg` metadata JSON.
+pub fn tokens(meta: &serde_json::Value) -> Vec<u64> {
+    meta["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_u64().expect("u64"))
+        .collect()
+}
