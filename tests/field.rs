@@ -350,16 +350,25 @@ fn sizes_that_are_not_whole_tokens_lose_no_pixel() {
 }
 
 #[test]
-fn an_ordinary_photo_is_scaled_to_a_working_size_and_huge_declarations_are_refused() {
+fn an_ordinary_photo_is_inpainted_by_region_and_huge_declarations_are_refused() {
     let dir = common::temp_dir("field-photo");
-    let out = dir.join("out.png");
+    let photo = field().join("photo_1000x700.jpg");
+    let mask_path = field().join("mask_1000x700.png");
+    // By default a large image is inpainted around its mask at the model's resolution: the
+    // output keeps the input's size and every pixel outside the mask.
+    let out = dir.join("region.png");
+    inpaint_keeps_unmasked(&photo, &mask_path, &rgb(&photo), &out);
+    // The whole photo at the working size, when asked for.
+    let out = dir.join("full.png");
     let err = shipped(
         &[
             "inpaint",
             "--image",
-            s(&field().join("photo_1000x700.jpg")),
+            s(&photo),
             "--mask",
-            s(&field().join("mask_1000x700.png")),
+            s(&mask_path),
+            "--region",
+            "full",
         ],
         &out,
     );

@@ -613,9 +613,23 @@ pub struct MaskArgs {
     /// Width in pixels of the blended band inside the mask edge.
     #[arg(long, default_value_t = 2)]
     pub feather: usize,
+    /// auto: an image larger than the working size (--max-side) is inpainted by region: the
+    /// mask's bounding box plus a context margin is scaled to the model's resolution, inpainted,
+    /// scaled back and blended in, and every other pixel keeps its full resolution.
+    /// full: the whole image is inpainted, scaled down to the working size first.
+    #[arg(long, value_enum, default_value_t = Region::Auto)]
+    pub region: Region,
 }
 
-/// `inpaint`: regenerate the white part of a mask, keep everything else.
+/// How much of the image an inpainting reads (see [`MaskArgs::region`]).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Region {
+    Auto,
+    Full,
+}
+
+/// `inpaint`: regenerate the masked part (white, or opaque when the mask's alpha varies), keep
+/// everything else.
 #[allow(clippy::too_many_arguments)] // one argument per CLI flag group; a struct would only rename them
 pub fn inpaint(
     models: &Models,
@@ -628,7 +642,7 @@ pub fn inpaint(
     quiet: bool,
 ) -> Result<()> {
     let pic = document::import_image(image)?;
-    let mut mask = document::import_mask(mask)?;
+    let mask = document::import_mask(mask)?;
     if (mask.width, mask.height) != (pic.width, pic.height) {
         bail!(
             "the mask is {}x{} but the image is {}x{}: they must be the same size (as \
@@ -639,30 +653,73 @@ pub fn inpaint(
             pic.height
         );
     }
-    let pic = models.to_working_size(pic, image)?;
-    if (pic.width, pic.height) != (mask.width, mask.height) {
-        let m = image::GrayImage::from_raw(mask.width as u32, mask.height as u32, mask.px)
-            .context("internal: mask buffer size")?;
-        let m = image::imageops::resize(
-            &m,
-            pic.width as u32,
-            pic.height as u32,
-            FilterType::Triangle,
-        );
-        mask.px = m.into_raw();
-        (mask.width, mask.height) = (pic.width, pic.height);
-    }
-    let (mw, mh) = (mask.width, mask.height);
     if !(0.0..1.0).contains(&opts.threshold) {
         bail!("--threshold {} must be within [0, 1)", opts.threshold);
     }
-    let imported = models.canvas_of(&pic)?;
+    let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
+    if opts.region == Region::Auto && models.working_size(pic.width, pic.height).is_some() {
+        return inpaint_region(models, &pic, &mask.px, class, sampler, opts, out, quiet);
+    }
+    let pic = models.to_working_size(pic, image)?;
+    let mask_px = resize_luma(mask.px, (mask.width, mask.height), (pic.width, pic.height))?;
+    let done = inpaint_pixels(models, &pic, &mask_px, class, sampler, opts, quiet)?;
+    let size = [pic.width, pic.height];
+    models.save(
+        out,
+        &done.canvas,
+        class,
+        &done.settings,
+        Some(done.rgb),
+        Some(size),
+    )
+}
+
+/// A one-byte-per-pixel image resized (triangle filter); unchanged when the sizes agree.
+fn resize_luma(px: Vec<u8>, from: (usize, usize), to: (usize, usize)) -> Result<Vec<u8>> {
+    if from == to {
+        return Ok(px);
+    }
+    let m = image::GrayImage::from_raw(from.0 as u32, from.1 as u32, px)
+        .context("internal: mask buffer size")?;
+    Ok(image::imageops::resize(&m, to.0 as u32, to.1 as u32, FilterType::Triangle).into_raw())
+}
+
+/// An RGB8 image resized (triangle filter); unchanged when the sizes agree.
+fn resize_rgb(px: Vec<u8>, from: (usize, usize), to: (usize, usize)) -> Result<Vec<u8>> {
+    if from == to {
+        return Ok(px);
+    }
+    let m = image::RgbImage::from_raw(from.0 as u32, from.1 as u32, px)
+        .context("internal: image buffer size")?;
+    Ok(image::imageops::resize(&m, to.0 as u32, to.1 as u32, FilterType::Triangle).into_raw())
+}
+
+/// An inpainted picture: its tokens and pixels (both padded to whole tokens), and the settings
+/// used.
+struct Inpainted {
+    canvas: TokenCanvas,
+    rgb: Vec<u8>,
+    settings: Settings,
+}
+
+/// Inpaints `pic` where `mask_px` (one byte per pixel, its size) is set: token mask, canvas
+/// job, decode, feathered blend with the original pixels.
+fn inpaint_pixels(
+    models: &Models,
+    pic: &Picture,
+    mask_px: &[u8],
+    class: Option<usize>,
+    sampler: &SamplerArgs,
+    opts: &MaskArgs,
+    quiet: bool,
+) -> Result<Inpainted> {
+    let imported = models.canvas_of(pic)?;
     imported.warn();
     let p = models.patch();
     let canvas = &imported.canvas;
     let (w, h) = (canvas.cols * p, canvas.rows * p);
     // The padding is kept, never regenerated.
-    let mask_px = pad_zero(&mask.px, mw, mh, w, h);
+    let mask_px = pad_zero(mask_px, pic.width, pic.height, w, h);
     let cells = tasks::token_mask(&mask_px, w, h, p, opts.threshold, opts.dilate)?;
     if !cells.iter().any(|&c| c) {
         bail!(
@@ -670,15 +727,86 @@ pub fn inpaint(
              the mask has transparency)"
         );
     }
-    let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
     let unknown = canvas.with_unknown(&cells)?;
     let settings = sampler.settings(unknown.unknown_count(), &models.arpg.sampling)?;
     let filled = fill(models, unknown, class, &settings, sampler, quiet, "inpaint")?;
     let generated = models.decode(&filled)?;
     // Blend only where the mask says; the token mask may be wider than the painted pixels.
     let rgb = tasks::feathered_blend(&imported.rgb, &generated, &mask_px, w, h, opts.feather)?;
-    let size = [imported.width, imported.height];
-    models.save(out, &filled, class, &settings, Some(rgb), Some(size))
+    Ok(Inpainted {
+        canvas: filled,
+        rgb,
+        settings,
+    })
+}
+
+/// Inpainting by region (as canvas apps do for large images): the mask's bounding box plus a
+/// context margin, squared up where the image allows, is scaled so its shorter side is the
+/// model's image side, inpainted there, scaled back and blended into the full-resolution image
+/// with the feathered mask. Pixels outside the mask are never touched. The output carries no
+/// tokens (they would be those of the whole image), only pixels.
+#[allow(clippy::too_many_arguments)] // the same flag groups as `inpaint`
+fn inpaint_region(
+    models: &Models,
+    pic: &Picture,
+    mask: &[u8],
+    class: Option<usize>,
+    sampler: &SamplerArgs,
+    opts: &MaskArgs,
+    out: &Path,
+    quiet: bool,
+) -> Result<()> {
+    let (w, h) = (pic.width, pic.height);
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m > 127) {
+        let (x, y) = (i % w, i / w);
+        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+    }
+    if x1 <= x0 {
+        bail!(
+            "the mask covers no pixel: paint the area to regenerate in white (or opaque, when \
+             the mask has transparency)"
+        );
+    }
+    let model_side = models.grid() * models.patch();
+    let (bw, bh) = (x1 - x0, y1 - y0);
+    let margin = (bw.max(bh) / 4).max(model_side / 8).max(opts.feather);
+    let side = (bw.max(bh) + 2 * margin).max(model_side);
+    let (cw, ch) = (side.min(w), side.min(h));
+    let centred = |lo: usize, hi: usize, len: usize, total: usize| {
+        ((lo + hi) / 2).saturating_sub(len / 2).min(total - len)
+    };
+    let (cx, cy) = (centred(x0, x1, cw, w), centred(y0, y1, ch, h));
+    let crop_rgb = document::crop(&pic.rgb, w, 3, (cx, cy), (cw, ch));
+    let crop_mask = document::crop(mask, w, 1, (cx, cy), (cw, ch));
+    // The crop at the model's resolution: its shorter side is the model's image side.
+    let s = model_side as f64 / cw.min(ch) as f64;
+    let scaled = |v: usize| ((v as f64 * s).round() as usize).max(model_side);
+    let (sw, sh) = (scaled(cw), scaled(ch));
+    if !quiet {
+        eprintln!(
+            "note: inpainting the {cw}x{ch} region at ({cx}, {cy}) around the mask at {sw}x{sh} \
+             (the model's resolution); the rest of the {w}x{h} image is kept"
+        );
+    }
+    let small = Picture {
+        width: sw,
+        height: sh,
+        rgb: resize_rgb(crop_rgb.clone(), (cw, ch), (sw, sh))?,
+        metadata: None,
+        metadata_state: document::MetadataState::Absent,
+    };
+    let small_mask = resize_luma(crop_mask.clone(), (cw, ch), (sw, sh))?;
+    let done = inpaint_pixels(models, &small, &small_mask, class, sampler, opts, quiet)?;
+    let padded_w = done.canvas.cols * models.patch();
+    let generated = document::crop(&done.rgb, padded_w, 3, (0, 0), (sw, sh));
+    let generated = resize_rgb(generated, (sw, sh), (cw, ch))?;
+    let feather = ((opts.feather as f64 / s).round() as usize).max(opts.feather);
+    let blended = tasks::feathered_blend(&crop_rgb, &generated, &crop_mask, cw, ch, feather)?;
+    let mut rgb = pic.rgb.clone();
+    document::paste(&mut rgb, w, &blended, cw, ch, cx, cy);
+    document::write_png(out, w, h, &rgb, None)?;
+    Ok(())
 }
 
 /// A one-byte-per-pixel mask padded right and bottom with zeros (keep) to `new_w x new_h`.
