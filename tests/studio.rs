@@ -104,32 +104,7 @@ fn paint_a_stroke_and_undo_it() {
     wait(&mut h, "the generation", |app| {
         app.history.items.len() == 1 && !app.is_running()
     });
-    let rect = h.state().canvas_screen_rect().expect("canvas");
-    let (a, b) = (
-        rect.lerp_inside(egui::vec2(0.2, 0.3)),
-        rect.lerp_inside(egui::vec2(0.7, 0.6)),
-    );
-    h.hover_at(a);
-    h.step();
-    h.event(egui::Event::PointerButton {
-        pos: a,
-        button: egui::PointerButton::Primary,
-        pressed: true,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
-    for t in 1..=10 {
-        h.hover_at(a + (b - a) * (t as f32 / 10.0));
-        h.step();
-    }
-    h.event(egui::Event::PointerButton {
-        pos: b,
-        button: egui::PointerButton::Primary,
-        pressed: false,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
-    h.step();
+    stroke(&mut h);
     assert!(!h.state().mask.is_empty(), "the stroke painted nothing");
     assert!(h.state().mask.can_undo());
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Z);
@@ -232,9 +207,7 @@ fn a_bad_checkpoint_or_image_shows_an_error_and_the_app_stays_usable() {
     let dir = common::temp_dir("studio-bad-image");
     let bad = dir.join("holiday.png");
     std::fs::write(&bad, "not a picture").expect("write");
-    h.input_mut()
-        .dropped_files
-        .push(std::sync::Arc::new(Dropped(bad)));
+    drop_file(&mut h, bad);
     wait(&mut h, "the image error", |app| app.errors.len() >= 2);
     let err = h.state().errors.last().cloned().expect("an error");
     assert!(err.contains("not an image"), "{err}");
@@ -259,4 +232,67 @@ impl egui::DroppedFile for Dropped {
     fn bytes(&self) -> Result<Vec<u8>, String> {
         std::fs::read(&self.0).map_err(|e| e.to_string())
     }
+}
+
+/// One brush stroke across the canvas, from 20%/30% to 70%/60% of its size.
+fn stroke(h: &mut Harness<'static, StudioApp>) {
+    let rect = h.state().canvas_screen_rect().expect("canvas");
+    let (a, b) = (
+        rect.lerp_inside(egui::vec2(0.2, 0.3)),
+        rect.lerp_inside(egui::vec2(0.7, 0.6)),
+    );
+    h.hover_at(a);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: a,
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    for t in 1..=10 {
+        h.hover_at(a + (b - a) * (t as f32 / 10.0));
+        h.step();
+    }
+    h.event(egui::Event::PointerButton {
+        pos: b,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    h.step();
+}
+
+/// Drops a file onto the window, as the windowing integration hands it to egui.
+fn drop_file(h: &mut Harness<'static, StudioApp>, path: std::path::PathBuf) {
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(Dropped(path)));
+}
+
+#[test]
+fn a_large_photo_opens_at_the_working_size_with_a_notice_and_inpaints() {
+    let mut h = harness();
+    drop_file(
+        &mut h,
+        common::fixtures().join("../field/photo_1000x700.jpg"),
+    );
+    wait(&mut h, "the photo", |app| app.doc.is_some());
+    let notice = h.state().errors.last().cloned().expect("a notice");
+    assert!(notice.contains("scaled down to 128x90"), "{notice}");
+    h.get_by_label(&notice);
+    let doc = h.state().doc.as_ref().expect("doc").canvas.clone();
+    // 128x90 px in 4 px tokens, the last row padded.
+    assert_eq!((doc.rows, doc.cols), (23, 32));
+    stroke(&mut h);
+    assert!(!h.state().mask.is_empty(), "the stroke painted nothing");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::I);
+    wait(&mut h, "the inpainting", |app| {
+        app.history.items.len() == 1 && !app.is_running()
+    });
+    let after = h.state().doc.as_ref().expect("doc").canvas.clone();
+    assert_eq!((after.rows, after.cols), (23, 32));
+    assert_eq!(after.unknown_count(), 0);
+    assert_ne!(after.cells, doc.cells, "nothing was inpainted");
 }

@@ -242,14 +242,26 @@ impl Models {
         self.to_working_size(document::import_image(path)?, path)
     }
 
-    /// The scaling step of [`Models::import`].
+    /// The scaling step of [`Models::import`], saying what it did on stderr.
     pub fn to_working_size(&self, pic: Picture, path: &Path) -> Result<Picture> {
+        let (pic, note) = self.scaled_to_working_size(pic, path)?;
+        if let Some(note) = note {
+            eprintln!("note: {note} (--max-side 0 keeps the full size)");
+        }
+        Ok(pic)
+    }
+
+    /// A picture scaled down to the working size, with a sentence saying so (`None`: kept).
+    pub fn scaled_to_working_size(
+        &self,
+        pic: Picture,
+        path: &Path,
+    ) -> Result<(Picture, Option<String>)> {
         let Some((w, h)) = self.working_size(pic.width, pic.height) else {
-            return Ok(pic);
+            return Ok((pic, None));
         };
-        eprintln!(
-            "note: {} is {}x{}; scaled down to {w}x{h} to work at the model's resolution \
-             (--max-side 0 keeps the full size)",
+        let note = format!(
+            "{} is {}x{}; scaled down to {w}x{h} to work at the model's resolution",
             path.display(),
             pic.width,
             pic.height
@@ -258,7 +270,7 @@ impl Models {
         let img = image::RgbImage::from_raw(pic.width as u32, pic.height as u32, pic.rgb)
             .context("internal: image buffer size")?;
         let img = image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle);
-        Ok(Picture {
+        let scaled = Picture {
             width: w,
             height: h,
             rgb: img.into_raw(),
@@ -268,7 +280,8 @@ impl Models {
                 ..Metadata::empty()
             }),
             metadata_state: MetadataState::Absent,
-        })
+        };
+        Ok((scaled, Some(note)))
     }
 
     pub fn grid(&self) -> usize {

@@ -55,6 +55,8 @@ pub struct StudioApp {
     /// Models asked for and not loaded yet; they replace `model_args` only once they load, so
     /// a checkpoint that fails leaves the previous model in use.
     loading: Option<ModelArgs>,
+    /// File → Keep full size on open: large images are not scaled to the working size.
+    pub keep_full_size: bool,
     pub model: Option<ModelInfo>,
     palette: Option<std::sync::Arc<Palette>>,
     pub doc: Option<Document>,
@@ -104,6 +106,7 @@ impl StudioApp {
             repaint: ctx,
             model_args: model_args.clone(),
             loading: Some(model_args.clone()),
+            keep_full_size: false,
             model: None,
             palette: None,
             doc: None,
@@ -209,7 +212,10 @@ impl StudioApp {
                     .add_filter("Images", &["png", "jpg", "jpeg"])
                     .pick_file()
                 {
-                    self.send(WorkerCommand::OpenImage(path));
+                    self.send(WorkerCommand::OpenImage {
+                        path,
+                        full_size: self.keep_full_size,
+                    });
                 }
             }
             UiCommand::SavePng => self.save_dialog(),
@@ -674,8 +680,10 @@ impl StudioApp {
                 class,
                 notices,
             } => {
-                // Shown like errors: the user must see them, and nothing was lost.
-                self.errors.extend(notices);
+                // Shown like errors, as one message: the user must see them, and nothing was lost.
+                if !notices.is_empty() {
+                    self.errors.push(notices.join(" "));
+                }
                 if let Some(c) = class {
                     self.class = c;
                 }
@@ -942,7 +950,10 @@ impl StudioApp {
                 .collect()
         });
         for path in dropped {
-            self.send(WorkerCommand::OpenImage(path));
+            self.send(WorkerCommand::OpenImage {
+                path,
+                full_size: self.keep_full_size,
+            });
         }
     }
 
@@ -950,6 +961,11 @@ impl StudioApp {
         let mut fired = None;
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
+                ui.checkbox(&mut self.keep_full_size, "Keep full size on open")
+                    .on_hover_text(
+                        "Open large images at their full resolution instead of scaling them \
+                         down to the working size (4x the model's image side); slower",
+                    );
                 for cmd in [UiCommand::OpenImage, UiCommand::SavePng] {
                     if ui
                         .add(

@@ -58,7 +58,11 @@ pub enum WorkerCommand {
         seed: u64,
     },
     /// Encode an image file into a canvas.
-    OpenImage(PathBuf),
+    /// Opens an image; above the working size it is scaled down unless `full_size`.
+    OpenImage {
+        path: PathBuf,
+        full_size: bool,
+    },
     Shutdown,
 }
 
@@ -297,14 +301,23 @@ impl Worker {
                 self.last = None;
                 self.emit(WorkerEvent::ModelsLoaded { info, palette });
             }
-            WorkerCommand::OpenImage(path) => {
+            WorkerCommand::OpenImage { path, full_size } => {
                 let pic = document::import_image(&path)?;
                 let models = self.models()?;
+                let (pic, scaled) = if full_size {
+                    (pic, None)
+                } else {
+                    models.scaled_to_working_size(pic, &path)?
+                };
                 let imported = models.canvas_of(&pic)?;
                 let class = pic.metadata.as_ref().and_then(|m| m.class);
                 let p = models.patch();
                 let (pad_x, pad_y) = imported.padding(p);
-                let mut notices: Vec<String> = imported.warning.into_iter().collect();
+                let mut notices: Vec<String> = scaled
+                    .map(|s| format!("{s} (\"Keep full size on open\" in the File menu keeps it)."))
+                    .into_iter()
+                    .chain(imported.warning)
+                    .collect();
                 if pad_x > 0 || pad_y > 0 {
                     notices.push(format!(
                         "{}x{} px is not a whole number of {p}px tokens: the canvas is padded to \
