@@ -40,11 +40,12 @@ enum Command {
         #[command(flatten)]
         sampler: SamplerArgs,
     },
-    /// Regenerate the white part of a mask; everything else is kept exactly.
+    /// Regenerate the masked part of an image; everything else is kept exactly.
     Inpaint {
         #[arg(long)]
         image: PathBuf,
-        /// Same size as the image; white = regenerate.
+        /// Same size as the image (as displayed). White = regenerate, black = keep; when the
+        /// mask's alpha channel varies, alpha is the mask (opaque = regenerate).
         #[arg(long)]
         mask: PathBuf,
         /// Class (default: the one stored in the image, else unconditional).
@@ -525,10 +526,18 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
     // Only ARPG or VQ weights are converted; every tensor is read before anything is written.
     loader::detect_kind(&ckpt)?;
     let device = candle_core::Device::Cpu;
+    // A tensor stored in a layout that cannot be read (an unused transposed buffer) is left out,
+    // as the model loader leaves it unread.
+    for (name, entry) in ckpt.entries() {
+        if let Some(why) = entry.unreadable() {
+            eprintln!("note: `{name}` is not converted: {why}");
+        }
+    }
     let tensors = ckpt
         .entries()
-        .keys()
-        .map(|name| Ok((name.clone(), ckpt.read(name, dtype, &device)?)))
+        .iter()
+        .filter(|(_, entry)| entry.unreadable().is_none())
+        .map(|(name, _)| Ok((name.clone(), ckpt.read(name, dtype, &device)?)))
         .collect::<Result<std::collections::HashMap<_, _>>>()?;
     // Through a temporary file, so a failure never leaves a truncated checkpoint behind.
     let tmp = out.with_extension("safetensors.tmp");
@@ -658,7 +667,13 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
         println!("values:     every tensor read, all finite");
     } else {
         for (name, why) in &problems {
-            println!("problem:    `{name}`: {why}");
+            let used = expected.iter().any(|(k, _)| k == name);
+            let role = if used {
+                "read by the model"
+            } else {
+                "never read by the model: ignored"
+            };
+            println!("problem:    `{name}` ({role}): {why}");
         }
     }
     if !ckpt.skipped().is_empty() {
