@@ -191,3 +191,85 @@ struct Row {
     image_s: f64,
     peak_rss: f64,
 }
+
+/// Image sizes of the `--scale` table, `(width, height)`.
+const SCALE_SIZES: [(usize, usize); 4] = [(256, 256), (512, 512), (1024, 1024), (1000, 700)];
+
+/// `arpg bench --scale`: encode and decode seconds and peak RSS of the tokenizers by image size.
+/// Each row runs in its own process, so its peak memory is its own.
+pub fn scale_table() -> Result<()> {
+    let exe = std::env::current_exe().context("locating the arpg executable")?;
+    println!("| tokenizer | image | encode s | decode s | peak RSS MiB |");
+    println!("|---|---|---|---|---|");
+    for tokenizer in ["shipped", "vq-16"] {
+        for (w, h) in SCALE_SIZES {
+            let spec = format!("{tokenizer}:{w}x{h}");
+            let out = std::process::Command::new(&exe)
+                .args(["bench", "--scale-row", &spec])
+                .output()
+                .with_context(|| format!("running the {spec} row"))?;
+            let row = if out.status.success() {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let v: serde_json::Value = serde_json::from_str(text.trim())
+                    .with_context(|| format!("row {spec} printed {text}"))?;
+                format!(
+                    "{:.2} | {:.2} | {:.0}",
+                    v["encode_s"].as_f64().unwrap_or(f64::NAN),
+                    v["decode_s"].as_f64().unwrap_or(f64::NAN),
+                    v["peak_rss_mib"].as_f64().unwrap_or(f64::NAN)
+                )
+            } else {
+                let err = String::from_utf8_lossy(&out.stderr);
+                format!("failed: {} | | ", err.lines().last().unwrap_or("no output"))
+            };
+            println!("| {tokenizer} | {w}x{h} | {row} |");
+        }
+    }
+    Ok(())
+}
+
+/// One row of [`scale_table`]: `spec` is `shipped:WxH` or `vq-16:WxH`; prints one JSON object.
+pub fn scale_row(spec: &str) -> Result<()> {
+    let (tokenizer, size) = spec
+        .split_once(':')
+        .with_context(|| format!("`{spec}`: expected TOKENIZER:WxH"))?;
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .with_context(|| format!("`{size}`: expected WxH"))?;
+    let dev = Device::Cpu;
+    let vq = match tokenizer {
+        "shipped" => {
+            arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &dev)?
+        }
+        "vq-16" => {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+            arpg_core::VqModel::new(&arpg_core::VqConfig::vq_16(), vb)?
+        }
+        other => bail!("unknown tokenizer `{other}` (shipped or vq-16)"),
+    };
+    let p = vq.config().downsample();
+    let (w, h) = (w.div_ceil(p) * p, h.div_ceil(p) * p);
+    let image = candle_core::Tensor::rand(-1f32, 1f32, (1, 3, h, w), &dev)?;
+    let t = Instant::now();
+    let tokens = vq.encode(&image)?;
+    let encode_s = t.elapsed().as_secs_f64();
+    let tokens = tokens.flatten_all()?.unsqueeze(0)?;
+    let t = Instant::now();
+    let decoded = vq.decode(&tokens, (h / p, w / p))?;
+    std::hint::black_box(decoded.dims());
+    let decode_s = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "tokenizer": tokenizer,
+            "width": w,
+            "height": h,
+            "encode_s": encode_s,
+            "decode_s": decode_s,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}

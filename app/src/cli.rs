@@ -193,6 +193,13 @@ enum Command {
         /// Instead: load this checkpoint and report load time and peak memory.
         #[arg(long)]
         load: Option<PathBuf>,
+        /// Instead: the tokenizer's encode/decode seconds and peak memory by image size (the
+        /// shipped tokenizer and a VQ-16-shaped one with random weights; one process per row).
+        #[arg(long)]
+        scale: bool,
+        /// One row of `--scale` (`shipped|vq-16:WxH`), printed as JSON.
+        #[arg(long, hide = true)]
+        scale_row: Option<String>,
     },
     /// Check this implementation against a reference fixture directory.
     CheckReference {
@@ -479,8 +486,14 @@ pub fn run() -> Result<ExitCode> {
             repeats,
             write_random,
             load,
+            scale,
+            scale_row,
         } => {
-            if let Some(out) = write_random {
+            if let Some(spec) = scale_row {
+                crate::bench::scale_row(&spec)?;
+            } else if scale {
+                crate::bench::scale_table()?;
+            } else if let Some(out) = write_random {
                 crate::bench::write_random(&preset[0], &out)?;
             } else if let Some(path) = load {
                 crate::bench::load(&path, candle_core::DType::F32)?;
