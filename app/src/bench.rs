@@ -239,9 +239,7 @@ pub fn scale_row(spec: &str) -> Result<()> {
         .with_context(|| format!("`{size}`: expected WxH"))?;
     let dev = Device::Cpu;
     let vq = match tokenizer {
-        "shipped" => {
-            arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &dev)?
-        }
+        "shipped" => arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &dev)?,
         "vq-16" => {
             let varmap = VarMap::new();
             let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
