@@ -220,6 +220,36 @@ fn a_mask_in_the_alpha_channel_is_the_mask() {
         .filter(|(x, y, p)| alpha.get_pixel(*x, *y).0[3] == 255 && *p != b.get_pixel(*x, *y))
         .count();
     assert!(regenerated > 0, "nothing inside the mask was regenerated");
+
+    // A wholly transparent mask (nothing painted) regenerates nothing, whatever its colour.
+    let empty = dir.join("empty.png");
+    image::RgbaImage::from_pixel(32, 32, image::Rgba([255, 255, 255, 0]))
+        .save(&empty)
+        .expect("save");
+    let o = arpg(&[
+        "inpaint",
+        "--image",
+        s(&field().join("photo_32x32.png")),
+        "--mask",
+        s(&empty),
+        "--out",
+        s(&dir.join("none.png")),
+    ]);
+    clean_error(&o, "covers no");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_output_replacing_a_file_keeps_its_permissions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::temp_dir("field-mode");
+    let out = dir.join("shared.png");
+    std::fs::write(&out, b"old").expect("write");
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    shipped(&["generate", "--class", "1"], &out);
+    let mode = std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the output's mode changed to {mode:o}");
+    assert!(rgb(&out).width() > 0);
 }
 
 #[test]
@@ -375,21 +405,31 @@ fn an_ordinary_photo_is_inpainted_by_region_and_huge_declarations_are_refused() 
     assert!(err.contains("scaled down to 128x90"), "{err}");
     assert_eq!(rgb(&out).dimensions(), (128, 90));
 
-    let out = dir.join("big.json");
-    for (cmd, input, file, needle) in [
+    for (cmd, input, file, out, needle) in [
         (
             "encode",
             "--image",
             "declares_12000x12000.png",
+            "big.json",
             "12000x12000",
         ),
         (
             "decode",
             "--tokens",
             "tokens_grid_overflow.json",
+            "big.png",
             "4294967296x4294967296",
         ),
+        // An image output under another extension would hold PNG bytes: refused up front.
+        (
+            "decode",
+            "--tokens",
+            "tokens_grid_overflow.json",
+            "big.jpg",
+            "name the output `.png`",
+        ),
     ] {
+        let out = dir.join(out);
         let o = arpg(&[cmd, input, s(&field().join(file)), "--out", s(&out)]);
         clean_error(&o, needle);
         assert!(!out.exists());

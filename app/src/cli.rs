@@ -376,6 +376,16 @@ fn done(out: &std::path::Path, quiet: bool) -> Result<ExitCode> {
 
 pub fn run() -> Result<ExitCode> {
     let cli = Cli::parse();
+    // Images are written as PNG (the only format that carries the tokens): say so before any
+    // work rather than write PNG bytes under another extension.
+    match &cli.command {
+        Command::Generate { out, .. }
+        | Command::Inpaint { out, .. }
+        | Command::Outpaint { out, .. }
+        | Command::Expand { out, .. }
+        | Command::Decode { out, .. } => png_output(out)?,
+        _ => {}
+    }
     match cli.command {
         Command::Generate {
             class,
@@ -510,6 +520,21 @@ pub fn run() -> Result<ExitCode> {
     }
 }
 
+/// Checks that an image output is named `.png`.
+fn png_output(out: &std::path::Path) -> Result<()> {
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if ext.as_deref() != Some("png") {
+        anyhow::bail!(
+            "{}: images are written as PNG (the format that carries their tokens and settings): \
+             name the output `.png`",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 fn human(n: usize) -> String {
     match n {
         n if n >= 1_000_000_000 => format!("{:.2}B", n as f64 / 1e9),
@@ -528,14 +553,6 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
         );
     }
     let ckpt = Checkpoint::open(input)?;
-    if let (Ok(a), Ok(b)) = (std::fs::canonicalize(out), std::fs::canonicalize(input)) {
-        if a == b {
-            bail!(
-                "{}: write the converted checkpoint to another file",
-                out.display()
-            );
-        }
-    }
     // Only ARPG or VQ weights are converted; every tensor is read before anything is written.
     loader::detect_kind(&ckpt)?;
     let device = candle_core::Device::Cpu;
@@ -558,7 +575,10 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
     let config = input.with_extension("json");
-    if config.is_file() {
+    let same = |a: &std::path::Path, b: &std::path::Path| matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b);
+    // Converting in place keeps its config JSON where it is (copying a file onto itself
+    // would truncate it).
+    if config.is_file() && !same(&config, &out.with_extension("json")) {
         std::fs::copy(&config, out.with_extension("json"))
             .with_context(|| format!("copying {}", config.display()))?;
     }

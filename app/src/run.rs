@@ -226,11 +226,17 @@ impl Models {
     /// side is brought to `--max-side` (default 4x the model's image side, e.g. 128 px for the
     /// shipped model, 1024 px for the official ones; 0 = never scale).
     pub fn working_size(&self, w: usize, h: usize) -> Option<(usize, usize)> {
-        let limit = self.max_side.unwrap_or(4 * self.grid() * self.patch());
+        let model_side = self.grid() * self.patch();
+        let limit = self.max_side.unwrap_or(4 * model_side);
         if limit == 0 || w.max(h) <= limit {
             return None;
         }
-        let s = limit as f64 / w.max(h) as f64;
+        // The shorter side never drops below the model's side (a panorama keeps a canvas the
+        // model's windows fit in; its longer side then exceeds the limit).
+        let s = (limit as f64 / w.max(h) as f64).max(model_side as f64 / w.min(h) as f64);
+        if s >= 1.0 {
+            return None;
+        }
         let scaled = |v: usize| ((v as f64 * s).round() as usize).max(1);
         Some((scaled(w), scaled(h)))
     }
@@ -961,12 +967,16 @@ pub fn decode(models: &Models, tokens: &Path, out: &Path) -> Result<()> {
     }
     let text = std::fs::read_to_string(tokens)
         .with_context(|| format!("cannot read {}", tokens.display()))?;
-    let meta: Metadata = serde_json::from_str(&text)
+    let mut meta: Metadata = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a token JSON (grid, tokens)", tokens.display()))?;
+    let p = models.patch();
+    if meta.patch == 0 {
+        // Token JSON written by hand: the tokens are this tokenizer's.
+        meta.patch = p;
+    }
     meta.validate()
         .map_err(|why| anyhow::anyhow!("{}: {why}", tokens.display()))?;
-    let p = models.patch();
-    if meta.patch != 0 && meta.patch != p {
+    if meta.patch != p {
         bail!(
             "{}: the tokens are for a tokenizer with {}px tokens; this one has {p}px tokens",
             tokens.display(),

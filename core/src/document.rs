@@ -5,8 +5,8 @@
 //! - the declared size is checked against [`MAX_SIDE`] and [`MAX_PIXELS`] *before* any pixel
 //!   buffer is allocated, and the decoder runs under byte limits;
 //! - EXIF orientation is applied, so images are processed as viewers show them;
-//! - a mask whose alpha channel varies is read from its alpha (opaque = regenerate); otherwise its
-//!   grey level is the mask (white = regenerate).
+//! - a mask whose alpha channel varies is read from its alpha (opaque = regenerate), a wholly
+//!   transparent mask is empty; otherwise its grey level is the mask (white = regenerate).
 //!
 //! PNGs written by ARPG Studio carry a text chunk with keyword `arpg` holding JSON ([`Metadata`]):
 //! the token grid (the document's source of truth), the class, the sampler settings and a SHA-256
@@ -77,7 +77,7 @@ impl Metadata {
             class,
             settings: serde_json::to_value(settings).map_err(|e| Error::Json {
                 context: "settings".into(),
-                source: e,
+                err: e,
             })?,
             patch,
             model: model.to_string(),
@@ -121,7 +121,13 @@ impl Metadata {
             ));
         }
         if let Some([w, h]) = self.size {
-            let p = self.patch.max(1);
+            if self.patch == 0 {
+                return Err(format!(
+                    "it gives a size ({w}x{h}) but no `patch` (pixels per token) to place it on \
+                     the {rows}x{cols} grid"
+                ));
+            }
+            let p = self.patch;
             if w == 0 || h == 0 || w.div_ceil(p) != cols || h.div_ceil(p) != rows {
                 return Err(format!(
                     "size {w}x{h} does not fit the {rows}x{cols} grid of {p}px tokens"
@@ -324,8 +330,8 @@ fn check_metadata(m: &Metadata, width: usize, height: usize, rgb: &[u8]) -> Meta
     }
 }
 
-/// Reads a mask image: alpha when its alpha channel varies (opaque = regenerate), otherwise its
-/// grey level (white = regenerate). EXIF orientation is applied, as for the image.
+/// Reads a mask image: alpha when its alpha channel varies (opaque = regenerate; a wholly
+/// transparent mask is empty), otherwise its grey level (white = regenerate). EXIF orientation is applied, as for the image.
 pub fn import_mask(path: &Path) -> Result<Mask> {
     let bytes = read_file(path)?;
     decode_mask(&bytes, path)
@@ -338,7 +344,8 @@ pub fn decode_mask(bytes: &[u8], source: &Path) -> Result<Mask> {
     if img.color().has_alpha() {
         let alpha: Vec<u8> = img.to_rgba8().pixels().map(|p| p.0[3]).collect();
         let varies = alpha.iter().any(|&a| a != alpha[0]);
-        if varies {
+        // A wholly transparent layer is one where nothing was painted.
+        if varies || alpha[0] == 0 {
             return Ok(Mask {
                 width,
                 height,
@@ -368,12 +375,10 @@ pub fn read_metadata(bytes: &[u8]) -> std::result::Result<Option<Metadata>, Stri
     let mut reader = decoder.read_info().map_err(|e| e.to_string())?;
     let mut text = find_text(reader.info())?;
     if text.is_none() {
-        // Chunks after the image data are only seen once the image data has been read.
-        let size = reader
-            .output_buffer_size()
-            .ok_or_else(|| "the PNG's size overflows".to_string())?;
-        let mut buf = vec![0u8; size];
-        reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+        // Chunks after the image data are only seen once the reader has passed it; `finish`
+        // skips the image data without decoding it into a buffer of the declared size.
+        let (w, h) = (reader.info().width as usize, reader.info().height as usize);
+        check_size(w, h)?;
         reader.finish().map_err(|e| e.to_string())?;
         text = find_text(reader.info())?;
     }
@@ -429,11 +434,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".arpg-")
-        .suffix(".part")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::io(&dir, e))?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".arpg-").suffix(".part");
+    // A new file gets the permissions any new file gets (0666 less the umask), not the
+    // temporary file's private 0600; a replaced file keeps its own.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    let mut tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
+    if let Ok(existing) = std::fs::metadata(path) {
+        // Best effort: the content is what matters; a mode we cannot copy stays the default.
+        let _ = tmp.as_file().set_permissions(existing.permissions());
+    }
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
@@ -469,7 +483,7 @@ pub fn write_png(
             m.size = (!whole).then_some([width, height]);
             let json = serde_json::to_string(&m).map_err(|e| Error::Json {
                 context: "metadata".into(),
-                source: e,
+                err: e,
             })?;
             // Plain tEXt: every PNG reader lists it (the JSON is ASCII, a few KB at most).
             enc.add_text_chunk(KEYWORD.to_string(), json)

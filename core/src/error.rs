@@ -5,12 +5,9 @@ use std::path::PathBuf;
 /// The one error type of `arpg-core`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The cause is part of the message (not a `source`, so error chains do not repeat it).
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
 
     /// The file exists but is not a checkpoint format we can read.
     #[error("{path}: not a readable checkpoint: {reason}")]
@@ -48,11 +45,11 @@ pub enum Error {
     #[error("{0}")]
     InvalidRequest(String),
 
-    #[error("{context}: {source}")]
+    /// The cause is part of the message, as for `Io`.
+    #[error("{context}: {err}")]
     Json {
         context: String,
-        #[source]
-        source: serde_json::Error,
+        err: serde_json::Error,
     },
 
     /// An image or mask that cannot be used (unreadable, too large, damaged).
@@ -88,10 +85,15 @@ fn list_keys(keys: &[String]) -> String {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: impl Into<PathBuf>, err: std::io::Error) -> Self {
+        // Errors that carry their own path (tempfile's) would name it twice: keep the cause.
+        let err = match err.get_ref().and_then(|inner| inner.source()) {
+            Some(cause) => std::io::Error::new(err.kind(), cause.to_string()),
+            None => err,
+        };
         Self::Io {
             path: path.into(),
-            source,
+            err,
         }
     }
 }

@@ -79,7 +79,7 @@ pub fn config_from_json<T: DeserializeOwned>(path: &Path, section: &str) -> Resu
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
         context: path.display().to_string(),
-        source: e,
+        err: e,
     })?;
     let candidates = [
         value.get(section).and_then(|s| s.get("config")),
@@ -244,13 +244,13 @@ pub fn sampling_beside(path: &Path) -> Result<SamplingDefaults> {
         let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
             context: json.display().to_string(),
-            source: e,
+            err: e,
         })?;
         if let Some(v) = value.get("sampling") {
             let d: SamplingDefaults =
                 serde_json::from_value(v.clone()).map_err(|e| Error::Json {
                     context: format!("{}: `sampling`", json.display()),
-                    source: e,
+                    err: e,
                 })?;
             d.apply(&crate::generator::Settings::default())?;
             return Ok(d);

@@ -116,7 +116,7 @@ impl FixtureSet {
         let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
         let manifest: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
             context: mpath.display().to_string(),
-            source: e,
+            err: e,
         })?;
         let cases = Checkpoint::open(dir.join("cases.safetensors"))?;
         let logit_cols = if cases.contains("logit_cols") {

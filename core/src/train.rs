@@ -237,7 +237,7 @@ impl RunFiles {
                 std::fs::read_to_string(&self.state).map_err(|e| Error::io(&self.state, e))?;
             return serde_json::from_str(&text).map_err(|e| Error::Json {
                 context: self.state.display().to_string(),
-                source: e,
+                err: e,
             });
         }
         if let Some(init) = init {
