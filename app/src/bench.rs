@@ -195,15 +195,45 @@ struct Row {
 /// Image sizes of the `--scale` table, `(width, height)`.
 const SCALE_SIZES: [(usize, usize); 4] = [(256, 256), (512, 512), (1024, 1024), (1000, 700)];
 
+/// Memory available to a new process, in MiB (Linux `MemAvailable`; `None` elsewhere).
+fn available_mib() -> Option<f64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<f64>()
+        .ok()
+        .map(|kib| kib / 1024.0)
+}
+
 /// `arpg bench --scale`: encode and decode seconds and peak RSS of the tokenizers by image size.
-/// Each row runs in its own process, so its peak memory is its own.
+/// Each row runs in its own process, so its peak memory is its own. A row whose memory,
+/// extrapolated by area from the tokenizer's previous row, would exceed the memory available is
+/// skipped rather than run into the out-of-memory killer.
 pub fn scale_table() -> Result<()> {
     let exe = std::env::current_exe().context("locating the arpg executable")?;
     println!("| tokenizer | image | encode s | decode s | peak RSS MiB |");
     println!("|---|---|---|---|---|");
     for tokenizer in ["shipped", "vq-16"] {
+        // (pixels, peak RSS MiB) of the previous row.
+        let mut previous: Option<(f64, f64)> = None;
         for (w, h) in SCALE_SIZES {
             let spec = format!("{tokenizer}:{w}x{h}");
+            let pixels = (w * h) as f64;
+            let predicted = previous.map(|(px, mib)| mib * pixels / px);
+            if let (Some(need), Some(free)) = (predicted, available_mib()) {
+                if need > 0.8 * free {
+                    println!(
+                        "| {tokenizer} | {w}x{h} | skipped: needs about {:.0} GiB, {:.0} GiB \
+                         available | | |",
+                        need / 1024.0,
+                        free / 1024.0
+                    );
+                    continue;
+                }
+            }
             let out = std::process::Command::new(&exe)
                 .args(["bench", "--scale-row", &spec])
                 .output()
@@ -212,6 +242,9 @@ pub fn scale_table() -> Result<()> {
                 let text = String::from_utf8_lossy(&out.stdout);
                 let v: serde_json::Value = serde_json::from_str(text.trim())
                     .with_context(|| format!("row {spec} printed {text}"))?;
+                if let Some(mib) = v["peak_rss_mib"].as_f64() {
+                    previous = Some((pixels, mib));
+                }
                 format!(
                     "{:.2} | {:.2} | {:.0}",
                     v["encode_s"].as_f64().unwrap_or(f64::NAN),
