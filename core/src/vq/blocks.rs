@@ -1,7 +1,7 @@
 //! Building blocks of the VQ encoder/decoder (`ResnetBlock`, `AttnBlock`, `Downsample`,
 //! `Upsample` in `vq_model.py`).
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, GroupNorm, VarBuilder};
 
 use super::{conv_cfg, group_norm, swish};
@@ -115,7 +115,7 @@ pub(crate) fn attention_by_query_blocks(
     while start < n {
         let len = rows.min(n - start);
         let scores = (q.narrow(1, start, len)?.matmul(&kt)? * scale)?;
-        let probs = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         outs.push(probs.matmul(v)?);
         start += len;
     }
@@ -125,7 +125,7 @@ pub(crate) fn attention_by_query_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Tensor};
+    use candle_core::{Device, Tensor, D};
 
     #[test]
     fn attention_by_blocks_equals_the_full_product() -> Result<()> {
