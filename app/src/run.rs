@@ -273,13 +273,11 @@ impl Models {
             pic.height
         );
         let class = pic.metadata.as_ref().and_then(|m| m.class);
-        let img = image::RgbImage::from_raw(pic.width as u32, pic.height as u32, pic.rgb)
-            .context("internal: image buffer size")?;
-        let img = image::imageops::resize(&img, w as u32, h as u32, FilterType::Triangle);
+        let rgb = resize::<image::Rgb<u8>>(pic.rgb, (pic.width, pic.height), (w, h))?;
         let scaled = Picture {
             width: w,
             height: h,
-            rgb: img.into_raw(),
+            rgb,
             // Only the class still holds for the scaled pixels.
             metadata: class.map(|c| Metadata {
                 class: Some(c),
@@ -680,7 +678,8 @@ pub fn inpaint(
         return inpaint_region(models, &pic, &mask.px, class, sampler, opts, out, quiet);
     }
     let pic = models.to_working_size(pic, image)?;
-    let mask_px = resize_luma(mask.px, (mask.width, mask.height), (pic.width, pic.height))?;
+    let mask_px =
+        resize::<image::Luma<u8>>(mask.px, (mask.width, mask.height), (pic.width, pic.height))?;
     let done = inpaint_pixels(models, &pic, &mask_px, class, sampler, opts, quiet)?;
     let size = [pic.width, pic.height];
     models.save(
@@ -693,22 +692,17 @@ pub fn inpaint(
     )
 }
 
-/// A one-byte-per-pixel image resized (triangle filter); unchanged when the sizes agree.
-fn resize_luma(px: Vec<u8>, from: (usize, usize), to: (usize, usize)) -> Result<Vec<u8>> {
+/// An 8-bit image of pixel type `P` (`Luma<u8>`, `Rgb<u8>`) resized with a triangle filter;
+/// unchanged when the sizes agree.
+fn resize<P: image::Pixel<Subpixel = u8> + 'static>(
+    px: Vec<u8>,
+    from: (usize, usize),
+    to: (usize, usize),
+) -> Result<Vec<u8>> {
     if from == to {
         return Ok(px);
     }
-    let m = image::GrayImage::from_raw(from.0 as u32, from.1 as u32, px)
-        .context("internal: mask buffer size")?;
-    Ok(image::imageops::resize(&m, to.0 as u32, to.1 as u32, FilterType::Triangle).into_raw())
-}
-
-/// An RGB8 image resized (triangle filter); unchanged when the sizes agree.
-fn resize_rgb(px: Vec<u8>, from: (usize, usize), to: (usize, usize)) -> Result<Vec<u8>> {
-    if from == to {
-        return Ok(px);
-    }
-    let m = image::RgbImage::from_raw(from.0 as u32, from.1 as u32, px)
+    let m = image::ImageBuffer::<P, Vec<u8>>::from_raw(from.0 as u32, from.1 as u32, px)
         .context("internal: image buffer size")?;
     Ok(image::imageops::resize(&m, to.0 as u32, to.1 as u32, FilterType::Triangle).into_raw())
 }
@@ -811,15 +805,15 @@ fn inpaint_region(
     let small = Picture {
         width: sw,
         height: sh,
-        rgb: resize_rgb(crop_rgb.clone(), (cw, ch), (sw, sh))?,
+        rgb: resize::<image::Rgb<u8>>(crop_rgb.clone(), (cw, ch), (sw, sh))?,
         metadata: None,
         metadata_state: document::MetadataState::Absent,
     };
-    let small_mask = resize_luma(crop_mask.clone(), (cw, ch), (sw, sh))?;
+    let small_mask = resize::<image::Luma<u8>>(crop_mask.clone(), (cw, ch), (sw, sh))?;
     let done = inpaint_pixels(models, &small, &small_mask, class, sampler, opts, quiet)?;
     let padded_w = done.canvas.cols * models.patch();
     let generated = document::crop(&done.rgb, padded_w, 3, (0, 0), (sw, sh));
-    let generated = resize_rgb(generated, (sw, sh), (cw, ch))?;
+    let generated = resize::<image::Rgb<u8>>(generated, (sw, sh), (cw, ch))?;
     let feather = ((opts.feather as f64 / s).round() as usize).max(opts.feather);
     let blended = tasks::feathered_blend(&crop_rgb, &generated, &crop_mask, cw, ch, feather)?;
     let mut rgb = pic.rgb.clone();
