@@ -87,17 +87,20 @@ pub fn config_from_json<T: DeserializeOwned>(path: &Path, section: &str) -> Resu
         value.get("config"),
         Some(&value),
     ];
-    let mut last_err = None;
+    // The reason reported is the first candidate's: the most specific place a config was put.
+    let mut first_err = None;
     for c in candidates.into_iter().flatten() {
         match serde_json::from_value::<T>(c.clone()) {
             Ok(cfg) => return Ok(cfg),
-            Err(e) => last_err = Some(e),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     Err(Error::Config(format!(
         "{}: no {section} config found ({})",
         path.display(),
-        last_err.map_or_else(String::new, |e| e.to_string())
+        first_err.map_or_else(String::new, |e| e.to_string())
     )))
 }
 
@@ -144,14 +147,27 @@ pub fn arpg_config_from_shapes(
             return Ok((cfg, name.to_string()));
         }
     }
+    // A config beside the file that does not parse is named with its reason: telling the user
+    // to put a JSON where one already is would not help.
+    let mut unreadable = Vec::new();
     for json in configs_beside(path) {
-        if let Ok(cfg) = config_from_json::<ArpgConfig>(&json, "gpt") {
-            let file = json.file_name().map_or_else(
-                || json.display().to_string(),
-                |f| f.to_string_lossy().into_owned(),
-            );
-            return Ok((cfg, format!("custom ARPG ({file})")));
+        match config_from_json::<ArpgConfig>(&json, "gpt") {
+            Ok(cfg) => {
+                let file = json.file_name().map_or_else(
+                    || json.display().to_string(),
+                    |f| f.to_string_lossy().into_owned(),
+                );
+                return Ok((cfg, format!("custom ARPG ({file})")));
+            }
+            Err(e) => unreadable.push(e.to_string()),
         }
+    }
+    if let Some(why) = unreadable.first() {
+        return Err(Error::Config(format!(
+            "{}: an ARPG transformer that matches no official preset, and the config JSON \
+             beside it cannot be used: {why}",
+            path.display()
+        )));
     }
     Err(Error::Config(format!(
         "{}: an ARPG transformer (dim {width}, {n_layer} layers, vocabulary {vocab}) that matches no official preset; \
