@@ -169,11 +169,6 @@ pub struct Picture {
 }
 
 impl Picture {
-    /// The metadata's tokens may be used for these pixels without re-encoding.
-    pub fn tokens_trusted(&self) -> bool {
-        self.metadata.is_some() && self.metadata_state == MetadataState::Verified
-    }
-
     /// A line for the user when the metadata is not used as it stands, `None` otherwise.
     pub fn metadata_warning(&self) -> Option<String> {
         match &self.metadata_state {
