@@ -759,3 +759,31 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+#[test]
+fn a_canvas_written_by_arpg_keeps_its_size_and_tokens_above_the_working_size() {
+    let dir = common::temp_dir("field-own-canvas");
+    // A 160x160 canvas (above the shipped model's 128 px working size), written by `decode`.
+    let photo = dir.join("photo.png");
+    image::imageops::resize(
+        &rgb(&field().join("photo_1000x700.jpg")),
+        160,
+        160,
+        image::imageops::FilterType::Triangle,
+    )
+    .save(&photo)
+    .expect("save");
+    let json = dir.join("tokens.json");
+    shipped(&["encode", "--image", s(&photo), "--max-side", "0"], &json);
+    let canvas = dir.join("canvas.png");
+    shipped(&["decode", "--tokens", s(&json)], &canvas);
+    // Reopened, it is neither scaled nor encoded again: its tokens come back exactly.
+    let again = dir.join("again.json");
+    let err = shipped(&["encode", "--image", s(&canvas)], &again);
+    assert!(!err.contains("scaled"), "{err}");
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).expect("json")).expect("json")
+    };
+    assert_eq!(read(&again)["grid"], serde_json::json!([40, 40]));
+    assert_eq!(tokens(&read(&again)), tokens(&read(&json)));
+}

@@ -263,6 +263,9 @@ impl Models {
         pic: Picture,
         path: &Path,
     ) -> Result<(Picture, Option<String>)> {
+        if carries_tokens(&pic) {
+            return Ok((pic, None));
+        }
         let Some((w, h)) = self.working_size(pic.width, pic.height) else {
             return Ok((pic, None));
         };
@@ -465,6 +468,16 @@ impl Models {
         )?;
         Ok(())
     }
+}
+
+/// Whether a picture is an ARPG canvas whose stored tokens stand for its pixels (or, written
+/// before pixel digests, may): such a canvas is the user's document at its own size, never
+/// scaled to the working size nor inpainted by region (its tokens would be lost).
+fn carries_tokens(pic: &Picture) -> bool {
+    matches!(
+        pic.metadata_state,
+        MetadataState::Verified | MetadataState::Unverified
+    )
 }
 
 /// Largest mean difference (8-bit levels) in any token cell between an older PNG's pixels and
@@ -674,7 +687,10 @@ pub fn inpaint(
         bail!("--threshold {} must be within [0, 1)", opts.threshold);
     }
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
-    if opts.region == Region::Auto && models.working_size(pic.width, pic.height).is_some() {
+    if opts.region == Region::Auto
+        && !carries_tokens(&pic)
+        && models.working_size(pic.width, pic.height).is_some()
+    {
         return inpaint_region(models, &pic, &mask.px, class, sampler, opts, out, quiet);
     }
     let pic = models.to_working_size(pic, image)?;
