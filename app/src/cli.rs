@@ -696,18 +696,22 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
         }
     );
     let problems = ckpt.scan();
+    // Problems in tensors the model never reads are reported but do not stop a load.
+    let mut fatal: Vec<&str> = Vec::new();
     if problems.is_empty() {
         println!("values:     every tensor read, all finite");
-    } else {
-        for (name, why) in &problems {
-            let used = expected.iter().any(|(k, _)| k == name);
-            let role = if used {
-                "read by the model"
-            } else {
-                "never read by the model: ignored"
-            };
-            println!("problem:    `{name}` ({role}): {why}");
+    }
+    for (name, why) in &problems {
+        let read = expected.iter().any(|(k, _)| k == name);
+        if read {
+            fatal.push(name);
         }
+        let role = if read {
+            "read by the model"
+        } else {
+            "never read by the model: ignored"
+        };
+        println!("problem:    `{name}` ({role}): {why}");
     }
     if !ckpt.skipped().is_empty() {
         println!(
@@ -716,12 +720,6 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
             ckpt.skipped().join(", ")
         );
     }
-    // Problems in tensors the model never reads are reported above but do not stop a load.
-    let fatal: Vec<&str> = problems
-        .iter()
-        .filter(|(name, _)| expected.iter().any(|(k, _)| k == name))
-        .map(|(name, _)| name.as_str())
-        .collect();
     if !fatal.is_empty() {
         anyhow::bail!(
             "{} tensor(s) the model reads cannot be used ({}): the checkpoint will not load",

@@ -367,10 +367,7 @@ impl Models {
                     }
                     _ => {}
                 }
-            } else if matches!(
-                pic.metadata_state,
-                MetadataState::Verified | MetadataState::Unverified
-            ) {
+            } else if carries_tokens(pic) {
                 warning = Some(format!(
                     "the image's stored tokens belong to another tokenizer ({}px tokens, \
                      {}x{} grid): they are encoded again with this one",

@@ -206,175 +206,7 @@ impl Checkpoint {
         ckpt.ensure_not_empty()?;
         Ok(ckpt)
     }
-}
 
-/// Largest `data.pkl` accepted (the pickle holds names and shapes, not weights).
-const MAX_PICKLE_BYTES: u64 = 256 << 20;
-
-/// Why a pickle could not be indexed.
-#[derive(Debug)]
-pub enum IndexError {
-    Parse(String),
-    NotADict,
-}
-
-/// The tensors a `torch.save` pickle describes.
-#[derive(Debug, Default)]
-pub struct PickleIndex {
-    entries: BTreeMap<String, TensorEntry>,
-    weights_key: Option<String>,
-    skipped: Vec<String>,
-}
-
-impl PickleIndex {
-    /// Indexed tensor names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
-}
-
-/// Parses a `data.pkl` and indexes the tensors of its weights dict (`dir`: the archive folder of
-/// the storages). Never panics on malformed input: candle's pickle reader indexes into tuples
-/// it assumes well-formed, so their arity is checked first and any remaining panic is caught.
-pub fn index_pickle(pickle: &[u8], dir: &str) -> std::result::Result<PickleIndex, IndexError> {
-    let parsed = std::panic::catch_unwind(|| {
-        let mut stack = Stack::empty();
-        let mut reader = pickle;
-        stack
-            .read_loop(&mut reader)
-            .and_then(|_| stack.finalize())
-            .map_err(|e| e.to_string())
-    })
-    .unwrap_or_else(|_| Err("malformed pickle".to_string()))
-    .map_err(IndexError::Parse)?;
-    let Object::Dict(top) = parsed else {
-        return Err(IndexError::NotADict);
-    };
-    let (weights_key, dict) = select_weights(top);
-    let mut entries = BTreeMap::new();
-    let mut skipped = Vec::new();
-    for (name, value) in dict {
-        let Object::Unicode(name) = name else {
-            continue;
-        };
-        if !well_formed_tensor(&value) {
-            continue;
-        }
-        let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            value.into_tensor_info(Object::Unicode(name.clone()), Path::new(dir))
-        }))
-        .unwrap_or_else(|_| Err(candle_core::Error::Msg("malformed tensor record".into())));
-        {
-            {
-                match info {
-                    Ok(Some(info)) => {
-                        let layout = &info.layout;
-                        let unreadable = (!layout.is_contiguous()).then(|| {
-                            "it is stored as a non-contiguous view (e.g. a transpose); save it \
-                         with `.contiguous()`"
-                                .to_string()
-                        });
-                        // candle's layout offset for a pickled tensor is in bytes.
-                        let offset = layout.start_offset();
-                        entries.insert(
-                            name,
-                            TensorEntry {
-                                shape: layout.dims().to_vec(),
-                                dtype: info.dtype,
-                                location: Location::Zip {
-                                    entry: info.path,
-                                    offset: offset as u64,
-                                },
-                                unreadable,
-                            },
-                        );
-                    }
-                    Ok(None) => {}
-                    // Storages candle cannot represent (int32, bool, ...): never model weights.
-                    Err(_) => skipped.push(name),
-                }
-            }
-        }
-    }
-    Ok(PickleIndex {
-        entries,
-        weights_key,
-        skipped,
-    })
-}
-
-/// Whether a pickled value has the arity candle's tensor rebuild expects (it indexes the
-/// tuples without checking). Values that are not tensor records pass: candle skips them.
-fn well_formed_tensor(value: &Object) -> bool {
-    fn tuple_len(o: &Object) -> Option<usize> {
-        match o {
-            Object::Tuple(t) => Some(t.len()),
-            _ => None,
-        }
-    }
-    fn rebuild_ok(args: &Object) -> bool {
-        match args {
-            Object::Tuple(a) if a.len() >= 4 => match &a[0] {
-                Object::PersistentLoad(s) => tuple_len(s).is_some_and(|n| n >= 5),
-                _ => true,
-            },
-            Object::Tuple(_) => false,
-            _ => true,
-        }
-    }
-    let Object::Reduce { callable, args } = value else {
-        return true;
-    };
-    match callable.as_ref() {
-        Object::Class {
-            module_name,
-            class_name,
-        } if module_name == "torch._tensor" && class_name == "_rebuild_from_type_v2" => {
-            match args.as_ref() {
-                Object::Tuple(a) if a.len() >= 3 => match (&a[0], &a[2]) {
-                    (Object::Class { .. }, inner) => rebuild_ok(inner),
-                    _ => true,
-                },
-                Object::Tuple(_) => false,
-                _ => true,
-            }
-        }
-        Object::Class {
-            module_name,
-            class_name,
-        } if module_name == "torch._utils" && class_name == "_rebuild_parameter" => {
-            match args.as_ref() {
-                Object::Tuple(a) if !a.is_empty() => match &a[0] {
-                    Object::Reduce { args, .. } => rebuild_ok(args),
-                    _ => true,
-                },
-                Object::Tuple(_) => false,
-                _ => true,
-            }
-        }
-        _ => rebuild_ok(args),
-    }
-}
-
-/// Removes wrapper prefixes shared by every key (see [`WRAPPER_PREFIXES`]), in any stack.
-fn strip_wrapper_prefixes(
-    mut entries: BTreeMap<String, TensorEntry>,
-) -> (BTreeMap<String, TensorEntry>, Vec<String>) {
-    let mut stripped = Vec::new();
-    while let Some(prefix) = WRAPPER_PREFIXES
-        .iter()
-        .find(|p| !entries.is_empty() && entries.keys().all(|k| k.starts_with(*p)))
-    {
-        stripped.push(prefix.to_string());
-        entries = entries
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len()..].to_string(), v))
-            .collect();
-    }
-    (entries, stripped)
-}
-
-impl Checkpoint {
     fn open_safetensors(path: PathBuf, mut file: File, len: u64) -> Result<Self> {
         let not = |reason: String| Error::NotACheckpoint {
             path: path.clone(),
@@ -705,6 +537,161 @@ impl candle_nn::var_builder::SimpleBackend for Checkpoint {
     fn contains_tensor(&self, name: &str) -> bool {
         self.contains(name)
     }
+}
+
+/// Largest `data.pkl` accepted (the pickle holds names and shapes, not weights).
+const MAX_PICKLE_BYTES: u64 = 256 << 20;
+
+/// Why a pickle could not be indexed.
+#[derive(Debug)]
+pub enum IndexError {
+    Parse(String),
+    NotADict,
+}
+
+/// The tensors a `torch.save` pickle describes.
+#[derive(Debug)]
+pub struct PickleIndex {
+    entries: BTreeMap<String, TensorEntry>,
+    weights_key: Option<String>,
+    skipped: Vec<String>,
+}
+
+/// Parses a `data.pkl` and indexes the tensors of its weights dict (`dir`: the archive folder of
+/// the storages). Never panics on malformed input: candle's pickle reader indexes into tuples
+/// it assumes well-formed, so their arity is checked first and any remaining panic is caught.
+pub fn index_pickle(pickle: &[u8], dir: &str) -> std::result::Result<PickleIndex, IndexError> {
+    let parsed = std::panic::catch_unwind(|| {
+        let mut stack = Stack::empty();
+        let mut reader = pickle;
+        stack
+            .read_loop(&mut reader)
+            .and_then(|_| stack.finalize())
+            .map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|_| Err("malformed pickle".to_string()))
+    .map_err(IndexError::Parse)?;
+    let Object::Dict(top) = parsed else {
+        return Err(IndexError::NotADict);
+    };
+    let (weights_key, dict) = select_weights(top);
+    let mut entries = BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (name, value) in dict {
+        let Object::Unicode(name) = name else {
+            continue;
+        };
+        if !well_formed_tensor(&value) {
+            continue;
+        }
+        let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            value.into_tensor_info(Object::Unicode(name.clone()), Path::new(dir))
+        }))
+        .unwrap_or_else(|_| Err(candle_core::Error::Msg("malformed tensor record".into())));
+        match info {
+            Ok(Some(info)) => {
+                let layout = &info.layout;
+                let unreadable = (!layout.is_contiguous()).then(|| {
+                    "it is stored as a non-contiguous view (e.g. a transpose); save it \
+                         with `.contiguous()`"
+                        .to_string()
+                });
+                // candle's layout offset for a pickled tensor is in bytes.
+                let offset = layout.start_offset();
+                entries.insert(
+                    name,
+                    TensorEntry {
+                        shape: layout.dims().to_vec(),
+                        dtype: info.dtype,
+                        location: Location::Zip {
+                            entry: info.path,
+                            offset: offset as u64,
+                        },
+                        unreadable,
+                    },
+                );
+            }
+            Ok(None) => {}
+            // Storages candle cannot represent (int32, bool, ...): never model weights.
+            Err(_) => skipped.push(name),
+        }
+    }
+    Ok(PickleIndex {
+        entries,
+        weights_key,
+        skipped,
+    })
+}
+
+/// Whether a pickled value has the arity candle's tensor rebuild expects (it indexes the
+/// tuples without checking). Values that are not tensor records pass: candle skips them.
+fn well_formed_tensor(value: &Object) -> bool {
+    fn tuple_len(o: &Object) -> Option<usize> {
+        match o {
+            Object::Tuple(t) => Some(t.len()),
+            _ => None,
+        }
+    }
+    fn rebuild_ok(args: &Object) -> bool {
+        match args {
+            Object::Tuple(a) if a.len() >= 4 => match &a[0] {
+                Object::PersistentLoad(s) => tuple_len(s).is_some_and(|n| n >= 5),
+                _ => true,
+            },
+            Object::Tuple(_) => false,
+            _ => true,
+        }
+    }
+    let Object::Reduce { callable, args } = value else {
+        return true;
+    };
+    match callable.as_ref() {
+        Object::Class {
+            module_name,
+            class_name,
+        } if module_name == "torch._tensor" && class_name == "_rebuild_from_type_v2" => {
+            match args.as_ref() {
+                Object::Tuple(a) if a.len() >= 3 => match (&a[0], &a[2]) {
+                    (Object::Class { .. }, inner) => rebuild_ok(inner),
+                    _ => true,
+                },
+                Object::Tuple(_) => false,
+                _ => true,
+            }
+        }
+        Object::Class {
+            module_name,
+            class_name,
+        } if module_name == "torch._utils" && class_name == "_rebuild_parameter" => {
+            match args.as_ref() {
+                Object::Tuple(a) if !a.is_empty() => match &a[0] {
+                    Object::Reduce { args, .. } => rebuild_ok(args),
+                    _ => true,
+                },
+                Object::Tuple(_) => false,
+                _ => true,
+            }
+        }
+        _ => rebuild_ok(args),
+    }
+}
+
+/// Removes wrapper prefixes shared by every key (see [`WRAPPER_PREFIXES`]), in any stack.
+fn strip_wrapper_prefixes(
+    mut entries: BTreeMap<String, TensorEntry>,
+) -> (BTreeMap<String, TensorEntry>, Vec<String>) {
+    let mut stripped = Vec::new();
+    while let Some(prefix) = WRAPPER_PREFIXES
+        .iter()
+        .find(|p| !entries.is_empty() && entries.keys().all(|k| k.starts_with(*p)))
+    {
+        stripped.push(prefix.to_string());
+        entries = entries
+            .into_iter()
+            .map(|(k, v)| (k[prefix.len()..].to_string(), v))
+            .collect();
+    }
+    (entries, stripped)
 }
 
 /// Picks the weights dict out of a checkpoint's top-level dict.
