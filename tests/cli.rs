@@ -515,6 +515,80 @@ fn generate_works_with_no_flags_on_the_shipped_model() {
     assert!(dir.join("sample.png").is_file());
 }
 
+/// Every image of a batch records its own seed and place, and `generate --from` makes exactly
+/// its tokens again from its metadata alone (shipped model, recommended settings with polishing,
+/// near-known order).
+#[test]
+fn every_batch_image_regenerates_from_its_own_metadata() {
+    let dir = common::temp_dir("cli-batch-regen");
+    let out = dir.join("b.png");
+    let out_arg = out.to_str().expect("utf8");
+    generate_shipped(
+        &dir,
+        &[
+            "--batch",
+            "3",
+            "--seed",
+            "42",
+            "--order",
+            "near-known",
+            "--out",
+            out_arg,
+        ],
+    );
+    let mut seeds = Vec::new();
+    for i in 0..3 {
+        let image = dir.join(format!("b_{i}.png"));
+        let meta = metadata(&image);
+        assert_eq!(meta["provenance"]["batch"]["seed"], 42);
+        assert_eq!(meta["provenance"]["batch"]["index"], i);
+        assert_eq!(meta["provenance"]["order"], "near-known");
+        seeds.push(meta["settings"]["seed"].as_u64().expect("seed"));
+        let again = dir.join(format!("again_{i}.png"));
+        ok(&arpg()
+            .args(["generate", "--quiet", "--from"])
+            .args([image.to_str().expect("utf8"), "--out"])
+            .arg(again.to_str().expect("utf8"))
+            .output()
+            .expect("spawn"));
+        assert_eq!(tokens(&metadata(&again)), tokens(&meta), "image {i}");
+        assert_eq!(metadata(&again)["settings"], meta["settings"]);
+    }
+    assert_eq!(
+        seeds[0], 42,
+        "image 0 is the single image of the batch's seed"
+    );
+    assert!(seeds[1] != seeds[2] && seeds[1] != 42);
+    // The single image of seed 42 is image 0 of the batch.
+    let single = dir.join("single.png");
+    generate_shipped(
+        &dir,
+        &[
+            "--seed",
+            "42",
+            "--order",
+            "near-known",
+            "--out",
+            single.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(
+        tokens(&metadata(&single)),
+        tokens(&metadata(&dir.join("b_0.png")))
+    );
+    // An image without settings cannot be regenerated, and says why.
+    let plain = dir.join("plain.png");
+    image::RgbImage::new(32, 32).save(&plain).expect("png");
+    clean_error(
+        &arpg()
+            .args(["generate", "--from", plain.to_str().expect("utf8"), "--out"])
+            .arg(dir.join("x.png").to_str().expect("utf8"))
+            .output()
+            .expect("spawn"),
+        "no ARPG metadata",
+    );
+}
+
 #[test]
 fn eval_prints_its_table_and_generation_only_skips_the_edits() {
     let out = arpg()

@@ -49,7 +49,7 @@ fn settings(seed: u64) -> Settings {
         steps: 8,
         cfg_scale: 2.0,
         seed,
-        ..Settings::default()
+        ..Settings::reference()
     }
 }
 
@@ -80,7 +80,7 @@ fn one_token_per_step_matches_teacher_forcing() {
             steps: n,
             cfg_scale: 1.0,
             seed: 9,
-            ..Settings::default()
+            ..Settings::reference()
         },
     );
     let mut g = Generation::new(&m, &req).expect("new");
@@ -136,7 +136,7 @@ fn read_as_a_sequence(m: &Arpg, known: &[Option<u32>]) {
                 steps: n - k,
                 cfg_scale: 1.0,
                 seed: 5,
-                ..Settings::default()
+                ..Settings::reference()
             },
         )
     };
@@ -345,7 +345,7 @@ fn snapshot_restores_decided_tokens_and_replays_deterministically() {
     let snap = gen.snapshot();
     // Serialisable (pause, save, resume).
     let json = serde_json::to_string(&snap).expect("json");
-    let snap: arpg_core::generator::Snapshot = serde_json::from_str(&json).expect("parse");
+    let snap: arpg_core::generator::State = serde_json::from_str(&json).expect("parse");
     let a = Generation::restore(&m, &snap)
         .expect("restore")
         .run()
@@ -367,7 +367,7 @@ fn snapshot_restores_decided_tokens_and_replays_deterministically() {
     bad.probs[0].pop();
     assert!(Generation::restore(&m, &bad).is_err());
     let mut bad = snap.clone();
-    bad.feed[0][0].1 = 0;
+    bad.pending[0][0].1 = 0;
     assert!(Generation::restore(&m, &bad).is_err());
     let mut bad = snap.clone();
     bad.settings.polish = usize::MAX;
@@ -595,7 +595,7 @@ fn a_step_whose_logits_are_not_finite_stops_the_generation() {
     weights.insert("head.weight".into(), nan);
     let vb = candle_nn::VarBuilder::from_tensors(weights, candle_core::DType::F32, &dev);
     let m = Arpg::new(&cfg, vb).expect("model");
-    let request = Request::new(vec![1], Settings::default());
+    let request = Request::new(vec![1], Settings::reference());
     let mut g = Generation::new(&m, &request).expect("new");
     let err = g.step().expect_err("NaN logits must stop the generation");
     assert!(

@@ -16,7 +16,7 @@ fn shipped_model_generates_every_class_at_the_expected_size() {
     let settings = Settings {
         steps: 8,
         seed: 3,
-        ..Settings::default()
+        ..Settings::reference()
     };
     let grids = Generation::new(&arpg.model, &Request::new(classes.clone(), settings))
         .expect("request")

@@ -5,23 +5,15 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use arpg_app::run::ModelArgs;
 use arpg_app::studio::StudioApp;
+use arpg_core::pair::ModelSpec;
 use eframe::egui;
 use egui_kittest::kittest::Queryable;
 use egui_kittest::Harness;
 
 /// The shipped model (`assets/`), as `cargo run` opens it.
-fn model_args() -> ModelArgs {
-    ModelArgs {
-        gpt: None,
-        vq: None,
-        config: None,
-        device: "cpu".into(),
-        dtype: "f32".into(),
-        quiet: true,
-        max_side: None,
-    }
+fn model_args() -> ModelSpec {
+    ModelSpec::shipped()
 }
 
 fn harness() -> Harness<'static, StudioApp> {
@@ -187,7 +179,7 @@ fn a_bad_checkpoint_or_image_shows_an_error_and_the_app_stays_usable() {
     let field = common::fixtures().join("../field");
     // Model -> Open model... with a checkpoint holding a NaN (what the menu does once both files
     // are picked).
-    h.state_mut().load_models(ModelArgs {
+    h.state_mut().load_models(ModelSpec {
         gpt: Some(field.join("gpt_nan_in_head.pt")),
         vq: Some(tiny.join("tiny_vq.pt")),
         config: Some(tiny.join("manifest.json")),
@@ -295,4 +287,66 @@ fn a_large_photo_opens_at_the_working_size_with_a_notice_and_inpaints() {
     assert_eq!((after.rows, after.cols), (23, 32));
     assert_eq!(after.unknown_count(), 0);
     assert_ne!(after.cells, doc.cells, "nothing was inpainted");
+}
+
+/// An app batch: each candidate records the seed it was made with (image_seed of the panel's
+/// seed, as in the CLI), its PNG regenerates it from its metadata alone, the seed field then
+/// shows the next run's seed, and opening the PNG restores its settings.
+#[test]
+fn every_app_batch_image_regenerates_from_its_metadata_and_reopens_with_its_settings() {
+    use arpg_core::{document, loader, provenance, sampler};
+    let mut h = harness();
+    h.state_mut().settings.batch = 2;
+    h.state_mut().settings.settings.seed = 42;
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the batch", |app| {
+        app.history.items.len() == 2 && !app.is_running()
+    });
+    let next = h.state().settings.settings.seed;
+    assert_ne!(next, 42, "the seed field shows the next run's seed");
+    let dir = common::temp_dir("studio-batch-regen");
+    let arpg = loader::load_arpg(
+        arpg_core::shipped::arpg_path(),
+        None,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .expect("shipped model");
+    for i in 0..2 {
+        let item = &h.state().history.items[i];
+        assert_eq!(item.settings.seed, sampler::image_seed(42, i as u64));
+        assert_eq!(
+            item.provenance.batch.map(|b| (b.seed, b.index)),
+            Some((42, i))
+        );
+        let doc = arpg_app::studio::app::Document {
+            canvas: item.canvas.clone(),
+            rgb: item.rgb.clone(),
+            class: item.class,
+            settings: Some(item.settings.clone()),
+            provenance: Some(item.provenance.clone()),
+        };
+        let path = dir.join(format!("c{i}.png"));
+        h.state().save_png(&path, &doc).expect("save");
+        let meta = document::read_metadata(&std::fs::read(&path).expect("read"))
+            .expect("metadata")
+            .expect("an arpg chunk");
+        let settings = meta.settings.expect("settings");
+        let prov = meta.provenance.expect("provenance");
+        let again = provenance::regenerate(&arpg.model, meta.class, &settings, &prov)
+            .expect("regenerate")
+            .run()
+            .expect("run");
+        assert_eq!(again[0], meta.tokens, "candidate {i}");
+    }
+    // Reopening candidate 1 makes its settings the next run's.
+    drop_file(&mut h, dir.join("c1.png"));
+    wait(&mut h, "the reopened image", |app| {
+        app.settings.settings.seed == sampler::image_seed(42, 1)
+    });
+    assert!(
+        h.state().status.message.contains("settings are restored"),
+        "{}",
+        h.state().status.message
+    );
 }

@@ -144,7 +144,7 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
                     steps: steps.min(cfg.block_size),
                     cfg_scale,
                     seed: 1,
-                    ..Settings::default()
+                    ..Settings::reference()
                 };
                 let mut best = f64::INFINITY;
                 let mut n_steps = 0;

@@ -7,10 +7,9 @@ use anyhow::{bail, Context, Result};
 use arpg_core::checkpoint::Checkpoint;
 use arpg_core::loader::{self, ModelKind};
 use arpg_core::reference::{self, WeightFormat};
-use candle_core::Device;
 use clap::{Parser, Subcommand};
 
-use arpg_app::run::{self, MaskArgs, ModelArgs, Models, SamplerArgs};
+use arpg_app::run::{self, MaskArgs, ModelArgs, SamplerArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -27,9 +26,14 @@ struct Cli {
 enum Command {
     /// Generate images of a class.
     Generate {
-        /// Class index (or, for the shipped model, its name).
-        #[arg(long, default_value = "0")]
-        class: String,
+        /// Class index (or, for the shipped model, its name) [default: 0, or the class of
+        /// --from].
+        #[arg(long)]
+        class: Option<String>,
+        /// Generate again the image this PNG's metadata describes: its settings, seed, order
+        /// and forks (sampler flags are ignored; --class overrides its class).
+        #[arg(long, value_name = "PNG", conflicts_with = "batch")]
+        from: Option<PathBuf>,
         /// Number of images (written as OUT_0.png, OUT_1.png, ... when above 1).
         #[arg(long, default_value_t = 1)]
         batch: usize,
@@ -148,6 +152,7 @@ enum Command {
         #[arg(long)]
         sheet: Option<PathBuf>,
     },
+    #[cfg(feature = "train")]
     /// Train the VQ tokenizer of the shipped model (resumes from `OUT/vq.safetensors`).
     TrainVq {
         #[arg(long, default_value = "runs/shipped")]
@@ -155,6 +160,7 @@ enum Command {
         #[command(flatten)]
         opts: TrainArgs,
     },
+    #[cfg(feature = "train")]
     /// Train the ARPG transformer of the shipped model on the tokens of a trained VQ (resumes
     /// from `OUT/arpg.safetensors`).
     Train {
@@ -166,6 +172,7 @@ enum Command {
         #[command(flatten)]
         opts: TrainArgs,
     },
+    #[cfg(feature = "train")]
     /// Evaluate a model trained on the procedural dataset (the shipped one by default).
     Eval {
         #[command(flatten)]
@@ -215,6 +222,7 @@ enum Command {
 }
 
 /// Optimisation flags of both training stages.
+#[cfg(feature = "train")]
 #[derive(clap::Args, Debug)]
 struct TrainArgs {
     #[arg(long, default_value_t = 6000)]
@@ -258,6 +266,7 @@ struct TrainArgs {
     quiet: bool,
 }
 
+#[cfg(feature = "train")]
 impl TrainArgs {
     fn options(&self) -> Result<arpg_core::train::TrainOptions> {
         if self.steps == 0
@@ -292,6 +301,7 @@ impl TrainArgs {
 }
 
 /// A progress bar over training steps that stops after `max_steps` of this invocation.
+#[cfg(feature = "train")]
 fn train_progress(
     opts: &TrainArgs,
     name: &'static str,
@@ -323,6 +333,7 @@ fn train_progress(
     }
 }
 
+#[cfg(feature = "train")]
 fn train_vq(out: &std::path::Path, args: &TrainArgs) -> Result<ExitCode> {
     let cfg = match &args.config {
         Some(p) => loader::config_from_json(p, "vq")?,
@@ -333,13 +344,14 @@ fn train_vq(out: &std::path::Path, args: &TrainArgs) -> Result<ExitCode> {
         &cfg,
         &opts,
         out,
-        &Device::Cpu,
+        &candle_core::Device::Cpu,
         &mut train_progress(args, "train-vq"),
     )?;
     println!("VQ checkpoint in {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 
+#[cfg(feature = "train")]
 fn train_arpg(
     out: &std::path::Path,
     vq: Option<&std::path::Path>,
@@ -352,7 +364,7 @@ fn train_arpg(
     let vq_path = vq
         .map(std::path::Path::to_path_buf)
         .unwrap_or_else(|| out.join("vq.safetensors"));
-    let vq = loader::load_vq(&vq_path, None, &Device::Cpu)
+    let vq = loader::load_vq(&vq_path, None, &candle_core::Device::Cpu)
         .with_context(|| "train the tokenizer first with `arpg train-vq`")?;
     let opts = args.options()?;
     arpg_core::train::train_arpg(
@@ -360,7 +372,7 @@ fn train_arpg(
         &vq,
         &opts,
         out,
-        &Device::Cpu,
+        &candle_core::Device::Cpu,
         &mut train_progress(args, "train"),
     )?;
     println!("ARPG checkpoint in {}", out.display());
@@ -389,13 +401,19 @@ pub fn run() -> Result<ExitCode> {
     match cli.command {
         Command::Generate {
             class,
+            from,
             batch,
             out,
             model,
             sampler,
         } => {
-            let models = Models::load(&model)?;
-            let class = models.class(&class)?;
+            let models = model.load()?;
+            if let Some(from) = from {
+                let class = class.map(|c| models.class(&c)).transpose()?;
+                run::regenerate(&models, &from, class, &out, model.quiet)?;
+                return done(&out, model.quiet);
+            }
+            let class = models.class(class.as_deref().unwrap_or("0"))?;
             for path in run::generate(&models, class, batch, &sampler, &out, model.quiet)? {
                 if !model.quiet {
                     println!("wrote {}", path.display());
@@ -412,7 +430,7 @@ pub fn run() -> Result<ExitCode> {
             model,
             sampler,
         } => {
-            let models = Models::load(&model)?;
+            let models = model.load()?;
             let class = class.map(|c| models.class(&c)).transpose()?;
             run::inpaint(
                 &models,
@@ -437,7 +455,7 @@ pub fn run() -> Result<ExitCode> {
             model,
             sampler,
         } => {
-            let models = Models::load(&model)?;
+            let models = model.load()?;
             let class = class.map(|c| models.class(&c)).transpose()?;
             run::outpaint(
                 &models,
@@ -457,17 +475,17 @@ pub fn run() -> Result<ExitCode> {
             model,
             sampler,
         } => {
-            let models = Models::load(&model)?;
+            let models = model.load()?;
             let class = class.map(|c| models.class(&c)).transpose()?;
             run::expand(&models, &image, class, &sampler, &out, model.quiet)?;
             done(&out, model.quiet)
         }
         Command::Encode { image, out, model } => {
-            run::encode(&Models::load(&model)?, &image, &out)?;
+            run::encode(&model.load()?, &image, &out)?;
             done(&out, model.quiet)
         }
         Command::Decode { tokens, out, model } => {
-            run::decode(&Models::load(&model)?, &tokens, &out)?;
+            run::decode(&model.load()?, &tokens, &out)?;
             done(&out, model.quiet)
         }
         Command::Info { file, config } => info(&file, config.as_deref()),
@@ -479,14 +497,17 @@ pub fn run() -> Result<ExitCode> {
             size,
             sheet,
         } => export_dataset(&out, per_class, seed, size, sheet.as_deref()),
+        #[cfg(feature = "train")]
         Command::TrainVq { out, opts } => train_vq(&out, &opts),
+        #[cfg(feature = "train")]
         Command::Train { out, vq, opts } => train_arpg(&out, vq.as_deref(), &opts),
+        #[cfg(feature = "train")]
         Command::Eval {
             eval,
             model,
             sampler,
         } => {
-            crate::evaluate::run(&Models::load(&model)?, &eval, &sampler)?;
+            crate::evaluate::run(&model.load()?, &eval, &sampler)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -4,12 +4,14 @@ use anyhow::{bail, Result};
 use arpg_core::dataset::CLASS_NAMES;
 use arpg_core::eval::{frechet_distance, psnr, train_classifier, Classifier};
 use arpg_core::generator::{Generation, OrderMode, Request};
-use arpg_core::sampler::Rng;
-use arpg_core::tasks::{CanvasJob, TokenCanvas};
+use arpg_core::sampler::{stream, Rng};
+use arpg_core::tasks::TokenCanvas;
 use arpg_core::train::image_batch;
 use candle_core::{Device, Tensor};
 
-use arpg_app::run::{Models, SamplerArgs};
+use arpg_app::run::SamplerArgs;
+use arpg_core::edit::{Edit, EditPlan, MaskOptions, Order, Source};
+use arpg_core::pair::ModelPair as Models;
 
 /// Evaluation sizes.
 #[derive(clap::Args, Debug, Clone)]
@@ -128,7 +130,7 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let mut gen_labels = Vec::new();
     for class in 0..classes {
         let mut s = settings.clone();
-        s.seed = settings.seed.wrapping_add(class as u64 * 1_000_003);
+        s.seed = Rng::stream(settings.seed, stream::EVAL_CLASS, class as u64).next_u64();
         let req = Request {
             classes: vec![Some(class); args.per_class],
             settings: s,
@@ -250,33 +252,42 @@ fn editing(
     let mut outpainted = Vec::new();
     for (i, tokens) in real_tokens.iter().take(take).enumerate() {
         let class = labels_a[i];
-        let mut rng = Rng::stream(settings.seed, 300, i as u64);
+        let mut rng = Rng::stream(settings.seed, stream::EVAL_EDIT, i as u64);
         let mut cells: Vec<usize> = (0..g * g).collect();
         rng.shuffle(&mut cells);
-        let mut mask = vec![false; g * g];
-        cells[..g * g / 2].iter().for_each(|&c| mask[c] = true);
+        // The forgotten half as a pixel mask (whole cells), through the edit pipeline.
+        let p = models.patch();
+        let mut mask = vec![0u8; size * size];
+        for &c in &cells[..g * g / 2] {
+            let (r0, c0) = ((c / g) * p, (c % g) * p);
+            for y in r0..r0 + p {
+                mask[y * size + c0..y * size + c0 + p].fill(255);
+            }
+        }
         let canvas = TokenCanvas::from_tokens(g, g, tokens)?;
+        let source = Source {
+            canvas: &canvas,
+            rgb: None,
+            size: [size, size],
+            patch: p,
+        };
         let mut s = settings.clone();
-        s.seed = settings.seed.wrapping_add(i as u64);
+        s.seed = rng.next_u64();
         s.steps = s.steps.min(g * g / 2);
-        inpainted.push(
-            CanvasJob::new(
-                &models.arpg.model,
-                canvas.with_unknown(&mask)?,
-                Some(class),
-                s.clone(),
-                OrderMode::Random,
-            )?
-            .run()?,
-        );
-        let wide = CanvasJob::new(
-            &models.arpg.model,
-            canvas.extended(0, g, 0, 0),
-            Some(class),
-            s,
-            OrderMode::Random,
-        )?
-        .run()?;
+        let inpaint = Edit::Inpaint {
+            mask,
+            options: MaskOptions::default(),
+        };
+        inpainted.push(fill(models, &inpaint.plan(source)?, class, &s)?);
+        let wide = fill(
+            models,
+            &Edit::Outpaint {
+                cells: [0, g, 0, 0],
+            }
+            .plan(source)?,
+            class,
+            &s,
+        )?;
         let all = wide.tokens()?;
         let right: Vec<u32> = (0..g * g)
             .map(|k| all[(k / g) * 2 * g + g + k % g])
@@ -299,17 +310,17 @@ fn editing(
     let mut expanded = Vec::new();
     for (i, tokens) in real_tokens.iter().take(take_x).enumerate() {
         let mut s = settings.clone();
-        s.seed = settings.seed.wrapping_add(7 + i as u64);
-        let spread = TokenCanvas::from_tokens(g, g, tokens)?.spread(2);
-        s.steps = s.steps.min(spread.unknown_count());
-        let job = CanvasJob::new(
-            &models.arpg.model,
-            spread,
-            Some(labels_a[i]),
-            s,
-            OrderMode::Random,
-        )?;
-        expanded.push(job.run()?);
+        s.seed = Rng::stream(settings.seed, stream::EVAL_EXPAND, i as u64).next_u64();
+        let canvas = TokenCanvas::from_tokens(g, g, tokens)?;
+        let source = Source {
+            canvas: &canvas,
+            rgb: None,
+            size: [size, size],
+            patch: models.patch(),
+        };
+        let plan = Edit::Expand.plan(source)?;
+        s.steps = s.steps.min(plan.unknown());
+        expanded.push(fill(models, &plan, labels_a[i], &s)?);
     }
     let big = decode_all(models, &expanded)?;
     let small = recon.narrow(0, 0, take_x)?;
@@ -369,4 +380,21 @@ fn bilinear_up2(x: &Tensor) -> Result<Tensor> {
         }
     }
     Ok(Tensor::from_vec(out, (b, c, h2, w2), x.device())?)
+}
+
+/// Runs an edit plan's canvas job to the end (random order) and returns the filled canvas; the
+/// evaluation judges decoded tokens, so there is no composite.
+fn fill(
+    models: &Models,
+    plan: &EditPlan,
+    class: usize,
+    settings: &arpg_core::generator::Settings,
+) -> Result<TokenCanvas> {
+    let job = plan.job(
+        &models.arpg.model,
+        Some(class),
+        settings.clone(),
+        Order::Random,
+    )?;
+    Ok(job.run()?)
 }

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cli;
+#[cfg(feature = "train")]
 mod evaluate;
 
 fn main() -> std::process::ExitCode {

@@ -23,9 +23,6 @@ pub const CLASS_NAMES: [&str; 10] = [
 /// from the dataset (a trained judge) is not reused for another one.
 pub const VERSION: u32 = 6;
 
-/// Stream id of dataset samples (see [`crate::sampler::stream`]).
-const DATASET_STREAM: u64 = 100;
-
 type Rgb = [f32; 3];
 
 /// A float RGB canvas in `[0, 1]`.
@@ -161,7 +158,7 @@ fn contrasting(rng: &mut Rng, a: Rgb) -> Rgb {
 
 /// Renders sample `index` of `class` as `size x size` interleaved RGB8.
 pub fn render(class: usize, index: u64, seed: u64, size: usize) -> Vec<u8> {
-    let mut rng = Rng::stream(seed, DATASET_STREAM + class as u64, index);
+    let mut rng = Rng::stream(seed, crate::sampler::stream::DATASET + class as u64, index);
     let r = &mut rng;
     let mut c = Canvas::new(size, [0.0; 3]);
     match class % CLASS_NAMES.len() {

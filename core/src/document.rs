@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::generator::Settings;
+use crate::provenance::Provenance;
 use crate::tasks::TokenCanvas;
 
 /// Keyword of the metadata chunk.
@@ -46,8 +48,22 @@ pub struct Metadata {
     pub tokens: Vec<u32>,
     #[serde(default)]
     pub class: Option<usize>,
-    #[serde(default)]
-    pub settings: serde_json::Value,
+    /// The sampler settings the image was made with (`None`: unknown, or not made by sampling;
+    /// settings this build cannot read are dropped, never an error: the tokens still count).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub settings: Option<Settings>,
+    /// How the image was made (task, order, batch place, forks); with `settings`, enough to
+    /// regenerate a generated image (see [`crate::provenance::regenerate`]).
+    #[serde(
+        default,
+        deserialize_with = "lenient",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub provenance: Option<Provenance>,
     /// Pixels per token side.
     #[serde(default)]
     pub patch: usize,
@@ -62,12 +78,23 @@ pub struct Metadata {
     pub pixels_sha256: Option<String>,
 }
 
+/// A field that reads as `None` when it does not parse (a foreign or future shape), so that one
+/// unreadable field never costs the tokens.
+fn lenient<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(v).ok())
+}
+
 impl Metadata {
     /// The metadata of a finished canvas (every cell decided).
     pub fn new(
         canvas: &TokenCanvas,
         class: Option<usize>,
-        settings: &crate::generator::Settings,
+        settings: Option<&Settings>,
         patch: usize,
         model: &str,
     ) -> Result<Self> {
@@ -75,10 +102,8 @@ impl Metadata {
             grid: [canvas.rows, canvas.cols],
             tokens: canvas.tokens()?,
             class,
-            settings: serde_json::to_value(settings).map_err(|e| Error::Json {
-                context: "settings".into(),
-                err: e,
-            })?,
+            settings: settings.cloned(),
+            provenance: None,
             patch,
             model: model.to_string(),
             size: None,
@@ -92,7 +117,8 @@ impl Metadata {
             grid: [0, 0],
             tokens: Vec::new(),
             class: None,
-            settings: serde_json::Value::Null,
+            settings: None,
+            provenance: None,
             patch: 0,
             model: String::new(),
             size: None,
@@ -570,7 +596,8 @@ mod tests {
             grid: [2, 2],
             tokens: vec![1, 2, 3, 4],
             class: None,
-            settings: serde_json::Value::Null,
+            settings: None,
+            provenance: None,
             patch: 4,
             model: String::new(),
             size: None,

@@ -100,7 +100,7 @@ fn seeded_init(varmap: &VarMap, seed: u64) -> Result<()> {
             vec![0f32; n]
         } else {
             let bound = 1.0 / ((n / dims[0]) as f64).sqrt();
-            let mut rng = Rng::stream(seed, 400, i as u64);
+            let mut rng = Rng::stream(seed, crate::sampler::stream::JUDGE_INIT, i as u64);
             (0..n)
                 .map(|_| ((2.0 * rng.next_f64() - 1.0) * bound) as f32)
                 .collect()
@@ -160,7 +160,7 @@ pub fn train_classifier(
                 &x,
                 (size / 8).max(1),
                 0.1,
-                &mut Rng::stream(seed, 401, step as u64),
+                &mut Rng::stream(seed, crate::sampler::stream::JUDGE_STEP, step as u64),
             )?,
             _ => x,
         };

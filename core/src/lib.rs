@@ -6,16 +6,21 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod document;
+pub mod edit;
 pub mod error;
+#[cfg(feature = "train")]
 pub mod eval;
 pub mod generator;
 pub mod loader;
 pub mod model;
+pub mod pair;
+pub mod provenance;
 pub mod reference;
 pub mod sampler;
 pub mod schedule;
 pub mod shipped;
 pub mod tasks;
+#[cfg(feature = "train")]
 pub mod train;
 pub mod vq;
 

@@ -20,13 +20,61 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Independent streams derived from one seed. Documented so that results can be reproduced:
-/// stream `(seed, ORDER, i)` shuffles image i's cells, `(seed, TOKENS, i)` draws its tokens.
+/// The named random streams. Every random draw of the product comes from one of them, so a seed
+/// means the same thing in the CLI, the app and the evaluation.
+///
+/// A stream is `Rng::stream(seed, KIND, index)`. The sampler of one image with seed `s` uses
+/// `(s, ORDER, 0)` to shuffle its cells, `(s, TOKENS, 0)` to draw its tokens and `(s, POLISH,
+/// pass)` to split its cells into groups for a polishing pass. Image `i` of a batch with seed `s`
+/// is sampled exactly as the single image with seed [`image_seed`]`(s, i)` (image 0 with `s`
+/// itself), so a batch image regenerates alone from the seed its PNG records. A canvas job's
+/// window `w` is sampled with seed [`window_seed`]`(s, w)` (window 0 with `s` itself, so an edit
+/// that fits one window is the plain image of its seed).
 pub mod stream {
     pub const ORDER: u64 = 1;
     pub const TOKENS: u64 = 2;
-    /// Stream `(seed, POLISH, pass * B + i)` splits image i's cells into groups for a pass.
+    /// Index: the polishing pass.
     pub const POLISH: u64 = 3;
+    /// Index: the image's place in its batch (see [`super::image_seed`]).
+    pub const IMAGE: u64 = 4;
+    /// Index: the window's place in its canvas job (see [`super::window_seed`]).
+    pub const WINDOW: u64 = 5;
+    /// Index: the class whose images `arpg eval` generates.
+    pub const EVAL_CLASS: u64 = 6;
+    /// Index: the evaluated image `arpg eval` inpaints and outpaints (its mask, then its seed).
+    pub const EVAL_EDIT: u64 = 300;
+    /// Index: the evaluated image `arpg eval` expands (its seed).
+    pub const EVAL_EXPAND: u64 = 9;
+    /// Index: the how-many-th seed the app proposes for the next run (seeded from the clock).
+    pub const NEXT_SEED: u64 = 8;
+    /// Training: index = optimiser step (mask ratios and orders of a batch).
+    pub const TRAIN_STEP: u64 = 200;
+    /// Training: index = optimiser step (mosaic batches of the tokenizer).
+    pub const TRAIN_MOSAIC: u64 = 500;
+    /// Evaluation's classifier: index = variable (initial weights).
+    pub const JUDGE_INIT: u64 = 400;
+    /// Evaluation's classifier: index = training step (dropout and noise).
+    pub const JUDGE_STEP: u64 = 401;
+    /// The procedural dataset: `DATASET + class` (classes below 100), index = sample.
+    pub const DATASET: u64 = 100;
+}
+
+/// The seed of image `index` of a batch sampled with `seed` (see [`stream`]).
+pub fn image_seed(seed: u64, index: u64) -> u64 {
+    sub_seed(seed, stream::IMAGE, index)
+}
+
+/// The seed of window `index` of a canvas job sampled with `seed` (see [`stream`]).
+pub fn window_seed(seed: u64, index: u64) -> u64 {
+    sub_seed(seed, stream::WINDOW, index)
+}
+
+fn sub_seed(seed: u64, kind: u64, index: u64) -> u64 {
+    if index == 0 {
+        seed
+    } else {
+        Rng::stream(seed, kind, index).next_u64()
+    }
 }
 
 impl Rng {

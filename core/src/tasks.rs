@@ -96,6 +96,18 @@ impl TokenCanvas {
         out
     }
 
+    /// The top-left `rows x cols` cells (at most this canvas's).
+    pub fn cropped(&self, rows: usize, cols: usize) -> Self {
+        let (rows, cols) = (rows.min(self.rows), cols.min(self.cols));
+        let mut out = Self::empty(rows, cols);
+        for r in 0..rows {
+            for c in 0..cols {
+                out.cells[r * cols + c] = self.get(r, c);
+            }
+        }
+        out
+    }
+
     /// Resolution expansion: a canvas with `factor` times the cells per side, the existing
     /// tokens placed on its lattice (cell (y, x) at (factor·y, factor·x)) and the rest unknown.
     pub fn spread(&self, factor: usize) -> Self {
@@ -308,6 +320,11 @@ impl CanvasJob {
         self.current.is_none() && self.canvas.unknown_count() == 0
     }
 
+    /// Windows finished so far.
+    pub fn windows_done(&self) -> usize {
+        self.windows_done
+    }
+
     /// The next window: among grid-sized windows holding unknown cells, those with at least
     /// half of their cells known are preferred (enough context; they step by about half a
     /// window), and among them the one with the most unknown cells; otherwise the one with the
@@ -343,11 +360,8 @@ impl CanvasJob {
             .map(|i| self.canvas.get(r0 + i / g, c0 + i % g))
             .collect();
         let mut settings = self.settings.clone();
-        // Each window draws from its own streams.
-        settings.seed = self
-            .settings
-            .seed
-            .wrapping_add(self.windows_done as u64 * 0x9E37_79B9);
+        // Each window draws from its own streams (window 0 from the job's seed itself).
+        settings.seed = crate::sampler::window_seed(self.settings.seed, self.windows_done as u64);
         let order = match &self.order {
             OrderMode::Priority(p) => OrderMode::Priority(
                 (0..g * g)

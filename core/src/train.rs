@@ -403,9 +403,6 @@ pub fn mosaic_rows(batch: usize, cells: usize, share: f64, rng: &mut Rng) -> Vec
         .collect()
 }
 
-/// Random-stream kind of the VQ mosaic.
-const MOSAIC_STREAM: u64 = 500;
-
 /// Trains (or resumes) the VQ tokenizer in `dir` (`vq.safetensors`, `vq.json`, `vq.loss.csv`).
 /// `on_step` sees every step's log; return `false` from it to stop after a checkpoint.
 pub fn train_vq(
@@ -462,7 +459,11 @@ pub fn train_vq(
         let mosaic = if opts.mosaic > 0.0 {
             let (b, _, hh, ww) = x.dims4()?;
             let cells = (hh / cfg.downsample()) * (ww / cfg.downsample());
-            let mut rng = Rng::stream(opts.seed, MOSAIC_STREAM, state.step as u64);
+            let mut rng = Rng::stream(
+                opts.seed,
+                crate::sampler::stream::TRAIN_MOSAIC,
+                state.step as u64,
+            );
             let rows = mosaic_rows(b, cells, opts.mosaic, &mut rng);
             Some(Tensor::from_vec(rows, b * cells, device)?)
         } else {
@@ -570,7 +571,11 @@ pub fn train_arpg(
     while state.step < opts.steps {
         let lr = learning_rate(state.step, opts);
         opt.set_learning_rate(lr);
-        let mut rng = Rng::stream(opts.seed, 200, state.step as u64);
+        let mut rng = Rng::stream(
+            opts.seed,
+            crate::sampler::stream::TRAIN_STEP,
+            state.step as u64,
+        );
         let (x, labels) = image_batch(
             opts.batch_start(state.step),
             opts.batch,

@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };
-    let model = args.model.clone();
+    let model = args.model.spec();
     match eframe::run_native(
         "ARPG Studio",
         options,

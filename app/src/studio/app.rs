@@ -3,7 +3,11 @@
 
 use std::time::Instant;
 
-use arpg_core::generator::{OrderMode, Settings};
+use arpg_core::edit::{Edit, Order, Source};
+use arpg_core::generator::Settings;
+use arpg_core::pair::ModelSpec;
+use arpg_core::provenance::{BatchPlace, Provenance};
+use arpg_core::sampler::{self, stream, Rng};
 use arpg_core::tasks::{self, TokenCanvas};
 use arpg_core::vq::Palette;
 use eframe::egui;
@@ -15,11 +19,10 @@ use super::commands::UiCommand;
 use super::gpu::{CanvasCallback, CanvasResources, Extent, Target, Upload, ViewUniform};
 use super::ui::class_panel::ClassPanel;
 use super::ui::history_panel::{HistoryAction, HistoryItem, HistoryPanel};
-use super::ui::settings_panel::{OrderChoice, SettingsPanel};
+use super::ui::settings_panel::SettingsPanel;
 use super::ui::status_bar::StatusBar;
 use super::ui::tools_panel::{Tool, ToolsPanel};
 use super::worker::{Job, JobKind, ModelInfo, WorkerCommand, WorkerEvent, WorkerHandle};
-use crate::run::ModelArgs;
 
 /// The document on the canvas: tokens are the source of truth, pixels what is shown.
 #[derive(Clone)]
@@ -28,7 +31,9 @@ pub struct Document {
     /// RGB8 pixels, `cols*patch x rows*patch`.
     pub rgb: Vec<u8>,
     pub class: Option<usize>,
-    pub settings: Settings,
+    /// The settings and provenance that made it (`None` for an image opened without them).
+    pub settings: Option<Settings>,
+    pub provenance: Option<Provenance>,
 }
 
 /// A run in progress.
@@ -36,7 +41,6 @@ struct Running {
     id: u64,
     label: String,
     class: Option<usize>,
-    settings: Settings,
     started: Instant,
     /// Canvas as last seen (decided cells filled in).
     canvas: TokenCanvas,
@@ -51,10 +55,10 @@ pub struct StudioApp {
     worker: WorkerHandle,
     repaint: egui::Context,
     /// The models the worker holds (what it reloads if it has to restart).
-    model_args: ModelArgs,
+    model_args: ModelSpec,
     /// Models asked for and not loaded yet; they replace `model_args` only once they load, so
     /// a checkpoint that fails leaves the previous model in use.
-    loading: Option<ModelArgs>,
+    loading: Option<ModelSpec>,
     /// File → Keep full size on open: large images are not scaled to the working size.
     pub keep_full_size: bool,
     pub model: Option<ModelInfo>,
@@ -83,14 +87,15 @@ pub struct StudioApp {
     pub status: StatusBar,
     pub errors: Vec<String>,
     show_shortcuts: bool,
-    rng_state: u64,
+    /// The seeds the app proposes ([`stream::NEXT_SEED`], seeded from the clock at start).
+    seeds: Rng,
     /// Screen rectangle of the canvas widget in the last frame.
     pub canvas_widget: Option<egui::Rect>,
 }
 
 impl StudioApp {
     /// Creates the app and asks the worker to load `model_args` (the shipped model by default).
-    pub fn new(cc: &eframe::CreationContext<'_>, model_args: ModelArgs) -> Self {
+    pub fn new(cc: &eframe::CreationContext<'_>, model_args: ModelSpec) -> Self {
         let has_gpu = match cc.wgpu_render_state.as_ref() {
             Some(rs) => {
                 CanvasResources::install(rs);
@@ -135,7 +140,7 @@ impl StudioApp {
             status: StatusBar::default(),
             errors: Vec::new(),
             show_shortcuts: false,
-            rng_state: 0x5EED_1234_ABCD_0001,
+            seeds: Rng::stream(clock_seed(), stream::NEXT_SEED, 0),
             canvas_widget: None,
         };
         app.send(WorkerCommand::LoadModels(model_args));
@@ -162,12 +167,9 @@ impl StudioApp {
         self.running.is_some() || !self.queued.is_empty()
     }
 
-    fn random_u64(&mut self) -> u64 {
-        // xorshift for seeds and random classes; the sampler's own RNG is seeded from these.
-        self.rng_state ^= self.rng_state << 13;
-        self.rng_state ^= self.rng_state >> 7;
-        self.rng_state ^= self.rng_state << 17;
-        self.rng_state
+    /// A fresh seed to propose (six digits, easy to read and type).
+    fn new_seed(&mut self) -> u64 {
+        self.seeds.next_u64() % 1_000_000
     }
 
     /// Pixels per token side of the loaded tokenizer.
@@ -204,8 +206,7 @@ impl StudioApp {
             UiCommand::ClearMask => self.mask.clear(),
             UiCommand::FillMask => self.mask.fill(),
             UiCommand::RandomClass => {
-                let n = self.class_names.len().max(1) as u64;
-                self.class = (self.random_u64() % n) as usize;
+                self.class = self.seeds.below(self.class_names.len().max(1));
             }
             UiCommand::OpenImage => {
                 if let Some(path) = rfd::FileDialog::new()
@@ -226,25 +227,7 @@ impl StudioApp {
         }
     }
 
-    fn next_settings(&mut self) -> Settings {
-        if !self.settings.lock_seed && !self.history.items.is_empty() {
-            self.settings.settings.seed = self.random_u64() % 1_000_000;
-        }
-        self.settings.settings.clone()
-    }
-
-    fn order(&self, canvas: Option<&TokenCanvas>) -> OrderMode {
-        match self.settings.order {
-            OrderChoice::Random => OrderMode::Random,
-            OrderChoice::Raster => OrderMode::Raster,
-            OrderChoice::KnownFirst => match canvas {
-                Some(c) => OrderMode::Priority(known_distance_priority(c)),
-                None => OrderMode::Random,
-            },
-        }
-    }
-
-    fn new_job(&mut self, kind: JobKind, label: &str, settings: Settings, order: OrderMode) -> Job {
+    fn new_job(&mut self, kind: JobKind, label: &str, settings: Settings, order: Order) -> Job {
         let id = self.next_id;
         self.next_id += 1;
         Job {
@@ -271,6 +254,10 @@ impl StudioApp {
                 .push("A generation is running: cancel it first (Esc).".into());
             return;
         }
+        // The run takes the panel's seed; the panel moves on to the next run's.
+        if !self.settings.lock_seed {
+            self.settings.settings.seed = self.new_seed();
+        }
         self.queued = jobs;
         self.queued.reverse();
         self.run_next();
@@ -285,7 +272,6 @@ impl StudioApp {
                 id: job.id,
                 label: job.label.clone(),
                 class: job.class,
-                settings: job.settings.clone(),
                 started: Instant::now(),
                 canvas: TokenCanvas::empty(1, 1),
                 latest: Vec::new(),
@@ -299,104 +285,76 @@ impl StudioApp {
 
     fn start_generate(&mut self) {
         let batch = self.settings.batch.max(1);
-        let mut jobs = Vec::new();
-        let base = self.next_settings();
-        for i in 0..batch {
-            let mut s = base.clone();
-            s.seed = base.seed.wrapping_add(i as u64);
-            let order = self.order(None);
-            jobs.push(self.new_job(JobKind::Generate, "Generate", s, order));
-        }
+        let base = self.settings.settings.clone();
+        let order = self.settings.order;
+        let jobs = (0..batch)
+            .map(|i| {
+                // Candidate i is the single image of image_seed(seed, i), as in the CLI.
+                let mut s = base.clone();
+                s.seed = sampler::image_seed(base.seed, i as u64);
+                let place = (batch > 1).then_some(BatchPlace {
+                    seed: base.seed,
+                    index: i,
+                });
+                self.new_job(JobKind::Generate { batch: place }, "Generate", s, order)
+            })
+            .collect();
         self.submit(jobs);
     }
 
-    fn start_inpaint(&mut self) {
+    /// Plans an edit of the current document with the core's edit pipeline and submits it.
+    fn start_edit(&mut self, edit: Edit, label: &str) {
         let Some(doc) = self.doc.clone() else {
             self.errors
-                .push("Nothing to inpaint: generate or open an image first.".into());
+                .push("Nothing to edit: generate or open an image first.".into());
             return;
         };
         let p = self.patch();
-        let cells = match tasks::token_mask(
-            &self.mask.pixels,
-            self.mask.width,
-            self.mask.height,
-            p,
-            0.0,
-            0,
-        ) {
-            Ok(c) => c,
+        let source = Source {
+            canvas: &doc.canvas,
+            rgb: Some(&doc.rgb),
+            size: [doc.canvas.cols * p, doc.canvas.rows * p],
+            patch: p,
+        };
+        let plan = match edit.plan(source) {
+            Ok(plan) => plan,
             Err(e) => return self.errors.push(e.to_string()),
         };
-        if !cells.iter().any(|&c| c) {
+        let settings = self.settings.settings.clone();
+        let order = self.settings.order;
+        let job = self.new_job(JobKind::Edit(Box::new(plan)), label, settings, order);
+        self.submit(vec![job]);
+    }
+
+    fn start_inpaint(&mut self) {
+        if !self.mask.pixels.iter().any(|&m| m > 127) {
             self.errors
                 .push("Paint the area to regenerate first (the mask is empty).".into());
             return;
         }
-        let canvas = match doc.canvas.with_unknown(&cells) {
-            Ok(c) => c,
-            Err(e) => return self.errors.push(e.to_string()),
+        let edit = Edit::Inpaint {
+            mask: self.mask.pixels.clone(),
+            options: self.settings.mask,
         };
-        let settings = self.next_settings();
-        let order = self.order(Some(&canvas));
-        let kind = JobKind::Fill {
-            canvas,
-            original: Some(doc.rgb.clone()),
-            mask: Some(self.mask.pixels.clone()),
-            keep: None,
-        };
-        let job = self.new_job(kind, "Inpaint", settings, order);
-        self.submit(vec![job]);
+        self.start_edit(edit, "Inpaint");
     }
 
     fn start_outpaint(&mut self, sides: [usize; 4]) {
-        let Some(doc) = self.doc.clone() else {
-            self.errors
-                .push("Nothing to extend: generate or open an image first.".into());
-            return;
-        };
         let cells = self.settings.extend_px.div_ceil(self.patch()).max(1);
-        let [l, r, t, b] = sides.map(|s| s * cells);
-        let canvas = doc.canvas.extended(l, r, t, b);
-        let settings = self.next_settings();
-        let order = self.order(Some(&canvas));
-        let kind = JobKind::Fill {
-            canvas,
-            original: Some(doc.rgb.clone()),
-            mask: None,
-            keep: Some((t, l, doc.canvas.rows, doc.canvas.cols)),
-        };
         let label = match sides {
             [1, ..] => "Extend left",
             [_, 1, ..] => "Extend right",
             [_, _, 1, _] => "Extend top",
             _ => "Extend bottom",
         };
-        let job = self.new_job(kind, label, settings, order);
-        self.submit(vec![job]);
+        let edit = Edit::Outpaint {
+            cells: sides.map(|s| s * cells),
+        };
+        self.start_edit(edit, label);
     }
 
     fn start_expand(&mut self) {
-        let Some(doc) = self.doc.clone() else {
-            self.errors
-                .push("Nothing to expand: generate or open an image first.".into());
-            return;
-        };
-        let canvas = doc.canvas.spread(2);
-        let settings = self.next_settings();
-        let order = self.order(Some(&canvas));
-        let job = self.new_job(
-            JobKind::Fill {
-                canvas,
-                original: None,
-                mask: None,
-                keep: None,
-            },
-            "Expand",
-            settings,
-            order,
-        );
-        self.submit(vec![job]);
+        self.start_edit(Edit::Expand, "Expand");
     }
 
     fn cancel(&mut self) {
@@ -410,7 +368,7 @@ impl StudioApp {
     }
 
     fn fork(&mut self) {
-        let seed = self.random_u64() % 1_000_000;
+        let seed = self.new_seed();
         if let Some(run) = self.running.as_mut() {
             run.fork_after = true;
             self.worker
@@ -427,13 +385,10 @@ impl StudioApp {
     }
 
     fn start_fork(&mut self, id: u64, seed: u64) {
-        let mut settings = self.settings.settings.clone();
-        settings.seed = seed;
         self.running = Some(Running {
             id: id + 1_000_000,
             label: format!("Fork (seed {seed})"),
             class: Some(self.class),
-            settings,
             started: Instant::now(),
             canvas: TokenCanvas::empty(1, 1),
             latest: Vec::new(),
@@ -467,7 +422,14 @@ impl StudioApp {
     pub fn save_png(&self, path: &std::path::Path, doc: &Document) -> anyhow::Result<()> {
         let p = self.patch();
         let model = self.model.as_ref().map_or("", |m| m.name.as_str());
-        let meta = crate::document::Metadata::new(&doc.canvas, doc.class, &doc.settings, p, model)?;
+        let mut meta = crate::document::Metadata::new(
+            &doc.canvas,
+            doc.class,
+            doc.settings.as_ref(),
+            p,
+            model,
+        )?;
+        meta.provenance = doc.provenance.clone();
         crate::document::write_png(
             path,
             doc.canvas.cols * p,
@@ -493,14 +455,14 @@ impl StudioApp {
         else {
             return;
         };
-        self.load_models(ModelArgs {
+        self.load_models(ModelSpec {
             gpt: Some(gpt),
             vq: Some(vq),
             ..self.model_args.clone()
         });
     }
 
-    pub fn load_models(&mut self, args: ModelArgs) {
+    pub fn load_models(&mut self, args: ModelSpec) {
         self.loading = Some(args.clone());
         self.status.message = "Loading model…".into();
         self.send(WorkerCommand::LoadModels(args));
@@ -540,7 +502,7 @@ impl StudioApp {
                 // previous model's recommendation does not linger); the seed stays.
                 let seed = self.settings.settings.seed;
                 let recommended = !info.sampling.is_empty();
-                if let Ok(s) = info.sampling.apply(&crate::run::default_settings()) {
+                if let Ok(s) = info.sampling.apply(&Settings::default()) {
                     self.settings.settings = s;
                 }
                 self.settings.settings.seed = seed;
@@ -623,6 +585,8 @@ impl StudioApp {
                 rgb,
                 cancelled,
                 elapsed,
+                settings,
+                provenance,
             } => {
                 let Some(run) = self.running.take().filter(|r| r.id == id) else {
                     return;
@@ -640,7 +604,8 @@ impl StudioApp {
                     canvas: canvas.clone(),
                     rgb: rgb.clone(),
                     class: run.class,
-                    settings: run.settings.clone(),
+                    settings: Some(settings.clone()),
+                    provenance: Some(provenance.clone()),
                 };
                 self.show_document(&doc);
                 if run.label == "Generate" || run.label.starts_with("Fork") {
@@ -653,7 +618,8 @@ impl StudioApp {
                     canvas,
                     rgb,
                     class: run.class,
-                    settings: run.settings,
+                    settings,
+                    provenance,
                     partial: !complete,
                     thumbnail: None,
                 });
@@ -667,7 +633,7 @@ impl StudioApp {
                     format!("{} done", run.label)
                 };
                 if run.fork_after {
-                    let seed = self.random_u64() % 1_000_000;
+                    let seed = self.new_seed();
                     self.start_fork(id, seed);
                 } else if !cancelled {
                     self.run_next();
@@ -678,6 +644,8 @@ impl StudioApp {
                 canvas,
                 rgb,
                 class,
+                settings,
+                provenance,
                 notices,
             } => {
                 // Shown like errors, as one message: the user must see them, and nothing was lost.
@@ -687,16 +655,28 @@ impl StudioApp {
                 if let Some(c) = class {
                     self.class = c;
                 }
+                self.status.message = format!("Opened {}", path.display());
+                // The image's own settings become the next run's (Generate reproduces it).
+                if let Some(s) = &settings {
+                    self.settings.settings = s.clone();
+                    if let Some(p) = &provenance {
+                        self.settings.order = p.order;
+                    }
+                    self.status.message += &format!(
+                        "; its settings are restored (seed {}, {} steps, CFG {})",
+                        s.seed, s.steps, s.cfg_scale
+                    );
+                }
                 let doc = Document {
                     canvas,
                     rgb,
                     class,
-                    settings: self.settings.settings.clone(),
+                    settings,
+                    provenance,
                 };
                 self.show_document(&doc);
                 self.accepted = Some(doc.clone());
                 self.doc = Some(doc);
-                self.status.message = format!("Opened {}", path.display());
             }
             WorkerEvent::Error(e) => {
                 self.errors.push(e);
@@ -730,9 +710,11 @@ impl StudioApp {
                         canvas: item.canvas.clone(),
                         rgb: item.rgb.clone(),
                         class: item.class,
-                        settings: item.settings.clone(),
+                        settings: Some(item.settings.clone()),
+                        provenance: Some(item.provenance.clone()),
                     };
                     self.settings.settings = item.settings.clone();
+                    self.settings.order = item.provenance.order;
                     if let Some(c) = item.class {
                         self.class = c;
                     }
@@ -997,7 +979,7 @@ impl StudioApp {
                     fired = Some(UiCommand::OpenModel);
                 }
                 if ui.button("Shipped model").clicked() {
-                    let args = ModelArgs {
+                    let args = ModelSpec {
                         gpt: None,
                         vq: None,
                         config: None,
@@ -1138,8 +1120,8 @@ impl StudioApp {
                 self.mask.width,
                 self.mask.height,
                 p,
-                0.0,
-                0,
+                self.settings.mask.threshold,
+                self.settings.mask.dilate,
             ) {
                 let bytes = cells.iter().map(|&c| if c { 255 } else { 0 }).collect();
                 self.uploads.push(Upload {
@@ -1314,44 +1296,6 @@ fn locate(inner: &TokenCanvas, outer: &TokenCanvas) -> Option<(usize, usize)> {
     None
 }
 
-/// Priority map for "near known first": unknown cells closer to known content get higher levels.
-fn known_distance_priority(canvas: &TokenCanvas) -> Vec<u8> {
-    let (rows, cols) = (canvas.rows, canvas.cols);
-    let mut dist = vec![u32::MAX; rows * cols];
-    let mut queue = std::collections::VecDeque::new();
-    for (i, cell) in canvas.cells.iter().enumerate() {
-        if cell.is_some() {
-            dist[i] = 0;
-            queue.push_back(i);
-        }
-    }
-    while let Some(i) = queue.pop_front() {
-        let (r, c) = (i / cols, i % cols);
-        let mut near = Vec::with_capacity(4);
-        if r > 0 {
-            near.push(i - cols);
-        }
-        if r + 1 < rows {
-            near.push(i + cols);
-        }
-        if c > 0 {
-            near.push(i - 1);
-        }
-        if c + 1 < cols {
-            near.push(i + 1);
-        }
-        for j in near {
-            if dist[j] == u32::MAX {
-                dist[j] = dist[i] + 1;
-                queue.push_back(j);
-            }
-        }
-    }
-    dist.iter()
-        .map(|&d| 255u32.saturating_sub(d.min(255)) as u8)
-        .collect()
-}
-
 /// Display names when no `classes.txt` is beside the checkpoint: the shipped dataset's names for
 /// a 10-class model, otherwise indices.
 fn class_names(n: usize) -> Vec<String> {
@@ -1363,4 +1307,11 @@ fn class_names(n: usize) -> Vec<String> {
     } else {
         (0..n).map(|i| format!("class {i}")).collect()
     }
+}
+
+/// A seed from the clock, so each session proposes other seeds.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }

@@ -9,28 +9,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arpg_core::generator::{Generation, OrderMode, Request, Settings};
-use arpg_core::tasks::{self, CanvasJob, TokenCanvas};
+use arpg_core::document;
+use arpg_core::edit::{EditPlan, Order, Task};
+use arpg_core::generator::{Generation, Request, Settings};
+use arpg_core::pair::{ModelPair, ModelSpec};
+use arpg_core::provenance::{BatchPlace, Provenance};
+use arpg_core::tasks::TokenCanvas;
 use arpg_core::vq::Palette;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
-
-use crate::document;
-use crate::run::{ModelArgs, Models};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub enum JobKind {
-    /// A fresh image of the model's grid.
-    Generate,
-    /// Fill the unknown cells of `canvas`, then composite: `mask` (one byte per pixel of the
-    /// canvas, `None` = keep the generated pixels everywhere) and the `original` pixels.
-    Fill {
-        canvas: TokenCanvas,
-        original: Option<Vec<u8>>,
-        mask: Option<Vec<u8>>,
-        /// Original region to keep pixel-exact (outpainting): (row0, col0, rows, cols) in cells.
-        keep: Option<(usize, usize, usize, usize)>,
-    },
+    /// A fresh image of the model's grid; `batch`: its place in a batch, if it is one.
+    Generate { batch: Option<BatchPlace> },
+    /// An edit planned by the core's edit pipeline: fill the plan's canvas, then composite.
+    Edit(Box<EditPlan>),
 }
 
 /// A job request.
@@ -40,7 +34,7 @@ pub struct Job {
     pub kind: JobKind,
     pub class: Option<usize>,
     pub settings: Settings,
-    pub order: OrderMode,
+    pub order: Order,
     /// Human-readable name ("Generate", "Inpaint", ...).
     pub label: String,
     /// Pause after each step, to watch the order form ("slow motion"); 0 = full speed.
@@ -49,7 +43,7 @@ pub struct Job {
 
 #[derive(Debug)]
 pub enum WorkerCommand {
-    LoadModels(ModelArgs),
+    LoadModels(ModelSpec),
     Run(Job),
     /// Continue the last cancelled or running generation from its current state with another seed
     /// (only for `Generate` jobs).
@@ -111,12 +105,19 @@ pub enum WorkerEvent {
         rgb: Vec<u8>,
         cancelled: bool,
         elapsed: f64,
+        /// The settings the job actually ran with (a fork's: its own seed) and how it was made:
+        /// what the document records.
+        settings: Settings,
+        provenance: Provenance,
     },
     ImageOpened {
         path: PathBuf,
         canvas: TokenCanvas,
         rgb: Vec<u8>,
         class: Option<usize>,
+        /// The settings and provenance its PNG records, if any.
+        settings: Option<Settings>,
+        provenance: Option<Provenance>,
         /// What the user should know about the import (stale metadata, padding).
         notices: Vec<String>,
     },
@@ -176,7 +177,7 @@ struct Worker {
     events: Sender<WorkerEvent>,
     cancel: Arc<AtomicBool>,
     repaint: Box<dyn Fn() + Send>,
-    models: Option<Models>,
+    models: Option<ModelPair>,
     /// The last generate job that stopped early or is forkable: (id, state).
     last: Option<(u64, Generation, Job)>,
     pending: Option<WorkerEvent>,
@@ -270,7 +271,7 @@ impl Worker {
         }
     }
 
-    fn models(&self) -> anyhow::Result<&Models> {
+    fn models(&self) -> anyhow::Result<&ModelPair> {
         self.models.as_ref().ok_or_else(|| {
             anyhow::anyhow!("no model is loaded: open checkpoints from the Model menu")
         })
@@ -279,7 +280,7 @@ impl Worker {
     fn handle(&mut self, cmd: WorkerCommand) -> anyhow::Result<()> {
         match cmd {
             WorkerCommand::LoadModels(args) => {
-                let models = Models::load(&args)?;
+                let models = ModelPair::load(&args)?;
                 let palette = Arc::new(load_palette(&models)?);
                 let info = ModelInfo {
                     name: models.arpg.name.clone(),
@@ -307,10 +308,11 @@ impl Worker {
                 let (pic, scaled) = if full_size {
                     (pic, None)
                 } else {
-                    models.scaled_to_working_size(pic, &path)?
+                    models.scaled_to_working_size(pic, &path.display().to_string())?
                 };
                 let imported = models.canvas_of(&pic)?;
-                let class = pic.metadata.as_ref().and_then(|m| m.class);
+                let meta = pic.metadata.clone();
+                let class = meta.as_ref().and_then(|m| m.class);
                 let p = models.patch();
                 let (pad_x, pad_y) = imported.padding(p);
                 let mut notices: Vec<String> = scaled
@@ -333,6 +335,8 @@ impl Worker {
                     canvas: imported.canvas,
                     rgb: imported.rgb,
                     class,
+                    settings: meta.as_ref().and_then(|m| m.settings.clone()),
+                    provenance: meta.and_then(|m| m.provenance),
                     notices,
                 });
             }
@@ -347,7 +351,6 @@ impl Worker {
                 let gen = gen.fork(seed)?;
                 let mut job = job.clone();
                 job.id = id + 1_000_000;
-                job.settings.seed = seed;
                 self.continue_generation(job, gen)?;
             }
             WorkerCommand::Shutdown => {}
@@ -357,91 +360,75 @@ impl Worker {
 
     fn run_job(&mut self, job: Job) -> anyhow::Result<()> {
         let models = self.models()?;
-        match &job.kind {
-            JobKind::Generate => {
+        let plan = match &job.kind {
+            JobKind::Generate { .. } => {
+                let g = models.grid();
                 let req = Request {
                     classes: vec![job.class],
                     settings: job.settings.clone(),
-                    order: job.order.clone(),
+                    order: job.order.mode(&TokenCanvas::empty(g, g)),
                     known: None,
                 };
                 let gen = Generation::new(&models.arpg.model, &req)?;
-                self.continue_generation(job, gen)
+                return self.continue_generation(job, gen);
             }
-            JobKind::Fill {
-                canvas,
-                original,
-                mask,
-                keep,
-            } => {
-                let start = Instant::now();
-                let unknown = canvas.unknown_count();
-                let mut cjob = CanvasJob::new(
-                    &models.arpg.model,
-                    canvas.clone(),
-                    job.class,
-                    job.settings.clone(),
-                    job.order.clone(),
-                )?;
-                let (original, mask, keep) = (original.clone(), mask.clone(), *keep);
-                self.emit(WorkerEvent::Started {
-                    id: job.id,
-                    rows: canvas.rows,
-                    cols: canvas.cols,
-                    unknown,
-                    canvas: canvas.clone(),
-                });
-                let mut decided = 0;
-                let mut cancelled = false;
-                loop {
-                    if self.cancel.load(Ordering::Relaxed) {
-                        cancelled = true;
-                        break;
-                    }
-                    let Some(step) = cjob.step()? else { break };
-                    decided += step.cells.len();
-                    pause(job.step_delay_ms);
-                    let mut cells = step.cells;
-                    cells.extend(step.revised);
-                    self.emit_step(WorkerEvent::Step {
-                        id: job.id,
-                        cells,
-                        step: step.step,
-                        total_steps: step.window_steps,
-                        decided,
-                        elapsed: start.elapsed().as_secs_f64(),
-                    });
-                }
-                let canvas = cjob.canvas().clone();
-                let models = self.models()?;
-                let rgb = if cancelled && canvas.unknown_count() > 0 {
-                    None
-                } else {
-                    let generated = models.decode(&canvas)?;
-                    let p = models.patch();
-                    let (w, h) = (canvas.cols * p, canvas.rows * p);
-                    Some(match (&original, &mask, keep) {
-                        (Some(orig), Some(mask), _) => {
-                            tasks::feathered_blend(orig, &generated, mask, w, h, 2)?
-                        }
-                        (Some(orig), None, Some((r0, c0, rows, cols))) => {
-                            let mut out = generated;
-                            document::paste(&mut out, w, orig, cols * p, rows * p, c0 * p, r0 * p);
-                            out
-                        }
-                        _ => generated,
-                    })
-                };
-                self.emit(WorkerEvent::Finished {
-                    id: job.id,
-                    rgb: rgb.unwrap_or_default(),
-                    canvas,
-                    cancelled,
-                    elapsed: start.elapsed().as_secs_f64(),
-                });
-                Ok(())
+            JobKind::Edit(plan) => plan,
+        };
+        let start = Instant::now();
+        let mut cjob = plan.job(
+            &models.arpg.model,
+            job.class,
+            job.settings.clone(),
+            job.order,
+        )?;
+        self.emit(WorkerEvent::Started {
+            id: job.id,
+            rows: plan.canvas.rows,
+            cols: plan.canvas.cols,
+            unknown: plan.unknown(),
+            canvas: plan.canvas.clone(),
+        });
+        let mut decided = 0;
+        let mut cancelled = false;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                cancelled = true;
+                break;
             }
+            let Some(step) = cjob.step()? else { break };
+            decided += step.cells.len();
+            pause(job.step_delay_ms);
+            let mut cells = step.cells;
+            cells.extend(step.revised);
+            self.emit_step(WorkerEvent::Step {
+                id: job.id,
+                cells,
+                step: step.step,
+                total_steps: step.window_steps,
+                decided,
+                elapsed: start.elapsed().as_secs_f64(),
+            });
         }
+        let filled = cjob.canvas().clone();
+        let mut provenance = Provenance::new(plan.task, job.order);
+        provenance.windows = Some(cjob.windows_done());
+        let models = self.models()?;
+        let (canvas, rgb) = if cancelled && filled.unknown_count() > 0 {
+            (filled, Vec::new())
+        } else {
+            let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
+            (edited.canvas, edited.rgb)
+        };
+        self.emit(WorkerEvent::Finished {
+            id: job.id,
+            rgb,
+            canvas,
+            cancelled,
+            elapsed: start.elapsed().as_secs_f64(),
+            settings: job.settings.clone(),
+            provenance,
+        });
+        Ok(())
     }
 
     fn continue_generation(&mut self, job: Job, mut gen: Generation) -> anyhow::Result<()> {
@@ -497,6 +484,13 @@ impl Worker {
         } else {
             Vec::new()
         };
+        // What the generation actually used: a fork's own seed and the forks that led here.
+        let settings = gen.settings().clone();
+        let mut provenance = Provenance::new(Task::Generate, job.order);
+        provenance.forked_from = gen.snapshot().forked_from;
+        if let JobKind::Generate { batch } = &job.kind {
+            provenance.batch = *batch;
+        }
         let id = job.id;
         self.last = Some((id, gen, job));
         self.emit(WorkerEvent::Finished {
@@ -505,6 +499,8 @@ impl Worker {
             rgb,
             cancelled,
             elapsed: start.elapsed().as_secs_f64(),
+            settings,
+            provenance,
         });
         Ok(())
     }
@@ -537,7 +533,7 @@ fn pause(ms: u64) {
 }
 
 /// The preview palette, cached on disk per tokenizer file (keyed by its size and mtime).
-fn load_palette(models: &Models) -> anyhow::Result<Palette> {
+fn load_palette(models: &ModelPair) -> anyhow::Result<Palette> {
     let key = format!(
         "{}-{}",
         models.vq.config().codebook_size,

@@ -2,6 +2,7 @@
 //! accepted or discarded in place, any entry restored.
 
 use arpg_core::generator::Settings;
+use arpg_core::provenance::Provenance;
 use arpg_core::tasks::TokenCanvas;
 use eframe::egui;
 
@@ -13,7 +14,9 @@ pub struct HistoryItem {
     pub width: usize,
     pub height: usize,
     pub class: Option<usize>,
+    /// What the worker reports it ran with.
     pub settings: Settings,
+    pub provenance: Provenance,
     pub partial: bool,
     pub thumbnail: Option<egui::TextureHandle>,
 }
@@ -69,14 +72,21 @@ impl HistoryPanel {
                                     egui::TextureOptions::NEAREST,
                                 ));
                             }
-                            let tip = format!(
-                                "{}\nclass {}\nseed {} · {} steps · CFG {}",
+                            let mut tip = format!(
+                                "{}\nclass {}\nseed {} · {} steps · CFG {} · {} order",
                                 item.label,
                                 item.class.map_or("none".into(), |c| c.to_string()),
                                 item.settings.seed,
                                 item.settings.steps,
-                                item.settings.cfg_scale
+                                item.settings.cfg_scale,
+                                item.provenance.order
                             );
+                            if let Some(b) = item.provenance.batch {
+                                tip += &format!("\nbatch of seed {}, image {}", b.seed, b.index);
+                            }
+                            for f in &item.provenance.forked_from {
+                                tip += &format!("\nforked from seed {} at step {}", f.seed, f.step);
+                            }
                             let resp = match &item.thumbnail {
                                 Some(t) => ui.add(egui::Button::image(
                                     egui::Image::new(t).fit_to_exact_size(egui::vec2(

@@ -1,24 +1,18 @@
 //! Sampler settings: steps, schedules, guidance, temperature, top-k/p, settling, polishing,
-//! seed, batch, order.
+//! seed, batch, order, and the mask options of inpainting.
 
+use arpg_core::edit::{MaskOptions, Order};
 use arpg_core::generator::Settings;
 use arpg_core::schedule::{CfgSchedule, Schedule};
 use eframe::egui;
-
-/// Generation order offered in the UI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OrderChoice {
-    Random,
-    Raster,
-    /// Cells near the known content first (useful for outpainting seams).
-    KnownFirst,
-}
 
 pub struct SettingsPanel {
     pub settings: Settings,
     pub lock_seed: bool,
     pub batch: usize,
-    pub order: OrderChoice,
+    pub order: Order,
+    /// How the painted mask becomes cells to regenerate, and the blend at its edge.
+    pub mask: MaskOptions,
     /// Pixels added by the extend buttons (snapped to whole tokens).
     pub extend_px: usize,
     /// Slow motion: pause after each step (ms).
@@ -28,10 +22,11 @@ pub struct SettingsPanel {
 impl Default for SettingsPanel {
     fn default() -> Self {
         Self {
-            settings: crate::run::default_settings(),
+            settings: Settings::default(),
             lock_seed: false,
             batch: 1,
-            order: OrderChoice::Random,
+            order: Order::Random,
+            mask: MaskOptions::default(),
             extend_px: 32,
             step_delay_ms: 0,
         }
@@ -128,29 +123,60 @@ impl SettingsPanel {
                 ui.horizontal(|ui| {
                     ui.add(egui::DragValue::new(&mut s.seed)).labelled_by(l.id);
                     ui.checkbox(&mut self.lock_seed, "Lock").on_hover_text(
-                        "Keep the seed between runs; unlocked, each run draws a new one",
+                        "The seed the next run uses. Unlocked, a new one is drawn after each \
+                         run; locked, every run uses this one",
                     );
                 });
                 ui.end_row();
                 let l = ui.label("Batch");
                 ui.add(egui::DragValue::new(&mut self.batch).range(1..=16))
                     .labelled_by(l.id)
-                    .on_hover_text("Candidates per Generate, each with its own seed");
+                    .on_hover_text(
+                        "Candidates per Generate: candidate i is the single image of the \
+                         i-th seed derived from the seed (candidate 0 of the seed itself)",
+                    );
                 ui.end_row();
                 let l = ui.label("Order");
                 egui::ComboBox::from_id_salt("order")
-                    .selected_text(format!("{:?}", self.order))
+                    .selected_text(order_label(self.order))
                     .show_ui(ui, |ui| {
-                        ui.selectable_value(&mut self.order, OrderChoice::Random, "Random");
-                        ui.selectable_value(&mut self.order, OrderChoice::Raster, "Raster");
-                        ui.selectable_value(
-                            &mut self.order,
-                            OrderChoice::KnownFirst,
-                            "Near known first",
-                        );
+                        for o in Order::ALL {
+                            ui.selectable_value(&mut self.order, o, order_label(o));
+                        }
                     })
                     .response
                     .labelled_by(l.id);
+                ui.end_row();
+                let m = &mut self.mask;
+                let l = ui.label("Mask threshold");
+                ui.add(
+                    egui::DragValue::new(&mut m.threshold)
+                        .range(0.0..=0.95)
+                        .speed(0.01),
+                )
+                .labelled_by(l.id)
+                .on_hover_text(
+                    "Share of a token's pixels that must be painted for it to be regenerated \
+                     (0 = any painted pixel)",
+                );
+                ui.end_row();
+                let l = ui.label("Mask dilation");
+                ui.add(
+                    egui::DragValue::new(&mut m.dilate)
+                        .range(0..=8)
+                        .suffix(" cells"),
+                )
+                .labelled_by(l.id)
+                .on_hover_text("Grow the regenerated cells by this many around the mask");
+                ui.end_row();
+                let l = ui.label("Mask feather");
+                ui.add(
+                    egui::DragValue::new(&mut m.feather)
+                        .range(0..=64)
+                        .suffix(" px"),
+                )
+                .labelled_by(l.id)
+                .on_hover_text("Width of the blended band inside the mask edge");
                 ui.end_row();
                 let l = ui.label("Slow motion");
                 ui.add(
@@ -170,5 +196,13 @@ impl SettingsPanel {
                 .labelled_by(l.id);
                 ui.end_row();
             });
+    }
+}
+
+fn order_label(order: Order) -> &'static str {
+    match order {
+        Order::Random => "Random",
+        Order::Raster => "Raster",
+        Order::NearKnown => "Near known first",
     }
 }

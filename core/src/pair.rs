@@ -1,0 +1,418 @@
+//! The model pair both front ends work with: an ARPG transformer and the VQ tokenizer whose
+//! codebook it predicts, with what the CLI and the app share around them: which checkpoints
+//! ([`ModelSpec`]), the import policy (the working size), pictures as token canvases and token
+//! canvases as pixels.
+
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, Tensor};
+use image::imageops::FilterType;
+use serde::{Deserialize, Serialize};
+
+use crate::document::{self, Metadata, MetadataState, Picture};
+use crate::error::{Error, Result};
+use crate::loader::{self, LoadedArpg};
+use crate::tasks::TokenCanvas;
+use crate::vq::{self, VqModel};
+
+/// Which checkpoints to load and where to run them (the CLI's model flags, the app's model
+/// menu).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// ARPG checkpoint (`arpg_300m.pt`, ... or `.safetensors`); `None`: the shipped model.
+    pub gpt: Option<PathBuf>,
+    /// VQ tokenizer checkpoint; `None`: the shipped one.
+    pub vq: Option<PathBuf>,
+    /// Config JSON for a custom ARPG checkpoint.
+    pub config: Option<PathBuf>,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
+    pub device: String,
+    /// Transformer compute dtype: `f32`, `f16` or `bf16` (the tokenizer runs in f32).
+    pub dtype: String,
+    /// Longer side (px) imported images are scaled down to (see [`ModelPair::working_size`]);
+    /// `None`: 4x the model's image side; 0: never.
+    pub max_side: Option<usize>,
+}
+
+impl ModelSpec {
+    /// The shipped model on the CPU in f32.
+    pub fn shipped() -> Self {
+        Self {
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Parses `f32`, `f16` or `bf16`.
+pub fn dtype(name: &str) -> Result<DType> {
+    Ok(match name {
+        "f32" => DType::F32,
+        "f16" => DType::F16,
+        "bf16" => DType::BF16,
+        d => {
+            return Err(Error::InvalidRequest(format!(
+                "unknown dtype `{d}` (expected f32, f16 or bf16)"
+            )))
+        }
+    })
+}
+
+/// Parses `cpu`, `cuda[:N]` or `metal[:N]` and opens the device.
+pub fn device(name: &str) -> Result<Device> {
+    let bad = |m: String| Error::InvalidRequest(m);
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((k, n)) => (
+            k,
+            n.parse::<usize>()
+                .map_err(|_| bad(format!("bad device ordinal in `{name}`")))?,
+        ),
+        None => (name, 0),
+    };
+    match kind {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(ordinal).map_err(|e| {
+            bad(format!(
+                "CUDA is not available in this build or on this machine: {e}"
+            ))
+        }),
+        "metal" => Device::new_metal(ordinal).map_err(|e| {
+            bad(format!(
+                "Metal is not available in this build or on this machine: {e}"
+            ))
+        }),
+        _ => Err(bad(format!(
+            "unknown device `{name}` (expected cpu, cuda or metal)"
+        ))),
+    }
+}
+
+/// A loaded transformer and tokenizer.
+pub struct ModelPair {
+    pub arpg: LoadedArpg,
+    pub vq: VqModel,
+    /// See [`ModelSpec::max_side`].
+    pub max_side: Option<usize>,
+}
+
+/// Largest mean difference (8-bit levels) in any token cell between an older PNG's pixels and
+/// the decode of its stored tokens for the tokens to be trusted. A generated image matches to
+/// rounding; a region painted over in another program differs by far more.
+pub const LEGACY_TOLERANCE: f64 = 12.0;
+
+impl ModelPair {
+    /// Loads the pair a spec names; errors name the flag or file to change.
+    pub fn load(spec: &ModelSpec) -> Result<Self> {
+        let device = device(&spec.device)?;
+        let dtype = dtype(&spec.dtype)?;
+        let gpt = spec.gpt.clone().unwrap_or_else(crate::shipped::arpg_path);
+        let vq_path = spec.vq.clone().unwrap_or_else(crate::shipped::vq_path);
+        for (p, what) in [(&gpt, "--gpt"), (&vq_path, "--vq")] {
+            if !p.exists() {
+                return Err(Error::InvalidRequest(format!(
+                    "{} does not exist (pass {what} to choose a checkpoint)",
+                    p.display()
+                )));
+            }
+        }
+        let explicit = spec
+            .config
+            .as_deref()
+            .map(|p| loader::config_from_json(p, "gpt"))
+            .transpose()?;
+        let mut arpg = loader::load_arpg(&gpt, explicit, dtype, &device)?;
+        if spec.gpt.is_none() {
+            arpg.name = "shipped model".into();
+        }
+        let vq = loader::load_vq(&vq_path, None, &device)?;
+        if vq.config().codebook_size != arpg.config.vocab_size {
+            return Err(Error::InvalidRequest(format!(
+                "the tokenizer has {} codes but the transformer expects {}: they do not belong \
+                 together",
+                vq.config().codebook_size,
+                arpg.config.vocab_size
+            )));
+        }
+        Ok(Self {
+            arpg,
+            vq,
+            max_side: spec.max_side,
+        })
+    }
+
+    /// Pixels per token side.
+    pub fn patch(&self) -> usize {
+        self.vq.config().downsample()
+    }
+
+    /// Cells per side of the model's grid.
+    pub fn grid(&self) -> usize {
+        self.arpg.config.grid_size()
+    }
+
+    /// The size an imported `w x h` image is scaled down to, `None` when it is kept: its longer
+    /// side is brought to `max_side` (default 4x the model's image side, e.g. 128 px for the
+    /// shipped model, 1024 px for the official ones; 0 = never scale).
+    pub fn working_size(&self, w: usize, h: usize) -> Option<(usize, usize)> {
+        let model_side = self.grid() * self.patch();
+        let limit = self.max_side.unwrap_or(4 * model_side);
+        if limit == 0 || w.max(h) <= limit {
+            return None;
+        }
+        // The shorter side never drops below the model's side (a panorama keeps a canvas the
+        // model's windows fit in; its longer side then exceeds the limit).
+        let s = (limit as f64 / w.max(h) as f64).max(model_side as f64 / w.min(h) as f64);
+        if s >= 1.0 {
+            return None;
+        }
+        let scaled = |v: usize| ((v as f64 * s).round() as usize).max(1);
+        Some((scaled(w), scaled(h)))
+    }
+
+    /// A picture scaled down to the working size, with a sentence saying so (`None`: kept). A
+    /// canvas that carries its tokens is never scaled; a scaled picture keeps only its class.
+    pub fn scaled_to_working_size(
+        &self,
+        pic: Picture,
+        name: &str,
+    ) -> Result<(Picture, Option<String>)> {
+        if carries_tokens(&pic) {
+            return Ok((pic, None));
+        }
+        let Some((w, h)) = self.working_size(pic.width, pic.height) else {
+            return Ok((pic, None));
+        };
+        let note = format!(
+            "{name} is {}x{}; scaled down to {w}x{h} to work at the model's resolution",
+            pic.width, pic.height
+        );
+        let class = pic.metadata.as_ref().and_then(|m| m.class);
+        let rgb = resize::<image::Rgb<u8>>(pic.rgb, (pic.width, pic.height), (w, h))?;
+        let scaled = Picture {
+            width: w,
+            height: h,
+            rgb,
+            // Only the class still holds for the scaled pixels.
+            metadata: class.map(|c| Metadata {
+                class: Some(c),
+                ..Metadata::empty()
+            }),
+            metadata_state: MetadataState::Absent,
+        };
+        Ok((scaled, Some(note)))
+    }
+
+    /// Parses a class as an index or, for the shipped model, a class name.
+    pub fn class(&self, s: &str) -> Result<usize> {
+        let n = self.arpg.config.num_classes;
+        let names = crate::dataset::CLASS_NAMES;
+        let c = match s.parse::<usize>() {
+            Ok(c) => c,
+            Err(_) => names
+                .iter()
+                .position(|name| *name == s)
+                .filter(|_| n == names.len())
+                .ok_or_else(|| {
+                    Error::InvalidRequest(format!(
+                        "unknown class `{s}` (give an index 0..{})",
+                        n - 1
+                    ))
+                })?,
+        };
+        if c >= n {
+            return Err(Error::InvalidRequest(format!(
+                "class {c} is out of range: this model has classes 0..{}",
+                n - 1
+            )));
+        }
+        Ok(c)
+    }
+
+    /// Tokens → RGB8 (`cols·patch x rows·patch`).
+    pub fn decode(&self, canvas: &TokenCanvas) -> Result<Vec<u8>> {
+        let tokens = Tensor::from_vec(
+            canvas.tokens()?,
+            (1, canvas.rows * canvas.cols),
+            self.vq.device(),
+        )?;
+        let image = self.vq.decode(&tokens, (canvas.rows, canvas.cols))?;
+        Ok(vq::to_rgb8(&image)?.remove(0))
+    }
+
+    /// The metadata of a finished canvas made by this pair.
+    pub fn metadata(
+        &self,
+        canvas: &TokenCanvas,
+        class: Option<usize>,
+        settings: Option<&crate::generator::Settings>,
+    ) -> Result<Metadata> {
+        Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)
+    }
+
+    /// A picture as a token canvas: its own tokens when its ARPG metadata is trusted for these
+    /// pixels, otherwise the VQ encoding of its pixels. A size that is not a whole number of
+    /// tokens is padded right and bottom by repeating the edge (the padding's cells are ordinary
+    /// known cells; outputs are cropped back), so no pixel is lost.
+    pub fn canvas_of(&self, pic: &Picture) -> Result<Imported> {
+        let p = self.patch();
+        let (w, h) = (pic.width, pic.height);
+        let (pw, ph) = (w.div_ceil(p) * p, h.div_ceil(p) * p);
+        let rgb = if (pw, ph) == (w, h) {
+            pic.rgb.clone()
+        } else {
+            document::pad_edge(&pic.rgb, w, h, 3, pw, ph)
+        };
+        let (rows, cols) = (ph / p, pw / p);
+        let mut warning = pic.metadata_warning();
+        if let Some(m) = &pic.metadata {
+            let usable = m.patch == p
+                && m.grid == [rows, cols]
+                && m.tokens
+                    .iter()
+                    .all(|&t| (t as usize) < self.arpg.config.vocab_size);
+            if usable {
+                let canvas = TokenCanvas::from_tokens(rows, cols, &m.tokens)?;
+                match pic.metadata_state {
+                    MetadataState::Verified => {
+                        return Ok(Imported::new(canvas, rgb, w, h, None));
+                    }
+                    MetadataState::Unverified => {
+                        // Written before pixel digests: trust the tokens only if they still
+                        // decode to these pixels (an edit elsewhere would show).
+                        if self.tokens_match_pixels(&canvas, &rgb, w, h)? {
+                            return Ok(Imported::new(canvas, rgb, w, h, None));
+                        }
+                        warning = Some(
+                            "the image's pixels no longer match its stored tokens (edited \
+                             elsewhere?): the tokens are encoded again from the pixels"
+                                .into(),
+                        );
+                    }
+                    _ => {}
+                }
+            } else if carries_tokens(pic) {
+                warning = Some(format!(
+                    "the image's stored tokens belong to another tokenizer ({}px tokens, \
+                     {}x{} grid): they are encoded again with this one",
+                    m.patch, m.grid[0], m.grid[1]
+                ));
+            }
+        }
+        let image = vq::from_rgb8(&rgb, ph, pw, self.vq.device())?;
+        let tokens: Vec<u32> = self.vq.encode(&image)?.flatten_all()?.to_vec1()?;
+        Ok(Imported::new(
+            TokenCanvas::from_tokens(rows, cols, &tokens)?,
+            rgb,
+            w,
+            h,
+            warning,
+        ))
+    }
+
+    /// Whether `canvas` decodes to `rgb` (padded to whole tokens; `w x h` of it compared) within
+    /// [`LEGACY_TOLERANCE`] in every token cell.
+    fn tokens_match_pixels(
+        &self,
+        canvas: &TokenCanvas,
+        rgb: &[u8],
+        w: usize,
+        h: usize,
+    ) -> Result<bool> {
+        let decoded = self.decode(canvas)?;
+        let p = self.patch();
+        let pw = canvas.cols * p;
+        for r in 0..canvas.rows {
+            for c in 0..canvas.cols {
+                let (mut sum, mut n) = (0u64, 0u64);
+                for y in r * p..((r + 1) * p).min(h) {
+                    for x in c * p..((c + 1) * p).min(w) {
+                        for k in 0..3 {
+                            let i = (y * pw + x) * 3 + k;
+                            sum += decoded[i].abs_diff(rgb[i]) as u64;
+                            n += 1;
+                        }
+                    }
+                }
+                if n > 0 && sum as f64 / n as f64 > LEGACY_TOLERANCE {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether a picture is an ARPG canvas whose stored tokens stand for its pixels (or, written
+/// before pixel digests, may): such a canvas is the user's document at its own size, never
+/// scaled to the working size nor inpainted by region (its tokens would be lost).
+pub fn carries_tokens(pic: &Picture) -> bool {
+    matches!(
+        pic.metadata_state,
+        MetadataState::Verified | MetadataState::Unverified
+    )
+}
+
+/// An image as a token canvas (see [`ModelPair::canvas_of`]).
+#[derive(Debug, Clone)]
+pub struct Imported {
+    pub canvas: TokenCanvas,
+    /// The pixels the canvas stands for, padded to whole tokens (RGB8).
+    pub rgb: Vec<u8>,
+    /// The image's own size, before padding.
+    pub width: usize,
+    pub height: usize,
+    /// Why the image's stored tokens were not used, when they were not.
+    pub warning: Option<String>,
+}
+
+impl Imported {
+    fn new(
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
+        width: usize,
+        height: usize,
+        warning: Option<String>,
+    ) -> Self {
+        Self {
+            canvas,
+            rgb,
+            width,
+            height,
+            warning,
+        }
+    }
+
+    /// Pixels of padding right and bottom.
+    pub fn padding(&self, patch: usize) -> (usize, usize) {
+        (
+            self.canvas.cols * patch - self.width,
+            self.canvas.rows * patch - self.height,
+        )
+    }
+
+    /// The source of an edit of this image (see [`crate::edit::Edit::plan`]).
+    pub fn source(&self, patch: usize) -> crate::edit::Source<'_> {
+        crate::edit::Source {
+            canvas: &self.canvas,
+            rgb: Some(&self.rgb),
+            size: [self.width, self.height],
+            patch,
+        }
+    }
+}
+
+/// An 8-bit image of pixel type `P` (`Luma<u8>`, `Rgb<u8>`) resized with a triangle filter;
+/// unchanged when the sizes agree.
+pub fn resize<P: image::Pixel<Subpixel = u8> + 'static>(
+    px: Vec<u8>,
+    from: (usize, usize),
+    to: (usize, usize),
+) -> Result<Vec<u8>> {
+    if from == to {
+        return Ok(px);
+    }
+    let m = image::ImageBuffer::<P, Vec<u8>>::from_raw(from.0 as u32, from.1 as u32, px)
+        .ok_or_else(|| Error::Internal("image buffer size".into()))?;
+    Ok(image::imageops::resize(&m, to.0 as u32, to.1 as u32, FilterType::Triangle).into_raw())
+}

@@ -1,0 +1,102 @@
+//! Where an image came from. Stored in its PNG beside its [`Settings`]; together they are
+//! enough to regenerate a generated image exactly ([`regenerate`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::edit::{Order, Task};
+use crate::error::{Error, Result};
+use crate::generator::lifecycle::ForkPoint;
+use crate::generator::{Generation, Request, Settings};
+use crate::model::Arpg;
+use crate::tasks::TokenCanvas;
+
+/// How an image was made, beyond its settings (see [`crate::sampler::stream`] for what the seeds
+/// mean).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub task: Task,
+    /// The order its unknown cells were generated in.
+    #[serde(default)]
+    pub order: Order,
+    /// For an image of a batch: the batch's seed and the image's index in it. The image's own
+    /// seed, in its settings, is [`crate::sampler::image_seed`]`(batch.seed, batch.index)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchPlace>,
+    /// The forks that led to this image, oldest first: the seed drawn with until each fork and
+    /// the step it was taken at. After the last fork, tokens came from the settings' seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forked_from: Vec<ForkPoint>,
+    /// Windows of a canvas job (window `w` sampled with
+    /// [`crate::sampler::window_seed`]`(seed, w)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<usize>,
+}
+
+/// An image's place in its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchPlace {
+    pub seed: u64,
+    pub index: usize,
+}
+
+impl Provenance {
+    pub fn new(task: Task, order: Order) -> Self {
+        Self {
+            task,
+            order,
+            batch: None,
+            forked_from: Vec::new(),
+            windows: None,
+        }
+    }
+}
+
+/// The generation that regenerates a generated image from its class, settings and provenance:
+/// a single image with the settings' seed, or, for a fork, the first seed run to each fork point
+/// and forked there. Run it to the end for the image's tokens.
+///
+/// Errors: the image was made by an edit (its source image is needed, not only its metadata),
+/// or the fork points do not fit the settings.
+pub fn regenerate(
+    model: &Arpg,
+    class: Option<usize>,
+    settings: &Settings,
+    provenance: &Provenance,
+) -> Result<Generation> {
+    if provenance.task != Task::Generate {
+        return Err(Error::InvalidRequest(format!(
+            "this image was made by {:?}: rerun that edit on its source image with these \
+             settings; only generated images regenerate from their metadata alone",
+            provenance.task
+        )));
+    }
+    let forks = &provenance.forked_from;
+    let mut first = settings.clone();
+    first.seed = forks.first().map_or(settings.seed, |f| f.seed);
+    let g = model.config().grid_size();
+    let request = Request {
+        classes: vec![class],
+        settings: first,
+        order: provenance.order.mode(&TokenCanvas::empty(g, g)),
+        known: None,
+    };
+    let mut gen = Generation::new(model, &request)?;
+    for (j, fork) in forks.iter().enumerate() {
+        while gen.steps_done() < fork.step {
+            if gen.step()?.is_none() {
+                break;
+            }
+        }
+        if gen.steps_done() != fork.step || gen.is_done() {
+            return Err(Error::InvalidRequest(format!(
+                "fork {} is at step {} but the generation has {} steps",
+                j + 1,
+                fork.step,
+                gen.total_steps()
+            )));
+        }
+        let next = forks.get(j + 1).map_or(settings.seed, |f| f.seed);
+        gen = gen.fork(next)?;
+    }
+    Ok(gen)
+}
