@@ -167,7 +167,7 @@ fn steps_decide_the_scheduled_counts_in_random_orders() {
     let mut seen = vec![vec![false; n]; 2];
     let mut k = 0;
     while let Some(out) = gen.step().expect("step") {
-        assert_eq!(out.cells[0].len(), gen.counts()[k]);
+        assert_eq!(out.cells[0].len(), gen.tokens_per_step()[k]);
         for (i, cells) in out.cells.iter().enumerate() {
             for &c in cells {
                 assert!(!seen[i][c], "cell {c} decided twice");
@@ -200,7 +200,7 @@ fn cancel_keeps_the_decided_tokens_and_stops_within_one_step() {
     assert_eq!(steps, k);
     assert_eq!(gen.steps_done(), k);
     let decided = gen.tokens()[0].iter().filter(|t| t.is_some()).count();
-    assert_eq!(decided, gen.counts()[..k].iter().sum::<usize>());
+    assert_eq!(decided, gen.tokens_per_step()[..k].iter().sum::<usize>());
 }
 
 #[test]
@@ -506,7 +506,7 @@ fn settling_and_polishing_revise_generated_cells_only_and_replay() {
         ..Request::new(vec![5, 6], revisiting(8))
     };
     let mut gen = Generation::new(&m, &request).expect("new");
-    let main_steps = gen.counts().len();
+    let main_steps = gen.tokens_per_step().len();
     assert_eq!(gen.total_steps(), main_steps + 4, "one pass of four groups");
     let mut settled_at = Vec::new();
     let mut polished = vec![std::collections::HashSet::new(); 2];
@@ -522,7 +522,7 @@ fn settling_and_polishing_revise_generated_cells_only_and_replay() {
             }
         }
         if out.step < main_steps && !out.revised[0].is_empty() {
-            let decided: usize = gen.counts()[..out.step].iter().sum();
+            let decided: usize = gen.tokens_per_step()[..out.step].iter().sum();
             for (i, revised) in out.revised.iter().enumerate() {
                 let cells: Vec<usize> = revised.iter().map(|r| r.0).collect();
                 assert_eq!(cells, gen.orders()[i][..decided].to_vec());
@@ -554,7 +554,7 @@ fn settling_and_polishing_revise_generated_cells_only_and_replay() {
 
     // A snapshot taken after settling resumes without settling again.
     let mut gen = Generation::new(&m, &Request::new(vec![7], revisiting(4))).expect("new");
-    while gen.steps_done() < gen.counts().len() - 1 {
+    while gen.steps_done() < gen.tokens_per_step().len() - 1 {
         gen.step().expect("step");
     }
     let snap = gen.snapshot();

@@ -152,8 +152,8 @@ fn outpaint_one_side_grows_the_canvas_and_keeps_the_original() {
     let mut h = harness();
     generate(&mut h);
     let original = h.state().doc.as_ref().expect("doc").canvas.clone();
-    h.state_mut().settings.extend_px = 16;
-    h.get_by_label("Extend right").click();
+    h.state_mut().settings.outpaint_px = 16;
+    h.get_by_label("Outpaint right").click();
     wait(&mut h, "the outpaint", |app| {
         app.history.items.len() == 2 && !app.is_running()
     });

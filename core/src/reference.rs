@@ -329,7 +329,7 @@ impl FixtureSet {
         };
         let mut gen = Generation::new(model, &request)?;
         let counts_ok = gen
-            .counts()
+            .tokens_per_step()
             .iter()
             .map(|&c| c as i64)
             .eq(num_pred.iter().copied());

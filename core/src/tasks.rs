@@ -108,6 +108,20 @@ impl TokenCanvas {
         out
     }
 
+    /// Where `inner` sits inside this canvas as an exact sub-grid (every cell equal, unknown
+    /// cells included), if it does: its top-left `(row, col)`, the first found in raster order.
+    pub fn locate(&self, inner: &TokenCanvas) -> Option<(usize, usize)> {
+        if inner.rows > self.rows || inner.cols > self.cols {
+            return None;
+        }
+        (0..=self.rows - inner.rows)
+            .flat_map(|r0| (0..=self.cols - inner.cols).map(move |c0| (r0, c0)))
+            .find(|&(r0, c0)| {
+                (0..inner.rows)
+                    .all(|r| (0..inner.cols).all(|c| self.get(r0 + r, c0 + c) == inner.get(r, c)))
+            })
+    }
+
     /// Resolution expansion: a canvas with `factor` times the cells per side, the existing
     /// tokens placed on its lattice (cell (y, x) at (factor·y, factor·x)) and the rest unknown.
     pub fn spread(&self, factor: usize) -> Self {
@@ -193,7 +207,7 @@ pub fn feathered_blend(
 ) -> Result<Vec<u8>> {
     let n = width * height;
     if original.len() != n * 3 || generated.len() != n * 3 || mask.len() != n {
-        return Err(Error::InvalidRequest("blend inputs differ in size".into()));
+        return Err(Error::Internal("blend inputs differ in size".into()));
     }
     // Chessboard distance of each masked pixel to the nearest unmasked one (two-pass sweep).
     let big = u32::MAX / 2;

@@ -21,9 +21,11 @@ pub struct State {
     /// Unknown cells of each image in generation order.
     pub orders: Vec<Vec<usize>>,
     /// Tokens decided per parallel step.
-    pub counts: Vec<usize>,
+    #[serde(alias = "counts")]
+    pub tokens_per_step: Vec<usize>,
     /// CFG scale of each parallel step.
-    pub scales: Vec<f64>,
+    #[serde(alias = "scales")]
+    pub cfg_scales: Vec<f64>,
     /// Steps run so far (parallel steps, then polishing steps).
     pub step: usize,
     /// Known and decided tokens of each image, raster order.
@@ -76,7 +78,7 @@ impl Generation {
         let n = cfg.block_size;
         let b = snap.classes.len();
         snap.settings.validate()?;
-        let scheduled: usize = snap.counts.iter().sum();
+        let scheduled: usize = snap.tokens_per_step.iter().sum();
         let vocab = cfg.vocab_size as u32;
         let pending = snap.pending.first().map_or(0, Vec::len);
         let consistent = b > 0
@@ -100,16 +102,16 @@ impl Generation {
                 .all(|t| t.iter().flatten().all(|&t| t < vocab))
             && snap.probs.len() == b
             && snap.probs.iter().all(|p| p.len() == n)
-            && snap.step <= snap.counts.len() + snap.settings.polish * POLISH_GROUPS
-            && snap.scales.len() == snap.counts.len();
+            && snap.step <= snap.tokens_per_step.len() + snap.settings.polish * POLISH_GROUPS
+            && snap.cfg_scales.len() == snap.tokens_per_step.len();
         if !consistent {
             return Err(Error::InvalidRequest(
                 "the snapshot does not fit this model".into(),
             ));
         }
         let guided = snap.settings.cfg_scale != 1.0 && snap.classes.iter().any(Option::is_some);
-        let rows = if guided { 2 * b } else { b };
-        let cache = model.new_cache(rows, 1 + n)?;
+        let batch_rows = if guided { 2 * b } else { b };
+        let cache = model.new_cache(batch_rows, 1 + n)?;
         let mut gen = Self {
             model: model.clone(),
             guided,
@@ -130,7 +132,9 @@ impl Generation {
             gen.state.pending_has_class = true;
         } else if !snap.pending_has_class {
             // Cached: the cells decided before the pending tokens, the same for every image.
-            let decided: usize = snap.counts[..snap.step.min(snap.counts.len())].iter().sum();
+            let decided: usize = snap.tokens_per_step[..snap.step.min(snap.tokens_per_step.len())]
+                .iter()
+                .sum();
             if pending > decided {
                 return Err(Error::InvalidRequest(
                     "the snapshot feeds more cells than it has decided".into(),

@@ -163,13 +163,13 @@ impl Generation {
             .collect::<Result<Vec<_>>>()?;
         // Guidance needs a condition; unconditional images use the null class throughout.
         let guided = settings.cfg_scale != 1.0 && request.classes.iter().any(Option::is_some);
-        let rows = if guided { 2 * b } else { b };
+        let batch_rows = if guided { 2 * b } else { b };
         let known_pending: Vec<(u32, u32)> = known
             .iter()
             .enumerate()
             .filter_map(|(c, t)| t.map(|t| (t, c as u32 + 1)))
             .collect();
-        let cache = model.new_cache(rows, 1 + n)?;
+        let cache = model.new_cache(batch_rows, 1 + n)?;
         Ok(Self {
             model: model.clone(),
             guided,
@@ -177,8 +177,8 @@ impl Generation {
             state: State {
                 classes: request.classes.clone(),
                 orders,
-                counts,
-                scales,
+                tokens_per_step: counts,
+                cfg_scales: scales,
                 step: 0,
                 tokens: vec![known; b],
                 probs: vec![vec![0.0; n]; b],
@@ -196,9 +196,19 @@ impl Generation {
         })
     }
 
+    /// Rows of every batched tensor: the images, then their unconditional copies when guided.
+    fn batch_rows(&self) -> usize {
+        let b = self.state.classes.len();
+        if self.guided {
+            2 * b
+        } else {
+            b
+        }
+    }
+
     /// Parallel steps plus polishing steps.
     pub fn total_steps(&self) -> usize {
-        self.state.counts.len() + self.state.settings.polish * self.polish_groups()
+        self.state.tokens_per_step.len() + self.state.settings.polish * self.polish_groups()
     }
 
     /// Steps run so far.
@@ -211,8 +221,8 @@ impl Generation {
     }
 
     /// Tokens decided per parallel step (polishing steps decide none).
-    pub fn counts(&self) -> &[usize] {
-        &self.state.counts
+    pub fn tokens_per_step(&self) -> &[usize] {
+        &self.state.tokens_per_step
     }
 
     pub fn settings(&self) -> &Settings {
@@ -239,16 +249,16 @@ impl Generation {
         if self.is_done() {
             return Ok(None);
         }
-        if self.state.step >= self.state.counts.len() {
+        if self.state.step >= self.state.tokens_per_step.len() {
             return self.polish_step().map(Some);
         }
         self.read_known_cells()?;
         let revised = self.settle_if_due()?;
         let cfg = self.model.config().clone();
         let b = self.state.classes.len();
-        let rows = if self.guided { 2 * b } else { b };
-        let count = self.state.counts[self.state.step];
-        let start: usize = self.state.counts[..self.state.step].iter().sum();
+        let batch_rows = self.batch_rows();
+        let count = self.state.tokens_per_step[self.state.step];
+        let start: usize = self.state.tokens_per_step[..self.state.step].iter().sum();
         let targets: Vec<Vec<usize>> = self
             .state
             .orders
@@ -259,9 +269,9 @@ impl Generation {
         // 1. What to pending: the class (or null class) at RoPE row 0 on the first step, then the
         //    previous step's tokens at their cells; both CFG halves get the same image tokens.
         let m = self.state.pending[0].len() + usize::from(self.state.pending_has_class);
-        let mut ids = Vec::with_capacity(rows * m);
-        let mut pos = Vec::with_capacity(rows * m);
-        for r in 0..rows {
+        let mut ids = Vec::with_capacity(batch_rows * m);
+        let mut pos = Vec::with_capacity(batch_rows * m);
+        for r in 0..batch_rows {
             let i = r % b;
             if self.state.pending_has_class {
                 ids.push(match self.state.classes[i] {
@@ -275,24 +285,24 @@ impl Generation {
                 pos.push(p);
             }
         }
-        let query: Vec<u32> = (0..rows)
+        let query: Vec<u32> = (0..batch_rows)
             .flat_map(|r| targets[r % b].iter().map(|&c| c as u32 + 1))
             .collect();
         let dev = self.model.device().clone();
-        let ids = Tensor::from_vec(ids, (rows, m), &dev)?;
-        let pos = Tensor::from_vec(pos, (rows, m), &dev)?;
-        let query = Tensor::from_vec(query, (rows, count), &dev)?;
+        let ids = Tensor::from_vec(ids, (batch_rows, m), &dev)?;
+        let pos = Tensor::from_vec(pos, (batch_rows, m), &dev)?;
+        let query = Tensor::from_vec(query, (batch_rows, count), &dev)?;
 
         // 2. One forward over the new tokens and the queries of the cells to decide.
         let logits = self
             .model
             .step(&mut self.cache, &ids, &pos, &query)?
-            .ok_or_else(|| Error::InvalidRequest("no query in step".into()))?;
+            .ok_or_else(|| Error::Internal("a parallel step with no query".into()))?;
         let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
         ensure_finite(&host, self.state.step)?;
 
         // 3. Combine the CFG halves and draw one token per target cell.
-        let scale = self.state.scales[self.state.step];
+        let scale = self.state.cfg_scales[self.state.step];
         let draw = self.state.settings.draw();
         let mut tokens = vec![Vec::with_capacity(count); b];
         let mut probs = vec![Vec::with_capacity(count); b];
@@ -351,11 +361,11 @@ impl Generation {
     fn context(&self, cells: &[Vec<usize>]) -> Result<(Tensor, Tensor)> {
         let cfg = self.model.config();
         let b = self.state.classes.len();
-        let rows = if self.guided { 2 * b } else { b };
+        let batch_rows = self.batch_rows();
         let m = 1 + cells.first().map_or(0, Vec::len);
-        let mut ids = Vec::with_capacity(rows * m);
-        let mut pos = Vec::with_capacity(rows * m);
-        for r in 0..rows {
+        let mut ids = Vec::with_capacity(batch_rows * m);
+        let mut pos = Vec::with_capacity(batch_rows * m);
+        for r in 0..batch_rows {
             let i = r % b;
             ids.push(match self.state.classes[i] {
                 Some(c) if r < b => cfg.class_token_id(c),
@@ -363,17 +373,16 @@ impl Generation {
             });
             pos.push(0);
             for &c in &cells[i] {
-                let t = self.state.tokens[i][c].ok_or_else(|| {
-                    Error::InvalidRequest(format!("cell {c} has no token to read"))
-                })?;
+                let t = self.state.tokens[i][c]
+                    .ok_or_else(|| Error::Internal(format!("cell {c} has no token to read")))?;
                 ids.push(t);
                 pos.push(c as u32 + 1);
             }
         }
         let dev = self.model.device();
         Ok((
-            Tensor::from_vec(ids, (rows, m), dev)?,
-            Tensor::from_vec(pos, (rows, m), dev)?,
+            Tensor::from_vec(ids, (batch_rows, m), dev)?,
+            Tensor::from_vec(pos, (batch_rows, m), dev)?,
         ))
     }
 
@@ -387,12 +396,12 @@ impl Generation {
     ) -> Result<(Vec<Vec<Vec<f32>>>, Tensor)> {
         let b = self.state.classes.len();
         let (ids, pos) = self.context(cells)?;
-        let rows = ids.dim(0)?;
+        let batch_rows = ids.dim(0)?;
         let nq = queries.first().map_or(0, Vec::len);
-        let query: Vec<u32> = (0..rows)
+        let query: Vec<u32> = (0..batch_rows)
             .flat_map(|r| queries[r % b].iter().map(|&c| c as u32 + 1))
             .collect();
-        let query = Tensor::from_vec(query, (rows, nq), self.model.device())?;
+        let query = Tensor::from_vec(query, (batch_rows, nq), self.model.device())?;
         let logits = self.model.predict(&ids, &pos, &query)?;
         let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
         ensure_finite(&host, self.state.step)?;
@@ -467,7 +476,7 @@ impl Generation {
 
     fn token_of(&self, image: usize, cell: usize) -> Result<u32> {
         self.state.tokens[image][cell]
-            .ok_or_else(|| Error::InvalidRequest(format!("cell {cell} has no token yet")))
+            .ok_or_else(|| Error::Internal(format!("cell {cell} has no token yet")))
     }
 
     /// Runs steps until done or until `cancel` is set; `cancel` is checked between steps, so a

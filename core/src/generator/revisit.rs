@@ -20,8 +20,8 @@ impl Generation {
     /// cells of each image.
     pub(super) fn settle_if_due(&mut self) -> Result<Vec<Vec<(usize, u32, f32)>>> {
         let b = self.state.classes.len();
-        let decided: usize = self.state.counts[..self.state.step].iter().sum();
-        let last = self.state.step + 1 == self.state.counts.len();
+        let decided: usize = self.state.tokens_per_step[..self.state.step].iter().sum();
+        let last = self.state.step + 1 == self.state.tokens_per_step.len();
         if self.state.settled
             || self.state.settings.settle == 0
             || decided == 0
@@ -31,7 +31,7 @@ impl Generation {
         }
         self.state.settled = true;
         let known = self.known_cells();
-        let scale = self.state.scales[self.state.step] as f32;
+        let scale = self.state.cfg_scales[self.state.step] as f32;
         let draw = self.state.settings.draw();
         for _ in 0..SETTLE_SWEEPS {
             for k in 0..decided {
@@ -53,7 +53,7 @@ impl Generation {
         }
         // Rebuild the cache from everything but the pending pending (the previous step's cells,
         // fed by this step as usual, with their new tokens).
-        let pending = self.state.counts[self.state.step - 1];
+        let pending = self.state.tokens_per_step[self.state.step - 1];
         self.rebuild_cache(decided - pending)?;
         self.state.pending = (0..b)
             .map(|i| {
@@ -78,7 +78,7 @@ impl Generation {
     pub(super) fn polish_step(&mut self) -> Result<StepOutput> {
         let b = self.state.classes.len();
         let groups = self.polish_groups();
-        let round = self.state.step - self.state.counts.len();
+        let round = self.state.step - self.state.tokens_per_step.len();
         let (pass, group) = (round / groups, round % groups);
         let known = self.known_cells();
         let mut queries = Vec::with_capacity(b);
@@ -93,7 +93,7 @@ impl Generation {
             queries.push(chosen);
             cells.push(rest);
         }
-        let scale = self.state.scales.last().copied().unwrap_or(1.0);
+        let scale = self.state.cfg_scales.last().copied().unwrap_or(1.0);
         let (combined, logits) = self.predict(&cells, &queries, scale as f32)?;
         let draw = self.state.settings.draw();
         let mut revised = vec![Vec::new(); b];

@@ -3,11 +3,17 @@
 //!
 //! A two-pass decoder: self-decoder blocks turn the tokens generated so far into one shared K/V
 //! (content), and cross-decoder blocks run mask-token queries that carry the RoPE of the cells to
-//! predict (position) against it. Two entry points:
-//! - [`Arpg::forward`]: teacher-forced over whole sequences with per-sample orders (training and
-//!   scoring), causal or unmasked;
-//! - [`Arpg::step`]: incremental decoding on a [`KvCache`] allocated once, the primitive of the
-//!   sampler.
+//! predict (position) against it. Five entry points:
+//! - [`Arpg::forward`]: teacher-forced over whole sequences of embedding ids with per-sample
+//!   RoPE rows, causal (training) or unmasked (the reference's eval-mode `forward`);
+//! - [`Arpg::forward_teacher`]: the same laid out as the reference's `Transformer.forward`
+//!   (raster tokens, a class, one order per sample): the parity checks and the trainer;
+//! - [`Arpg::step`]: one incremental step on a [`KvCache`] allocated once ([`Arpg::new_cache`]):
+//!   the sampler's primitive, as the reference's `generate` runs it;
+//! - [`Arpg::prefill`]: feeds a cache causally, as training reads a sequence (known cells before
+//!   the first step, rebuilding a restored or revisited generation's cache);
+//! - [`Arpg::predict`]: queries after a causally read context, without a cache (the sampler's
+//!   revisits: settling and polishing).
 
 mod cache;
 pub mod rope;

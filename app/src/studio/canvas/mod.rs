@@ -1,4 +1,5 @@
-//! The canvas document: the view transform and the mask being painted.
+//! The canvas: its image as the GPU shows it, the view transform and the mask being painted.
 
+pub mod image;
 pub mod mask;
 pub mod view;

@@ -13,8 +13,8 @@ pub struct SettingsPanel {
     pub order: Order,
     /// How the painted mask becomes cells to regenerate, and the blend at its edge.
     pub mask: MaskOptions,
-    /// Pixels added by the extend buttons (snapped to whole tokens).
-    pub extend_px: usize,
+    /// Pixels added by the outpaint buttons (snapped to whole tokens).
+    pub outpaint_px: usize,
     /// Slow motion: pause after each step (ms).
     pub step_delay_ms: u64,
 }
@@ -27,7 +27,7 @@ impl Default for SettingsPanel {
             batch: 1,
             order: Order::Random,
             mask: MaskOptions::default(),
-            extend_px: 32,
+            outpaint_px: 32,
             step_delay_ms: 0,
         }
     }
@@ -187,9 +187,9 @@ impl SettingsPanel {
                 .labelled_by(l.id)
                 .on_hover_text("Pause after each step to watch the image form");
                 ui.end_row();
-                let l = ui.label("Extend by");
+                let l = ui.label("Outpaint by");
                 ui.add(
-                    egui::DragValue::new(&mut self.extend_px)
+                    egui::DragValue::new(&mut self.outpaint_px)
                         .range(1..=1024)
                         .suffix(" px"),
                 )

@@ -1,0 +1,311 @@
+//! Worker events → the document, the history and the canvas image.
+
+use std::time::Instant;
+
+use arpg_core::generator::Settings;
+use arpg_core::tasks::TokenCanvas;
+
+use super::{class_names, Document, StudioApp};
+use crate::studio::canvas::mask::MaskDocument;
+use crate::studio::ui::history_panel::{HistoryAction, HistoryItem};
+use crate::studio::worker::{WorkerCommand, WorkerEvent, WorkerHandle};
+
+impl StudioApp {
+    // ---- Events ---------------------------------------------------------------------------
+
+    /// Drains worker events (never blocks).
+    pub fn poll_worker(&mut self) {
+        if self.worker.is_dead() {
+            self.errors
+                .push("The worker stopped unexpectedly and was restarted.".into());
+            let ctx = self.repaint.clone();
+            self.worker = WorkerHandle::spawn(move || ctx.request_repaint());
+            self.running = None;
+            self.queued.clear();
+            let args = self.model_args.clone();
+            self.send(WorkerCommand::LoadModels(args));
+        }
+        while let Ok(ev) = self.worker.events.try_recv() {
+            self.on_event(ev);
+        }
+    }
+
+    pub(super) fn on_event(&mut self, ev: WorkerEvent) {
+        match ev {
+            WorkerEvent::ModelsLoaded { info, palette } => {
+                if let Some(args) = self.loading.take() {
+                    self.model_args = args;
+                }
+                self.class_names = info
+                    .class_names
+                    .clone()
+                    .unwrap_or_else(|| class_names(info.num_classes));
+                self.class = self.class.min(info.num_classes.saturating_sub(1));
+                // A model brings its recommended sampler settings (or the defaults, so that a
+                // previous model's recommendation does not linger); the seed stays.
+                let seed = self.settings.settings.seed;
+                let recommended = !info.sampling.is_empty();
+                if let Ok(s) = info.sampling.apply(&Settings::default()) {
+                    self.settings.settings = s;
+                }
+                self.settings.settings.seed = seed;
+                self.settings.settings.steps =
+                    self.settings.settings.steps.min(info.grid * info.grid);
+                self.status.device = info.device.clone();
+                self.status.model = format!(
+                    "{} ({:.1}M, {}x{} tokens)",
+                    info.name,
+                    info.params as f64 / 1e6,
+                    info.grid,
+                    info.grid
+                );
+                self.status.message = if recommended {
+                    "Ready (sampler set to the model's recommended settings)".into()
+                } else {
+                    "Ready".into()
+                };
+                self.palette = Some(palette);
+                self.model = Some(info);
+            }
+            WorkerEvent::Started {
+                id,
+                rows,
+                cols,
+                canvas,
+                ..
+            } => {
+                if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
+                    run.canvas = canvas.clone();
+                    run.started = Instant::now();
+                    // Keep the known cells' pixels when the canvas only grew around them.
+                    let base = self.doc.take();
+                    self.set_extent(rows, cols);
+                    let base_px = base.as_ref().map(|d| (&d.canvas, d.rgb.as_slice()));
+                    self.image
+                        .paint_known(&canvas, base_px, self.palette.as_deref());
+                    self.image.upload_state(&canvas, &[]);
+                    self.doc = base;
+                    self.status.step = Some((0, 0));
+                    self.status.decided = 0;
+                }
+            }
+            WorkerEvent::Step {
+                id,
+                cells,
+                step,
+                total_steps,
+                decided,
+                elapsed,
+            } => {
+                if self.running.as_ref().is_some_and(|r| r.id == id) {
+                    let previous: Vec<(usize, usize)> = self
+                        .running
+                        .as_ref()
+                        .map(|r| r.latest.clone())
+                        .unwrap_or_default();
+                    for &(r, c, t, _) in &cells {
+                        if let Some(run) = self.running.as_mut() {
+                            let cols = run.canvas.cols;
+                            run.canvas.cells[r * cols + c] = Some(t);
+                        }
+                        if let Some(palette) = &self.palette {
+                            self.image.paint_cell(r, c, t, palette);
+                        }
+                    }
+                    let latest: Vec<(usize, usize)> =
+                        cells.iter().map(|&(r, c, _, _)| (r, c)).collect();
+                    for &(r, c) in previous.iter().chain(&latest) {
+                        self.image.upload_cell_state(r, c, latest.contains(&(r, c)));
+                    }
+                    if let Some(run) = self.running.as_mut() {
+                        run.latest = latest;
+                        run.last_step_at = Instant::now();
+                    }
+                    self.status.step = Some((step + 1, total_steps));
+                    self.status.decided = decided;
+                    self.status.elapsed = elapsed;
+                }
+            }
+            WorkerEvent::Finished {
+                id,
+                canvas,
+                rgb,
+                cancelled,
+                elapsed,
+                settings,
+                provenance,
+            } => {
+                let Some(run) = self.running.take().filter(|r| r.id == id) else {
+                    return;
+                };
+                self.status.elapsed = elapsed;
+                self.status.step = None;
+                let complete = canvas.unknown_count() == 0 && !rgb.is_empty();
+                let p = self.patch();
+                let rgb = if complete {
+                    rgb
+                } else {
+                    self.preview_rgb(&canvas)
+                };
+                let doc = Document {
+                    canvas: canvas.clone(),
+                    rgb: rgb.clone(),
+                    class: run.class,
+                    settings: Some(settings.clone()),
+                    provenance: Some(provenance.clone()),
+                };
+                self.show_document(&doc);
+                if run.label == "Generate" || run.label.starts_with("Fork") {
+                    self.forkable = Some(id);
+                }
+                self.history.items.push(HistoryItem {
+                    label: run.label.clone(),
+                    width: canvas.cols * p,
+                    height: canvas.rows * p,
+                    canvas,
+                    rgb,
+                    class: run.class,
+                    settings,
+                    provenance,
+                    partial: !complete,
+                    thumbnail: None,
+                });
+                if complete {
+                    self.history.staged = Some(self.history.items.len() - 1);
+                }
+                self.doc = Some(doc);
+                self.status.message = if cancelled {
+                    format!("{} cancelled; the partial image is kept", run.label)
+                } else {
+                    format!("{} done", run.label)
+                };
+                if run.fork_after {
+                    let seed = self.new_seed();
+                    self.start_fork(id, seed);
+                } else if !cancelled {
+                    self.run_next();
+                }
+            }
+            WorkerEvent::ImageOpened {
+                path,
+                canvas,
+                rgb,
+                class,
+                settings,
+                provenance,
+                notices,
+            } => {
+                // Shown like errors, as one message: the user must see them, and nothing was lost.
+                if !notices.is_empty() {
+                    self.errors.push(notices.join(" "));
+                }
+                if let Some(c) = class {
+                    self.class = c;
+                }
+                self.status.message = format!("Opened {}", path.display());
+                // The image's own settings become the next run's (Generate reproduces it).
+                if let Some(s) = &settings {
+                    self.settings.settings = s.clone();
+                    if let Some(p) = &provenance {
+                        self.settings.order = p.order;
+                    }
+                    self.status.message += &format!(
+                        "; its settings are restored (seed {}, {} steps, CFG {})",
+                        s.seed, s.steps, s.cfg_scale
+                    );
+                }
+                let doc = Document {
+                    canvas,
+                    rgb,
+                    class,
+                    settings,
+                    provenance,
+                };
+                self.show_document(&doc);
+                self.accepted = Some(doc.clone());
+                self.doc = Some(doc);
+            }
+            WorkerEvent::Error(e) => {
+                self.errors.push(e);
+                if self.loading.take().is_some() {
+                    self.status.message = match &self.model {
+                        Some(m) => format!("Model not loaded; still using {}", m.name),
+                        None => "No model".into(),
+                    };
+                }
+                if let Some(run) = self.running.take() {
+                    self.status.message = format!("{} failed", run.label);
+                    self.status.step = None;
+                }
+                self.queued.clear();
+                if self.model.is_none() {
+                    self.status.message = "No model".into();
+                }
+            }
+        }
+    }
+
+    pub(super) fn apply_history(&mut self, action: HistoryAction) {
+        match action {
+            HistoryAction::Accept => {
+                self.history.staged = None;
+                self.accepted = self.doc.clone();
+            }
+            HistoryAction::Restore(i) => {
+                if let Some(item) = self.history.items.get(i) {
+                    let doc = Document {
+                        canvas: item.canvas.clone(),
+                        rgb: item.rgb.clone(),
+                        class: item.class,
+                        settings: Some(item.settings.clone()),
+                        provenance: Some(item.provenance.clone()),
+                    };
+                    self.settings.settings = item.settings.clone();
+                    self.settings.order = item.provenance.order;
+                    if let Some(c) = item.class {
+                        self.class = c;
+                    }
+                    self.show_document(&doc);
+                    self.doc = Some(doc);
+                    self.history.staged = None;
+                }
+            }
+            HistoryAction::Discard(i) => {
+                if i < self.history.items.len() {
+                    self.history.items.remove(i);
+                }
+                if self.history.staged == Some(i) {
+                    self.history.staged = None;
+                    if let Some(doc) = self.accepted.clone() {
+                        self.show_document(&doc);
+                        self.doc = Some(doc);
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- Canvas textures --------------------------------------------------------------------
+
+    /// Resizes the canvas image (and the mask with it) to `rows x cols` cells.
+    pub(super) fn set_extent(&mut self, rows: usize, cols: usize) {
+        let p = self.patch();
+        if self.image.set_extent(rows, cols, p) {
+            self.mask = MaskDocument::new(cols * p, rows * p);
+        }
+    }
+
+    /// Shows a finished or opened document: full image upload, no undecided cells.
+    pub(super) fn show_document(&mut self, doc: &Document) {
+        self.set_extent(doc.canvas.rows, doc.canvas.cols);
+        self.image.show(&doc.canvas, &doc.rgb);
+    }
+
+    /// The palette preview of a (possibly partial) canvas.
+    pub(super) fn preview_rgb(&self, canvas: &TokenCanvas) -> Vec<u8> {
+        match &self.palette {
+            Some(p) => p.render(&canvas.cells, canvas.rows, canvas.cols),
+            None => vec![0; canvas.rows * canvas.cols * self.patch() * self.patch() * 3],
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! One frame of the UI: menus, actions, panels, the canvas widget and its paint callback. What
+//! the user fires is queued as commands and run once at the end of the frame.
+
+use arpg_core::tasks;
+use eframe::egui;
+use eframe::egui_wgpu;
+
+use super::StudioApp;
+use crate::studio::commands::UiCommand;
+use crate::studio::gpu::{CanvasCallback, Target, Upload, ViewUniform};
+use crate::studio::ui::tools_panel::Tool;
+use crate::studio::worker::WorkerCommand;
+use arpg_core::pair::ModelSpec;
+
+impl StudioApp {
+    // ---- UI ---------------------------------------------------------------------------------
+
+    pub(super) fn handle_shortcuts(&mut self, ctx: &egui::Context) {
+        if ctx.egui_wants_keyboard_input() {
+            return;
+        }
+        let mut fired = Vec::new();
+        ctx.input_mut(|i| {
+            for cmd in UiCommand::ALL {
+                if let Some(sc) = cmd.shortcut() {
+                    if i.consume_shortcut(&sc) {
+                        fired.push(cmd);
+                    }
+                }
+            }
+        });
+        for cmd in fired {
+            self.commands.push(cmd);
+        }
+        // Drag and drop of image files.
+        let dropped: Vec<std::path::PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_path_buf())
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        });
+        for path in dropped {
+            self.send(WorkerCommand::OpenImage {
+                path,
+                full_size: self.keep_full_size,
+            });
+        }
+    }
+
+    pub(super) fn menu_bar(&mut self, ui: &mut egui::Ui) {
+        let mut fired = None;
+        egui::MenuBar::new().ui(ui, |ui| {
+            ui.menu_button("File", |ui| {
+                ui.checkbox(&mut self.keep_full_size, "Keep full size on open")
+                    .on_hover_text(
+                        "Open large images at their full resolution instead of scaling them \
+                         down to the working size (4x the model's image side); slower",
+                    );
+                for cmd in [UiCommand::OpenImage, UiCommand::SavePng] {
+                    if ui
+                        .add(
+                            egui::Button::new(cmd.label()).shortcut_text(
+                                cmd.shortcut()
+                                    .map(|s| ui.ctx().format_shortcut(&s))
+                                    .unwrap_or_default(),
+                            ),
+                        )
+                        .clicked()
+                    {
+                        fired = Some(cmd);
+                    }
+                }
+            });
+            ui.menu_button("Model", |ui| {
+                if let Some(m) = &self.model {
+                    ui.label(format!(
+                        "{} · {} classes · {}x{} grid · {} px tokens",
+                        m.name, m.num_classes, m.grid, m.grid, m.patch
+                    ));
+                    ui.separator();
+                }
+                if ui
+                    .button(UiCommand::OpenModel.label())
+                    .on_hover_text("Official ARPG (.pt / .safetensors) and VQ checkpoints")
+                    .clicked()
+                {
+                    fired = Some(UiCommand::OpenModel);
+                }
+                if ui.button("Shipped model").clicked() {
+                    let args = ModelSpec {
+                        gpt: None,
+                        vq: None,
+                        config: None,
+                        ..self.model_args.clone()
+                    };
+                    self.load_models(args);
+                }
+            });
+            ui.menu_button("View", |ui| {
+                for cmd in [UiCommand::ToggleGrid, UiCommand::ZoomToFit] {
+                    if ui.button(cmd.label()).clicked() {
+                        fired = Some(cmd);
+                    }
+                }
+            });
+            ui.menu_button("Help", |ui| {
+                if ui.button(UiCommand::ShowShortcuts.label()).clicked() {
+                    fired = Some(UiCommand::ShowShortcuts);
+                }
+            });
+        });
+        if let Some(cmd) = fired {
+            self.commands.push(cmd);
+        }
+    }
+
+    pub(super) fn actions(&mut self, ui: &mut egui::Ui) {
+        let running = self.is_running();
+        let has_doc = self.doc.is_some();
+        let mut fired = None;
+        ui.heading("Actions");
+        let button = |ui: &mut egui::Ui, cmd: UiCommand, enabled: bool| -> bool {
+            let sc = cmd.shortcut().map(|s| ui.ctx().format_shortcut(&s));
+            let mut b = ui.add_enabled(
+                enabled,
+                egui::Button::new(cmd.label()).min_size(egui::vec2(120.0, 0.0)),
+            );
+            if let Some(sc) = sc {
+                b = b.on_hover_text(sc);
+            }
+            b.clicked()
+        };
+        ui.horizontal_wrapped(|ui| {
+            if button(ui, UiCommand::Generate, !running) {
+                fired = Some(UiCommand::Generate);
+            }
+            if button(ui, UiCommand::Cancel, running) {
+                fired = Some(UiCommand::Cancel);
+            }
+            if button(ui, UiCommand::Fork, running || self.forkable.is_some()) {
+                fired = Some(UiCommand::Fork);
+            }
+            if button(ui, UiCommand::Inpaint, !running && has_doc) {
+                fired = Some(UiCommand::Inpaint);
+            }
+            if button(ui, UiCommand::Expand, !running && has_doc) {
+                fired = Some(UiCommand::Expand);
+            }
+        });
+        ui.horizontal_wrapped(|ui| {
+            for cmd in [
+                UiCommand::OutpaintLeft,
+                UiCommand::OutpaintRight,
+                UiCommand::OutpaintTop,
+                UiCommand::OutpaintBottom,
+            ] {
+                if ui
+                    .add_enabled(!running && has_doc, egui::Button::new(cmd.label()))
+                    .clicked()
+                {
+                    fired = Some(cmd);
+                }
+            }
+        });
+        if let Some(cmd) = fired {
+            self.commands.push(cmd);
+        }
+    }
+
+    pub(super) fn canvas_ui(&mut self, ui: &mut egui::Ui) {
+        let avail = ui.available_rect_before_wrap();
+        let (rect, response) = ui.allocate_exact_size(avail.size(), egui::Sense::click_and_drag());
+        self.canvas_widget = Some(rect);
+        let extent = self.image.extent();
+        let size = egui::vec2(extent.width as f32, extent.height as f32);
+        if self.doc.is_none() && self.running.is_none() {
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "Pick a class and press Generate (Ctrl+Enter)",
+                egui::FontId::proportional(16.0),
+                ui.visuals().weak_text_color(),
+            );
+            return;
+        }
+        // Zoom with the wheel, pan with middle drag or space + drag.
+        if let Some(pos) = response.hover_pos() {
+            let scroll = ui.input(|i| i.smooth_scroll_delta.y);
+            if scroll != 0.0 {
+                self.view.zoom_at(rect, size, pos, (scroll * 0.0025).exp());
+            }
+        }
+        let panning = response.dragged_by(egui::PointerButton::Middle)
+            || (response.dragged() && ui.input(|i| i.key_down(egui::Key::Space)));
+        if panning {
+            self.view.pan += response.drag_delta();
+        } else if self.running.is_none() {
+            self.paint_mask(&response, rect, size);
+        }
+        let canvas_rect = self.view.canvas_rect(rect, size);
+        let to_clip = |p: egui::Pos2| {
+            [
+                (p.x - rect.left()) / rect.width() * 2.0 - 1.0,
+                1.0 - (p.y - rect.top()) / rect.height() * 2.0,
+            ]
+        };
+        let (tl, br) = (
+            to_clip(canvas_rect.left_top()),
+            to_clip(canvas_rect.right_bottom()),
+        );
+        let highlight = self.running.as_ref().map_or(0.0, |r| {
+            (1.0 - r.last_step_at.elapsed().as_secs_f32() / 0.6).max(0.0)
+        });
+        if highlight > 0.0 {
+            ui.ctx().request_repaint();
+        }
+        if let Some((x, y, w, h, bytes)) = self.mask.take_dirty() {
+            self.image.push(Upload {
+                target: Target::Mask,
+                x: x as u32,
+                y: y as u32,
+                w: w as u32,
+                h: h as u32,
+                bytes,
+            });
+            let p = self.patch();
+            if let Ok(cells) = tasks::token_mask(
+                &self.mask.pixels,
+                self.mask.width,
+                self.mask.height,
+                p,
+                self.settings.mask.threshold,
+                self.settings.mask.dilate,
+            ) {
+                let bytes = cells.iter().map(|&c| if c { 255 } else { 0 }).collect();
+                self.image.push(Upload {
+                    target: Target::MaskCells,
+                    x: 0,
+                    y: 0,
+                    w: extent.cols,
+                    h: extent.rows,
+                    bytes,
+                });
+            }
+        }
+        let callback = CanvasCallback {
+            view: ViewUniform {
+                rect: [tl[0], tl[1], br[0], br[1]],
+                size: [size.x, size.y, extent.cols as f32, extent.rows as f32],
+                params: [
+                    ui.input(|i| i.time) as f32,
+                    highlight,
+                    if self.tools.show_grid { 1.0 } else { 0.0 },
+                    0.0,
+                ],
+            },
+            extent,
+            uploads: self.image.take_uploads(),
+            show_mask: self.tools.show_mask,
+            show_generation: self.running.is_some() || self.tools.show_grid,
+        };
+        if self.has_gpu {
+            ui.painter()
+                .with_clip_rect(rect)
+                .add(egui_wgpu::Callback::new_paint_callback(rect, callback));
+        } else {
+            ui.painter().text(
+                rect.center(),
+                egui::Align2::CENTER_CENTER,
+                "No wgpu device: the canvas cannot be drawn",
+                egui::FontId::proportional(14.0),
+                ui.visuals().error_fg_color,
+            );
+        }
+        // Brush outline.
+        if let Some(pos) = response.hover_pos() {
+            let s = self.view.scale(rect, size);
+            ui.painter().circle_stroke(
+                pos,
+                self.tools.radius * s,
+                egui::Stroke::new(1.0, egui::Color32::from_white_alpha(160)),
+            );
+        }
+    }
+
+    pub(super) fn paint_mask(
+        &mut self,
+        response: &egui::Response,
+        rect: egui::Rect,
+        size: egui::Vec2,
+    ) {
+        if response.drag_started_by(egui::PointerButton::Primary)
+            || (response.clicked() && !self.mask.is_painting())
+        {
+            self.mask.begin_stroke(
+                self.tools.tool == Tool::Eraser,
+                self.tools.radius,
+                self.tools.hardness,
+            );
+        }
+        if self.mask.is_painting() {
+            if let Some(pos) = response.interact_pointer_pos() {
+                let p = self.view.to_canvas(rect, size, pos);
+                self.mask.extend_stroke(p.x, p.y);
+            }
+        }
+        if response.drag_stopped() || response.clicked() {
+            self.mask.end_stroke();
+        }
+    }
+
+    /// One frame of the whole UI (public so tests can drive it).
+    pub fn frame(&mut self, ui: &mut egui::Ui) {
+        self.poll_worker();
+        let ctx = ui.ctx().clone();
+        self.handle_shortcuts(&ctx);
+        egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
+        egui::Panel::bottom("status").show(ui, |ui| {
+            let s = &self.status;
+            s.ui(ui);
+        });
+        egui::Panel::bottom("history")
+            .resizable(false)
+            .show(ui, |ui| {
+                if let Some(action) = self.history.ui(ui) {
+                    self.apply_history(action);
+                }
+            });
+        egui::Panel::left("controls")
+            .resizable(true)
+            .default_size(260.0)
+            .show(ui, |ui| {
+                egui::ScrollArea::vertical().show(ui, |ui| {
+                    self.actions(ui);
+                    ui.separator();
+                    let mut random = false;
+                    let names = self.class_names.clone();
+                    self.class_panel
+                        .ui(ui, &names, &mut self.class, &mut random);
+                    if random {
+                        self.commands.push(UiCommand::RandomClass);
+                    }
+                    ui.separator();
+                    let max_steps = self.model.as_ref().map_or(256, |m| m.grid * m.grid);
+                    self.settings.ui(ui, max_steps);
+                    ui.separator();
+                    let (u, r) = (self.mask.can_undo(), self.mask.can_redo());
+                    for cmd in self.tools.ui(ui, u, r) {
+                        self.commands.push(cmd);
+                    }
+                });
+            });
+        egui::CentralPanel::default().show(ui, |ui| {
+            if !self.errors.is_empty() {
+                let mut dismiss = false;
+                egui::Frame::new()
+                    .fill(ui.visuals().error_fg_color.gamma_multiply(0.15))
+                    .inner_margin(6.0)
+                    .show(ui, |ui| {
+                        ui.horizontal(|ui| {
+                            ui.colored_label(
+                                ui.visuals().error_fg_color,
+                                self.errors.last().map_or("", String::as_str),
+                            );
+                            if ui.small_button("Dismiss").clicked() {
+                                dismiss = true;
+                            }
+                        });
+                    });
+                if dismiss {
+                    self.errors.clear();
+                }
+            }
+            self.canvas_ui(ui);
+        });
+        let mut open = self.show_shortcuts;
+        crate::studio::ui::shortcuts_window::show(&ctx, &mut open);
+        self.show_shortcuts = open;
+        for cmd in std::mem::take(&mut self.commands) {
+            self.execute(cmd);
+        }
+        if self.running.is_some() {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.frame(ui);
+    }
+}

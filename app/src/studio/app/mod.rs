@@ -1,0 +1,490 @@
+//! The app: the document and the routing of commands to jobs ([`StudioApp::execute`]: a
+//! command becomes a job of the core's edit pipeline or a generation, sent to the worker). It
+//! owns no model and runs no model code. Worker events update the document in [`events`]; the
+//! frame's panels and canvas are laid out in [`frame`].
+
+mod events;
+mod frame;
+
+use std::time::Instant;
+
+use arpg_core::edit::{Edit, Order, Source};
+use arpg_core::generator::Settings;
+use arpg_core::pair::ModelSpec;
+use arpg_core::provenance::{BatchPlace, Provenance};
+use arpg_core::sampler::{self, stream, Rng};
+use arpg_core::tasks::TokenCanvas;
+use arpg_core::vq::Palette;
+use eframe::egui;
+
+use super::canvas::image::CanvasImage;
+use super::canvas::mask::MaskDocument;
+use super::canvas::view::CanvasView;
+use super::commands::UiCommand;
+use super::gpu::CanvasResources;
+use super::ui::class_panel::ClassPanel;
+use super::ui::history_panel::HistoryPanel;
+use super::ui::settings_panel::SettingsPanel;
+use super::ui::status_bar::StatusBar;
+use super::ui::tools_panel::{Tool, ToolsPanel};
+use super::worker::{Job, JobKind, ModelInfo, WorkerCommand, WorkerHandle};
+
+/// The document on the canvas: tokens are the source of truth, pixels what is shown.
+#[derive(Clone)]
+pub struct Document {
+    pub canvas: TokenCanvas,
+    /// RGB8 pixels, `cols*patch x rows*patch`.
+    pub rgb: Vec<u8>,
+    pub class: Option<usize>,
+    /// The settings and provenance that made it (`None` for an image opened without them).
+    pub settings: Option<Settings>,
+    pub provenance: Option<Provenance>,
+}
+
+/// A run in progress.
+struct Running {
+    id: u64,
+    label: String,
+    class: Option<usize>,
+    started: Instant,
+    /// Canvas as last seen (decided cells filled in).
+    canvas: TokenCanvas,
+    /// Cells highlighted as "latest step".
+    latest: Vec<(usize, usize)>,
+    last_step_at: Instant,
+    /// Fork requested while running: start it when this run stops.
+    fork_after: bool,
+}
+
+pub struct StudioApp {
+    worker: WorkerHandle,
+    repaint: egui::Context,
+    /// The models the worker holds (what it reloads if it has to restart).
+    model_args: ModelSpec,
+    /// Models asked for and not loaded yet; they replace `model_args` only once they load, so
+    /// a checkpoint that fails leaves the previous model in use.
+    loading: Option<ModelSpec>,
+    /// File → Keep full size on open: large images are not scaled to the working size.
+    pub keep_full_size: bool,
+    pub model: Option<ModelInfo>,
+    palette: Option<std::sync::Arc<Palette>>,
+    pub doc: Option<Document>,
+    /// The accepted document that a discarded candidate returns to.
+    accepted: Option<Document>,
+    pub mask: MaskDocument,
+    pub class: usize,
+    class_names: Vec<String>,
+    running: Option<Running>,
+    queued: Vec<Job>,
+    next_id: u64,
+    /// Last generate job that can be forked.
+    forkable: Option<u64>,
+    /// Commands fired this frame (buttons, menus, shortcuts, panels), run once per frame.
+    commands: Vec<UiCommand>,
+    view: CanvasView,
+    /// The canvas image and its pending uploads to the GPU.
+    image: CanvasImage,
+    has_gpu: bool,
+    pub class_panel: ClassPanel,
+    pub settings: SettingsPanel,
+    pub tools: ToolsPanel,
+    pub history: HistoryPanel,
+    pub status: StatusBar,
+    pub errors: Vec<String>,
+    show_shortcuts: bool,
+    /// The seeds the app proposes ([`stream::NEXT_SEED`], seeded from the clock at start).
+    seeds: Rng,
+    /// Screen rectangle of the canvas widget in the last frame.
+    pub canvas_widget: Option<egui::Rect>,
+}
+
+impl StudioApp {
+    /// Creates the app and asks the worker to load `model_args` (the shipped model by default).
+    pub fn new(cc: &eframe::CreationContext<'_>, model_args: ModelSpec) -> Self {
+        let has_gpu = match cc.wgpu_render_state.as_ref() {
+            Some(rs) => {
+                CanvasResources::install(rs);
+                true
+            }
+            None => false,
+        };
+        let ctx = cc.egui_ctx.clone();
+        let repaint = ctx.clone();
+        let worker = WorkerHandle::spawn(move || repaint.request_repaint());
+        let mut app = Self {
+            worker,
+            repaint: ctx,
+            model_args: model_args.clone(),
+            loading: Some(model_args.clone()),
+            keep_full_size: false,
+            model: None,
+            palette: None,
+            doc: None,
+            accepted: None,
+            mask: MaskDocument::new(1, 1),
+            class: 0,
+            class_names: Vec::new(),
+            running: None,
+            queued: Vec::new(),
+            next_id: 1,
+            forkable: None,
+            commands: Vec::new(),
+            view: CanvasView::default(),
+            image: CanvasImage::default(),
+            has_gpu,
+            class_panel: ClassPanel::default(),
+            settings: SettingsPanel::default(),
+            tools: ToolsPanel::default(),
+            history: HistoryPanel::default(),
+            status: StatusBar::default(),
+            errors: Vec::new(),
+            show_shortcuts: false,
+            seeds: Rng::stream(clock_seed(), stream::NEXT_SEED, 0),
+            canvas_widget: None,
+        };
+        app.send(WorkerCommand::LoadModels(model_args));
+        app.status.message = "Loading model…".into();
+        app
+    }
+
+    fn send(&mut self, cmd: WorkerCommand) {
+        if let Err(e) = self.worker.send(cmd) {
+            self.errors.push(e);
+        }
+    }
+
+    /// Screen rectangle the canvas pixels occupy (for tests and tools).
+    pub fn canvas_screen_rect(&self) -> Option<egui::Rect> {
+        let rect = self.canvas_widget?;
+        let extent = self.image.extent();
+        Some(
+            self.view
+                .canvas_rect(rect, egui::vec2(extent.width as f32, extent.height as f32)),
+        )
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.running.is_some() || !self.queued.is_empty()
+    }
+
+    /// A fresh seed to propose (six digits, easy to read and type).
+    fn new_seed(&mut self) -> u64 {
+        self.seeds.next_u64() % 1_000_000
+    }
+
+    /// Pixels per token side of the loaded tokenizer.
+    fn patch(&self) -> usize {
+        self.model.as_ref().map_or(16, |m| m.patch)
+    }
+
+    // ---- Commands -------------------------------------------------------------------------
+
+    pub fn execute(&mut self, cmd: UiCommand) {
+        match cmd {
+            UiCommand::Generate => self.start_generate(),
+            UiCommand::Inpaint => self.start_inpaint(),
+            UiCommand::OutpaintLeft => self.start_outpaint([1, 0, 0, 0]),
+            UiCommand::OutpaintRight => self.start_outpaint([0, 1, 0, 0]),
+            UiCommand::OutpaintTop => self.start_outpaint([0, 0, 1, 0]),
+            UiCommand::OutpaintBottom => self.start_outpaint([0, 0, 0, 1]),
+            UiCommand::Expand => self.start_expand(),
+            UiCommand::Cancel => self.cancel(),
+            UiCommand::Fork => self.fork(),
+            UiCommand::Undo => {
+                self.mask.undo();
+            }
+            UiCommand::Redo => {
+                self.mask.redo();
+            }
+            UiCommand::Brush => self.tools.tool = Tool::Brush,
+            UiCommand::Eraser => self.tools.tool = Tool::Eraser,
+            UiCommand::BrushSmaller => self.tools.resize(false, false),
+            UiCommand::BrushLarger => self.tools.resize(true, false),
+            UiCommand::BrushMuchSmaller => self.tools.resize(false, true),
+            UiCommand::BrushMuchLarger => self.tools.resize(true, true),
+            UiCommand::InvertMask => self.mask.invert(),
+            UiCommand::ClearMask => self.mask.clear(),
+            UiCommand::FillMask => self.mask.fill(),
+            UiCommand::RandomClass => {
+                self.class = self.seeds.below(self.class_names.len().max(1));
+            }
+            UiCommand::OpenImage => {
+                if let Some(path) = rfd::FileDialog::new()
+                    .add_filter("Images", &["png", "jpg", "jpeg"])
+                    .pick_file()
+                {
+                    self.send(WorkerCommand::OpenImage {
+                        path,
+                        full_size: self.keep_full_size,
+                    });
+                }
+            }
+            UiCommand::SavePng => self.save_dialog(),
+            UiCommand::OpenModel => self.open_model_dialog(),
+            UiCommand::ToggleGrid => self.tools.show_grid = !self.tools.show_grid,
+            UiCommand::ZoomToFit => self.view = CanvasView::default(),
+            UiCommand::ShowShortcuts => self.show_shortcuts = !self.show_shortcuts,
+        }
+    }
+
+    fn new_job(&mut self, kind: JobKind, label: &str, settings: Settings, order: Order) -> Job {
+        let id = self.next_id;
+        self.next_id += 1;
+        Job {
+            id,
+            kind,
+            class: Some(self.class),
+            settings,
+            order,
+            label: label.into(),
+            step_delay_ms: self.settings.step_delay_ms,
+        }
+    }
+
+    fn submit(&mut self, jobs: Vec<Job>) {
+        if self.model.is_none() {
+            self.errors.push(
+                "No model is loaded yet: wait for it, or open checkpoints from the Model menu."
+                    .into(),
+            );
+            return;
+        }
+        if self.is_running() {
+            self.errors
+                .push("A generation is running: cancel it first (Esc).".into());
+            return;
+        }
+        // The run takes the panel's seed; the panel moves on to the next run's.
+        if !self.settings.lock_seed {
+            self.settings.settings.seed = self.new_seed();
+        }
+        self.queued = jobs;
+        self.queued.reverse();
+        self.run_next();
+    }
+
+    fn run_next(&mut self) {
+        if let Some(job) = self.queued.pop() {
+            self.worker
+                .cancel
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            self.running = Some(Running {
+                id: job.id,
+                label: job.label.clone(),
+                class: job.class,
+                started: Instant::now(),
+                canvas: TokenCanvas::empty(1, 1),
+                latest: Vec::new(),
+                last_step_at: Instant::now(),
+                fork_after: false,
+            });
+            self.status.message = format!("{}…", job.label);
+            self.send(WorkerCommand::Run(job));
+        }
+    }
+
+    fn start_generate(&mut self) {
+        let batch = self.settings.batch.max(1);
+        let base = self.settings.settings.clone();
+        let order = self.settings.order;
+        let jobs = (0..batch)
+            .map(|i| {
+                // Candidate i is the single image of image_seed(seed, i), as in the CLI.
+                let mut s = base.clone();
+                s.seed = sampler::image_seed(base.seed, i as u64);
+                let place = (batch > 1).then_some(BatchPlace {
+                    seed: base.seed,
+                    index: i,
+                });
+                self.new_job(JobKind::Generate { batch: place }, "Generate", s, order)
+            })
+            .collect();
+        self.submit(jobs);
+    }
+
+    /// Plans an edit of the current document with the core's edit pipeline and submits it.
+    fn start_edit(&mut self, edit: Edit, label: &str) {
+        let Some(doc) = self.doc.clone() else {
+            self.errors
+                .push("Nothing to edit: generate or open an image first.".into());
+            return;
+        };
+        let p = self.patch();
+        let source = Source {
+            canvas: &doc.canvas,
+            rgb: Some(&doc.rgb),
+            size: [doc.canvas.cols * p, doc.canvas.rows * p],
+            patch: p,
+        };
+        let plan = match edit.plan(source) {
+            Ok(plan) => plan,
+            Err(e) => return self.errors.push(e.to_string()),
+        };
+        let settings = self.settings.settings.clone();
+        let order = self.settings.order;
+        let job = self.new_job(JobKind::Edit(Box::new(plan)), label, settings, order);
+        self.submit(vec![job]);
+    }
+
+    fn start_inpaint(&mut self) {
+        if !self.mask.pixels.iter().any(|&m| m > 127) {
+            self.errors
+                .push("Paint the area to regenerate first (the mask is empty).".into());
+            return;
+        }
+        let edit = Edit::Inpaint {
+            mask: self.mask.pixels.clone(),
+            options: self.settings.mask,
+        };
+        self.start_edit(edit, "Inpaint");
+    }
+
+    fn start_outpaint(&mut self, sides: [usize; 4]) {
+        let cells = self.settings.outpaint_px.div_ceil(self.patch()).max(1);
+        let label = match sides {
+            [1, ..] => "Outpaint left",
+            [_, 1, ..] => "Outpaint right",
+            [_, _, 1, _] => "Outpaint top",
+            _ => "Outpaint bottom",
+        };
+        let edit = Edit::Outpaint {
+            cells: sides.map(|s| s * cells),
+        };
+        self.start_edit(edit, label);
+    }
+
+    fn start_expand(&mut self) {
+        self.start_edit(Edit::Expand, "Expand");
+    }
+
+    fn cancel(&mut self) {
+        if self.running.is_some() {
+            self.queued.clear();
+            self.worker
+                .cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.status.message = "Cancelling…".into();
+        }
+    }
+
+    fn fork(&mut self) {
+        let seed = self.new_seed();
+        if let Some(run) = self.running.as_mut() {
+            run.fork_after = true;
+            self.worker
+                .cancel
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        match self.forkable {
+            Some(id) => self.start_fork(id, seed),
+            None => self.errors.push(
+                "Fork continues a stopped generation: generate, cancel mid-way, then fork.".into(),
+            ),
+        }
+    }
+
+    fn start_fork(&mut self, id: u64, seed: u64) {
+        self.running = Some(Running {
+            id: id + 1_000_000,
+            label: format!("Fork (seed {seed})"),
+            class: Some(self.class),
+            started: Instant::now(),
+            canvas: TokenCanvas::empty(1, 1),
+            latest: Vec::new(),
+            last_step_at: Instant::now(),
+            fork_after: false,
+        });
+        self.worker
+            .cancel
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.send(WorkerCommand::Fork { id, seed });
+    }
+
+    fn save_dialog(&mut self) {
+        let Some(doc) = self.doc.clone() else {
+            self.errors.push("Nothing to save yet.".into());
+            return;
+        };
+        let Some(path) = rfd::FileDialog::new()
+            .add_filter("PNG", &["png"])
+            .set_file_name("arpg.png")
+            .save_file()
+        else {
+            return;
+        };
+        if let Err(e) = self.save_png(&path, &doc) {
+            self.errors.push(format!("{e:#}"));
+        }
+    }
+
+    /// Writes the document as a PNG with its tokens and settings.
+    pub fn save_png(&self, path: &std::path::Path, doc: &Document) -> anyhow::Result<()> {
+        let p = self.patch();
+        let model = self.model.as_ref().map_or("", |m| m.name.as_str());
+        let mut meta = crate::document::Metadata::new(
+            &doc.canvas,
+            doc.class,
+            doc.settings.as_ref(),
+            p,
+            model,
+        )?;
+        meta.provenance = doc.provenance.clone();
+        crate::document::write_png(
+            path,
+            doc.canvas.cols * p,
+            doc.canvas.rows * p,
+            &doc.rgb,
+            Some(&meta),
+        )?;
+        Ok(())
+    }
+
+    fn open_model_dialog(&mut self) {
+        let Some(gpt) = rfd::FileDialog::new()
+            .set_title("ARPG checkpoint")
+            .add_filter("Checkpoints", &["pt", "pth", "safetensors"])
+            .pick_file()
+        else {
+            return;
+        };
+        let Some(vq) = rfd::FileDialog::new()
+            .set_title("VQ tokenizer checkpoint")
+            .add_filter("Checkpoints", &["pt", "pth", "safetensors"])
+            .pick_file()
+        else {
+            return;
+        };
+        self.load_models(ModelSpec {
+            gpt: Some(gpt),
+            vq: Some(vq),
+            ..self.model_args.clone()
+        });
+    }
+
+    pub fn load_models(&mut self, args: ModelSpec) {
+        self.loading = Some(args.clone());
+        self.status.message = "Loading model…".into();
+        self.send(WorkerCommand::LoadModels(args));
+    }
+}
+
+/// Display names when no `classes.txt` is beside the checkpoint: the shipped dataset's names for
+/// a 10-class model, otherwise indices.
+fn class_names(n: usize) -> Vec<String> {
+    if n == arpg_core::dataset::CLASS_NAMES.len() {
+        arpg_core::dataset::CLASS_NAMES
+            .iter()
+            .map(|s| s.replace('_', " "))
+            .collect()
+    } else {
+        (0..n).map(|i| format!("class {i}")).collect()
+    }
+}
+
+/// A seed from the clock, so each session proposes other seeds.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
