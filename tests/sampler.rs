@@ -4,7 +4,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use arpg_core::generator::{Generation, OrderMode, Request, Settings};
+use arpg_core::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use arpg_core::reference::{FixtureSet, WeightFormat};
 use arpg_core::sampler::Rng;
 use arpg_core::tasks::{CanvasJob, TokenCanvas};
@@ -129,7 +129,7 @@ fn read_as_a_sequence(m: &Arpg, known: &[Option<u32>]) {
     let n = m.config().block_size;
     let k = known.iter().flatten().count();
     let request = Request {
-        known: Some(known.to_vec()),
+        known: KnownCells::Shared(known.to_vec()),
         ..Request::new(
             vec![6],
             Settings {
@@ -288,6 +288,110 @@ fn outpainting_four_times_the_grid_fills_everything_and_keeps_the_original() {
             assert_eq!(tokens[r * 4 * g + c], base[r * g + c]);
         }
     }
+}
+
+/// Images with different known cells batch together (canvas windows): each is exactly what it
+/// is alone with its own seed; a batch whose images differ in unknown count is refused.
+#[test]
+fn per_image_known_cells_batch_like_single_images() {
+    use arpg_core::sampler::image_seed;
+    let m = model();
+    let n = m.config().block_size;
+    let base = Generation::new(&m, &Request::new(vec![3], settings(4)))
+        .expect("new")
+        .run()
+        .expect("run")
+        .remove(0);
+    // Two masks with the same number of unknown cells, in different places.
+    let a: Vec<Option<u32>> = (0..n).map(|c| (c >= n / 2).then(|| base[c])).collect();
+    let b: Vec<Option<u32>> = (0..n).map(|c| (c % 2 == 1).then(|| base[c])).collect();
+    let batch = Generation::new(
+        &m,
+        &Request {
+            known: KnownCells::PerImage(vec![a.clone(), b.clone()]),
+            ..Request::new(vec![3, 3], settings(9))
+        },
+    )
+    .expect("new")
+    .run()
+    .expect("run");
+    for (i, known) in [a, b].into_iter().enumerate() {
+        let mut own = settings(9);
+        own.seed = image_seed(9, i as u64);
+        let alone = Generation::new(
+            &m,
+            &Request {
+                known: KnownCells::Shared(known.clone()),
+                ..Request::new(vec![3], own)
+            },
+        )
+        .expect("new")
+        .run()
+        .expect("run")
+        .remove(0);
+        assert_eq!(batch[i], alone, "image {i}");
+        for (c, k) in known.iter().enumerate() {
+            if let Some(t) = k {
+                assert_eq!(batch[i][c], *t, "known cell {c} of image {i} kept");
+            }
+        }
+    }
+    let uneven: Vec<Option<u32>> = (0..n).map(|c| (c > 0).then(|| base[c])).collect();
+    let mixed = Request {
+        known: KnownCells::PerImage(vec![uneven, vec![None; n]]),
+        ..Request::new(vec![3, 3], settings(9))
+    };
+    assert!(Generation::new(&m, &mixed).is_err());
+}
+
+/// A canvas job generates non-overlapping windows with as many known cells together (a wave):
+/// an expansion runs in fewer waves than windows, keeps every lattice token, and one window at a
+/// time (`with_max_wave(1)`) gives the same kind of result.
+#[test]
+fn expansion_runs_in_waves_of_non_overlapping_windows() {
+    let m = model();
+    let g = m.config().grid_size();
+    let base = Generation::new(&m, &Request::new(vec![2], settings(6)))
+        .expect("new")
+        .run()
+        .expect("run")
+        .remove(0);
+    let small = TokenCanvas::from_tokens(g, g, &base).expect("canvas");
+    // Four grids per side: enough room for waves of several windows.
+    let spread = small.spread(2).spread(2);
+    let mut job =
+        CanvasJob::new(&m, spread.clone(), Some(2), settings(7), OrderMode::Random).expect("job");
+    let (mut waves, mut widest) = (0, 0);
+    while let Some(step) = job.step().expect("step") {
+        if step.step == 0 {
+            waves += 1;
+            widest = widest.max(step.windows.len());
+            for (i, &a) in step.windows.iter().enumerate() {
+                for &b in &step.windows[i + 1..] {
+                    let apart =
+                        a.0 + g <= b.0 || b.0 + g <= a.0 || a.1 + g <= b.1 || b.1 + g <= a.1;
+                    assert!(apart, "windows {a:?} and {b:?} of one wave overlap");
+                }
+            }
+        }
+    }
+    let windows = job.windows_done();
+    let out = job.canvas().tokens().expect("every cell filled");
+    assert!(
+        widest > 1 && waves < windows,
+        "{waves} waves for {windows} windows"
+    );
+    for (c, t) in spread.cells.iter().enumerate() {
+        if let Some(t) = t {
+            assert_eq!(out[c], *t, "lattice cell {c} kept");
+        }
+    }
+    let one_by_one = CanvasJob::new(&m, spread, Some(2), settings(7), OrderMode::Random)
+        .expect("job")
+        .with_max_wave(1)
+        .run()
+        .expect("run");
+    assert_eq!(one_by_one.unknown_count(), 0);
 }
 
 #[test]
@@ -502,7 +606,7 @@ fn settling_and_polishing_revise_generated_cells_only_and_replay() {
         .remove(0);
     let known: Vec<Option<u32>> = (0..n).map(|c| (c % g < g / 2).then_some(base[c])).collect();
     let request = Request {
-        known: Some(known.clone()),
+        known: KnownCells::Shared(known.clone()),
         ..Request::new(vec![5, 6], revisiting(8))
     };
     let mut gen = Generation::new(&m, &request).expect("new");

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use arpg_core::dataset::CLASS_NAMES;
 use arpg_core::eval::{frechet_distance, psnr, train_classifier, Classifier};
-use arpg_core::generator::{Generation, OrderMode, Request};
+use arpg_core::generator::{Generation, KnownCells, OrderMode, Request};
 use arpg_core::sampler::{stream, Rng};
 use arpg_core::tasks::TokenCanvas;
 use arpg_core::train::image_batch;
@@ -135,7 +135,7 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
             classes: vec![Some(class); args.per_class],
             settings: s,
             order: OrderMode::Random,
-            known: None,
+            known: KnownCells::Nothing,
         };
         for tokens in Generation::new(&models.arpg.model, &req)?.run()? {
             generated.push(TokenCanvas::from_tokens(g, g, &tokens)?);

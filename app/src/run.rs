@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use arpg_core::document::{self, Metadata, Picture};
 use arpg_core::edit::{Edit, EditPlan, Edited, MaskOptions, Order, Task};
-use arpg_core::generator::{Generation, Request, SamplingDefaults, Settings};
+use arpg_core::generator::{Generation, KnownCells, Request, SamplingDefaults, Settings};
 use arpg_core::pair::{self, carries_tokens, resize, ModelPair, ModelSpec};
 use arpg_core::provenance::{self, BatchPlace, Provenance};
 use arpg_core::sampler;
@@ -216,7 +216,7 @@ pub fn generate(
         classes: vec![Some(class); batch],
         settings: settings.clone(),
         order: order.mode(&TokenCanvas::empty(g, g)),
-        known: None,
+        known: KnownCells::Nothing,
     };
     let gen = Generation::new(&models.arpg.model, &request)?;
     let tokens = run_generation(gen, quiet)?;
@@ -340,9 +340,14 @@ fn run_edit(
     let bar = progress(total, quiet, &what);
     while let Some(step) = job.step()? {
         bar.set_position(total - step.remaining as u64);
+        let (first, n) = (step.window_index + 1, step.windows.len());
+        let windows = if n == 1 {
+            format!("window {first}")
+        } else {
+            format!("windows {first}-{}", first + n - 1)
+        };
         bar.set_message(format!(
-            "window {} step {}/{}",
-            step.window_index + 1,
+            "{windows} step {}/{}",
             step.step + 1,
             step.window_steps
         ));

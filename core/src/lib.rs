@@ -26,6 +26,6 @@ pub mod vq;
 
 pub use config::{ArpgConfig, VqConfig};
 pub use error::{Error, Result};
-pub use generator::{Generation, OrderMode, Request, Settings, StepOutput};
+pub use generator::{Generation, KnownCells, OrderMode, Request, Settings, StepOutput};
 pub use model::Arpg;
 pub use vq::VqModel;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::edit::{Order, Task};
 use crate::error::{Error, Result};
 use crate::generator::lifecycle::ForkPoint;
-use crate::generator::{Generation, Request, Settings};
+use crate::generator::{Generation, KnownCells, Request, Settings};
 use crate::model::Arpg;
 use crate::tasks::TokenCanvas;
 
@@ -26,7 +26,7 @@ pub struct Provenance {
     /// the step it was taken at. After the last fork, tokens came from the settings' seed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forked_from: Vec<ForkPoint>,
-    /// Windows of a canvas job (window `w` sampled with
+    /// Windows of a canvas job (generated in waves; wave `w` sampled as a batch with
     /// [`crate::sampler::window_seed`]`(seed, w)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<usize>,
@@ -78,7 +78,7 @@ pub fn regenerate(
         classes: vec![class],
         settings: first,
         order: provenance.order.mode(&TokenCanvas::empty(g, g)),
-        known: None,
+        known: KnownCells::Nothing,
     };
     let mut gen = Generation::new(model, &request)?;
     for (j, fork) in forks.iter().enumerate() {

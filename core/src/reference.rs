@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ArpgConfig, VqConfig};
 use crate::error::{Error, Result};
-use crate::generator::{Generation, OrderMode, Request, Settings};
+use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use crate::loader;
 use crate::model::Arpg;
 use crate::schedule::{self, CfgSchedule, Schedule};
@@ -325,7 +325,7 @@ impl FixtureSet {
             classes: classes.iter().map(|&c| Some(c as usize)).collect(),
             settings,
             order: OrderMode::Fixed(order.iter().map(|&c| c as usize).collect()),
-            known: None,
+            known: KnownCells::Nothing,
         };
         let mut gen = Generation::new(model, &request)?;
         let counts_ok = gen

@@ -27,9 +27,10 @@ fn splitmix64(state: &mut u64) -> u64 {
 /// `(s, ORDER, 0)` to shuffle its cells, `(s, TOKENS, 0)` to draw its tokens and `(s, POLISH,
 /// pass)` to split its cells into groups for a polishing pass. Image `i` of a batch with seed `s`
 /// is sampled exactly as the single image with seed [`image_seed`]`(s, i)` (image 0 with `s`
-/// itself), so a batch image regenerates alone from the seed its PNG records. A canvas job's
-/// window `w` is sampled with seed [`window_seed`]`(s, w)` (window 0 with `s` itself, so an edit
-/// that fits one window is the plain image of its seed).
+/// itself), so a batch image regenerates alone from the seed its PNG records. A canvas job runs
+/// its windows in waves (non-overlapping windows generated as one batch); wave `w` is sampled as
+/// a batch with seed [`window_seed`]`(s, w)` (wave 0 with `s` itself, so an edit that fits one
+/// window is the plain image of its seed).
 pub mod stream {
     pub const ORDER: u64 = 1;
     pub const TOKENS: u64 = 2;
@@ -37,7 +38,7 @@ pub mod stream {
     pub const POLISH: u64 = 3;
     /// Index: the image's place in its batch (see [`super::image_seed`]).
     pub const IMAGE: u64 = 4;
-    /// Index: the window's place in its canvas job (see [`super::window_seed`]).
+    /// Index: the wave's place in its canvas job (see [`super::window_seed`]).
     pub const WINDOW: u64 = 5;
     /// Index: the class whose images `arpg eval` generates.
     pub const EVAL_CLASS: u64 = 6;

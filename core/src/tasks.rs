@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::generator::{Generation, OrderMode, Request, Settings};
+use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use crate::model::Arpg;
 
 /// A grid of tokens in raster order; `None` marks a cell still to generate.
@@ -259,19 +259,26 @@ pub fn feathered_blend(
 /// What one step of a [`CanvasJob`] decided, in canvas coordinates.
 #[derive(Debug, Clone)]
 pub struct CanvasStep {
-    /// `(row, col, token, probability)` of every cell decided in this step.
+    /// `(row, col, token, probability)` of every cell decided in this step (every window of
+    /// the wave).
     pub cells: Vec<(usize, usize, u32, f32)>,
-    /// Cells of this window decided before and drawn again in this step (settling, polishing).
+    /// Cells of the wave's windows decided before and drawn again in this step (settling,
+    /// polishing).
     pub revised: Vec<(usize, usize, u32, f32)>,
-    /// Window origin `(row, col)` and index.
-    pub window: (usize, usize),
+    /// Origins `(row, col)` of the windows of this wave (generated together as one batch).
+    pub windows: Vec<(usize, usize)>,
+    /// Index of the wave's first window among all the job's windows (windows are numbered in
+    /// the order they start).
     pub window_index: usize,
-    /// Step within the window, and the window's step count.
+    /// Step within the wave, and the wave's step count.
     pub step: usize,
     pub window_steps: usize,
     /// Unknown cells left on the whole canvas.
     pub remaining: usize,
 }
+
+/// Largest number of windows generated together in one wave (one batch).
+pub const MAX_WAVE: usize = 16;
 
 /// Fills the unknown cells of a canvas with grid-sized windows (see the module docs).
 #[derive(Debug)]
@@ -281,8 +288,11 @@ pub struct CanvasJob {
     class: Option<usize>,
     settings: Settings,
     order: OrderMode,
-    current: Option<((usize, usize), Generation)>,
+    /// The wave in progress: its windows' origins and their batched generation.
+    current: Option<(Vec<(usize, usize)>, Generation)>,
     windows_done: usize,
+    waves_done: usize,
+    max_wave: usize,
 }
 
 impl CanvasJob {
@@ -307,12 +317,18 @@ impl CanvasJob {
                 "nothing to generate: no unknown cell".into(),
             ));
         }
-        if let OrderMode::Priority(p) = &order {
-            if p.len() != canvas.cells.len() {
+        match &order {
+            OrderMode::Priority(p) if p.len() != canvas.cells.len() => {
                 return Err(Error::InvalidRequest(
                     "priority map does not match the canvas".into(),
                 ));
             }
+            OrderMode::PerImage(_) => {
+                return Err(Error::InvalidRequest(
+                    "a canvas job takes one order for the whole canvas".into(),
+                ));
+            }
+            _ => {}
         }
         settings.validate()?;
         Ok(Self {
@@ -323,7 +339,15 @@ impl CanvasJob {
             order,
             current: None,
             windows_done: 0,
+            waves_done: 0,
+            max_wave: MAX_WAVE,
         })
+    }
+
+    /// At most `n` windows per wave (1: one window at a time, as before waves existed).
+    pub fn with_max_wave(mut self, n: usize) -> Self {
+        self.max_wave = n.max(1);
+        self
     }
 
     pub fn canvas(&self) -> &TokenCanvas {
@@ -339,24 +363,51 @@ impl CanvasJob {
         self.windows_done
     }
 
+    /// Known cells of every grid-sized window, `[r0][c0]` (one pass of 2-D prefix sums).
+    fn known_counts(&self) -> Vec<Vec<usize>> {
+        let g = self.model.config().grid_size();
+        let c = &self.canvas;
+        let mut sums = vec![vec![0usize; c.cols + 1]; c.rows + 1];
+        for r in 0..c.rows {
+            for col in 0..c.cols {
+                sums[r + 1][col + 1] = sums[r][col + 1] + sums[r + 1][col] - sums[r][col]
+                    + usize::from(c.get(r, col).is_some());
+            }
+        }
+        (0..=c.rows - g)
+            .map(|r0| {
+                (0..=c.cols - g)
+                    .map(|c0| {
+                        sums[r0 + g][c0 + g] + sums[r0][c0] - sums[r0][c0 + g] - sums[r0 + g][c0]
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The next window: among grid-sized windows holding unknown cells, those with at least
     /// half of their cells known are preferred (enough context; they step by about half a
     /// window), and among them the one with the most unknown cells; otherwise the one with the
     /// most known cells. Ties go to the top-left-most.
     pub fn next_window(&self) -> Option<(usize, usize)> {
+        self.next_wave().first().copied()
+    }
+
+    /// The next wave: the [next window](Self::next_window), then, when it has enough context,
+    /// other windows with as many known cells (so one schedule fits them all) and enough
+    /// context too that overlap none of the wave's, in raster order, up to the wave limit.
+    /// Windows of a wave do not overlap, so none reads another's new cells: they are generated
+    /// together as one batch.
+    pub fn next_wave(&self) -> Vec<(usize, usize)> {
         let g = self.model.config().grid_size();
-        let c = &self.canvas;
+        let counts = self.known_counts();
         let mut best: Option<((bool, usize), (usize, usize))> = None;
-        for r0 in 0..=c.rows - g {
-            for c0 in 0..=c.cols - g {
-                let unknown = (r0..r0 + g)
-                    .flat_map(|r| (c0..c0 + g).map(move |cc| (r, cc)))
-                    .filter(|&(r, cc)| c.get(r, cc).is_none())
-                    .count();
-                if unknown == 0 {
+        for (r0, row) in counts.iter().enumerate() {
+            for (c0, &known) in row.iter().enumerate() {
+                if known == g * g {
                     continue;
                 }
-                let known = g * g - unknown;
+                let unknown = g * g - known;
                 let enough = 2 * known >= g * g;
                 let key = (enough, if enough { unknown } else { known });
                 if best.as_ref().is_none_or(|(k, _)| key > *k) {
@@ -364,86 +415,123 @@ impl CanvasJob {
                 }
             }
         }
-        best.map(|(_, w)| w)
+        let Some(((enough, _), first)) = best else {
+            return Vec::new();
+        };
+        let mut wave = vec![first];
+        if !enough {
+            return wave;
+        }
+        let known = counts[first.0][first.1];
+        let overlaps = |a: (usize, usize), b: (usize, usize)| {
+            a.0 < b.0 + g && b.0 < a.0 + g && a.1 < b.1 + g && b.1 < a.1 + g
+        };
+        for (r0, row) in counts.iter().enumerate() {
+            for (c0, &k) in row.iter().enumerate() {
+                if wave.len() >= self.max_wave {
+                    return wave;
+                }
+                if k == known && !wave.iter().any(|&w| overlaps(w, (r0, c0))) {
+                    wave.push((r0, c0));
+                }
+            }
+        }
+        wave
     }
 
-    fn start_window(&mut self, origin: (usize, usize)) -> Result<()> {
+    fn start_wave(&mut self, wave: Vec<(usize, usize)>) -> Result<()> {
         let g = self.model.config().grid_size();
-        let (r0, c0) = origin;
-        let known: Vec<Option<u32>> = (0..g * g)
-            .map(|i| self.canvas.get(r0 + i / g, c0 + i % g))
+        let cols = self.canvas.cols;
+        let known = wave
+            .iter()
+            .map(|&(r0, c0)| {
+                (0..g * g)
+                    .map(|i| self.canvas.get(r0 + i / g, c0 + i % g))
+                    .collect()
+            })
+            .collect();
+        let orders = wave
+            .iter()
+            .map(|&(r0, c0)| match &self.order {
+                OrderMode::Priority(p) => OrderMode::Priority(
+                    (0..g * g)
+                        .map(|i| p[(r0 + i / g) * cols + c0 + i % g])
+                        .collect(),
+                ),
+                OrderMode::Fixed(_) => OrderMode::Random,
+                other => other.clone(),
+            })
             .collect();
         let mut settings = self.settings.clone();
-        // Each window draws from its own streams (window 0 from the job's seed itself).
-        settings.seed = crate::sampler::window_seed(self.settings.seed, self.windows_done as u64);
-        let order = match &self.order {
-            OrderMode::Priority(p) => OrderMode::Priority(
-                (0..g * g)
-                    .map(|i| p[(r0 + i / g) * self.canvas.cols + c0 + i % g])
-                    .collect(),
-            ),
-            OrderMode::Fixed(_) => OrderMode::Random,
-            other => other.clone(),
-        };
+        // Each wave draws from its own streams (wave 0 from the job's seed itself); window i
+        // of the wave is image i of its batch.
+        settings.seed = crate::sampler::window_seed(self.settings.seed, self.waves_done as u64);
         let request = Request {
-            classes: vec![self.class],
+            classes: vec![self.class; wave.len()],
             settings,
-            order,
-            known: Some(known),
+            order: OrderMode::PerImage(orders),
+            known: KnownCells::PerImage(known),
         };
-        self.current = Some((origin, Generation::new(&self.model, &request)?));
+        self.current = Some((wave, Generation::new(&self.model, &request)?));
         Ok(())
     }
 
-    /// One parallel step of the current window (starting the next window when needed); `None`
+    /// One parallel step of the current wave (starting the next wave when needed); `None`
     /// once the canvas is full.
     pub fn step(&mut self) -> Result<Option<CanvasStep>> {
-        if self.current.is_none() {
-            match self.next_window() {
-                Some(w) => self.start_window(w)?,
-                None => return Ok(None),
+        loop {
+            if self.current.is_none() {
+                let wave = self.next_wave();
+                if wave.is_empty() {
+                    return Ok(None);
+                }
+                self.start_wave(wave)?;
             }
+            let Some((wave, gen)) = self.current.as_mut() else {
+                return Ok(None);
+            };
+            let Some(out) = gen.step()? else {
+                self.current = None;
+                continue;
+            };
+            let g = self.model.config().grid_size();
+            let cols = self.canvas.cols;
+            let window_steps = gen.total_steps();
+            let finished = gen.is_done();
+            let wave = wave.clone();
+            let mut cells = Vec::new();
+            let mut revised = Vec::new();
+            for (i, &(r0, c0)) in wave.iter().enumerate() {
+                let mut place = |cell: usize, token: u32, prob: f32| {
+                    let (r, c) = (r0 + cell / g, c0 + cell % g);
+                    self.canvas.cells[r * cols + c] = Some(token);
+                    (r, c, token, prob)
+                };
+                for ((&cell, &token), &prob) in
+                    out.cells[i].iter().zip(&out.tokens[i]).zip(&out.probs[i])
+                {
+                    cells.push(place(cell, token, prob));
+                }
+                for &(cell, token, prob) in &out.revised[i] {
+                    revised.push(place(cell, token, prob));
+                }
+            }
+            let index = self.windows_done;
+            if finished {
+                self.current = None;
+                self.windows_done += wave.len();
+                self.waves_done += 1;
+            }
+            return Ok(Some(CanvasStep {
+                cells,
+                revised,
+                windows: wave,
+                window_index: index,
+                step: out.step,
+                window_steps,
+                remaining: self.canvas.unknown_count(),
+            }));
         }
-        let Some(((r0, c0), gen)) = self.current.as_mut() else {
-            return Ok(None);
-        };
-        let (r0, c0) = (*r0, *c0);
-        let g = self.model.config().grid_size();
-        let Some(out) = gen.step()? else {
-            self.current = None;
-            return self.step();
-        };
-        let window_steps = gen.total_steps();
-        let finished = gen.is_done();
-        let mut place = |cell: usize, token: u32, prob: f32| {
-            let (r, c) = (r0 + cell / g, c0 + cell % g);
-            self.canvas.cells[r * self.canvas.cols + c] = Some(token);
-            (r, c, token, prob)
-        };
-        let cells: Vec<_> = out.cells[0]
-            .iter()
-            .zip(&out.tokens[0])
-            .zip(&out.probs[0])
-            .map(|((&cell, &token), &prob)| place(cell, token, prob))
-            .collect();
-        let revised: Vec<_> = out.revised[0]
-            .iter()
-            .map(|&(cell, token, prob)| place(cell, token, prob))
-            .collect();
-        let index = self.windows_done;
-        if finished {
-            self.current = None;
-            self.windows_done += 1;
-        }
-        Ok(Some(CanvasStep {
-            cells,
-            revised,
-            window: (r0, c0),
-            window_index: index,
-            step: out.step,
-            window_steps,
-            remaining: self.canvas.unknown_count(),
-        }))
     }
 
     /// Runs to the end and returns the full canvas.

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use arpg_core::document;
 use arpg_core::edit::{EditPlan, Order, Task};
-use arpg_core::generator::{Generation, Request, Settings};
+use arpg_core::generator::{Generation, KnownCells, Request, Settings};
 use arpg_core::pair::{ModelPair, ModelSpec};
 use arpg_core::provenance::{BatchPlace, Provenance};
 use arpg_core::tasks::TokenCanvas;
@@ -367,7 +367,7 @@ impl Worker {
                     classes: vec![job.class],
                     settings: job.settings.clone(),
                     order: job.order.mode(&TokenCanvas::empty(g, g)),
-                    known: None,
+                    known: KnownCells::Nothing,
                 };
                 let gen = Generation::new(&models.arpg.model, &req)?;
                 return self.continue_generation(job, gen);

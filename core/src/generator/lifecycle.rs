@@ -120,10 +120,9 @@ impl Generation {
         };
         if snap.step == 0 && !snap.pending_has_class {
             // Taken between reading the known cells and the first step: read them again.
-            let known = gen.known_cells();
             gen.state.pending = (0..b)
                 .map(|i| {
-                    known
+                    gen.known_cells(i)
                         .iter()
                         .map(|&c| Ok((gen.token_of(i, c)?, c as u32 + 1)))
                         .collect::<Result<Vec<_>>>()

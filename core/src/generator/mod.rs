@@ -47,6 +47,22 @@ pub enum OrderMode {
     Fixed(Vec<usize>),
     /// Per-cell priority (higher first), random inside each level.
     Priority(Vec<u8>),
+    /// One order per image (a batch of canvas windows, each with its own priority map).
+    PerImage(Vec<OrderMode>),
+}
+
+/// The cells known before the first step (context, never resampled), raster order on the
+/// model grid, `None` = generate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum KnownCells {
+    /// Nothing known: plain generation.
+    #[default]
+    Nothing,
+    /// The same known cells for every image (inpainting one image several times).
+    Shared(Vec<Option<u32>>),
+    /// Known cells per image (a batch of canvas windows). Every image must have the same number
+    /// of unknown cells: the batch shares one schedule.
+    PerImage(Vec<Vec<Option<u32>>>),
 }
 
 /// What to generate.
@@ -56,8 +72,8 @@ pub struct Request {
     pub classes: Vec<Option<usize>>,
     pub settings: Settings,
     pub order: OrderMode,
-    /// Known tokens on the model grid (raster order, `None` = generate), shared by every image.
-    pub known: Option<Vec<Option<u32>>>,
+    /// Known tokens on the model grid (see [`KnownCells`]).
+    pub known: KnownCells,
 }
 
 impl Request {
@@ -66,7 +82,7 @@ impl Request {
             classes: classes.into_iter().map(Some).collect(),
             settings,
             order: OrderMode::Random,
-            known: None,
+            known: KnownCells::Nothing,
         }
     }
 }
@@ -125,18 +141,26 @@ impl Generation {
                 cfg.num_classes - 1
             )));
         }
-        let known = match &request.known {
-            Some(k) if k.len() != n => {
+        let known: Vec<Vec<Option<u32>>> = match &request.known {
+            KnownCells::Nothing => vec![vec![None; n]; b],
+            KnownCells::Shared(k) => vec![k.clone(); b],
+            KnownCells::PerImage(k) if k.len() != b => {
                 return Err(Error::InvalidRequest(format!(
-                    "{} known cells given for a grid of {n}",
+                    "known cells given for {} images, classes for {b}",
                     k.len()
                 )))
             }
-            Some(k) => k.clone(),
-            None => vec![None; n],
+            KnownCells::PerImage(k) => k.clone(),
         };
+        if let Some(k) = known.iter().find(|k| k.len() != n) {
+            return Err(Error::InvalidRequest(format!(
+                "{} known cells given for a grid of {n}",
+                k.len()
+            )));
+        }
         if let Some(t) = known
             .iter()
+            .flatten()
             .flatten()
             .find(|&&t| t as usize >= cfg.vocab_size)
         {
@@ -145,29 +169,41 @@ impl Generation {
                 cfg.vocab_size
             )));
         }
-        let unknown: Vec<usize> = (0..n).filter(|&c| known[c].is_none()).collect();
-        if unknown.is_empty() {
+        let unknown: Vec<Vec<usize>> = known
+            .iter()
+            .map(|k| (0..n).filter(|&c| k[c].is_none()).collect())
+            .collect();
+        let u = unknown[0].len();
+        if unknown.iter().any(|cells| cells.len() != u) {
+            return Err(Error::InvalidRequest(
+                "the images of a batch must have the same number of unknown cells".into(),
+            ));
+        }
+        if u == 0 {
             return Err(Error::InvalidRequest(
                 "nothing to generate: every cell is known".into(),
             ));
         }
-        let steps = settings.steps.min(unknown.len());
-        let counts = schedule::num_pred(settings.schedule, unknown.len(), steps)?;
+        let steps = settings.steps.min(u);
+        let counts = schedule::num_pred(settings.schedule, u, steps)?;
         let scales = schedule::cfg_scales(settings.cfg_schedule, settings.cfg_scale, &counts);
         let seeds: Vec<u64> = (0..b as u64)
             .map(|i| sampler::image_seed(settings.seed, i))
             .collect();
-        let orders = seeds
-            .iter()
-            .map(|&seed| order_cells(&request.order, &unknown, n, seed))
+        let orders = (0..b)
+            .map(|i| order_cells(&request.order, i, &unknown[i], n, seeds[i]))
             .collect::<Result<Vec<_>>>()?;
         // Guidance needs a condition; unconditional images use the null class throughout.
         let guided = settings.cfg_scale != 1.0 && request.classes.iter().any(Option::is_some);
         let batch_rows = if guided { 2 * b } else { b };
-        let known_pending: Vec<(u32, u32)> = known
+        let pending: Vec<Vec<(u32, u32)>> = known
             .iter()
-            .enumerate()
-            .filter_map(|(c, t)| t.map(|t| (t, c as u32 + 1)))
+            .map(|k| {
+                k.iter()
+                    .enumerate()
+                    .filter_map(|(c, t)| t.map(|t| (t, c as u32 + 1)))
+                    .collect()
+            })
             .collect();
         let cache = model.new_cache(batch_rows, 1 + n)?;
         Ok(Self {
@@ -180,9 +216,9 @@ impl Generation {
                 tokens_per_step: counts,
                 cfg_scales: scales,
                 step: 0,
-                tokens: vec![known; b],
+                tokens: known,
                 probs: vec![vec![0.0; n]; b],
-                pending: vec![known_pending; b],
+                pending,
                 pending_has_class: true,
                 token_rngs: seeds
                     .iter()
@@ -347,10 +383,10 @@ impl Generation {
     }
 
     /// Cells known from the start (not generated), in raster order.
-    fn known_cells(&self) -> Vec<usize> {
+    fn known_cells(&self, image: usize) -> Vec<usize> {
         let n = self.model.config().block_size;
         let mut generated = vec![false; n];
-        if let Some(order) = self.state.orders.first() {
+        if let Some(order) = self.state.orders.get(image) {
             order.iter().for_each(|&c| generated[c] = true);
         }
         (0..n).filter(|&c| !generated[c]).collect()
@@ -424,12 +460,11 @@ impl Generation {
     /// Rebuilds the KV cache from the class slot, the known cells and the first `cached` cells
     /// of each image's order, read causally in that order (as training reads a sequence).
     fn rebuild_cache(&mut self, cached: usize) -> Result<()> {
-        let known = self.known_cells();
-        let cells: Vec<Vec<usize>> = self
-            .state
-            .orders
-            .iter()
-            .map(|o| known_then(&known, &o[..cached.min(o.len())]))
+        let cells: Vec<Vec<usize>> = (0..self.state.orders.len())
+            .map(|i| {
+                let o = &self.state.orders[i];
+                known_then(&self.known_cells(i), &o[..cached.min(o.len())])
+            })
             .collect();
         self.prefill_fresh(&cells)
     }
@@ -523,8 +558,14 @@ fn known_then<'a>(known: &'a [usize], cells: impl IntoIterator<Item = &'a usize>
     known.iter().chain(cells).copied().collect()
 }
 
-/// The generation order of the unknown cells of the image with seed `seed`.
-fn order_cells(mode: &OrderMode, unknown: &[usize], n: usize, seed: u64) -> Result<Vec<usize>> {
+/// The generation order of the unknown cells of image `image`, whose seed is `seed`.
+fn order_cells(
+    mode: &OrderMode,
+    image: usize,
+    unknown: &[usize],
+    n: usize,
+    seed: u64,
+) -> Result<Vec<usize>> {
     let mut rng = Rng::stream(seed, stream::ORDER, 0);
     Ok(match mode {
         OrderMode::Random => {
@@ -564,6 +605,14 @@ fn order_cells(mode: &OrderMode, unknown: &[usize], n: usize, seed: u64) -> Resu
             cells.sort_by_key(|&c| std::cmp::Reverse(levels[c]));
             cells
         }
+        OrderMode::PerImage(modes) => match modes.get(image) {
+            Some(OrderMode::PerImage(_)) | None => {
+                return Err(Error::InvalidRequest(
+                    "a per-image order needs one plain order for each image".into(),
+                ))
+            }
+            Some(mode) => order_cells(mode, image, unknown, n, seed)?,
+        },
     })
 }
 

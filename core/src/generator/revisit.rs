@@ -30,7 +30,7 @@ impl Generation {
             return Ok(vec![Vec::new(); b]);
         }
         self.state.settled = true;
-        let known = self.known_cells();
+        let known: Vec<Vec<usize>> = (0..b).map(|i| self.known_cells(i)).collect();
         let scale = self.state.cfg_scales[self.state.step] as f32;
         let draw = self.state.settings.draw();
         for _ in 0..SETTLE_SWEEPS {
@@ -39,7 +39,8 @@ impl Generation {
                     .state
                     .orders
                     .iter()
-                    .map(|o| known_then(&known, o[..k].iter().chain(&o[k + 1..decided])))
+                    .zip(&known)
+                    .map(|(o, known)| known_then(known, o[..k].iter().chain(&o[k + 1..decided])))
                     .collect();
                 let queries: Vec<Vec<usize>> =
                     self.state.orders.iter().map(|o| vec![o[k]]).collect();
@@ -80,7 +81,6 @@ impl Generation {
         let groups = self.polish_groups();
         let round = self.state.step - self.state.tokens_per_step.len();
         let (pass, group) = (round / groups, round % groups);
-        let known = self.known_cells();
         let mut queries = Vec::with_capacity(b);
         let mut cells = Vec::with_capacity(b);
         for (i, order) in self.state.orders.iter().enumerate() {
@@ -89,6 +89,7 @@ impl Generation {
             Rng::stream(seed, stream::POLISH, pass as u64).shuffle(&mut shuffled);
             let u = shuffled.len();
             let chosen = shuffled[group * u / groups..(group + 1) * u / groups].to_vec();
+            let known = self.known_cells(i);
             let rest = known_then(&known, order.iter().filter(|c| !chosen.contains(c)));
             queries.push(chosen);
             cells.push(rest);
