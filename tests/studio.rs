@@ -350,3 +350,41 @@ fn every_app_batch_image_regenerates_from_its_metadata_and_reopens_with_its_sett
         h.state().status.message
     );
 }
+
+/// With "Keep full size on open", a large photo stays at full size and Inpaint works by region:
+/// the document keeps its size, and every pixel outside the painted mask keeps its value.
+#[test]
+fn a_full_size_photo_is_inpainted_by_region_and_keeps_every_unmasked_pixel() {
+    let mut h = harness();
+    h.state_mut().keep_full_size = true;
+    drop_file(
+        &mut h,
+        common::fixtures().join("../field/photo_1000x700.jpg"),
+    );
+    wait(&mut h, "the photo", |app| app.doc.is_some());
+    let before = h.state().doc.clone().expect("doc");
+    // 1000x700 px in 4 px tokens.
+    assert_eq!((before.canvas.rows, before.canvas.cols), (175, 250));
+    stroke(&mut h);
+    let mask = h.state().mask.pixels.clone();
+    assert!(mask.iter().any(|&m| m > 127), "the stroke painted nothing");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::I);
+    wait(&mut h, "the region inpainting", |app| {
+        app.history.items.len() == 1 && !app.is_running()
+    });
+    let app = h.state();
+    assert_eq!(app.history.items[0].label, "Inpaint region");
+    let after = app.doc.clone().expect("doc");
+    assert_eq!((after.canvas.rows, after.canvas.cols), (175, 250));
+    assert_eq!(after.rgb.len(), before.rgb.len());
+    let mut changed = 0;
+    for (i, &m) in mask.iter().enumerate() {
+        let (a, b) = (&before.rgb[i * 3..i * 3 + 3], &after.rgb[i * 3..i * 3 + 3]);
+        if m == 0 {
+            assert_eq!(a, b, "pixel {i} outside the mask changed");
+        } else if a != b {
+            changed += 1;
+        }
+    }
+    assert!(changed > 100, "only {changed} masked pixels changed");
+}

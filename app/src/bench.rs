@@ -294,14 +294,16 @@ pub fn scale_row(spec: &str) -> Result<()> {
     };
     let p = vq.config().downsample();
     let (w, h) = (w.div_ceil(p) * p, h.div_ceil(p) * p);
-    let image = candle_core::Tensor::rand(-1f32, 1f32, (1, 3, h, w), &dev)?;
+    // Random pixels through the product's path (tiles above the threshold, see `Tiling`).
+    let mut rng = arpg_core::sampler::Rng::new(1);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|_| rng.below(256) as u8).collect();
+    let tiling = arpg_core::vq::Tiling::default();
     let t = Instant::now();
-    let tokens = vq.encode(&image)?;
+    let tokens = vq.encode_rgb8(&rgb, w, h, tiling)?;
     let encode_s = t.elapsed().as_secs_f64();
-    let tokens = tokens.flatten_all()?.unsqueeze(0)?;
     let t = Instant::now();
-    let decoded = vq.decode(&tokens, (h / p, w / p))?;
-    std::hint::black_box(decoded.dims());
+    let decoded = vq.decode_rgb8(&tokens, h / p, w / p, tiling)?;
+    std::hint::black_box(decoded.len());
     let decode_s = t.elapsed().as_secs_f64();
     println!(
         "{}",

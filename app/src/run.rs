@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use arpg_core::document::{self, Metadata, Picture};
-use arpg_core::edit::{Edit, EditPlan, Edited, MaskOptions, Order, Task};
+use arpg_core::edit::{self, Edit, EditPlan, Edited, MaskOptions, Order, Task};
 use arpg_core::generator::{Generation, KnownCells, Request, SamplingDefaults, Settings};
 use arpg_core::pair::{self, carries_tokens, resize, ModelPair, ModelSpec};
 use arpg_core::provenance::{self, BatchPlace, Provenance};
@@ -474,7 +474,7 @@ fn inpaint_pixels(
     let canvas = &imported.canvas;
     let (w, h) = (canvas.cols * p, canvas.rows * p);
     let edit = Edit::Inpaint {
-        mask: pad_zero(&mask_px, pic.width, pic.height, w, h),
+        mask: document::pad_zero(&mask_px, pic.width, pic.height, w, h),
         options: opts.options(),
     };
     let plan = edit.plan(imported.source(p))?;
@@ -487,11 +487,9 @@ fn warn(warning: Option<&str>) {
     }
 }
 
-/// Inpainting by region (as canvas apps do for large images): the mask's bounding box plus a
-/// context margin, squared up where the image allows, is scaled so its shorter side is the
-/// model's image side, inpainted there, scaled back and blended into the full-resolution image
-/// with the feathered mask. Pixels outside the mask are never touched. The output carries no
-/// tokens (they would be those of the whole image), only pixels.
+/// Inpainting by region (see [`edit::Region`]): the mask's box plus context at the model's
+/// resolution, inpainted there and blended back; every pixel outside the mask keeps its full
+/// resolution. The output carries no tokens (they would be those of the whole image).
 #[allow(clippy::too_many_arguments)] // the same flag groups as `inpaint`
 fn inpaint_region(
     models: &ModelPair,
@@ -504,66 +502,32 @@ fn inpaint_region(
     quiet: bool,
 ) -> Result<()> {
     let (w, h) = (pic.width, pic.height);
-    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-    for (i, _) in mask.iter().enumerate().filter(|(_, &m)| m > 127) {
-        let (x, y) = (i % w, i / w);
-        (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
-    }
-    if x1 <= x0 {
-        bail!(
-            "the mask covers no pixel: paint the area to regenerate in white (or opaque, when \
-             the mask has transparency)"
-        );
-    }
     let model_side = models.grid() * models.patch();
-    let (bw, bh) = (x1 - x0, y1 - y0);
-    let margin = (bw.max(bh) / 4).max(model_side / 8).max(opts.feather);
-    let side = (bw.max(bh) + 2 * margin).max(model_side);
-    let (cw, ch) = (side.min(w), side.min(h));
-    let centred = |lo: usize, hi: usize, len: usize, total: usize| {
-        ((lo + hi) / 2).saturating_sub(len / 2).min(total - len)
-    };
-    let (cx, cy) = (centred(x0, x1, cw, w), centred(y0, y1, ch, h));
-    let crop_rgb = document::crop(&pic.rgb, w, 3, (cx, cy), (cw, ch));
-    let crop_mask = document::crop(mask, w, 1, (cx, cy), (cw, ch));
-    // The crop at the model's resolution: its shorter side is the model's image side.
-    let s = model_side as f64 / cw.min(ch) as f64;
-    let scaled = |v: usize| ((v as f64 * s).round() as usize).max(model_side);
-    let (sw, sh) = (scaled(cw), scaled(ch));
+    let region = edit::Region::around(mask, w, h, model_side, opts.feather)?;
+    let [sw, sh] = region.scaled;
     if !quiet {
         eprintln!(
-            "note: inpainting the {cw}x{ch} region at ({cx}, {cy}) around the mask at {sw}x{sh} \
-             (the model's resolution); the rest of the {w}x{h} image is kept"
+            "note: inpainting the {}x{} region at ({}, {}) around the mask at {sw}x{sh} (the \
+             model's resolution); the rest of the {w}x{h} image is kept",
+            region.width, region.height, region.x, region.y
         );
     }
+    let (cw, ch) = (region.width, region.height);
     let small = Picture {
         width: sw,
         height: sh,
-        rgb: resize::<image::Rgb<u8>>(crop_rgb.clone(), (cw, ch), (sw, sh))?,
+        rgb: resize::<image::Rgb<u8>>(region.crop(&pic.rgb, w, 3), (cw, ch), (sw, sh))?,
         metadata: None,
         metadata_state: document::MetadataState::Absent,
     };
-    let small_mask = resize::<image::Luma<u8>>(crop_mask.clone(), (cw, ch), (sw, sh))?;
+    let small_mask = region.scaled_mask(mask, w);
     let done = inpaint_pixels(models, &small, small_mask, class, sampler, opts, quiet)?;
     let padded_w = done.edited.canvas.cols * models.patch();
     let generated = document::crop(&done.edited.rgb, padded_w, 3, (0, 0), (sw, sh));
-    let generated = resize::<image::Rgb<u8>>(generated, (sw, sh), (cw, ch))?;
-    let feather = ((opts.feather as f64 / s).round() as usize).max(opts.feather);
-    let blended =
-        arpg_core::tasks::feathered_blend(&crop_rgb, &generated, &crop_mask, cw, ch, feather)?;
     let mut rgb = pic.rgb.clone();
-    document::paste(&mut rgb, w, &blended, cw, ch, cx, cy);
+    region.composite(&mut rgb, w, mask, generated, opts.feather)?;
     document::write_png(out, w, h, &rgb, None)?;
     Ok(())
-}
-
-/// A one-byte-per-pixel mask padded right and bottom with zeros (keep) to `new_w x new_h`.
-fn pad_zero(px: &[u8], width: usize, height: usize, new_w: usize, new_h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; new_w * new_h];
-    for y in 0..height {
-        out[y * new_w..y * new_w + width].copy_from_slice(&px[y * width..(y + 1) * width]);
-    }
-    out
 }
 
 /// Runs a whole-image edit of the image at `image` and writes the result.

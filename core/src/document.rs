@@ -548,6 +548,16 @@ pub fn crop(
     out
 }
 
+/// A one-byte-per-pixel mask padded right and bottom with zeros (keep) to `new_w x new_h`.
+pub fn pad_zero(px: &[u8], width: usize, height: usize, new_w: usize, new_h: usize) -> Vec<u8> {
+    let mut out = vec![0u8; new_w * new_h];
+    for y in 0..height.min(new_h) {
+        let n = width.min(new_w);
+        out[y * new_w..y * new_w + n].copy_from_slice(&px[y * width..y * width + n]);
+    }
+    out
+}
+
 /// Pads an image (`channels` bytes per pixel) right and bottom to `new_w x new_h` by repeating
 /// its last column and row, so a size that is not a whole number of tokens loses no pixel.
 pub fn pad_edge(

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +13,7 @@ use crate::document::{self, Metadata, MetadataState, Picture};
 use crate::error::{Error, Result};
 use crate::loader::{self, LoadedArpg};
 use crate::tasks::TokenCanvas;
-use crate::vq::{self, VqModel};
+use crate::vq::{Tiling, VqModel};
 
 /// Which checkpoints to load and where to run them (the CLI's model flags, the app's model
 /// menu).
@@ -151,12 +151,18 @@ impl ModelPair {
         self.arpg.config.grid_size()
     }
 
+    /// The longest side (px) an image is worked on whole (0: no limit): `max_side`, by default
+    /// 4x the model's image side. Larger images are scaled on import or inpainted by region.
+    pub fn working_limit(&self) -> usize {
+        self.max_side.unwrap_or(4 * self.grid() * self.patch())
+    }
+
     /// The size an imported `w x h` image is scaled down to, `None` when it is kept: its longer
     /// side is brought to `max_side` (default 4x the model's image side, e.g. 128 px for the
     /// shipped model, 1024 px for the official ones; 0 = never scale).
     pub fn working_size(&self, w: usize, h: usize) -> Option<(usize, usize)> {
         let model_side = self.grid() * self.patch();
-        let limit = self.max_side.unwrap_or(4 * model_side);
+        let limit = self.working_limit();
         if limit == 0 || w.max(h) <= limit {
             return None;
         }
@@ -229,15 +235,14 @@ impl ModelPair {
         Ok(c)
     }
 
-    /// Tokens → RGB8 (`cols·patch x rows·patch`).
+    /// Tokens → RGB8 (`cols·patch x rows·patch`); large canvases in tiles (see [`Tiling`]).
     pub fn decode(&self, canvas: &TokenCanvas) -> Result<Vec<u8>> {
-        let tokens = Tensor::from_vec(
-            canvas.tokens()?,
-            (1, canvas.rows * canvas.cols),
-            self.vq.device(),
-        )?;
-        let image = self.vq.decode(&tokens, (canvas.rows, canvas.cols))?;
-        Ok(vq::to_rgb8(&image)?.remove(0))
+        Ok(self.vq.decode_rgb8(
+            &canvas.tokens()?,
+            canvas.rows,
+            canvas.cols,
+            Tiling::default(),
+        )?)
     }
 
     /// The metadata of a finished canvas made by this pair.
@@ -299,8 +304,7 @@ impl ModelPair {
                 ));
             }
         }
-        let image = vq::from_rgb8(&rgb, ph, pw, self.vq.device())?;
-        let tokens: Vec<u32> = self.vq.encode(&image)?.flatten_all()?.to_vec1()?;
+        let tokens = self.vq.encode_rgb8(&rgb, pw, ph, Tiling::default())?;
         Ok(Imported::new(
             TokenCanvas::from_tokens(rows, cols, &tokens)?,
             rgb,

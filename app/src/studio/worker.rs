@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arpg_core::document;
-use arpg_core::edit::{EditPlan, Order, Task};
+use arpg_core::edit::{self, Edit, EditPlan, MaskOptions, Order, Task};
 use arpg_core::generator::{Generation, KnownCells, Request, Settings};
-use arpg_core::pair::{ModelPair, ModelSpec};
+use arpg_core::pair::{resize, ModelPair, ModelSpec};
 use arpg_core::provenance::{BatchPlace, Provenance};
 use arpg_core::tasks::TokenCanvas;
 use arpg_core::vq::Palette;
@@ -25,6 +25,15 @@ pub enum JobKind {
     Generate { batch: Option<BatchPlace> },
     /// An edit planned by the core's edit pipeline: fill the plan's canvas, then composite.
     Edit(Box<EditPlan>),
+    /// Inpainting of a document larger than the working size by region ([`edit::Region`]):
+    /// the mask's box plus context at the model's resolution, blended back; the cells under the
+    /// region are encoded again from the new pixels. `rgb` and `mask` cover the whole canvas.
+    InpaintRegion {
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
+        mask: Vec<u8>,
+        options: MaskOptions,
+    },
 }
 
 /// A job request.
@@ -74,6 +83,8 @@ pub struct ModelInfo {
     pub class_names: Option<Vec<String>>,
     /// Sampler settings the model recommends (empty: the app's defaults).
     pub sampling: arpg_core::generator::SamplingDefaults,
+    /// Longest side (px) worked on whole; larger documents are inpainted by region (0: never).
+    pub working_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -297,6 +308,7 @@ impl Worker {
                         models.arpg.config.num_classes,
                     ),
                     sampling: models.arpg.sampling.clone(),
+                    working_limit: models.working_limit(),
                 };
                 self.models = Some(models);
                 self.last = None;
@@ -373,6 +385,16 @@ impl Worker {
                 return self.continue_generation(job, gen);
             }
             JobKind::Edit(plan) => plan,
+            JobKind::InpaintRegion {
+                canvas,
+                rgb,
+                mask,
+                options,
+            } => {
+                let (canvas, rgb, mask, options) =
+                    (canvas.clone(), rgb.clone(), mask.clone(), *options);
+                return self.inpaint_region(&job, canvas, rgb, &mask, options);
+            }
         };
         let start = Instant::now();
         let mut cjob = plan.job(
@@ -419,6 +441,108 @@ impl Worker {
             let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
             (edited.canvas, edited.rgb)
         };
+        self.emit(WorkerEvent::Finished {
+            id: job.id,
+            rgb,
+            canvas,
+            cancelled,
+            elapsed: start.elapsed().as_secs_f64(),
+            settings: job.settings.clone(),
+            provenance,
+        });
+        Ok(())
+    }
+
+    /// Runs a [`JobKind::InpaintRegion`]: the region's canvas job reports its steps (the
+    /// document's cells do not change until the end), then the result is blended back.
+    fn inpaint_region(
+        &mut self,
+        job: &Job,
+        mut canvas: TokenCanvas,
+        mut rgb: Vec<u8>,
+        mask: &[u8],
+        options: MaskOptions,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        let models = self.models()?;
+        let p = models.patch();
+        let (w, h) = (canvas.cols * p, canvas.rows * p);
+        let region = edit::Region::around(mask, w, h, models.grid() * p, options.feather)?;
+        let [sw, sh] = region.scaled;
+        let (cw, ch) = (region.width, region.height);
+        let small = document::Picture {
+            width: sw,
+            height: sh,
+            rgb: resize::<image::Rgb<u8>>(region.crop(&rgb, w, 3), (cw, ch), (sw, sh))?,
+            metadata: None,
+            metadata_state: document::MetadataState::Absent,
+        };
+        let small_mask = region.scaled_mask(mask, w);
+        let imported = models.canvas_of(&small)?;
+        let (pw, ph) = (imported.canvas.cols * p, imported.canvas.rows * p);
+        let plan = Edit::Inpaint {
+            mask: document::pad_zero(&small_mask, sw, sh, pw, ph),
+            options,
+        }
+        .plan(imported.source(p))?;
+        let mut cjob = plan.job(
+            &models.arpg.model,
+            job.class,
+            job.settings.clone(),
+            job.order,
+        )?;
+        self.emit(WorkerEvent::Started {
+            id: job.id,
+            rows: canvas.rows,
+            cols: canvas.cols,
+            unknown: plan.unknown(),
+            canvas: canvas.clone(),
+        });
+        let mut decided = 0;
+        let mut cancelled = false;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                cancelled = true;
+                break;
+            }
+            let Some(step) = cjob.step()? else { break };
+            decided += step.cells.len();
+            pause(job.step_delay_ms);
+            // The region's cells are not the document's: report progress only.
+            self.emit_step(WorkerEvent::Step {
+                id: job.id,
+                cells: Vec::new(),
+                step: step.step,
+                total_steps: step.window_steps,
+                decided,
+                elapsed: start.elapsed().as_secs_f64(),
+            });
+        }
+        let mut provenance = Provenance::new(Task::Inpaint, job.order);
+        provenance.windows = Some(cjob.windows_done());
+        if !cancelled {
+            let models = self.models()?;
+            let filled = cjob.canvas().clone();
+            let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
+            let generated = document::crop(&edited.rgb, pw, 3, (0, 0), (sw, sh));
+            region.composite(&mut rgb, w, mask, generated, options.feather)?;
+            // The cells under the region are encoded again from the new pixels.
+            let (r0, c0) = (region.y / p, region.x / p);
+            let r1 = (region.y + ch).div_ceil(p).min(canvas.rows);
+            let c1 = (region.x + cw).div_ceil(p).min(canvas.cols);
+            let crop = document::crop(&rgb, w, 3, (c0 * p, r0 * p), ((c1 - c0) * p, (r1 - r0) * p));
+            let tokens = models.vq.encode_rgb8(
+                &crop,
+                (c1 - c0) * p,
+                (r1 - r0) * p,
+                arpg_core::vq::Tiling::default(),
+            )?;
+            for r in r0..r1 {
+                for c in c0..c1 {
+                    canvas.cells[r * canvas.cols + c] = Some(tokens[(r - r0) * (c1 - c0) + c - c0]);
+                }
+            }
+        }
         self.emit(WorkerEvent::Finished {
             id: job.id,
             rgb,

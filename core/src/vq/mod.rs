@@ -4,11 +4,13 @@
 
 mod blocks;
 pub mod palette;
+mod tiles;
 
 pub use palette::Palette;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+pub use tiles::Tiling;
 
 use crate::config::{VqConfig, VQ_GROUPNORM_EPS, VQ_GROUPS};
 use blocks::{conv, AttnBlock, Downsample, ResnetBlock, Upsample};

@@ -332,6 +332,24 @@ impl StudioApp {
                 .push("Paint the area to regenerate first (the mask is empty).".into());
             return;
         }
+        // A document above the working size (opened at full size) is inpainted by region: the
+        // mask's box plus context at the model's resolution, every other pixel kept.
+        let limit = self.model.as_ref().map_or(0, |m| m.working_limit);
+        if let Some(doc) = self.doc.clone() {
+            let p = self.patch();
+            let side = doc.canvas.rows.max(doc.canvas.cols) * p;
+            if limit > 0 && side > limit {
+                let kind = JobKind::InpaintRegion {
+                    canvas: doc.canvas,
+                    rgb: doc.rgb,
+                    mask: self.mask.pixels.clone(),
+                    options: self.settings.mask,
+                };
+                let (settings, order) = (self.settings.settings.clone(), self.settings.order);
+                let job = self.new_job(kind, "Inpaint region", settings, order);
+                return self.submit(vec![job]);
+            }
+        }
         let edit = Edit::Inpaint {
             mask: self.mask.pixels.clone(),
             options: self.settings.mask,
