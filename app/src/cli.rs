@@ -116,6 +116,22 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Download official checkpoints into the model hub's cache (`HF_HOME`, default
+    /// `~/.cache/huggingface`; `HF_ENDPOINT` selects the server), resuming a partial download and
+    /// verifying the result; files already in the cache are used as they are. Prints each path.
+    Fetch {
+        /// arpg-l, arpg-xl, arpg-xxl, vq-16.
+        names: Vec<String>,
+        /// All four.
+        #[arg(long)]
+        all: bool,
+        /// Resolve from the cache only (no network).
+        #[arg(long)]
+        offline: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Print what a checkpoint holds: model, config, parameter count and dtype.
     Info {
         /// An ARPG (`arpg_300m.pt`, ...) or VQ (`vq_ds16_c2i.pt`) checkpoint, `.pt` or `.safetensors`.
@@ -487,6 +503,17 @@ pub fn run() -> Result<ExitCode> {
         Command::Decode { tokens, out, model } => {
             run::decode(&model.load()?, &tokens, &out)?;
             done(&out, model.quiet)
+        }
+        Command::Fetch {
+            names,
+            all,
+            offline,
+            quiet,
+        } => {
+            for path in arpg_app::hub::fetch_cli(&names, all, offline, quiet)? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Info { file, config } => info(&file, config.as_deref()),
         Command::Convert { input, out, dtype } => convert(&input, &out, &dtype),

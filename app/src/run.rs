@@ -17,10 +17,13 @@ use arpg_core::tasks::TokenCanvas;
 /// Which weights to use and where to run them.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// ARPG checkpoint (`arpg_300m.pt`, ... or `.safetensors`); default: the shipped model.
+    /// ARPG checkpoint (`arpg_300m.pt`, ... or `.safetensors`), or an official one by name
+    /// (arpg-l, arpg-xl, arpg-xxl: from the hub's cache, see `arpg fetch`, with the official
+    /// tokenizer unless --vq is given); default: the shipped model.
     #[arg(long)]
     pub gpt: Option<PathBuf>,
-    /// VQ tokenizer checkpoint (`vq_ds16_c2i.pt` or `.safetensors`); default: the shipped one.
+    /// VQ tokenizer checkpoint (`vq_ds16_c2i.pt` or `.safetensors`, or vq-16 by name); default:
+    /// the shipped one.
     #[arg(long)]
     pub vq: Option<PathBuf>,
     /// Config JSON for a custom ARPG checkpoint.
@@ -53,8 +56,9 @@ impl ModelArgs {
         }
     }
 
+    /// Loads the pair; official names resolve from the hub's cache.
     pub fn load(&self) -> Result<ModelPair> {
-        Ok(ModelPair::load(&self.spec())?)
+        Ok(ModelPair::load(&crate::hub::resolve_names(self.spec())?)?)
     }
 }
 

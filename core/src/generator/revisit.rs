@@ -17,12 +17,15 @@ impl Generation {
     /// that finds at least `settle` cells decided (or at the last step, when fewer ever are).
     /// Each decided cell is drawn again given the known cells and every other decided cell, in
     /// generation order; then the KV cache is rebuilt from the new tokens. Returns the revised
-    /// cells of each image.
+    /// cells of each image. An edit with at least `settle` known cells needs none: its first
+    /// cells are drawn with that much context already.
     pub(super) fn settle_if_due(&mut self) -> Result<Vec<Vec<(usize, u32, f32)>>> {
         let b = self.state.classes.len();
         let decided: usize = self.state.tokens_per_step[..self.state.step].iter().sum();
         let last = self.state.step + 1 == self.state.tokens_per_step.len();
+        let known = self.known_cells(0).len();
         if self.state.settled
+            || known >= self.state.settings.settle
             || self.state.settings.settle == 0
             || decided == 0
             || (decided < self.state.settings.settle && !last)

@@ -27,7 +27,8 @@ pub struct Settings {
     /// first step cannot tell its cells apart at all: its queries attend to the class token
     /// alone, so every position gets the same distribution. Settling lets those early tokens
     /// see each other, so the image's layout (where a horizon lies, which way stripes run) is
-    /// decided by tokens that agree with their positions.
+    /// decided by tokens that agree with their positions. An edit with at least this many known
+    /// cells is not settled: its first cells already read that much context.
     #[serde(default)]
     pub settle: usize,
     /// Polishing passes after the last step (not in the reference; 0 = off). Each pass splits
