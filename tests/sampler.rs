@@ -598,17 +598,35 @@ fn settling_and_polishing_revise_generated_cells_only_and_replay() {
     let m = model();
     let g = m.config().grid_size();
     let n = g * g;
-    // Inpainting: the left half is known.
+    // Inpainting: the left column is known, fewer cells than `settle` (an edit that knows at
+    // least that many is not settled: its first cells already have that much context).
     let base = Generation::new(&m, &Request::new(vec![5], settings(2)))
         .expect("new")
         .run()
         .expect("run")
         .remove(0);
-    let known: Vec<Option<u32>> = (0..n).map(|c| (c % g < g / 2).then_some(base[c])).collect();
+    let known: Vec<Option<u32>> = (0..n).map(|c| (c % g == 0).then_some(base[c])).collect();
     let request = Request {
         known: KnownCells::Shared(known.clone()),
-        ..Request::new(vec![5, 6], revisiting(8))
+        ..Request::new(
+            vec![5, 6],
+            Settings {
+                settle: g + 2,
+                ..revisiting(8)
+            },
+        )
     };
+    let mut plenty = request.clone();
+    plenty.known = KnownCells::Shared((0..n).map(|c| (c % g < g / 2).then_some(base[c])).collect());
+    let mut unsettled = Generation::new(&m, &plenty).expect("new");
+    while let Some(out) = unsettled.step().expect("step") {
+        if out.step < unsettled.tokens_per_step().len() {
+            assert!(
+                out.revised.iter().all(Vec::is_empty),
+                "an edit knowing 32 cells was settled"
+            );
+        }
+    }
     let mut gen = Generation::new(&m, &request).expect("new");
     let main_steps = gen.tokens_per_step().len();
     assert_eq!(gen.total_steps(), main_steps + 4, "one pass of four groups");
@@ -631,7 +649,7 @@ fn settling_and_polishing_revise_generated_cells_only_and_replay() {
                 let cells: Vec<usize> = revised.iter().map(|r| r.0).collect();
                 assert_eq!(cells, gen.orders()[i][..decided].to_vec());
             }
-            assert!(decided >= 4);
+            assert!(decided >= g + 2);
             settled_at.push(out.step);
         } else if out.step >= main_steps {
             assert!(

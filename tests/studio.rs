@@ -2,6 +2,7 @@
 //! generate, paint and undo, cancel mid-run, outpaint, and errors that leave the app usable.
 
 mod common;
+mod hub_server;
 
 use std::time::{Duration, Instant};
 
@@ -387,4 +388,50 @@ fn a_full_size_photo_is_inpainted_by_region_and_keeps_every_unmasked_pixel() {
         }
     }
     assert!(changed > 100, "only {changed} masked pixels changed");
+}
+
+/// Model → Official models: Download fetches the checkpoint and the tokenizer from the hub (a
+/// loopback stand-in here) with their state in the menu, then loads them; a file that is not a
+/// checkpoint shows its error and the shipped model stays in use.
+#[test]
+fn the_model_menu_downloads_an_official_model_and_tries_to_load_it() {
+    let server = hub_server::Server::start(&[
+        ("hp-l33/ARPG/arpg_300m.pt", hub_server::payload(150_000, 3)),
+        (
+            "FoundationVision/LlamaGen/vq_ds16_c2i.pt",
+            hub_server::payload(90_000, 4),
+        ),
+    ]);
+    let home = common::temp_dir("studio-hub");
+    std::env::set_var("HF_ENDPOINT", &server.endpoint);
+    std::env::set_var("HF_HOME", &home);
+    let mut h = harness();
+    h.state_mut().downloads.refresh();
+    assert_eq!(
+        h.state().downloads.status("arpg-l"),
+        arpg_app::studio::downloads::Status::NotDownloaded
+    );
+    h.get_by_label("Model").click();
+    h.run();
+    h.get_by_label_contains("ARPG-L (320M) · not downloaded");
+    h.get_all_by_label("Download")
+        .next()
+        .expect("a Download button")
+        .click();
+    wait(&mut h, "the downloads and the load attempt", |app| {
+        !app.errors.is_empty() && app.downloads.ready("vq-16").is_some()
+    });
+    let path = h.state().downloads.ready("arpg-l").expect("downloaded");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        server.bytes("arpg_300m.pt")
+    );
+    assert!(path.starts_with(&home));
+    let err = h.state().errors.last().cloned().expect("the load error");
+    assert!(err.contains("arpg_300m.pt"), "{err}");
+    let app = h.state();
+    assert_eq!(
+        app.model.as_ref().map(|m| m.name.as_str()),
+        Some("shipped model")
+    );
 }

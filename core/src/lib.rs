@@ -11,6 +11,7 @@ pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod generator;
+pub mod imagenet;
 pub mod loader;
 pub mod model;
 pub mod pair;

@@ -209,7 +209,8 @@ impl ModelPair {
         Ok((scaled, Some(note)))
     }
 
-    /// Parses a class as an index or, for the shipped model, a class name.
+    /// Parses a class as an index or a class name (the shipped model's, or ImageNet's for a
+    /// 1000-class model).
     pub fn class(&self, s: &str) -> Result<usize> {
         let n = self.arpg.config.num_classes;
         let names = crate::dataset::CLASS_NAMES;
@@ -219,6 +220,7 @@ impl ModelPair {
                 .iter()
                 .position(|name| *name == s)
                 .filter(|_| n == names.len())
+                .or_else(|| crate::imagenet::class_of(s).filter(|_| n == 1000))
                 .ok_or_else(|| {
                     Error::InvalidRequest(format!(
                         "unknown class `{s}` (give an index 0..{})",

@@ -2,6 +2,7 @@
 
 use arpg_app::run::ModelArgs;
 use arpg_app::studio::StudioApp;
+use arpg_core::pair::ModelSpec;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -24,11 +25,36 @@ fn main() -> std::process::ExitCode {
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
     };
-    let model = args.model.spec();
+    // With no checkpoint given, the last model that loaded (if its files are still there).
+    let remember = last_model_path();
+    let remembered = remember
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice::<arpg_core::pair::ModelSpec>(&b).ok())
+        .filter(|s| s.gpt.iter().chain(&s.vq).all(|p| p.exists()));
+    let model = match (&args.model.gpt, &args.model.vq, remembered) {
+        (None, None, Some(last)) => ModelSpec {
+            device: args.model.device.clone(),
+            dtype: args.model.dtype.clone(),
+            max_side: args.model.max_side,
+            ..last
+        },
+        _ => match arpg_app::hub::resolve_names(args.model.spec()) {
+            Ok(spec) => spec,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
     match eframe::run_native(
         "ARPG Studio",
         options,
-        Box::new(move |cc| Ok(Box::new(StudioApp::new(cc, model)))),
+        Box::new(move |cc| {
+            let mut app = StudioApp::new(cc, model);
+            app.remember = remember;
+            Ok(Box::new(app))
+        }),
     ) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -36,4 +62,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `$XDG_CONFIG_HOME/arpg-studio/last_model.json` (or under `~/.config`).
+fn last_model_path() -> Option<std::path::PathBuf> {
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".config")))
+        .map(|d| d.join("arpg-studio").join("last_model.json"))
 }

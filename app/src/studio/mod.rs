@@ -8,6 +8,7 @@
 pub mod app;
 pub mod canvas;
 pub mod commands;
+pub mod downloads;
 pub mod gpu;
 pub mod ui;
 pub mod worker;

@@ -28,6 +28,18 @@ impl StudioApp {
         while let Ok(ev) = self.worker.events.try_recv() {
             self.on_event(ev);
         }
+        let errors = self.downloads.poll();
+        if !errors.is_empty() {
+            self.downloads.load_when_ready = None;
+            self.errors.extend(errors);
+        }
+        if let Some(name) = self.downloads.load_when_ready {
+            let vq = crate::hub::TOKENIZER.name;
+            if let (Some(gpt), Some(tok)) = (self.downloads.ready(name), self.downloads.ready(vq)) {
+                self.downloads.load_when_ready = None;
+                self.load_official(gpt, tok);
+            }
+        }
     }
 
     pub(super) fn on_event(&mut self, ev: WorkerEvent) {
@@ -35,6 +47,14 @@ impl StudioApp {
             WorkerEvent::ModelsLoaded { info, palette } => {
                 if let Some(args) = self.loading.take() {
                     self.model_args = args;
+                }
+                if let Some(path) = &self.remember {
+                    // Not being able to remember is only a default lost next time.
+                    if let Ok(json) = serde_json::to_vec_pretty(&self.model_args) {
+                        let _ = std::fs::create_dir_all(path.parent().unwrap_or(path))
+                            .map_err(anyhow::Error::from)
+                            .and_then(|_| Ok(arpg_core::document::write_atomic(path, &json)?));
+                    }
                 }
                 self.class_names = info
                     .class_names

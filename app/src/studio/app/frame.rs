@@ -7,6 +7,7 @@ use eframe::egui_wgpu;
 
 use super::StudioApp;
 use crate::studio::commands::UiCommand;
+use crate::studio::downloads::Status;
 use crate::studio::gpu::{CanvasCallback, Target, Upload, ViewUniform};
 use crate::studio::ui::tools_panel::Tool;
 use crate::studio::worker::WorkerCommand;
@@ -97,6 +98,11 @@ impl StudioApp {
                     };
                     self.load_models(args);
                 }
+                ui.separator();
+                ui.label("Official models (ImageNet 256x256, from the model hub)");
+                for o in &crate::hub::OFFICIAL[..3] {
+                    self.official_model_row(ui, *o);
+                }
             });
             ui.menu_button("View", |ui| {
                 for cmd in [UiCommand::ToggleGrid, UiCommand::ZoomToFit] {
@@ -114,6 +120,48 @@ impl StudioApp {
         if let Some(cmd) = fired {
             self.commands.push(cmd);
         }
+    }
+
+    /// One official checkpoint in the Model menu: its state, and Download / Cancel / Load.
+    /// Loading needs the official tokenizer too; Download fetches both, then loads.
+    pub(super) fn official_model_row(&mut self, ui: &mut egui::Ui, o: crate::hub::Official) {
+        let vq = crate::hub::TOKENIZER;
+        let (status, vq_status) = (
+            self.downloads.status(o.name),
+            self.downloads.status(vq.name),
+        );
+        ui.horizontal(|ui| {
+            let state = match (&status, &vq_status) {
+                (Status::Ready(_), Status::Ready(_)) => "ready".to_string(),
+                (Status::Ready(_), other) => format!("tokenizer {}", other.label()),
+                (s, _) => s.label(),
+            };
+            ui.label(format!("{} · {state}", o.what));
+            let running = self.downloads.is_running(o.name) || self.downloads.is_running(vq.name);
+            if running {
+                if ui.button("Cancel").clicked() {
+                    self.downloads.cancel(o.name);
+                    self.downloads.cancel(vq.name);
+                    self.downloads.load_when_ready = None;
+                }
+            } else if let (Some(gpt), Some(tok)) =
+                (self.downloads.ready(o.name), self.downloads.ready(vq.name))
+            {
+                if ui.button("Load").clicked() {
+                    self.load_official(gpt, tok);
+                }
+            } else if ui
+                .button("Download")
+                .on_hover_text(format!("{}/{} and {}/{}", o.repo, o.file, vq.repo, vq.file))
+                .clicked()
+            {
+                for x in [o, vq] {
+                    let ctx = self.repaint.clone();
+                    self.downloads.start(x, move || ctx.request_repaint());
+                }
+                self.downloads.load_when_ready = Some(o.name);
+            }
+        });
     }
 
     pub(super) fn actions(&mut self, ui: &mut egui::Ui) {

@@ -66,6 +66,10 @@ pub struct StudioApp {
     loading: Option<ModelSpec>,
     /// File → Keep full size on open: large images are not scaled to the working size.
     pub keep_full_size: bool,
+    /// The official checkpoints' downloads (Model menu).
+    pub downloads: super::downloads::Downloads,
+    /// Where the last model that loaded is remembered across restarts (`None`: not kept).
+    pub remember: Option<std::path::PathBuf>,
     pub model: Option<ModelInfo>,
     palette: Option<std::sync::Arc<Palette>>,
     pub doc: Option<Document>,
@@ -117,6 +121,8 @@ impl StudioApp {
             model_args: model_args.clone(),
             loading: Some(model_args.clone()),
             keep_full_size: false,
+            downloads: Default::default(),
+            remember: None,
             model: None,
             palette: None,
             doc: None,
@@ -480,6 +486,17 @@ impl StudioApp {
         });
     }
 
+    /// Loads an official checkpoint with the official tokenizer (both downloaded).
+    pub fn load_official(&mut self, gpt: std::path::PathBuf, vq: std::path::PathBuf) {
+        let args = ModelSpec {
+            gpt: Some(gpt),
+            vq: Some(vq),
+            config: None,
+            ..self.model_args.clone()
+        };
+        self.load_models(args);
+    }
+
     pub fn load_models(&mut self, args: ModelSpec) {
         self.loading = Some(args.clone());
         self.status.message = "Loading model…".into();
@@ -487,9 +504,15 @@ impl StudioApp {
     }
 }
 
-/// Display names when no `classes.txt` is beside the checkpoint: the shipped dataset's names for
-/// a 10-class model, otherwise indices.
+/// Display names when no `classes.txt` is beside the checkpoint: ImageNet's for a 1000-class
+/// model (the official checkpoints), the shipped dataset's for a 10-class one, else indices.
 fn class_names(n: usize) -> Vec<String> {
+    if n == 1000 {
+        return arpg_core::imagenet::class_names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+    }
     if n == arpg_core::dataset::CLASS_NAMES.len() {
         arpg_core::dataset::CLASS_NAMES
             .iter()
