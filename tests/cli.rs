@@ -614,3 +614,78 @@ fn eval_prints_its_table_and_generation_only_skips_the_edits() {
     assert!(table.contains("| 9 mountains |"), "{table}");
     assert!(!table.contains("inpainting"), "{table}");
 }
+
+/// A 1000-class model takes ImageNet class names on the command line (the name shown or a
+/// synonym); an unknown name lists the closest ones. The model: the tiny reference config with
+/// 1000 classes and random weights, beside the tiny tokenizer.
+#[test]
+fn imagenet_class_names_on_the_command_line() {
+    let dir = common::temp_dir("cli-imagenet");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(common::tiny().join("manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let mut config = manifest["gpt"]["config"].clone();
+    config["num_classes"] = serde_json::json!(1000);
+    let config_path = dir.join("gpt1000.json");
+    std::fs::write(&config_path, config.to_string()).expect("config");
+    let cfg: arpg_core::ArpgConfig = serde_json::from_value(config).expect("config");
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(
+        &varmap,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    );
+    arpg_core::Arpg::new(&cfg, vb).expect("model");
+    let gpt = dir.join("gpt1000.safetensors");
+    varmap.save(&gpt).expect("save");
+    let model = [
+        "--gpt".to_string(),
+        gpt.display().to_string(),
+        "--config".into(),
+        config_path.display().to_string(),
+        "--vq".into(),
+        common::tiny().join("tiny_vq.pt").display().to_string(),
+        "--quiet".into(),
+        "--steps".into(),
+        "2".into(),
+    ];
+    for (name, class) in [("golden retriever", 207), ("tabby cat", 281), ("207", 207)] {
+        let out = dir.join(format!("{class}.png"));
+        ok(&run(
+            &[
+                "generate",
+                "--class",
+                name,
+                "--out",
+                out.to_str().expect("utf8"),
+            ],
+            &model,
+        ));
+        assert_eq!(metadata(&out)["class"], class, "{name}");
+    }
+    let typo = run(
+        &[
+            "generate",
+            "--class",
+            "golden retreiver",
+            "--out",
+            dir.join("x.png").to_str().expect("utf8"),
+        ],
+        &model,
+    );
+    clean_error(&typo, "\"golden retriever\" (207)");
+    clean_error(
+        &run(
+            &[
+                "generate",
+                "--class",
+                "crane",
+                "--out",
+                dir.join("y.png").to_str().expect("utf8"),
+            ],
+            &model,
+        ),
+        "several classes",
+    );
+}

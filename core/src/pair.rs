@@ -216,11 +216,11 @@ impl ModelPair {
         let names = crate::dataset::CLASS_NAMES;
         let c = match s.parse::<usize>() {
             Ok(c) => c,
+            Err(_) if n == 1000 => crate::imagenet::class_of(s).map_err(Error::InvalidRequest)?,
             Err(_) => names
                 .iter()
                 .position(|name| *name == s)
                 .filter(|_| n == names.len())
-                .or_else(|| crate::imagenet::class_of(s).filter(|_| n == 1000))
                 .ok_or_else(|| {
                     Error::InvalidRequest(format!(
                         "unknown class `{s}` (give an index 0..{})",

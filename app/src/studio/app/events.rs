@@ -60,6 +60,14 @@ impl StudioApp {
                     .class_names
                     .clone()
                     .unwrap_or_else(|| class_names(info.num_classes));
+                self.class_synonyms = if info.num_classes == 1000 {
+                    arpg_core::imagenet::classes()
+                        .into_iter()
+                        .map(|c| c.into_iter().map(str::to_string).collect())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
                 self.class = self.class.min(info.num_classes.saturating_sub(1));
                 // A model brings its recommended sampler settings (or the defaults, so that a
                 // previous model's recommendation does not linger); the seed stays.

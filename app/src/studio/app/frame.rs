@@ -385,8 +385,10 @@ impl StudioApp {
                     ui.separator();
                     let mut random = false;
                     let names = self.class_names.clone();
+                    let synonyms = std::mem::take(&mut self.class_synonyms);
                     self.class_panel
-                        .ui(ui, &names, &mut self.class, &mut random);
+                        .ui(ui, &names, &synonyms, &mut self.class, &mut random);
+                    self.class_synonyms = synonyms;
                     if random {
                         self.commands.push(UiCommand::RandomClass);
                     }

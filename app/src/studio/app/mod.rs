@@ -78,6 +78,8 @@ pub struct StudioApp {
     pub mask: MaskDocument,
     pub class: usize,
     class_names: Vec<String>,
+    /// Other names of each class that the picker's search matches (ImageNet synonyms).
+    class_synonyms: Vec<Vec<String>>,
     running: Option<Running>,
     queued: Vec<Job>,
     next_id: u64,
@@ -130,6 +132,7 @@ impl StudioApp {
             mask: MaskDocument::new(1, 1),
             class: 0,
             class_names: Vec::new(),
+            class_synonyms: Vec::new(),
             running: None,
             queued: Vec::new(),
             next_id: 1,

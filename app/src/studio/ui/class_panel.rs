@@ -13,6 +13,7 @@ impl ClassPanel {
         &mut self,
         ui: &mut egui::Ui,
         names: &[String],
+        synonyms: &[Vec<String>],
         class: &mut usize,
         random: &mut bool,
     ) -> bool {
@@ -22,7 +23,7 @@ impl ClassPanel {
             let l = ui.label("Search");
             ui.add(
                 egui::TextEdit::singleline(&mut self.search)
-                    .hint_text("name or index")
+                    .hint_text("name, synonym or index")
                     .desired_width(110.0),
             )
             .labelled_by(l.id);
@@ -40,8 +41,12 @@ impl ClassPanel {
             .max_height(180.0)
             .show(ui, |ui| {
                 for (i, name) in names.iter().enumerate() {
+                    let synonym = synonyms
+                        .get(i)
+                        .is_some_and(|s| s.iter().any(|s| s.to_lowercase().contains(&needle)));
                     if !needle.is_empty()
                         && !name.to_lowercase().contains(&needle)
+                        && !synonym
                         && !i.to_string().starts_with(&needle)
                     {
                         continue;
