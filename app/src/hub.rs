@@ -116,6 +116,8 @@ impl std::error::Error for Cancelled {}
 /// The hub and its cache, as the environment configures them.
 pub struct Hub {
     api: Api,
+    /// The transfers' HTTP client (with timeouts).
+    agent: ureq::Agent,
     cache: Cache,
     endpoint: String,
     offline: bool,
@@ -133,7 +135,14 @@ impl Hub {
             .ok()
             .filter(|e| !e.is_empty())
             .unwrap_or_else(|| "https://huggingface.co".into());
-        Self::new(&endpoint, Cache::from_env().path().clone(), offline)
+        // The hub's convention: `$HF_HOME/hub`, by default `~/.cache/huggingface/hub`.
+        let home = std::env::var_os("HF_HOME")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface"))
+            })
+            .context("no cache directory: set HF_HOME (or HOME)")?;
+        Self::new(&endpoint, home.join("hub"), offline)
     }
 
     /// A hub at `endpoint` with its cache in `cache_dir` (the hub's layout).
@@ -145,8 +154,17 @@ impl Hub {
             .with_progress(false)
             .build()
             .context("starting the hub client")?;
+        // A stalled connection fails (and is retried, resuming) instead of hanging.
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_recv_response(Some(Duration::from_secs(30)))
+            .timeout_per_read(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build()
+            .into();
         Ok(Self {
             api,
+            agent,
             cache,
             endpoint,
             offline,
@@ -161,7 +179,16 @@ impl Hub {
 
     /// The file in the cache, if it is there (no request).
     pub fn cached(&self, o: &Official) -> Option<PathBuf> {
-        self.cache.model(o.repo.to_string()).get(o.file)
+        let repo = self.cache.model(o.repo.to_string());
+        repo.get(o.file).or_else(|| {
+            // Downloaded at another commit than `refs/main` now names: still the same file.
+            let snapshots = repo.pointer_path("x").with_file_name("");
+            std::fs::read_dir(snapshots)
+                .ok()?
+                .flatten()
+                .map(|e| e.path().join(o.file))
+                .find(|p| p.exists())
+        })
     }
 
     /// Where a download stands, from the cache alone (no request).
@@ -235,8 +262,20 @@ impl Hub {
         // One download per file at a time: the second waits, then finds the blob.
         let lock = std::fs::File::create(blob.with_extension("lock"))
             .with_context(|| format!("cannot write in the cache {}", dir.display()))?;
-        lock.lock()
-            .with_context(|| format!("cannot lock {}", blob.display()))?;
+        // Wait for another download of this file, cancellable; a filesystem without locks
+        // (some network homes) goes unlocked.
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if cancel.load(Ordering::Relaxed) {
+                        return Err(Cancelled.into());
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::Error(_)) => break,
+            }
+        }
         if !blob.exists() {
             let part = blob.with_extension("part");
             std::fs::write(blob.with_extension("part.name"), o.file).ok();
@@ -279,12 +318,20 @@ impl Hub {
                         },
                         _ => None,
                     };
-                    if matches!(status, Some(404 | 401 | 403)) {
+                    if status == Some(404) {
                         bail!(
-                            "{} has no file {} ({} from {}): check the repository and file name",
+                            "{} has no file {} (404 from {}): check the repository and file name",
                             o.repo,
                             o.file,
-                            status.unwrap_or(404),
+                            self.endpoint
+                        );
+                    }
+                    if let Some(s @ (401 | 403)) = status {
+                        bail!(
+                            "{}/{}: access denied ({s} from {}); a gated repository needs a token \
+                             (HF_TOKEN), or a proxy refused it",
+                            o.repo,
+                            o.file,
                             self.endpoint
                         );
                     }
@@ -333,10 +380,24 @@ impl Hub {
             if cancel.load(Ordering::Relaxed) {
                 return Err(Cancelled.into());
             }
-            let response = ureq::get(url)
+            let response = self
+                .agent
+                .get(url)
                 .header("Range", &format!("bytes={have}-"))
                 .call();
             let result = match response {
+                Ok(r)
+                    if r.status().is_client_error()
+                        && !matches!(r.status().as_u16(), 408 | 429) =>
+                {
+                    bail!(
+                        "downloading {url}: the server answered {} (the partial file is kept)",
+                        r.status()
+                    );
+                }
+                Ok(r) if !r.status().is_success() => {
+                    Err(anyhow::anyhow!("the server answered {}", r.status()))
+                }
                 Ok(r) => {
                     let ranged = r.status().as_u16() == 206;
                     if !ranged && have > 0 {
@@ -362,6 +423,10 @@ impl Hub {
                 Ok(true) => {}
                 Ok(false) => return Err(Cancelled.into()),
                 Err(e) => {
+                    // A connection that made progress before it broke starts the count again.
+                    if file.metadata()?.len() > have {
+                        failures = 0;
+                    }
                     failures += 1;
                     if failures >= self.tries {
                         return Err(e.context(format!(
@@ -401,19 +466,26 @@ fn backoff(i: usize) -> Duration {
     Duration::from_millis((200u64 << i.min(5)).min(5_000))
 }
 
-/// Whether an error means the hub could not be reached at all (no network, DNS, refused).
+/// Whether an error means the hub could not be reached at all (no network, DNS, refused,
+/// timed out).
 fn unreachable(e: &anyhow::Error) -> bool {
-    let text = format!("{e:#}").to_lowercase();
-    [
-        "connection refused",
-        "dns",
-        "resolve",
-        "unreachable",
-        "timed out",
-        "no route",
-    ]
-    .iter()
-    .any(|w| text.contains(w))
+    e.chain().any(|cause| {
+        let ureq_error = cause.downcast_ref::<ureq::Error>().or_else(|| {
+            match cause.downcast_ref::<ApiError>() {
+                Some(ApiError::RequestError(r)) => Some(r.as_ref()),
+                _ => None,
+            }
+        });
+        matches!(
+            ureq_error,
+            Some(
+                ureq::Error::HostNotFound
+                    | ureq::Error::ConnectionFailed
+                    | ureq::Error::Timeout(_)
+                    | ureq::Error::Io(_)
+            )
+        )
+    })
 }
 
 /// The official file a partial download belongs to (written beside it when it started).

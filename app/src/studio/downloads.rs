@@ -124,21 +124,25 @@ impl Downloads {
         let spawned = std::thread::Builder::new()
             .name(format!("download-{}", o.name))
             .spawn(move || {
-                let result = Hub::from_env(false).and_then(|hub| {
-                    let mut last = 0;
-                    hub.fetch(
-                        &o,
-                        |p| {
-                            // About every 1%, never blocking the transfer.
-                            if p.done >= last + p.total / 100 || p.done == p.total {
-                                last = p.done;
-                                let _ = tx.try_send(Event::Progress(o.name, p.done, p.total));
-                                repaint();
-                            }
-                        },
-                        &cancel,
-                    )
-                });
+                // A panic in the transfer (a malformed server answer) is reported, not lost.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    Hub::from_env(false).and_then(|hub| {
+                        let mut last = 0;
+                        hub.fetch(
+                            &o,
+                            |p| {
+                                // About every 1%, never blocking the transfer.
+                                if p.done >= last + p.total / 100 || p.done == p.total {
+                                    last = p.done;
+                                    let _ = tx.try_send(Event::Progress(o.name, p.done, p.total));
+                                    repaint();
+                                }
+                            },
+                            &cancel,
+                        )
+                    })
+                }))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error in the download")));
                 let event = match result {
                     Ok(path) => Event::Done(o.name, path),
                     Err(e) if e.downcast_ref::<crate::hub::Cancelled>().is_some() => {
@@ -156,11 +160,13 @@ impl Downloads {
         }
     }
 
-    /// Cancels a download in flight (its partial file is kept).
+    /// Cancels a download in flight (its partial file is kept). The menu shows it stopped at
+    /// once; the thread notices between chunks.
     pub fn cancel(&mut self, name: &str) {
-        if let Some(flag) = self.running.get(name) {
+        if let Some(flag) = self.running.remove(name) {
             flag.store(true, Ordering::Relaxed);
         }
+        self.refresh();
     }
 
     /// Drains the downloads' events; returns the errors to show.

@@ -360,6 +360,11 @@ impl Worker {
                 if *last_id != id {
                     anyhow::bail!("that generation is no longer available to fork");
                 }
+                if gen.is_done() {
+                    anyhow::bail!(
+                        "that generation is finished: fork continues one stopped before its end"
+                    );
+                }
                 let gen = gen.fork(seed)?;
                 let mut job = job.clone();
                 job.id = id + 1_000_000;
@@ -525,8 +530,10 @@ impl Worker {
             let filled = cjob.canvas().clone();
             let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
             let generated = document::crop(&edited.rgb, pw, 3, (0, 0), (sw, sh));
+            let before = rgb.clone();
             region.composite(&mut rgb, w, mask, generated, options.feather)?;
-            // The cells under the region are encoded again from the new pixels.
+            // The cells whose pixels changed are encoded again from the new pixels; every other
+            // cell keeps its token.
             let (r0, c0) = (region.y / p, region.x / p);
             let r1 = (region.y + ch).div_ceil(p).min(canvas.rows);
             let c1 = (region.x + cw).div_ceil(p).min(canvas.cols);
@@ -537,9 +544,18 @@ impl Worker {
                 (r1 - r0) * p,
                 arpg_core::vq::Tiling::default(),
             )?;
+            let changed = |r: usize, c: usize| {
+                (r * p..(r + 1) * p).any(|y| {
+                    let row = (y * w + c * p) * 3..(y * w + (c + 1) * p) * 3;
+                    rgb[row.clone()] != before[row]
+                })
+            };
             for r in r0..r1 {
                 for c in c0..c1 {
-                    canvas.cells[r * canvas.cols + c] = Some(tokens[(r - r0) * (c1 - c0) + c - c0]);
+                    if changed(r, c) {
+                        canvas.cells[r * canvas.cols + c] =
+                            Some(tokens[(r - r0) * (c1 - c0) + c - c0]);
+                    }
                 }
             }
         }

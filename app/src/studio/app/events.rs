@@ -183,9 +183,9 @@ impl StudioApp {
                     provenance: Some(provenance.clone()),
                 };
                 self.show_document(&doc);
-                if run.label == "Generate" || run.label.starts_with("Fork") {
-                    self.forkable = Some(id);
-                }
+                // Only a generation stopped before its end can be forked (a finished one would
+                // fork into itself); a later run replaces it in the worker.
+                self.forkable = (run.is_generation() && cancelled).then_some(id);
                 self.history.items.push(HistoryItem {
                     label: run.label.clone(),
                     width: canvas.cols * p,
@@ -227,18 +227,36 @@ impl StudioApp {
                 if !notices.is_empty() {
                     self.errors.push(notices.join(" "));
                 }
-                if let Some(c) = class {
-                    self.class = c;
+                let classes = self.model.as_ref().map_or(0, |m| m.num_classes);
+                match class {
+                    Some(c) if c < classes => self.class = c,
+                    Some(c) => self.errors.push(format!(
+                        "The image was made with class {c}, which this model does not have \
+                         (classes 0..{}); the class picker is unchanged.",
+                        classes.saturating_sub(1)
+                    )),
+                    None => {}
                 }
                 self.status.message = format!("Opened {}", path.display());
-                // The image's own settings become the next run's (Generate reproduces it).
+                // The image's own settings become the next run's: Generate makes a generated
+                // image again (a fork needs `arpg generate --from`; an edit, its source image).
                 if let Some(s) = &settings {
                     self.settings.settings = s.clone();
                     if let Some(p) = &provenance {
                         self.settings.order = p.order;
                     }
+                    let how = match &provenance {
+                        Some(p) if p.task != arpg_core::edit::Task::Generate => {
+                            format!(" (made by {:?}: rerun it on its source)", p.task)
+                                .to_lowercase()
+                        }
+                        Some(p) if !p.forked_from.is_empty() => {
+                            " (a fork: `arpg generate --from` makes it again)".into()
+                        }
+                        _ => String::new(),
+                    };
                     self.status.message += &format!(
-                        "; its settings are restored (seed {}, {} steps, CFG {})",
+                        "; its settings are restored (seed {}, {} steps, CFG {}){how}",
                         s.seed, s.steps, s.cfg_scale
                     );
                 }

@@ -137,12 +137,16 @@ impl StudioApp {
                 (s, _) => s.label(),
             };
             ui.label(format!("{} · {state}", o.what));
-            let running = self.downloads.is_running(o.name) || self.downloads.is_running(vq.name);
+            let pending = self.downloads.load_when_ready == Some(o.name);
+            let running = self.downloads.is_running(o.name)
+                || (pending && self.downloads.is_running(vq.name));
             if running {
                 if ui.button("Cancel").clicked() {
                     self.downloads.cancel(o.name);
-                    self.downloads.cancel(vq.name);
-                    self.downloads.load_when_ready = None;
+                    if pending {
+                        self.downloads.cancel(vq.name);
+                        self.downloads.load_when_ready = None;
+                    }
                 }
             } else if let (Some(gpt), Some(tok)) =
                 (self.downloads.ready(o.name), self.downloads.ready(vq.name))
@@ -187,7 +191,8 @@ impl StudioApp {
             if button(ui, UiCommand::Cancel, running) {
                 fired = Some(UiCommand::Cancel);
             }
-            if button(ui, UiCommand::Fork, running || self.forkable.is_some()) {
+            let generating = self.running.as_ref().is_some_and(|r| r.is_generation());
+            if button(ui, UiCommand::Fork, generating || self.forkable.is_some()) {
                 fired = Some(UiCommand::Fork);
             }
             if button(ui, UiCommand::Inpaint, !running && has_doc) {

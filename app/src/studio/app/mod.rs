@@ -56,6 +56,13 @@ struct Running {
     fork_after: bool,
 }
 
+impl Running {
+    /// A generation (or a fork of one), the runs Fork can continue.
+    fn is_generation(&self) -> bool {
+        self.label == "Generate" || self.label.starts_with("Fork")
+    }
+}
+
 pub struct StudioApp {
     worker: WorkerHandle,
     repaint: egui::Context,
@@ -397,6 +404,13 @@ impl StudioApp {
     fn fork(&mut self) {
         let seed = self.new_seed();
         if let Some(run) = self.running.as_mut() {
+            if !run.is_generation() {
+                self.errors.push(
+                    "Fork continues a generation; an inpaint, outpaint or expand cannot be forked."
+                        .into(),
+                );
+                return;
+            }
             run.fork_after = true;
             self.worker
                 .cancel
