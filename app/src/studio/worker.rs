@@ -415,27 +415,7 @@ impl Worker {
             unknown: plan.unknown(),
             canvas: plan.canvas.clone(),
         });
-        let mut decided = 0;
-        let mut cancelled = false;
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                cancelled = true;
-                break;
-            }
-            let Some(step) = cjob.step()? else { break };
-            decided += step.cells.len();
-            pause(job.step_delay_ms);
-            let mut cells = step.cells;
-            cells.extend(step.revised);
-            self.emit_step(WorkerEvent::Step {
-                id: job.id,
-                cells,
-                step: step.step,
-                total_steps: step.window_steps,
-                decided,
-                elapsed: start.elapsed().as_secs_f64(),
-            });
-        }
+        let cancelled = self.run_canvas_job(job.id, &mut cjob, job.step_delay_ms, start, true)?;
         let filled = cjob.canvas().clone();
         let mut provenance = Provenance::new(plan.task, job.order);
         provenance.windows = Some(cjob.windows_done());
@@ -456,6 +436,42 @@ impl Worker {
             provenance,
         });
         Ok(())
+    }
+
+    /// Steps a canvas job to its end or a cancel, emitting a step event per step (with the
+    /// decided and revised cells when `cells`); returns whether it was cancelled.
+    fn run_canvas_job(
+        &mut self,
+        id: u64,
+        cjob: &mut arpg_core::tasks::CanvasJob,
+        delay_ms: u64,
+        start: Instant,
+        cells: bool,
+    ) -> anyhow::Result<bool> {
+        let mut decided = 0;
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(true);
+            }
+            let Some(step) = cjob.step()? else {
+                return Ok(false);
+            };
+            decided += step.cells.len();
+            pause(delay_ms);
+            let mut changed = Vec::new();
+            if cells {
+                changed = step.cells;
+                changed.extend(step.revised);
+            }
+            self.emit_step(WorkerEvent::Step {
+                id,
+                cells: changed,
+                step: step.step,
+                total_steps: step.window_steps,
+                decided,
+                elapsed: start.elapsed().as_secs_f64(),
+            });
+        }
     }
 
     /// Runs a [`JobKind::InpaintRegion`]: the region's canvas job reports its steps (the
@@ -503,26 +519,8 @@ impl Worker {
             unknown: plan.unknown(),
             canvas: canvas.clone(),
         });
-        let mut decided = 0;
-        let mut cancelled = false;
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                cancelled = true;
-                break;
-            }
-            let Some(step) = cjob.step()? else { break };
-            decided += step.cells.len();
-            pause(job.step_delay_ms);
-            // The region's cells are not the document's: report progress only.
-            self.emit_step(WorkerEvent::Step {
-                id: job.id,
-                cells: Vec::new(),
-                step: step.step,
-                total_steps: step.window_steps,
-                decided,
-                elapsed: start.elapsed().as_secs_f64(),
-            });
-        }
+        // The region's cells are not the document's: report progress only.
+        let cancelled = self.run_canvas_job(job.id, &mut cjob, job.step_delay_ms, start, false)?;
         let mut provenance = Provenance::new(Task::Inpaint, job.order);
         provenance.windows = Some(cjob.windows_done());
         if !cancelled {
