@@ -218,3 +218,20 @@ fn the_cli_honours_hf_endpoint_and_hf_home() {
         "{err}"
     );
 }
+
+#[test]
+fn a_partial_download_of_an_older_version_is_dropped() {
+    let s = server();
+    let cache = common::temp_dir("hub-stale");
+    let blobs = cache.join("models--hp-l33--ARPG/blobs");
+    std::fs::create_dir_all(&blobs).expect("dir");
+    let stale = blobs.join(format!("{}.part", "0".repeat(64)));
+    std::fs::write(&stale, vec![7u8; 1000]).expect("stale part");
+    std::fs::write(stale.with_extension("part.name"), "arpg_300m.pt").expect("owner");
+    let o = official("arpg-l").expect("name");
+    let h = hub(&s, &cache, false);
+    assert_eq!(h.state(&o), State::Partial(1000));
+    let path = h.fetch(&o, |_| {}, &never()).expect("download");
+    assert_eq!(std::fs::read(&path).expect("read"), s.bytes("arpg_300m.pt"));
+    assert!(!stale.exists(), "the stale partial file is gone");
+}

@@ -278,6 +278,17 @@ impl Hub {
         }
         if !blob.exists() {
             let part = blob.with_extension("part");
+            // A partial download of an older version of this file cannot be resumed: drop it.
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let other = entry.path();
+                let stale = other.extension().is_some_and(|x| x == "part")
+                    && other != part
+                    && part_owner(&other).as_deref() == Some(o.file);
+                if stale {
+                    std::fs::remove_file(other.with_extension("part.name")).ok();
+                    std::fs::remove_file(&other).ok();
+                }
+            }
             std::fs::write(blob.with_extension("part.name"), o.file).ok();
             self.transfer(&url, &part, meta.size() as u64, &mut progress, cancel)?;
             if let Err(e) = verify(&part, meta.size() as u64, meta.etag()) {
