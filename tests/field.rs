@@ -333,13 +333,18 @@ fn exif_orientation_is_applied_everywhere_images_are_read() {
     assert_ne!(stored.dimensions(), shown.dimensions());
     inpaint_keeps_unmasked(&photo, &mask_path, &shown, &dir.join("inpainted.png"));
 
-    // Outpainting extends the side the user sees.
+    // Outpainting extends the side the user sees; the original is kept beyond the blended band
+    // of two tokens (8 px for the shipped model) along its border with the new content.
     let out = dir.join("outpainted.png");
     shipped(&["outpaint", "--image", s(&photo), "--right", "8"], &out);
     let o = rgb(&out);
     assert_eq!(o.dimensions(), (shown.width() + 8, shown.height()));
-    let left = image::imageops::crop_imm(&o, 0, 0, shown.width(), shown.height()).to_image();
-    assert_eq!(left, shown);
+    let keep = shown.width() - 8;
+    let left = image::imageops::crop_imm(&o, 0, 0, keep, shown.height()).to_image();
+    assert_eq!(
+        left,
+        image::imageops::crop_imm(&shown, 0, 0, keep, shown.height()).to_image()
+    );
 }
 
 #[test]
@@ -364,15 +369,16 @@ fn sizes_that_are_not_whole_tokens_lose_no_pixel() {
     shipped(&["decode", "--tokens", s(&json)], &back);
     assert_eq!(rgb(&back).dimensions(), (33, 47));
 
-    // Outpainting keeps every pixel of the image; expansion doubles its exact size.
+    // Outpainting keeps every pixel of the image beyond the blended band of two tokens (8 px)
+    // along its border with the new content; expansion doubles its exact size.
     let out = dir.join("outpainted.png");
     shipped(&["outpaint", "--image", s(&photo), "--left", "4"], &out);
     let o = rgb(&out);
     assert_eq!(o.dimensions(), (37, 47));
     assert_eq!(
-        image::imageops::crop_imm(&o, 4, 0, 33, 47).to_image(),
-        src,
-        "the image's own pixels changed"
+        image::imageops::crop_imm(&o, 12, 0, 25, 47).to_image(),
+        image::imageops::crop_imm(&src, 8, 0, 25, 47).to_image(),
+        "the image's own pixels changed beyond the band"
     );
     let out = dir.join("expanded.png");
     shipped(&["expand", "--image", s(&photo)], &out);

@@ -30,6 +30,12 @@ pub struct EvalArgs {
     /// a quicker table for comparing sampling settings.
     #[arg(long)]
     pub generation_only: bool,
+    /// Instead: the seams of outpainting (each side) and inpainting (a half mask), over six
+    /// seeds: the mean colour step across the seam / the median step between neighbouring
+    /// columns (rows for top and bottom) elsewhere in the image; 1 = no more visible than an
+    /// ordinary column.
+    #[arg(long)]
+    pub seams: bool,
 }
 
 /// Class accuracy of the editing tasks, and the detail resolution expansion adds.
@@ -83,6 +89,9 @@ fn decode_all(models: &Models, canvases: &[TokenCanvas]) -> Result<Tensor> {
 }
 
 pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()> {
+    if args.seams {
+        return seams(models, sampler);
+    }
     let classes = models.arpg.config.num_classes;
     if classes != CLASS_NAMES.len() {
         bail!(
@@ -397,4 +406,111 @@ fn fill(
         Order::Random,
     )?;
     Ok(job.run()?)
+}
+
+/// Seeds of the seam measurement.
+const SEAM_SEEDS: u64 = 6;
+
+/// `arpg eval --seams`: see [`EvalArgs::seams`]. Each seed generates a class-0 image, then
+/// extends it by one grid on each side and inpaints its right half, through the edit pipeline.
+fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
+    let (g, p) = (models.grid(), models.patch());
+    let side = g * p;
+    let cases: [(&str, Option<[usize; 4]>); 5] = [
+        ("outpaint right", Some([0, g, 0, 0])),
+        ("outpaint left", Some([g, 0, 0, 0])),
+        ("outpaint bottom", Some([0, 0, 0, g])),
+        ("outpaint top", Some([0, 0, g, 0])),
+        ("inpaint right half", None),
+    ];
+    let mut rows: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for seed in 0..SEAM_SEEDS {
+        let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
+        settings.seed = seed;
+        let tokens = Generation::new(&models.arpg.model, &Request::new(vec![0], settings.clone()))?
+            .run()?
+            .remove(0);
+        let canvas = TokenCanvas::from_tokens(g, g, &tokens)?;
+        let rgb = models.decode(&canvas)?;
+        let source = Source {
+            canvas: &canvas,
+            rgb: Some(&rgb),
+            size: [side, side],
+            patch: p,
+        };
+        for (k, (_, sides)) in cases.iter().enumerate() {
+            let (edit, seam) = match sides {
+                Some(cells) => (Edit::Outpaint { cells: *cells }, None),
+                None => {
+                    let mask: Vec<u8> = (0..side * side)
+                        .map(|i| if i % side >= side / 2 { 255 } else { 0 })
+                        .collect();
+                    let edit = Edit::Inpaint {
+                        mask,
+                        options: MaskOptions::default(),
+                    };
+                    (edit, Some(side / 2))
+                }
+            };
+            let plan = edit.plan(source)?;
+            let mut s = settings.clone();
+            s.steps = s.steps.min(plan.unknown());
+            let job = plan.job(&models.arpg.model, Some(0), s, Order::Random)?;
+            let filled = job.run()?;
+            let done = plan.finish(filled.clone(), models.decode(&filled)?)?;
+            let (w, h) = (filled.cols * p, filled.rows * p);
+            // The seam: between column x0 - 1 and x0 (rows for top and bottom).
+            let (vertical, x0) = match sides {
+                Some([l, _, 0, 0]) if *l > 0 => (true, l * p),
+                Some([0, _, 0, 0]) => (true, side),
+                Some([_, _, t, _]) if *t > 0 => (false, t * p),
+                Some(_) => (false, side),
+                None => (true, seam.unwrap_or(side / 2)),
+            };
+            rows[k].push(seam_ratio(&done.rgb, w, h, vertical, x0));
+        }
+    }
+    println!("| seam (class 0, {SEAM_SEEDS} seeds) | median ratio | per seed |");
+    println!("|---|---|---|");
+    let mut all = Vec::new();
+    for ((name, _), r) in cases.iter().zip(&rows) {
+        all.extend(r.iter().copied());
+        let each: Vec<String> = r.iter().map(|v| format!("{v:.1}")).collect();
+        println!("| {name} | {:.2} | {} |", median(r), each.join(" "));
+    }
+    println!("| all | {:.2} | |", median(&all));
+    Ok(())
+}
+
+/// Mean colour step between line `at - 1` and `at` (columns when `vertical`, else rows) over the
+/// median step between every other pair of neighbouring lines.
+fn seam_ratio(rgb: &[u8], w: usize, h: usize, vertical: bool, at: usize) -> f64 {
+    let (lines, len) = if vertical { (w, h) } else { (h, w) };
+    let px = |line: usize, i: usize, k: usize| {
+        let (x, y) = if vertical { (line, i) } else { (i, line) };
+        rgb[(y * w + x) * 3 + k] as f64
+    };
+    let steps: Vec<f64> = (1..lines)
+        .map(|l| {
+            let total: f64 = (0..len)
+                .flat_map(|i| (0..3).map(move |k| (i, k)))
+                .map(|(i, k)| (px(l, i, k) - px(l - 1, i, k)).abs())
+                .sum();
+            total / (len * 3) as f64
+        })
+        .collect();
+    let seam = steps[at - 1];
+    let others: Vec<f64> = steps
+        .iter()
+        .enumerate()
+        .filter(|&(l, _)| l != at - 1)
+        .map(|(_, &v)| v)
+        .collect();
+    seam / median(&others).max(1e-9)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }

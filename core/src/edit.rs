@@ -417,8 +417,13 @@ impl EditPlan {
                 x,
                 y,
             } => {
-                let mut rgb = decoded;
-                crate::document::paste(&mut rgb, w, original, *width, *height, *x, *y);
+                // The original's pixels, except across a band of one token inside its border
+                // with the new content, where the decoded canvas blends into them (feathered):
+                // the decoder's own edge and the original meet gradually, not at a hard seam.
+                let mut kept = decoded.clone();
+                crate::document::paste(&mut kept, w, original, *width, *height, *x, *y);
+                let band = seam_band(&self.canvas, p, 2 * p);
+                let rgb = feathered_blend(&kept, &decoded, &band, w, h, 2 * p)?;
                 (filled, rgb)
             }
         };
@@ -563,6 +568,65 @@ impl Region {
     }
 }
 
+/// One byte per pixel of `canvas` (cells of `patch` px): 255 on its unknown cells and within
+/// `band` pixels of them (chessboard distance), 0 elsewhere.
+fn seam_band(canvas: &TokenCanvas, patch: usize, band: usize) -> Vec<u8> {
+    let (w, h) = (canvas.cols * patch, canvas.rows * patch);
+    let far = u32::MAX / 2;
+    let mut dist: Vec<u32> = (0..w * h)
+        .map(|i| {
+            let (x, y) = (i % w, i / w);
+            if canvas.get(y / patch, x / patch).is_none() {
+                0
+            } else {
+                far
+            }
+        })
+        .collect();
+    // Two passes of a chessboard distance transform.
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut d = dist[i];
+            if x > 0 {
+                d = d.min(dist[i - 1] + 1);
+            }
+            if y > 0 {
+                d = d.min(dist[i - w] + 1);
+                if x > 0 {
+                    d = d.min(dist[i - w - 1] + 1);
+                }
+                if x + 1 < w {
+                    d = d.min(dist[i - w + 1] + 1);
+                }
+            }
+            dist[i] = d;
+        }
+    }
+    for y in (0..h).rev() {
+        for x in (0..w).rev() {
+            let i = y * w + x;
+            let mut d = dist[i];
+            if x + 1 < w {
+                d = d.min(dist[i + 1] + 1);
+            }
+            if y + 1 < h {
+                d = d.min(dist[i + w] + 1);
+                if x + 1 < w {
+                    d = d.min(dist[i + w + 1] + 1);
+                }
+                if x > 0 {
+                    d = d.min(dist[i + w - 1] + 1);
+                }
+            }
+            dist[i] = d;
+        }
+    }
+    dist.iter()
+        .map(|&d| if d <= band as u32 { 255 } else { 0 })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -635,13 +699,14 @@ mod tests {
     }
 
     #[test]
-    fn outpainting_pastes_the_original_back_and_expansion_doubles_the_size() {
-        let canvas = TokenCanvas::from_tokens(1, 1, &[5]).expect("test");
-        let rgb = vec![7u8; 2 * 2 * 3];
+    fn outpainting_keeps_the_original_beyond_a_blended_band_and_expansion_doubles_the_size() {
+        // A 1x4-cell original (2 px cells), one new cell on its left.
+        let canvas = TokenCanvas::from_tokens(1, 4, &[5, 5, 5, 5]).expect("test");
+        let rgb = vec![200u8; 8 * 2 * 3];
         let source = Source {
             canvas: &canvas,
             rgb: Some(&rgb),
-            size: [2, 2],
+            size: [8, 2],
             patch: 2,
         };
         let plan = Edit::Outpaint {
@@ -649,23 +714,34 @@ mod tests {
         }
         .plan(source)
         .expect("test");
-        assert_eq!(plan.canvas.cells, vec![None, Some(5)]);
-        assert_eq!(plan.size, [4, 2]);
+        assert_eq!(plan.canvas.cells[0], None);
+        assert_eq!(plan.size, [10, 2]);
         let done = plan
             .finish(
-                TokenCanvas::from_tokens(1, 2, &[6, 5]).expect("test"),
-                vec![0; 24],
+                TokenCanvas::from_tokens(1, 5, &[6, 5, 5, 5, 5]).expect("test"),
+                vec![0; 10 * 2 * 3],
             )
             .expect("test");
-        assert_eq!(
-            &done.rgb[6..12],
-            &[7; 6],
-            "original pixels pasted right of the new cell"
+        let px = |x: usize| done.rgb[x * 3];
+        assert_eq!(px(0), 0, "new content is the decoded canvas");
+        // Two cells (4 px) inside the old border blend from the decoded canvas to the original.
+        assert!(
+            px(2) < px(3) && px(3) < px(4) && px(4) < px(5),
+            "a ramp, not a step"
         );
+        for x in 6..10 {
+            assert_eq!(px(x), 200, "original pixel {x} kept beyond the band");
+        }
+        let source = Source {
+            canvas: &canvas,
+            rgb: Some(&rgb),
+            size: [8, 2],
+            patch: 2,
+        };
         let plan = Edit::Expand.plan(source).expect("test");
         assert_eq!(
             (plan.canvas.rows, plan.canvas.cols, plan.size),
-            (2, 2, [4, 4])
+            (2, 8, [16, 4])
         );
     }
 }
