@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_inner_size([1200.0, 800.0])
+            .with_maximized(true)
             .with_title("ARPG Studio"),
         renderer: eframe::Renderer::Wgpu,
         ..Default::default()
