@@ -689,3 +689,42 @@ fn imagenet_class_names_on_the_command_line() {
         "several classes",
     );
 }
+
+/// `arpg bench --model M --json`: the interface scripts call prints one JSON object with the
+/// agreed fields on its last line; quantized mode says it is not there yet.
+#[test]
+fn bench_prints_one_json_object_for_scripts() {
+    let out = arpg()
+        .args([
+            "bench", "--model", "shipped", "--steps", "4", "--batch", "2", "--json",
+        ])
+        .output()
+        .expect("spawn");
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().expect("a line");
+    let v: serde_json::Value = serde_json::from_str(last).expect("JSON on the last line");
+    for key in [
+        "seconds_per_image",
+        "images_per_s",
+        "step_ms_median",
+        "peak_rss_mib",
+        "floor_s",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert!(
+        v["kernel"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("candle")),
+        "{v}"
+    );
+    assert_eq!(v["batch"], 2);
+    clean_error(
+        &arpg()
+            .args(["bench", "--model", "shipped", "--quant", "q8_0", "--json"])
+            .output()
+            .expect("spawn"),
+        "not available",
+    );
+}

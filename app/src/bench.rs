@@ -73,8 +73,17 @@ fn random_model<T>(
     dtype: DType,
     build: impl Fn(VarBuilder<'static>) -> candle_core::Result<T>,
 ) -> Result<(T, VarMap)> {
+    random_model_on(dtype, &Device::Cpu, build)
+}
+
+/// [`random_model`] on `device`.
+fn random_model_on<T>(
+    dtype: DType,
+    device: &Device,
+    build: impl Fn(VarBuilder<'static>) -> candle_core::Result<T>,
+) -> Result<(T, VarMap)> {
     let varmap = VarMap::new();
-    build(VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu))?;
+    build(VarBuilder::from_varmap(&varmap, dtype, device))?;
     let tensors: std::collections::HashMap<String, candle_core::Tensor> = varmap
         .data()
         .lock()
@@ -82,7 +91,7 @@ fn random_model<T>(
         .iter()
         .map(|(name, var)| (name.clone(), var.as_detached_tensor()))
         .collect();
-    let model = build(VarBuilder::from_tensors(tensors, dtype, &Device::Cpu))?;
+    let model = build(VarBuilder::from_tensors(tensors, dtype, device))?;
     Ok((model, varmap))
 }
 
@@ -187,6 +196,145 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
             r.tokens_per_s,
             r.image_s,
             r.peak_rss
+        );
+    }
+    Ok(())
+}
+
+/// One configuration of `arpg bench --model` (the interface scripts call).
+pub struct One<'a> {
+    pub model: &'a str,
+    pub batch: usize,
+    pub steps: usize,
+    pub dtype: &'a str,
+    pub device: &'a str,
+    pub quant: Option<&'a str>,
+    pub repeats: usize,
+}
+
+/// The CPU code path the matrix products take: candle's kernels, with the vector extensions
+/// this CPU offers (detected at run time).
+fn kernel(device: &candle_core::Device) -> String {
+    if !device.is_cpu() {
+        return "candle (gpu)".into();
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let tier = if std::arch::is_x86_feature_detected!("avx512f") {
+            if std::arch::is_x86_feature_detected!("avx512bf16") {
+                "avx512-bf16"
+            } else {
+                "avx512"
+            }
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            "avx2-fma"
+        } else {
+            "portable"
+        };
+        format!("candle ({tier})")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "candle".into()
+    }
+}
+
+/// Dense matmul throughput of this device in FLOP/s (f32, 1024 x 1024 x 1024, best of 3).
+fn gemm_flops(device: &candle_core::Device) -> Result<f64> {
+    let a = candle_core::Tensor::rand(-1f32, 1f32, (1024, 1024), device)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let c = a.matmul(&a)?;
+        std::hint::black_box(c.sum_all()?.to_scalar::<f32>()?);
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * 1024f64.powi(3) / best)
+}
+
+/// `arpg bench --model M [--json]`: one configuration, guided (CFG 4.5) as the reference's
+/// benchmark runs it. Prints a table row, or one JSON object on the last line with `--json`.
+pub fn one(o: &One<'_>, json: bool) -> Result<()> {
+    if let Some(q) = o.quant {
+        bail!("--quant {q}: quantized weights are not available in this build yet");
+    }
+    if o.batch == 0 || o.batch > 256 {
+        bail!("--batch {} must be within 1..=256", o.batch);
+    }
+    let (label, cfg) = preset(o.model)?;
+    let dtype = arpg_app::run::dtype(o.dtype)?;
+    let device = arpg_app::run::device(o.device)?;
+    let (model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
+    drop(varmap);
+    let settings = Settings {
+        steps: o.steps.min(cfg.block_size),
+        cfg_scale: 4.5,
+        seed: 1,
+        ..Settings::reference()
+    };
+    let mut best = f64::INFINITY;
+    let mut step_ms = Vec::new();
+    for _ in 0..o.repeats.max(1) {
+        let mut gen = Generation::new(&model, &Request::new(vec![1; o.batch], settings.clone()))?;
+        let mut times = Vec::new();
+        let t = Instant::now();
+        loop {
+            let s = Instant::now();
+            if gen.step()?.is_none() {
+                break;
+            }
+            times.push(s.elapsed().as_secs_f64() * 1e3);
+        }
+        let total = t.elapsed().as_secs_f64();
+        if total < best {
+            best = total;
+            step_ms = times;
+        }
+    }
+    let peak = peak_rss_mib();
+    step_ms.sort_by(|a, b| a.total_cmp(b));
+    let median = step_ms.get(step_ms.len() / 2).copied().unwrap_or(0.0);
+    let steps_run = step_ms.len().max(1) as f64;
+    // Floors: the weights read once per step at the measured bandwidth, and the model's FLOPs
+    // (every cell fed once and queried once, both CFG halves) at the measured GEMM throughput.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let bytes = cfg.num_params() as f64 * dtype.size_in_bytes() as f64;
+    let bandwidth_floor = if device.is_cpu() {
+        steps_run * bytes / (read_bandwidth(threads) * 1e9)
+    } else {
+        0.0
+    };
+    let flops = 2.0 * cfg.num_params() as f64 * (2 * o.batch) as f64 * (2 * cfg.block_size) as f64;
+    let flops_floor = flops / gemm_flops(&device)?;
+    let floor = bandwidth_floor.max(flops_floor) / o.batch as f64;
+    let seconds_per_image = best / o.batch as f64;
+    let row = serde_json::json!({
+        "model": label,
+        "batch": o.batch,
+        "steps": steps_run as usize,
+        "dtype": o.dtype,
+        "device": o.device,
+        "seconds_per_image": seconds_per_image,
+        "images_per_s": o.batch as f64 / best,
+        "step_ms_median": median,
+        "peak_rss_mib": peak,
+        "floor_s": floor,
+        "kernel": kernel(&device),
+    });
+    if json {
+        println!("{row}");
+    } else {
+        println!("| model | batch | dtype | device | image (s) | images/s | step median (ms) | floor/image (s) | peak RSS (MiB) | kernel |");
+        println!("|---|---|---|---|---|---|---|---|---|---|");
+        println!(
+            "| {label} | {} | {} | {} | {seconds_per_image:.2} | {:.3} | {median:.1} | {floor:.2} | {peak:.0} | {} |",
+            o.batch,
+            o.dtype,
+            o.device,
+            o.batch as f64 / best,
+            kernel(&device)
         );
     }
     Ok(())

@@ -223,6 +223,22 @@ enum Command {
         /// One row of `--scale` (`shipped|vq-16:WxH`), printed as JSON.
         #[arg(long, hide = true)]
         scale_row: Option<String>,
+        /// One configuration, for scripts: arpg-l, arpg-xl, arpg-xxl or shipped (with --json).
+        #[arg(long)]
+        model: Option<String>,
+        /// Images per batch (with --model).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// cpu, cuda[:N] or metal[:N] (with --model).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Quantized weights: q8_0 or q4k (with --model; not available in this build yet).
+        #[arg(long)]
+        quant: Option<String>,
+        /// Print one JSON object on the last line (with --model): seconds_per_image,
+        /// images_per_s, step_ms_median, peak_rss_mib, floor_s, kernel.
+        #[arg(long)]
+        json: bool,
     },
     /// Check this implementation against a reference fixture directory.
     CheckReference {
@@ -546,8 +562,26 @@ pub fn run() -> Result<ExitCode> {
             load,
             scale,
             scale_row,
+            model,
+            batch,
+            device,
+            quant,
+            json,
         } => {
-            if let Some(spec) = scale_row {
+            if let Some(model) = model {
+                let one = crate::bench::One {
+                    model: &model,
+                    batch,
+                    steps,
+                    dtype: dtype.first().map_or("f32", String::as_str),
+                    device: &device,
+                    quant: quant.as_deref(),
+                    repeats,
+                };
+                crate::bench::one(&one, json)?;
+            } else if json {
+                anyhow::bail!("--json needs --model (arpg-l, arpg-xl, arpg-xxl or shipped)");
+            } else if let Some(spec) = scale_row {
                 crate::bench::scale_row(&spec)?;
             } else if scale {
                 crate::bench::scale_table()?;
