@@ -74,3 +74,25 @@ fn tiled_encode_and_decode_match_the_whole_canvas_pass() {
         recon_a
     );
 }
+
+/// The in-context preview palette holds each code as decoded among copies of itself: a uniform
+/// 3x3 grid of a code decodes to exactly its tile in the middle.
+#[test]
+fn the_in_context_palette_is_the_code_among_itself() {
+    use arpg_core::vq::Palette;
+    let vq = loader::load_vq(shipped::vq_path(), None, &Device::Cpu).expect("shipped VQ");
+    let p = vq.config().downsample();
+    let palette = Palette::compute_in_context(&vq, 256).expect("palette");
+    let alone = Palette::compute(&vq, 256).expect("palette");
+    assert_eq!(palette.codes(), vq.config().codebook_size);
+    for code in [0u32, 17, 511, 1023] {
+        let grid = vq
+            .decode_rgb8(&[code; 9], 3, 3, Tiling::default())
+            .expect("decode");
+        let middle: Vec<u8> = (p..2 * p)
+            .flat_map(|y| grid[(y * 3 * p + p) * 3..(y * 3 * p + 2 * p) * 3].to_vec())
+            .collect();
+        assert_eq!(palette.tile(code), middle.as_slice(), "code {code}");
+    }
+    assert_ne!(palette.tiles, alone.tiles, "a code alone decodes otherwise");
+}

@@ -479,6 +479,37 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
         println!("| {name} | {:.2} | {} |", median(r), each.join(" "));
     }
     println!("| all | {:.2} | |", median(&all));
+    // The live preview once every token is decided, against the final decode.
+    let alone = arpg_core::vq::Palette::compute(&models.vq, 256)?;
+    let in_context = arpg_core::vq::Palette::compute_in_context(&models.vq, 256)?;
+    let mut errors = [Vec::new(), Vec::new()];
+    for seed in 0..SEAM_SEEDS {
+        let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
+        settings.seed = seed;
+        let tokens = Generation::new(&models.arpg.model, &Request::new(vec![0], settings))?
+            .run()?
+            .remove(0);
+        let canvas = TokenCanvas::from_tokens(g, g, &tokens)?;
+        let decoded = models.decode(&canvas)?;
+        for (k, palette) in [&alone, &in_context].into_iter().enumerate() {
+            let preview = palette.render(&canvas.cells, g, g);
+            let mad = preview
+                .iter()
+                .zip(&decoded)
+                .map(|(a, b)| a.abs_diff(*b) as f64)
+                .sum::<f64>()
+                / decoded.len() as f64;
+            errors[k].push(mad);
+        }
+    }
+    println!();
+    println!("| live preview of a finished image vs its decode | median error (8-bit levels) |");
+    println!("|---|---|");
+    println!("| codes decoded alone | {:.1} |", median(&errors[0]));
+    println!(
+        "| codes decoded among themselves (3x3) | {:.1} |",
+        median(&errors[1])
+    );
     Ok(())
 }
 

@@ -670,10 +670,18 @@ fn pause(ms: u64) {
     }
 }
 
+/// Codebooks up to this size get the in-context palette (see [`load_palette`]).
+const IN_CONTEXT_PALETTE_CODES: usize = 4096;
+
 /// The preview palette, cached on disk per tokenizer file (keyed by its size and mtime).
 fn load_palette(models: &ModelPair) -> anyhow::Result<Palette> {
+    // Codes decoded among copies of themselves preview closer to the final decode (measured on
+    // the shipped model: 27 instead of 48 levels of mean error, `arpg eval --seams`), at nine
+    // times the decoding; large codebooks (VQ-16's 16384 codes) keep codes decoded alone.
+    let in_context = models.vq.config().codebook_size <= IN_CONTEXT_PALETTE_CODES;
     let key = format!(
-        "{}-{}",
+        "{}{}-{}",
+        if in_context { "ctx-" } else { "" },
         models.vq.config().codebook_size,
         models
             .vq
@@ -694,7 +702,11 @@ fn load_palette(models: &ModelPair) -> anyhow::Result<Palette> {
             }
         }
     }
-    let palette = Palette::compute(&models.vq, 256)?;
+    let palette = if in_context {
+        Palette::compute_in_context(&models.vq, 256)?
+    } else {
+        Palette::compute(&models.vq, 256)?
+    };
     if let Some(dir) = dir {
         // A cache that cannot be written is only slower next time.
         let _ = std::fs::create_dir_all(&dir).and_then(|_| {

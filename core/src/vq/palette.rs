@@ -37,6 +37,31 @@ impl Palette {
         Ok(Self { patch, tiles })
     }
 
+    /// Decodes every code in the middle of a 3x3 latent of itself, `batch` codes at a time, and
+    /// keeps the middle tile: the code as it looks among similar codes (a sky among sky), not
+    /// alone, where the decoder's edge handling shifts its colours.
+    pub fn compute_in_context(vq: &VqModel, batch: usize) -> Result<Self> {
+        let codes = vq.config().codebook_size;
+        let p = vq.config().downsample();
+        let mut tiles = Vec::with_capacity(codes * p * p * 3);
+        let mut start = 0;
+        while start < codes {
+            let n = batch.max(1).min(codes - start);
+            let ids: Vec<u32> = (start as u32..(start + n) as u32)
+                .flat_map(|c| std::iter::repeat_n(c, 9))
+                .collect();
+            let ids = Tensor::from_vec(ids, (n, 9), vq.device())?;
+            for rgb in to_rgb8(&vq.decode(&ids, (3, 3))?)? {
+                let w = 3 * p;
+                for y in p..2 * p {
+                    tiles.extend_from_slice(&rgb[(y * w + p) * 3..(y * w + 2 * p) * 3]);
+                }
+            }
+            start += n;
+        }
+        Ok(Self { patch: p, tiles })
+    }
+
     pub fn codes(&self) -> usize {
         self.tiles.len() / (self.patch * self.patch * 3)
     }
