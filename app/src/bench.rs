@@ -144,7 +144,7 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
     for name in presets {
         let (label, cfg) = preset(name)?;
         for dt in dtypes {
-            let dtype = arpg_app::run::dtype(dt)?;
+            let dtype = arpg_core::pair::dtype(dt)?;
             let (model, varmap) = random_model(dtype, |vb| Arpg::new(&cfg, vb))?;
             drop(varmap);
             let bytes = cfg.num_params() as f64 * dtype.size_in_bytes() as f64;
@@ -264,8 +264,8 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         bail!("--batch {} must be within 1..=256", o.batch);
     }
     let (label, cfg) = preset(o.model)?;
-    let dtype = arpg_app::run::dtype(o.dtype)?;
-    let device = arpg_app::run::device(o.device)?;
+    let dtype = arpg_core::pair::dtype(o.dtype)?;
+    let device = arpg_core::pair::device(o.device)?;
     let (model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
     drop(varmap);
     let settings = Settings {

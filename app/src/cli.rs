@@ -627,7 +627,7 @@ fn human(n: usize) -> String {
 }
 
 fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Result<ExitCode> {
-    let dtype = run::dtype(dtype)?;
+    let dtype = arpg_core::pair::dtype(dtype)?;
     if out.extension().and_then(|e| e.to_str()) != Some("safetensors") {
         bail!(
             "{}: the output must be a `.safetensors` file",
@@ -817,7 +817,7 @@ fn check_reference(
     safetensors: bool,
     device_name: &str,
 ) -> Result<ExitCode> {
-    let device = arpg_app::run::device(device_name)?;
+    let device = arpg_core::pair::device(device_name)?;
     let format = if safetensors {
         WeightFormat::Safetensors
     } else {

@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 use arpg_core::document::{self, Metadata, Picture};
 use arpg_core::edit::{self, Edit, EditPlan, Edited, MaskOptions, Order, Task};
 use arpg_core::generator::{Generation, KnownCells, Request, SamplingDefaults, Settings};
-use arpg_core::pair::{self, carries_tokens, resize, ModelPair, ModelSpec};
+use arpg_core::pair::{carries_tokens, resize, ModelPair, ModelSpec};
 use arpg_core::provenance::{self, BatchPlace, Provenance};
 use arpg_core::sampler;
 use arpg_core::tasks::TokenCanvas;
@@ -668,14 +668,4 @@ pub fn decode(models: &ModelPair, tokens: &Path, out: &Path) -> Result<()> {
         None,
         meta.size,
     )
-}
-
-/// Parses `f32`, `f16` or `bf16` (see [`pair::dtype`]).
-pub fn dtype(name: &str) -> Result<candle_core::DType> {
-    Ok(pair::dtype(name)?)
-}
-
-/// Parses `cpu`, `cuda[:N]` or `metal[:N]` (see [`pair::device`]).
-pub fn device(name: &str) -> Result<candle_core::Device> {
-    Ok(pair::device(name)?)
 }

@@ -426,6 +426,20 @@ impl Worker {
             let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
             (edited.canvas, edited.rgb)
         };
+        self.finish_edit(&job, canvas, rgb, cancelled, start, provenance);
+        Ok(())
+    }
+
+    /// Reports an edit's result with the settings it ran with.
+    fn finish_edit(
+        &mut self,
+        job: &Job,
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
+        cancelled: bool,
+        start: Instant,
+        provenance: Provenance,
+    ) {
         self.emit(WorkerEvent::Finished {
             id: job.id,
             rgb,
@@ -435,7 +449,6 @@ impl Worker {
             settings: job.settings.clone(),
             provenance,
         });
-        Ok(())
     }
 
     /// Steps a canvas job to its end or a cancel, emitting a step event per step (with the
@@ -557,15 +570,7 @@ impl Worker {
                 }
             }
         }
-        self.emit(WorkerEvent::Finished {
-            id: job.id,
-            rgb,
-            canvas,
-            cancelled,
-            elapsed: start.elapsed().as_secs_f64(),
-            settings: job.settings.clone(),
-            provenance,
-        });
+        self.finish_edit(job, canvas, rgb, cancelled, start, provenance);
         Ok(())
     }
 

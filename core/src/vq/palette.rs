@@ -2,7 +2,7 @@
 //! patch. Any partial token grid then renders instantly by pasting patches, which is what the live
 //! viewer shows after every step instead of running the VQ decoder.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 
 use super::{to_rgb8, VqModel};
 use crate::error::{Error, Result};
@@ -20,41 +20,32 @@ const MAGIC: &[u8; 8] = b"ARPGPAL1";
 impl Palette {
     /// Decodes every code as a 1x1 latent, `batch` codes at a time.
     pub fn compute(vq: &VqModel, batch: usize) -> Result<Self> {
-        let codes = vq.config().codebook_size;
-        let patch = vq.config().downsample();
-        let mut tiles = Vec::with_capacity(codes * patch * patch * 3);
-        let mut start = 0;
-        while start < codes {
-            let n = batch.max(1).min(codes - start);
-            let ids = Tensor::arange(start as u32, (start + n) as u32, &Device::Cpu)?
-                .reshape((n, 1))?
-                .to_device(vq.device())?;
-            for rgb in to_rgb8(&vq.decode(&ids, (1, 1))?)? {
-                tiles.extend_from_slice(&rgb);
-            }
-            start += n;
-        }
-        Ok(Self { patch, tiles })
+        Self::decode_uniform(vq, batch, 1)
     }
 
     /// Decodes every code in the middle of a 3x3 latent of itself, `batch` codes at a time, and
     /// keeps the middle tile: the code as it looks among similar codes (a sky among sky), not
     /// alone, where the decoder's edge handling shifts its colours.
     pub fn compute_in_context(vq: &VqModel, batch: usize) -> Result<Self> {
+        Self::decode_uniform(vq, batch, 3)
+    }
+
+    /// Each code decoded as a `side x side` latent of itself; its middle tile kept.
+    fn decode_uniform(vq: &VqModel, batch: usize, side: usize) -> Result<Self> {
         let codes = vq.config().codebook_size;
         let p = vq.config().downsample();
+        let (cells, w, mid) = (side * side, side * p, side / 2 * p);
         let mut tiles = Vec::with_capacity(codes * p * p * 3);
         let mut start = 0;
         while start < codes {
             let n = batch.max(1).min(codes - start);
             let ids: Vec<u32> = (start as u32..(start + n) as u32)
-                .flat_map(|c| std::iter::repeat_n(c, 9))
+                .flat_map(|c| std::iter::repeat_n(c, cells))
                 .collect();
-            let ids = Tensor::from_vec(ids, (n, 9), vq.device())?;
-            for rgb in to_rgb8(&vq.decode(&ids, (3, 3))?)? {
-                let w = 3 * p;
-                for y in p..2 * p {
-                    tiles.extend_from_slice(&rgb[(y * w + p) * 3..(y * w + 2 * p) * 3]);
+            let ids = Tensor::from_vec(ids, (n, cells), vq.device())?;
+            for rgb in to_rgb8(&vq.decode(&ids, (side, side))?)? {
+                for y in mid..mid + p {
+                    tiles.extend_from_slice(&rgb[(y * w + mid) * 3..(y * w + mid + p) * 3]);
                 }
             }
             start += n;
