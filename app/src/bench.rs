@@ -212,32 +212,15 @@ pub struct One<'a> {
     pub repeats: usize,
 }
 
-/// The CPU code path the matrix products take: candle's kernels, with the vector extensions
-/// this CPU offers (detected at run time).
-fn kernel(device: &candle_core::Device) -> String {
+/// The CPU code path the linear layers take: our kernels at the tier detected at run time (or
+/// forced by `ARPG_KERNEL`), or candle's matmul; quantized weights go through candle's `QMatMul`.
+fn kernel(device: &candle_core::Device, quant: Option<&str>) -> String {
     if !device.is_cpu() {
         return "candle (gpu)".into();
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let tier = if std::arch::is_x86_feature_detected!("avx512f") {
-            if std::arch::is_x86_feature_detected!("avx512bf16") {
-                "avx512-bf16"
-            } else {
-                "avx512"
-            }
-        } else if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            "avx2-fma"
-        } else {
-            "portable"
-        };
-        format!("candle ({tier})")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        "candle".into()
+    match quant {
+        Some(q) => format!("candle qmatmul ({q})"),
+        None => arpg_core::kernels::choice().name().into(),
     }
 }
 
@@ -321,7 +304,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         "step_ms_median": median,
         "peak_rss_mib": peak,
         "floor_s": floor,
-        "kernel": kernel(&device),
+        "kernel": kernel(&device, o.quant),
     });
     if json {
         println!("{row}");
@@ -334,7 +317,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
             o.dtype,
             o.device,
             o.batch as f64 / best,
-            kernel(&device)
+            kernel(&device, o.quant)
         );
     }
     Ok(())

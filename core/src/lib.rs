@@ -12,6 +12,7 @@ pub mod error;
 pub mod eval;
 pub mod generator;
 pub mod imagenet;
+pub mod kernels;
 pub mod loader;
 pub mod model;
 pub mod pair;

@@ -16,12 +16,14 @@
 //!   revisits: settling and polishing).
 
 mod cache;
+mod dense;
 pub mod rope;
 
 pub use cache::KvCache;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
+use dense::Dense;
 
 use crate::config::ArpgConfig;
 use rope::RopeTable;
@@ -36,7 +38,9 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn new(dim: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?,
+            weight: vb
+                .get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?
+                .to_dtype(compute_dtype(&vb))?,
             eps,
         })
     }
@@ -49,6 +53,17 @@ impl RmsNorm {
         let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = xf.broadcast_div(&(ms + self.eps)?.sqrt()?)?;
         normed.to_dtype(dtype)?.broadcast_mul(&self.weight)
+    }
+}
+
+/// The dtype activations, norms and the KV cache use for weights of `vb`'s dtype: f32 on the CPU
+/// (the kernels widen f16/bf16 weights in registers, so reduced precision only shrinks what is
+/// read), the weights' own dtype on GPUs.
+fn compute_dtype(vb: &VarBuilder) -> DType {
+    if vb.device().is_cpu() {
+        DType::F32
+    } else {
+        vb.dtype()
     }
 }
 
@@ -66,7 +81,7 @@ const INIT_LINEAR: candle_nn::Init = candle_nn::Init::Randn {
 /// would not follow the optimizer's in-place updates of the parts.
 #[derive(Debug, Clone)]
 struct Projection {
-    parts: Vec<Linear>,
+    parts: Vec<Dense>,
     fused: bool,
 }
 
@@ -78,21 +93,21 @@ impl Projection {
             .collect::<Result<Vec<_>>>()?;
         if fuse && weights.len() > 1 {
             Ok(Self {
-                parts: vec![Linear::new(Tensor::cat(&weights, 0)?, None)],
+                parts: vec![Dense::new(Tensor::cat(&weights, 0)?, false)],
                 fused: true,
             })
         } else {
             Ok(Self {
-                parts: weights.into_iter().map(|w| Linear::new(w, None)).collect(),
+                parts: weights.into_iter().map(|w| Dense::new(w, !fuse)).collect(),
                 fused: false,
             })
         }
     }
 
-    fn single(vb: &VarBuilder, name: &str, out: usize, inp: usize) -> Result<Linear> {
-        Ok(Linear::new(
+    fn single(vb: &VarBuilder, name: &str, out: usize, inp: usize, fuse: bool) -> Result<Dense> {
+        Ok(Dense::new(
             vb.get_with_hints((out, inp), &format!("{name}.weight"), INIT_LINEAR)?,
-            None,
+            !fuse,
         ))
     }
 
@@ -116,7 +131,7 @@ fn split_last(x: &Tensor, n: usize) -> Result<Vec<Tensor>> {
 #[derive(Debug, Clone)]
 struct FeedForward {
     w13: Projection,
-    w2: Linear,
+    w2: Dense,
 }
 
 impl FeedForward {
@@ -124,7 +139,7 @@ impl FeedForward {
         let (d, h) = (cfg.dim, cfg.ffn_hidden_dim());
         Ok(Self {
             w13: Projection::new(&vb, &["w1", "w3"], h, d, fuse)?,
-            w2: Projection::single(&vb, "w2", d, h)?,
+            w2: Projection::single(&vb, "w2", d, h, fuse)?,
         })
     }
 
@@ -172,11 +187,32 @@ fn attention(
     probs.to_dtype(dtype)?.matmul(v)
 }
 
+/// [`attention`] with the heads merged back: `(B, T, H*D)`. Inference without a mask on the
+/// CPU takes the fused kernel ([`crate::kernels::Attention`]).
+fn attend(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    fused: bool,
+) -> Result<Tensor> {
+    let kernel = fused
+        && mask.is_none()
+        && q.device().is_cpu()
+        && q.dtype() == DType::F32
+        && crate::kernels::choice() != crate::kernels::Choice::Candle;
+    if kernel {
+        q.apply_op3_no_bwd(k, v, &crate::kernels::Attention)
+    } else {
+        from_heads(&attention(q, k, v, mask, fused)?)
+    }
+}
+
 /// `Attention` of a self-decoder block (q/k/v fused).
 #[derive(Debug, Clone)]
 struct SelfAttention {
     qkv: Projection,
-    proj: Linear,
+    proj: Dense,
     n_head: usize,
 }
 
@@ -185,7 +221,7 @@ impl SelfAttention {
         let d = cfg.dim;
         Ok(Self {
             qkv: Projection::new(&vb, &["to_q", "to_k", "to_v"], d, d, fuse)?,
-            proj: Projection::single(&vb, "proj", d, d)?,
+            proj: Projection::single(&vb, "proj", d, d, fuse)?,
             n_head: cfg.n_head,
         })
     }
@@ -203,17 +239,17 @@ impl SelfAttention {
 /// `CrossAttention`: owns only `to_q` and `proj`; K/V come from the shared projection.
 #[derive(Debug, Clone)]
 struct CrossAttention {
-    to_q: Linear,
-    proj: Linear,
+    to_q: Dense,
+    proj: Dense,
     n_head: usize,
 }
 
 impl CrossAttention {
-    fn new(cfg: &ArpgConfig, vb: VarBuilder) -> Result<Self> {
+    fn new(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         let d = cfg.dim;
         Ok(Self {
-            to_q: Projection::single(&vb, "to_q", d, d)?,
-            proj: Projection::single(&vb, "proj", d, d)?,
+            to_q: Projection::single(&vb, "to_q", d, d, fuse)?,
+            proj: Projection::single(&vb, "proj", d, d, fuse)?,
             n_head: cfg.n_head,
         })
     }
@@ -253,8 +289,8 @@ impl SelfDecoderBlock {
             Some((pair, len)) => KvCache::append(pair, len, &k, &v)?,
             None => (k, v),
         };
-        let a = attention(&q, &k, &v, mask, cache.is_some())?;
-        let h = (x + self.attn.proj.forward(&from_heads(&a)?)?)?;
+        let a = attend(&q, &k, &v, mask, cache.is_some())?;
+        let h = (x + self.attn.proj.forward(&a)?)?;
         &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
     }
 }
@@ -271,7 +307,7 @@ struct CrossDecoderBlock {
 impl CrossDecoderBlock {
     fn new(cfg: &ArpgConfig, vb: VarBuilder, fuse: bool) -> Result<Self> {
         Ok(Self {
-            attn: CrossAttention::new(cfg, vb.pp("attn"))?,
+            attn: CrossAttention::new(cfg, vb.pp("attn"), fuse)?,
             ffn: FeedForward::new(cfg, vb.pp("ffn"), fuse)?,
             attn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("attn_norm"))?,
             ffn_norm: RmsNorm::new(cfg.dim, cfg.norm_eps, vb.pp("ffn_norm"))?,
@@ -291,8 +327,8 @@ impl CrossDecoderBlock {
     ) -> Result<Tensor> {
         let q = self.attn.to_q.forward(&self.attn_norm.forward(x)?)?;
         let q = rope::apply(&to_heads(&q, self.attn.n_head)?, cos, sin)?;
-        let a = attention(&q, k, v, mask, mask.is_none())?;
-        let h = (x + self.attn.proj.forward(&from_heads(&a)?)?)?;
+        let a = attend(&q, k, v, mask, mask.is_none())?;
+        let h = (x + self.attn.proj.forward(&a)?)?;
         &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
     }
 }
@@ -308,7 +344,7 @@ pub struct Arpg {
     kv_norm: RmsNorm,
     to_kv: Projection,
     norm: RmsNorm,
-    head: Linear,
+    head: Dense,
     rope: RopeTable,
     device: Device,
     dtype: DType,
@@ -352,17 +388,17 @@ impl Arpg {
             to_kv: Projection::new(&layers, &["to_k", "to_v"], d, d, fuse)?,
             norm: RmsNorm::new(d, cfg.norm_eps, vb.pp("norm"))?,
             // The reference zero-initialises the head.
-            head: Linear::new(
+            head: Dense::new(
                 vb.get_with_hints(
                     (cfg.vocab_size, d),
                     "head.weight",
                     candle_nn::Init::Const(0.0),
                 )?,
-                None,
+                !fuse,
             ),
             rope: RopeTable::new(cfg.grid_size(), cfg.head_dim(), cfg.rope_base, vb.device())?,
             device: vb.device().clone(),
-            dtype: vb.dtype(),
+            dtype: compute_dtype(&vb),
         })
     }
 
@@ -374,6 +410,7 @@ impl Arpg {
         &self.device
     }
 
+    /// The compute dtype (activations, KV cache): f32 on the CPU, the weights' dtype elsewhere.
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -387,6 +424,7 @@ impl Arpg {
         let id = Tensor::new(&[self.cfg.mask_token_id()], &self.device)?;
         self.embeddings
             .forward(&id)?
+            .to_dtype(self.dtype)?
             .reshape((1, 1, self.cfg.dim))?
             .broadcast_as((b, n, self.cfg.dim))?
             .contiguous()
@@ -455,7 +493,7 @@ impl Arpg {
         let cross_mask = cross_causal
             .then(|| causal_mask(tq, t, 0, &self.device))
             .transpose()?;
-        let mut x = self.embeddings.forward(input_ids)?;
+        let mut x = self.embeddings.forward(input_ids)?.to_dtype(self.dtype)?;
         for block in &self.self_dec {
             x = block.forward(&x, &cos, &sin, self_mask.as_ref(), None)?;
         }
@@ -558,7 +596,7 @@ impl Arpg {
             None if m > 1 => Some(causal_mask(m, len + m, len, &self.device)?),
             _ => None,
         };
-        let mut x = self.embeddings.forward(ids)?;
+        let mut x = self.embeddings.forward(ids)?.to_dtype(self.dtype)?;
         for (block, pair) in self.self_dec.iter().zip(&cache.self_kv) {
             x = block.forward(&x, &cos, &sin, mask.as_ref(), Some((pair, len)))?;
         }

@@ -1,0 +1,414 @@
+//! Hand-written CPU kernels for the sampler's hot path: the small-M matrix product
+//! `y = x Wᵀ` of every linear layer (`x` `(M, K)` f32 activations, `W` `(N, K)` weights in f32,
+//! f16 or bf16, f32 accumulation).
+//!
+//! Batch-1 decoding with CFG multiplies a few to a few dozen rows by every weight matrix, so the
+//! step is bound by reading the weights. The kernel reads each weight once from memory for all
+//! rows: the weights are cut into chunks that fit in L2 (one chunk per task of a persistent
+//! thread pool), and a register tile of up to 4 rows x 4 weight rows is accumulated in vector
+//! registers. Reduced-precision weights are widened exactly to f32 in registers (bf16 by a
+//! 16-bit shift, f16 by the F16C conversion), so f16/bf16 weights halve the bytes read and give
+//! the same arithmetic as f32 weights holding the same values.
+//!
+//! The code path is chosen at run time ([`Tier::detect`]) from what the CPU offers; the
+//! environment variable `ARPG_KERNEL` (`auto`, `avx512`, `avx2`, `portable`, `candle`) forces one,
+//! and tests compare every supported tier with candle's own matmul.
+
+mod attention;
+mod portable;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+pub(crate) use attention::Attention;
+
+/// A CPU code path of the kernels, from the most portable to the widest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tier {
+    /// Plain Rust (any CPU; auto-vectorised where the compiler can).
+    Portable,
+    /// x86-64 AVX2 + FMA + F16C, 8 lanes.
+    Avx2Fma,
+    /// x86-64 AVX-512F, 16 lanes.
+    Avx512,
+}
+
+impl Tier {
+    /// Every tier, narrowest first.
+    pub const ALL: [Tier; 3] = [Tier::Portable, Tier::Avx2Fma, Tier::Avx512];
+
+    /// The name `ARPG_KERNEL` and the benchmark use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Portable => "portable",
+            Tier::Avx2Fma => "avx2-fma",
+            Tier::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run the tier (detected at run time).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Tier::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx2Fma => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest tier this CPU supports.
+    pub fn detect() -> Tier {
+        Tier::ALL
+            .into_iter()
+            .rev()
+            .find(|t| t.is_supported())
+            .unwrap_or(Tier::Portable)
+    }
+
+    /// Every tier this CPU supports, narrowest first.
+    pub fn supported() -> Vec<Tier> {
+        Tier::ALL.into_iter().filter(|t| t.is_supported()).collect()
+    }
+}
+
+/// Which path the linear layers take on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// Our kernel at this tier.
+    Kernel(Tier),
+    /// candle's own matmul (the path every other device takes).
+    Candle,
+}
+
+impl Choice {
+    /// `auto` (or empty), a tier name, or `candle`. A tier this CPU lacks is an error, never a
+    /// crash at the first step.
+    pub fn parse(s: &str) -> Result<Choice, String> {
+        let tier = match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => return Ok(Choice::Kernel(Tier::detect())),
+            "candle" => return Ok(Choice::Candle),
+            "portable" => Tier::Portable,
+            "avx2" | "avx2-fma" => Tier::Avx2Fma,
+            "avx512" => Tier::Avx512,
+            other => {
+                return Err(format!(
+                    "unknown kernel `{other}` (expected auto, avx512, avx2, portable or candle)"
+                ))
+            }
+        };
+        if tier.is_supported() {
+            Ok(Choice::Kernel(tier))
+        } else {
+            Err(format!("this CPU cannot run the {} kernels", tier.name()))
+        }
+    }
+
+    /// What the benchmark prints: `avx512`, `avx2-fma`, `portable` or `candle`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Choice::Kernel(t) => t.name(),
+            Choice::Candle => "candle",
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Choice::Candle => 1,
+            Choice::Kernel(Tier::Portable) => 2,
+            Choice::Kernel(Tier::Avx2Fma) => 3,
+            Choice::Kernel(Tier::Avx512) => 4,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Choice> {
+        Some(match c {
+            1 => Choice::Candle,
+            2 => Choice::Kernel(Tier::Portable),
+            3 => Choice::Kernel(Tier::Avx2Fma),
+            4 => Choice::Kernel(Tier::Avx512),
+            _ => return None,
+        })
+    }
+}
+
+/// 0: not decided yet; otherwise [`Choice::code`].
+static CHOICE: AtomicU8 = AtomicU8::new(0);
+
+/// The path in use: [`set_choice`]'s, else `ARPG_KERNEL`'s, else the widest supported tier. An
+/// unusable `ARPG_KERNEL` is reported once on stderr and the widest tier is used.
+pub fn choice() -> Choice {
+    if let Some(c) = Choice::from_code(CHOICE.load(Ordering::Relaxed)) {
+        return c;
+    }
+    let c = match std::env::var("ARPG_KERNEL") {
+        Ok(v) => Choice::parse(&v).unwrap_or_else(|e| {
+            eprintln!("ARPG_KERNEL: {e}; using {}", Tier::detect().name());
+            Choice::Kernel(Tier::detect())
+        }),
+        Err(_) => Choice::Kernel(Tier::detect()),
+    };
+    CHOICE.store(c.code(), Ordering::Relaxed);
+    c
+}
+
+/// Forces the path for the whole process (tests, benchmarks). Returns an error for a tier this
+/// CPU lacks.
+pub fn set_choice(c: Choice) -> Result<(), String> {
+    if let Choice::Kernel(t) = c {
+        if !t.is_supported() {
+            return Err(format!("this CPU cannot run the {} kernels", t.name()));
+        }
+    }
+    CHOICE.store(c.code(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// A weight element the kernels read: widened to f32 exactly.
+pub trait Weight: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+}
+
+impl Weight for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Weight for bf16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+}
+
+impl Weight for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+}
+
+/// Most rows of x a register tile holds (the tile arrays' size).
+pub(crate) const MR: usize = 8;
+
+/// Bytes of weights one task reads: a chunk stays in L2 while every row tile of x passes over it.
+const CHUNK_BYTES: usize = 192 << 10;
+
+/// `yᵀ = (x Wᵀ)ᵀ`: `x` `(m, k)` row-major, `w` `(n, k)` row-major, result `(n, m)` row-major (each
+/// task owns whole rows of the result, so the threads never share a cache line of output).
+///
+/// Panics if the slices are shorter than the shapes say (an internal invariant; [`linear`]
+/// checks the shapes of what it is given).
+pub fn matmul_t<W: Weight>(
+    tier: Tier,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+) -> Vec<f32> {
+    assert!(
+        x.len() >= m * k && w.len() >= n * k,
+        "matmul_t: slices shorter than shapes"
+    );
+    let mut yt = vec![0f32; n * m];
+    if m == 0 || n == 0 {
+        return yt;
+    }
+    let nr = tile_cols(tier);
+    let threads = rayon::current_num_threads().max(1);
+    // Enough chunks for every thread to get several (balance), each small enough for L2.
+    let by_cache = (CHUNK_BYTES / (k * std::mem::size_of::<W>()).max(1)).max(nr);
+    let by_balance = n.div_ceil(threads * 4).max(nr);
+    let rows = by_cache.min(by_balance).div_ceil(nr) * nr;
+    let packed = pack(tier, x, m, k);
+    yt.par_chunks_mut(rows * m)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let n0 = c * rows;
+            let nc = out.len() / m;
+            let wc = &w[n0 * k..(n0 + nc) * k];
+            chunk(tier, x, &packed, m, k, wc, nc, out);
+        });
+    yt
+}
+
+/// Vector lanes of a tier's registers (f32).
+pub(crate) fn lanes(tier: Tier) -> usize {
+    match tier {
+        Tier::Avx512 => 16,
+        Tier::Avx2Fma | Tier::Portable => 8,
+    }
+}
+
+/// `x` re-laid out per row tile so that one step of the vector loop reads the tile's rows from
+/// one run of memory: tile `t` (rows `r0..r0+mr`) holds, for each block of `lanes` columns, the
+/// block of every row in turn. Rows `k` floats apart would otherwise all fall in the same L1 set
+/// (k = 1024 is a page) and evict each other. Only the whole blocks are packed; tails are read
+/// from `x`.
+fn pack(tier: Tier, x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    if tier == Tier::Portable {
+        return Vec::new();
+    }
+    let l = lanes(tier);
+    let body = k / l * l;
+    let mut out = Vec::with_capacity(m * body);
+    let mut r0 = 0;
+    while r0 < m {
+        let mr = tile_rows(tier).min(m - r0);
+        for b in (0..body).step_by(l) {
+            for r in r0..r0 + mr {
+                out.extend_from_slice(&x[r * k + b..r * k + b + l]);
+            }
+        }
+        r0 += mr;
+    }
+    out
+}
+
+/// Register-tile width (weight rows) of a tier.
+pub(crate) fn tile_cols(tier: Tier) -> usize {
+    match tier {
+        Tier::Avx512 => TILE_COLS_512,
+        Tier::Avx2Fma => 2,
+        Tier::Portable => 2,
+    }
+}
+
+pub(crate) const TILE_COLS_512: usize = 4;
+
+/// Register-tile height (rows of x) of a tier: AVX-512's 32 registers hold 8 x 2 accumulators,
+/// so up to 8 rows (batch 1 with CFG, four tokens a step) see each weight once.
+fn tile_rows(tier: Tier) -> usize {
+    match tier {
+        Tier::Avx512 => 4,
+        Tier::Avx2Fma | Tier::Portable => 4,
+    }
+}
+
+/// One chunk: every row tile of x against `nc` weight rows; `out` is `(nc, m)`.
+#[allow(clippy::too_many_arguments)] // One call site; the shapes of one product.
+fn chunk<W: Weight>(
+    tier: Tier,
+    x: &[f32],
+    packed: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    nc: usize,
+    out: &mut [f32],
+) {
+    let nr = tile_cols(tier);
+    let body = k / lanes(tier) * lanes(tier);
+    let mut tile = [[0f32; 4]; MR];
+    let mut r0 = 0;
+    while r0 < m {
+        let mr = tile_rows(tier).min(m - r0);
+        let xs = &x[r0 * k..(r0 + mr) * k];
+        let xp = packed.get(r0 * body..(r0 + mr) * body).unwrap_or(&[]);
+        let mut j0 = 0;
+        while j0 < nc {
+            let cols = if nc - j0 >= nr { nr } else { 1 };
+            let ws = &w[j0 * k..(j0 + cols) * k];
+            match tier {
+                #[cfg(target_arch = "x86_64")]
+                Tier::Avx512 | Tier::Avx2Fma => x86::tile(tier, xs, xp, mr, ws, cols, k, &mut tile),
+                _ => portable::tile(xs, mr, ws, cols, k, &mut tile),
+            }
+            for (j, o) in out[(j0 * m)..((j0 + cols) * m)]
+                .chunks_exact_mut(m)
+                .enumerate()
+            {
+                for r in 0..mr {
+                    o[r0 + r] = tile[r][j];
+                }
+            }
+            j0 += cols;
+        }
+        r0 += mr;
+    }
+}
+
+/// The product as a candle op (no backward): `x` `(.., K)` f32, `w` `(N, K)` f32/f16/bf16, both
+/// contiguous CPU tensors; result `(.., N)` f32.
+pub(crate) struct Linear(pub Tier);
+
+fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s[a..b]),
+        None => candle_core::bail!("linear kernel: operand is not contiguous"),
+    }
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "arpg-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let xdims = xl.dims();
+        let (n, k) = match wl.dims() {
+            [n, k] => (*n, *k),
+            d => candle_core::bail!("linear kernel: weight must be (N, K), got {d:?}"),
+        };
+        let Some((&kx, lead)) = xdims.split_last() else {
+            candle_core::bail!("linear kernel: input is a scalar");
+        };
+        if kx != k {
+            candle_core::bail!("linear kernel: input has {kx} features, the weight {k}");
+        }
+        let m: usize = lead.iter().product();
+        let x = match xs {
+            CpuStorage::F32(v) => contiguous(v, xl)?,
+            other => {
+                candle_core::bail!("linear kernel: input must be f32, got {:?}", other.dtype())
+            }
+        };
+        let yt = match ws {
+            CpuStorage::F32(v) => matmul_t(self.0, x, m, k, contiguous(v, wl)?, n),
+            CpuStorage::BF16(v) => matmul_t(self.0, x, m, k, contiguous(v, wl)?, n),
+            CpuStorage::F16(v) => matmul_t(self.0, x, m, k, contiguous(v, wl)?, n),
+            other => candle_core::bail!(
+                "linear kernel: weights must be f32, f16 or bf16, got {:?}",
+                other.dtype()
+            ),
+        };
+        let mut y = vec![0f32; m * n];
+        for (j, col) in yt.chunks_exact(m.max(1)).enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                y[i * n + j] = *v;
+            }
+        }
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+}
+
+/// Whether the kernels can take weights of this dtype.
+pub fn takes(dtype: DType) -> bool {
+    matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}

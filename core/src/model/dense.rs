@@ -1,0 +1,87 @@
+//! `Dense`: a linear map without bias (the reference's `nn.Linear(..., bias=False)`),
+//! `y = x Wᵀ` with `W` `(out, in)`.
+//!
+//! Three paths, one interface: on the CPU our small-M kernels ([`crate::kernels`]) read f32,
+//! f16 or bf16 weights once per call for all rows; a quantized weight (q8_0, q4k) goes through
+//! candle's `QMatMul`; every other device, and training (which needs a backward pass), takes
+//! candle's matmul.
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Module, Result, Tensor};
+
+use crate::kernels::{self, Choice};
+
+#[derive(Debug, Clone)]
+enum Weight {
+    Plain(Tensor),
+    Quantized(QMatMul),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Dense {
+    weight: Weight,
+    /// Training: always candle's differentiable matmul.
+    trainable: bool,
+}
+
+impl Dense {
+    /// `weight` `(out, in)`. `trainable` keeps the product differentiable.
+    pub(crate) fn new(weight: Tensor, trainable: bool) -> Self {
+        Self {
+            weight: Weight::Plain(weight),
+            trainable,
+        }
+    }
+
+    /// `x` `(.., in)` -> `(.., out)` in `x`'s dtype. On the CPU activations are f32 whatever the
+    /// weights' dtype.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            Weight::Quantized(q) => q.forward(&x.to_dtype(DType::F32)?)?.to_dtype(x.dtype()),
+            Weight::Plain(w) => {
+                if !self.trainable && w.device().is_cpu() && kernels::takes(w.dtype()) {
+                    if let Choice::Kernel(tier) = kernels::choice() {
+                        let xf = x.to_dtype(DType::F32)?.contiguous()?;
+                        return xf
+                            .apply_op2_no_bwd(w, &kernels::Linear(tier))?
+                            .to_dtype(x.dtype());
+                    }
+                }
+                // candle's path; it multiplies like dtypes only (and not bf16 on the CPU).
+                let w = w.to_dtype(x.dtype())?;
+                candle_nn::Linear::new(w, None).forward(x)
+            }
+        }
+    }
+
+    /// Replaces the weight by its quantized form (`q8_0`, `q4k`, ...). Weights whose input size
+    /// the format's block does not divide stay as they are; returns whether it was quantized.
+    pub(crate) fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {
+        let Weight::Plain(w) = &self.weight else {
+            return Ok(false);
+        };
+        let k = w.dim(1)?;
+        if k % dtype.block_size() != 0 {
+            return Ok(false);
+        }
+        let q = QTensor::quantize(&w.to_dtype(DType::F32)?, dtype)?;
+        self.weight = Weight::Quantized(QMatMul::from_qtensor(q)?);
+        Ok(true)
+    }
+
+    /// Uses an already quantized weight (read from a file).
+    pub(crate) fn from_quantized(q: QTensor) -> Result<Self> {
+        Ok(Self {
+            weight: Weight::Quantized(QMatMul::from_qtensor(q)?),
+            trainable: false,
+        })
+    }
+
+    /// The quantized weight, if it is one.
+    pub(crate) fn quantized(&self) -> Option<&QTensor> {
+        match &self.weight {
+            Weight::Quantized(QMatMul::QTensor(q)) => Some(q),
+            _ => None,
+        }
+    }
+}
