@@ -280,8 +280,10 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     step_ms.sort_by(|a, b| a.total_cmp(b));
     let median = step_ms.get(step_ms.len() / 2).copied().unwrap_or(0.0);
     let steps_run = step_ms.len().max(1) as f64;
-    // Floors: the weights read once per step at the measured bandwidth, and the model's FLOPs
-    // (every cell fed once and queried once, both CFG halves) at the measured GEMM throughput.
+    // Floors: the weights read once per step at the measured bandwidth, and the model's FLOPs at
+    // the measured GEMM throughput: every cell is fed once through the self-decoder half and
+    // queried once through the cross-decoder half and the head, so each cell of each CFG half
+    // costs one pass over the parameters (2 FLOPs per parameter).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let bytes = cfg.num_params() as f64 * dtype.size_in_bytes() as f64;
     let bandwidth_floor = if device.is_cpu() {
@@ -289,7 +291,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     } else {
         0.0
     };
-    let flops = 2.0 * cfg.num_params() as f64 * (2 * o.batch) as f64 * (2 * cfg.block_size) as f64;
+    let flops = 2.0 * cfg.num_params() as f64 * (2 * o.batch) as f64 * cfg.block_size as f64;
     let flops_floor = flops / gemm_flops(&device)?;
     let floor = bandwidth_floor.max(flops_floor) / o.batch as f64;
     let seconds_per_image = best / o.batch as f64;

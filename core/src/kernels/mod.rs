@@ -292,13 +292,13 @@ pub(crate) fn tile_cols(tier: Tier) -> usize {
     }
 }
 
-pub(crate) const TILE_COLS_512: usize = 4;
+pub(crate) const TILE_COLS_512: usize = 2;
 
 /// Register-tile height (rows of x) of a tier: AVX-512's 32 registers hold 8 x 2 accumulators,
 /// so up to 8 rows (batch 1 with CFG, four tokens a step) see each weight once.
 fn tile_rows(tier: Tier) -> usize {
     match tier {
-        Tier::Avx512 => 4,
+        Tier::Avx512 => 8,
         Tier::Avx2Fma | Tier::Portable => 4,
     }
 }

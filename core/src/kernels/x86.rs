@@ -84,7 +84,7 @@ pub(super) fn tile<W: Weight>(
     // elements of `w`, checked above.
     unsafe {
         match tier {
-            Tier::Avx512 => dispatch!(avx512, kind, mr, nr, xp, wp, k, out, 4),
+            Tier::Avx512 => dispatch!(avx512, kind, mr, nr, xp, wp, k, out, 2),
             _ => dispatch!(avx2, kind, mr, nr, xp, wp, k, out, 2),
         }
     }
@@ -115,30 +115,34 @@ macro_rules! tile_fn {
             k: usize,
             out: &mut [[f32; 4]; super::MR],
         ) {
-            let mut acc = [[$zero(); C]; R];
+            // Flat arrays indexed by constants after unrolling, so LLVM keeps them in registers
+            // (nested arrays walked by iterators were spilled to the stack).
+            let mut acc = [$zero(); 32];
             let body = k / $lanes * $lanes;
             let mut i = 0;
             while i < body {
-                let mut wv = [$zero(); C];
-                for (j, v) in wv.iter_mut().enumerate() {
-                    *v = $load(w.add((j * k + i) * $size));
+                let mut xv = [$zero(); 8];
+                #[allow(clippy::needless_range_loop)]
+                for r in 0..R {
+                    xv[r] = $loadx(x.add(i * R + r * $lanes));
+                }
+                #[allow(clippy::needless_range_loop)]
+                for j in 0..C {
+                    let wv = $load(w.add((j * k + i) * $size));
                     // The next tile's rows, at the same offset: each row is a page of its own
                     // and the hardware prefetcher restarts at every page.
-                    _mm_prefetch::<_MM_HINT_T0>(
+                    _mm_prefetch::<_MM_HINT_T1>(
                         w.wrapping_add(((j + C) * k + i) * $size) as *const i8
                     );
-                }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let xv = $loadx(x.add(i * R + r * $lanes));
-                    for (a, v) in row.iter_mut().zip(&wv) {
-                        *a = $fma(xv, *v, *a);
+                    for r in 0..R {
+                        acc[r * C + j] = $fma(xv[r], wv, acc[r * C + j]);
                     }
                 }
                 i += $lanes;
             }
-            for (r, row) in acc.iter().enumerate() {
-                for (j, a) in row.iter().enumerate() {
-                    out[r][j] = $hsum(*a);
+            for r in 0..R {
+                for j in 0..C {
+                    out[r][j] = $hsum(acc[r * C + j]);
                 }
             }
         }
