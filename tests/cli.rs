@@ -728,3 +728,99 @@ fn bench_prints_one_json_object_for_scripts() {
         "not available",
     );
 }
+
+#[test]
+fn quantized_mode_runs_end_to_end_and_a_converted_file_computes_the_same() {
+    let dir = common::temp_dir("cli-quant");
+    let assets = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets");
+    let shipped = assets.join("arpg.safetensors");
+    let q8 = dir.join("shipped_q8.gguf");
+    let convert = |input: &Path, out: &Path, q: &str| {
+        run(
+            &[
+                "convert",
+                input.to_str().expect("utf8"),
+                "--out",
+                out.to_str().expect("utf8"),
+                "--quant",
+                q,
+            ],
+            &[],
+        )
+    };
+    ok(&convert(&shipped, &q8, "q8_0"));
+    let size = |p: &Path| std::fs::metadata(p).expect("size").len();
+    assert!(size(&q8) * 3 < size(&shipped), "q8_0 file is not smaller");
+    // Quantizing on load and loading the converted file give the same image.
+    let on_load = dir.join("on_load.png");
+    let from_file = dir.join("from_file.png");
+    let gen = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate", "--class", "2", "--seed", "5", "--quiet", "--out",
+        ];
+        args.push(out.to_str().expect("utf8"));
+        args.extend_from_slice(extra);
+        ok(&run(&args, &[]));
+    };
+    gen(&on_load, &["--quant", "q8_0"]);
+    gen(&from_file, &["--gpt", q8.to_str().expect("utf8")]);
+    let (a, b) = (tokens(&metadata(&on_load)), tokens(&metadata(&from_file)));
+    assert!(!a.is_empty());
+    assert_eq!(a, b);
+    // q4k runs too.
+    let q4 = dir.join("shipped_q4.gguf");
+    ok(&convert(&shipped, &q4, "q4k"));
+    gen(&dir.join("q4.png"), &["--gpt", q4.to_str().expect("utf8")]);
+    // Bad input: one clear line, nothing written.
+    clean_error(
+        &convert(&shipped, &dir.join("x.gguf"), "q3"),
+        "unknown quantization",
+    );
+    clean_error(
+        &convert(&shipped, &dir.join("x.safetensors"), "q8_0"),
+        ".gguf",
+    );
+    clean_error(
+        &convert(&assets.join("vq.safetensors"), &dir.join("vq.gguf"), "q8_0"),
+        "only ARPG",
+    );
+    assert!(!dir.join("x.gguf").exists() && !dir.join("vq.gguf").exists());
+    let junk = dir.join("junk.gguf");
+    std::fs::write(&junk, b"GGUF but not really").expect("write");
+    let out = run(
+        &[
+            "generate",
+            "--gpt",
+            junk.to_str().expect("utf8"),
+            "--quiet",
+            "--out",
+        ],
+        &[dir.join("j.png").display().to_string()],
+    );
+    clean_error(&out, "junk.gguf");
+    let out = run(
+        &["generate", "--quant", "q5", "--quiet", "--out"],
+        &[dir.join("k.png").display().to_string()],
+    );
+    clean_error(&out, "unknown quantization");
+}
+
+#[test]
+fn bench_reports_the_kernel_it_ran_and_arpg_kernel_forces_one() {
+    let bench = |kernel: &str, extra: &[&str]| {
+        let mut cmd = arpg();
+        cmd.env("ARPG_KERNEL", kernel)
+            .args(["bench", "--model", "shipped", "--steps", "2", "--json"]);
+        cmd.args(extra);
+        let out = cmd.output().expect("spawn");
+        ok(&out);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let last = text.lines().last().expect("a line").to_string();
+        serde_json::from_str::<serde_json::Value>(&last).expect("json")
+    };
+    assert_eq!(bench("portable", &[])["kernel"], "portable");
+    assert_eq!(bench("candle", &[])["kernel"], "candle");
+    let q = bench("auto", &["--quant", "q8_0"]);
+    assert!(q["kernel"].as_str().expect("str").contains("q8_0"), "{q}");
+    assert!(q["seconds_per_image"].as_f64().expect("f64") > 0.0);
+}

@@ -240,17 +240,17 @@ fn gemm_flops(device: &candle_core::Device) -> Result<f64> {
 /// `arpg bench --model M [--json]`: one configuration, guided (CFG 4.5) as the reference's
 /// benchmark runs it. Prints a table row, or one JSON object on the last line with `--json`.
 pub fn one(o: &One<'_>, json: bool) -> Result<()> {
-    if let Some(q) = o.quant {
-        bail!("--quant {q}: quantized weights are not available in this build yet");
-    }
     if o.batch == 0 || o.batch > 256 {
         bail!("--batch {} must be within 1..=256", o.batch);
     }
     let (label, cfg) = preset(o.model)?;
     let dtype = arpg_core::pair::dtype(o.dtype)?;
     let device = arpg_core::pair::device(o.device)?;
-    let (model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
+    let (mut model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
     drop(varmap);
+    if let Some(q) = o.quant {
+        model.quantize(arpg_core::pair::quant(q)?)?;
+    }
     let settings = Settings {
         steps: o.steps.min(cfg.block_size),
         cfg_scale: 4.5,
@@ -285,7 +285,16 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     // queried once through the cross-decoder half and the head, so each cell of each CFG half
     // costs one pass over the parameters (2 FLOPs per parameter).
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let bytes = cfg.num_params() as f64 * dtype.size_in_bytes() as f64;
+    // Bytes a weight takes: the dtype's, or the quantized block's share (embeddings and norms
+    // are not quantized but are not read whole per step either).
+    let per_weight = match o.quant {
+        Some(q) => {
+            let q = arpg_core::pair::quant(q)?;
+            q.type_size() as f64 / q.block_size() as f64
+        }
+        None => dtype.size_in_bytes() as f64,
+    };
+    let bytes = cfg.num_params() as f64 * per_weight;
     let bandwidth_floor = if device.is_cpu() {
         steps_run * bytes / (read_bandwidth(threads) * 1e9)
     } else {

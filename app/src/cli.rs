@@ -142,16 +142,21 @@ enum Command {
     },
     /// Rewrite a checkpoint (`.pt` or `.safetensors`) as `.safetensors` in another dtype, e.g.
     /// an official `arpg_300m.pt` as f16: half the size, and no pickle to parse on every start.
-    /// A config JSON beside the input (`<stem>.json`) is copied beside the output.
+    /// A config JSON beside the input (`<stem>.json`) is copied beside the output. With
+    /// `--quant`, an ARPG transformer is written as a quantized `.gguf` file instead (linear
+    /// layers in q8_0 or q4k; load it with `--gpt FILE.gguf`).
     Convert {
         /// The checkpoint to read.
         input: PathBuf,
-        /// The `.safetensors` file to write.
+        /// The `.safetensors` file to write (`.gguf` with --quant).
         #[arg(long)]
         out: PathBuf,
         /// f32, f16 or bf16.
         #[arg(long, default_value = "f16")]
         dtype: String,
+        /// Quantize the linear layers: q8_0 or q4k (writes GGUF).
+        #[arg(long, value_name = "FORMAT")]
+        quant: Option<String>,
     },
     /// Export the procedural training dataset as PNGs in `OUT/<class index>_<class name>/`.
     Dataset {
@@ -232,7 +237,7 @@ enum Command {
         /// cpu, cuda[:N] or metal[:N] (with --model).
         #[arg(long, default_value = "cpu")]
         device: String,
-        /// Quantized weights: q8_0 or q4k (with --model; not available in this build yet).
+        /// Quantized linear layers: q8_0 or q4k (with --model; candle's quantized matmul).
         #[arg(long)]
         quant: Option<String>,
         /// Print one JSON object on the last line (with --model): seconds_per_image,
@@ -532,7 +537,15 @@ pub fn run() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Info { file, config } => info(&file, config.as_deref()),
-        Command::Convert { input, out, dtype } => convert(&input, &out, &dtype),
+        Command::Convert {
+            input,
+            out,
+            dtype,
+            quant,
+        } => match quant {
+            Some(q) => convert_quantized(&input, &out, &q),
+            None => convert(&input, &out, &dtype),
+        },
         Command::Dataset {
             out,
             per_class,
@@ -624,6 +637,22 @@ fn human(n: usize) -> String {
         n if n >= 1_000 => format!("{:.1}K", n as f64 / 1e3),
         n => n.to_string(),
     }
+}
+
+fn convert_quantized(input: &std::path::Path, out: &std::path::Path, q: &str) -> Result<ExitCode> {
+    let format = arpg_core::pair::quant(q)?;
+    if !arpg_core::gguf::is_gguf(out) {
+        bail!(
+            "{}: with --quant the output must be a `.gguf` file",
+            out.display()
+        );
+    }
+    let (quantized, total) = arpg_core::gguf::convert_arpg(input, None, out, format)?;
+    println!(
+        "{total} tensors written to {} ({quantized} linear layers in {q}, the rest in f32)",
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Result<ExitCode> {

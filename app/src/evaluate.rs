@@ -36,6 +36,11 @@ pub struct EvalArgs {
     /// ordinary column.
     #[arg(long)]
     pub seams: bool,
+    /// Instead: how often the model quantized in this format (q8_0 or q4k) predicts the same
+    /// greedy token as the exact model, teacher-forced on images the exact model generates
+    /// (any ARPG checkpoint, the reference fixtures included).
+    #[arg(long, value_name = "FORMAT")]
+    pub agreement: Option<String>,
 }
 
 /// Class accuracy of the editing tasks, and the detail resolution expansion adds.
@@ -91,6 +96,9 @@ fn decode_all(models: &Models, canvases: &[TokenCanvas]) -> Result<Tensor> {
 pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()> {
     if args.seams {
         return seams(models, sampler);
+    }
+    if let Some(format) = &args.agreement {
+        return agreement(models, format, args.per_class.clamp(1, 16));
     }
     let classes = models.arpg.config.num_classes;
     if classes != CLASS_NAMES.len() {
@@ -544,4 +552,72 @@ fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// `arpg eval --agreement FORMAT`: `n` images of the exact model (classes in turn, seed 0,
+/// product defaults), each read again teacher-forced in a random order by the exact model and
+/// by its quantized copy; prints the share of cells where both models' most likely token is the
+/// same, and the share where the quantized model's greedy token is the one the image has.
+fn agreement(models: &Models, format: &str, n: usize) -> Result<()> {
+    let q = arpg_core::pair::quant(format)?;
+    let exact = &models.arpg.model;
+    let mut quantized = exact.clone();
+    let (done, total) = quantized.quantize(q)?;
+    let cfg = exact.config();
+    let classes: Vec<usize> = (0..n).map(|i| i % cfg.num_classes).collect();
+    let settings = arpg_core::generator::Settings {
+        seed: 0,
+        ..Default::default()
+    };
+    let tokens = Generation::new(exact, &Request::new(classes.clone(), settings))?.run()?;
+    let cells = cfg.block_size;
+    let device = exact.device().clone();
+    let mut rng = Rng::stream(0, stream::EVAL_AGREE, 0);
+    let mut orders = Vec::with_capacity(n * cells);
+    for _ in 0..n {
+        let mut o: Vec<u32> = (0..cells as u32).collect();
+        rng.shuffle(&mut o);
+        orders.extend(o);
+    }
+    let ids = Tensor::from_vec(tokens.concat(), (n, cells), &device)?;
+    let orders = Tensor::from_vec(orders, (n, cells), &device)?;
+    let class_ids: Vec<u32> = classes.iter().map(|c| cfg.class_token_id(*c)).collect();
+    let class_ids = Tensor::from_vec(class_ids, n, &device)?;
+    let greedy = |m: &arpg_core::Arpg| -> Result<Vec<u32>> {
+        let logits = m.forward_teacher(&ids, &class_ids, &orders, true)?;
+        Ok(logits
+            .argmax(candle_core::D::Minus1)?
+            .flatten_all()?
+            .to_vec1::<u32>()?)
+    };
+    let (a, b) = (greedy(exact)?, greedy(&quantized)?);
+    let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
+    // Row k of image i predicts cell orders[i][k]: the image's own token there.
+    let order_v = orders.flatten_all()?.to_vec1::<u32>()?;
+    let truth: Vec<u32> = order_v
+        .iter()
+        .enumerate()
+        .map(|(i, c)| tokens[i / cells][*c as usize])
+        .collect();
+    let hit = |p: &[u32]| p.iter().zip(&truth).filter(|(x, y)| x == y).count() as f64;
+    let total_cells = (n * cells) as f64;
+    println!(
+        "| {} ({done} of {total} linear layers in {format}) | |",
+        models.arpg.name
+    );
+    println!("|---|---|");
+    println!(
+        "| greedy tokens equal to the exact model's | {:.1}% |",
+        100.0 * same as f64 / total_cells
+    );
+    println!(
+        "| exact model's greedy token = the image's | {:.1}% |",
+        100.0 * hit(&a) / total_cells
+    );
+    println!(
+        "| quantized model's greedy token = the image's | {:.1}% |",
+        100.0 * hit(&b) / total_cells
+    );
+    println!("| cells compared | {} ({n} images) |", n * cells);
+    Ok(())
 }

@@ -35,6 +35,10 @@ pub struct ModelArgs {
     /// Transformer compute dtype: f32, f16 or bf16 (the tokenizer always runs in f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
+    /// Quantize the transformer's linear layers on load: q8_0 or q4k (faster and smaller on the
+    /// CPU, slightly different images; default: exact weights).
+    #[arg(long, value_name = "FORMAT")]
+    pub quant: Option<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -53,6 +57,7 @@ impl ModelArgs {
             device: self.device.clone(),
             dtype: self.dtype.clone(),
             max_side: self.max_side,
+            quant: self.quant.clone(),
         }
     }
 

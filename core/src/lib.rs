@@ -11,6 +11,7 @@ pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod generator;
+pub mod gguf;
 pub mod imagenet;
 pub mod kernels;
 pub mod loader;

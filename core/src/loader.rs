@@ -275,13 +275,17 @@ pub fn sampling_beside(path: &Path) -> Result<SamplingDefaults> {
     Ok(SamplingDefaults::default())
 }
 
-/// Opens, validates and loads an ARPG checkpoint (`.pt` or `.safetensors`), computing in `dtype`.
+/// Opens, validates and loads an ARPG checkpoint (`.pt`, `.safetensors`, or a quantized `.gguf`
+/// written by [`crate::gguf::convert_arpg`]), computing in `dtype`.
 pub fn load_arpg(
     path: impl AsRef<Path>,
     explicit: Option<ArpgConfig>,
     dtype: DType,
     device: &Device,
 ) -> Result<LoadedArpg> {
+    if crate::gguf::is_gguf(path.as_ref()) {
+        return crate::gguf::load_arpg(path.as_ref(), dtype, device);
+    }
     let ckpt = Checkpoint::open(path)?;
     if detect_kind(&ckpt)? != ModelKind::Arpg {
         return Err(Error::Config(format!(

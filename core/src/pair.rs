@@ -32,6 +32,10 @@ pub struct ModelSpec {
     /// Longer side (px) imported images are scaled down to (see [`ModelPair::working_size`]);
     /// `None`: 4x the model's image side; 0: never.
     pub max_side: Option<usize>,
+    /// Quantize the transformer's linear layers on load: `q8_0` or `q4k` (see [`quant`]);
+    /// `None`: exact weights.
+    #[serde(default)]
+    pub quant: Option<String>,
 }
 
 impl ModelSpec {
@@ -54,6 +58,22 @@ pub fn dtype(name: &str) -> Result<DType> {
         d => {
             return Err(Error::InvalidRequest(format!(
                 "unknown dtype `{d}` (expected f32, f16 or bf16)"
+            )))
+        }
+    })
+}
+
+/// Parses a quantized format: `q8_0` (8-bit blocks of 32 with an f16 scale, 8.5 bits a weight)
+/// or `q4k` (4-bit super-blocks of 256, 4.5 bits a weight), candle's `GgmlDType` of the same
+/// name.
+pub fn quant(name: &str) -> Result<candle_core::quantized::GgmlDType> {
+    use candle_core::quantized::GgmlDType;
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "q8_0" | "q8" => GgmlDType::Q8_0,
+        "q4k" | "q4_k" => GgmlDType::Q4K,
+        q => {
+            return Err(Error::InvalidRequest(format!(
+                "unknown quantization `{q}` (expected q8_0 or q4k)"
             )))
         }
     })
@@ -121,9 +141,14 @@ impl ModelPair {
             .as_deref()
             .map(|p| loader::config_from_json(p, "gpt"))
             .transpose()?;
+        let q = spec.quant.as_deref().map(quant).transpose()?;
         let mut arpg = loader::load_arpg(&gpt, explicit, dtype, &device)?;
         if spec.gpt.is_none() {
             arpg.name = "shipped model".into();
+        }
+        if let (Some(q), Some(name)) = (q, spec.quant.as_deref()) {
+            arpg.model.quantize(q)?;
+            arpg.name = format!("{} ({name})", arpg.name);
         }
         let vq = loader::load_vq(&vq_path, None, &device)?;
         if vq.config().codebook_size != arpg.config.vocab_size {

@@ -48,6 +48,8 @@ pub mod stream {
     pub const EVAL_EXPAND: u64 = 9;
     /// Index: the how-many-th seed the app proposes for the next run (seeded from the clock).
     pub const NEXT_SEED: u64 = 8;
+    /// `arpg eval --agreement`: the orders the exact and quantized models are compared on.
+    pub const EVAL_AGREE: u64 = 10;
     /// Training: index = optimiser step (mask ratios and orders of a batch).
     pub const TRAIN_STEP: u64 = 200;
     /// Training: index = optimiser step (mosaic batches of the tokenizer).

@@ -68,20 +68,4 @@ impl Dense {
         self.weight = Weight::Quantized(QMatMul::from_qtensor(q)?);
         Ok(true)
     }
-
-    /// Uses an already quantized weight (read from a file).
-    pub(crate) fn from_quantized(q: QTensor) -> Result<Self> {
-        Ok(Self {
-            weight: Weight::Quantized(QMatMul::from_qtensor(q)?),
-            trainable: false,
-        })
-    }
-
-    /// The quantized weight, if it is one.
-    pub(crate) fn quantized(&self) -> Option<&QTensor> {
-        match &self.weight {
-            Weight::Quantized(QMatMul::QTensor(q)) => Some(q),
-            _ => None,
-        }
-    }
 }

@@ -410,6 +410,50 @@ impl Arpg {
         &self.device
     }
 
+    /// Every linear layer, for quantizing or writing them.
+    fn dense_mut(&mut self) -> Vec<(String, &mut Dense)> {
+        let mut out: Vec<(String, &mut Dense)> = Vec::new();
+        for (i, b) in self.self_dec.iter_mut().enumerate() {
+            let p = format!("layers.self_dec.{i}");
+            for (j, d) in b.attn.qkv.parts.iter_mut().enumerate() {
+                out.push((format!("{p}.attn.qkv{j}"), d));
+            }
+            out.push((format!("{p}.attn.proj"), &mut b.attn.proj));
+            for (j, d) in b.ffn.w13.parts.iter_mut().enumerate() {
+                out.push((format!("{p}.ffn.w13{j}"), d));
+            }
+            out.push((format!("{p}.ffn.w2"), &mut b.ffn.w2));
+        }
+        for (i, b) in self.cross_dec.iter_mut().enumerate() {
+            let p = format!("layers.cross_dec.{i}");
+            out.push((format!("{p}.attn.to_q"), &mut b.attn.to_q));
+            out.push((format!("{p}.attn.proj"), &mut b.attn.proj));
+            for (j, d) in b.ffn.w13.parts.iter_mut().enumerate() {
+                out.push((format!("{p}.ffn.w13{j}"), d));
+            }
+            out.push((format!("{p}.ffn.w2"), &mut b.ffn.w2));
+        }
+        for (j, d) in self.to_kv.parts.iter_mut().enumerate() {
+            out.push((format!("layers.to_kv{j}"), d));
+        }
+        out.push(("head".into(), &mut self.head));
+        out
+    }
+
+    /// Quantizes every linear layer's weight (`q8_0`: 8-bit blocks of 32; `q4k`: 4-bit
+    /// super-blocks of 256) for candle's quantized matmul; embeddings and norms stay as they are.
+    /// Layers whose input size the block does not divide stay unquantized. Returns how many of
+    /// the layers were quantized, out of how many. Inference only: training needs plain weights.
+    pub fn quantize(&mut self, dtype: candle_core::quantized::GgmlDType) -> Result<(usize, usize)> {
+        let mut done = 0;
+        let layers = self.dense_mut();
+        let total = layers.len();
+        for (_, d) in layers {
+            done += usize::from(d.quantize(dtype)?);
+        }
+        Ok((done, total))
+    }
+
     /// The compute dtype (activations, KV cache): f32 on the CPU, the weights' dtype elsewhere.
     pub fn dtype(&self) -> DType {
         self.dtype

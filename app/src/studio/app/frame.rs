@@ -99,6 +99,8 @@ impl StudioApp {
                     self.load_models(args);
                 }
                 ui.separator();
+                self.weights_menu(ui);
+                ui.separator();
                 ui.label("Official models (ImageNet 256x256, from the model hub)");
                 for o in &crate::hub::OFFICIAL[..3] {
                     self.official_model_row(ui, *o);
@@ -119,6 +121,46 @@ impl StudioApp {
         });
         if let Some(cmd) = fired {
             self.commands.push(cmd);
+        }
+    }
+
+    /// How the transformer's weights are held: exact f32, bf16 (half the memory, the same
+    /// arithmetic on the CPU), or quantized (faster on the CPU, slightly different images).
+    /// Choosing one reloads the current model with it.
+    fn weights_menu(&mut self, ui: &mut egui::Ui) {
+        ui.label("Weights");
+        let choices: [(&str, Option<&str>, &str, &str); 4] = [
+            ("f32", None, "Exact (f32)", "The reference's arithmetic"),
+            (
+                "bf16",
+                None,
+                "bf16",
+                "Half the memory; on the CPU, f32 arithmetic on bf16 weights",
+            ),
+            (
+                "f32",
+                Some("q8_0"),
+                "Quantized q8_0 (fast)",
+                "8-bit linear layers: faster, slightly different images",
+            ),
+            (
+                "f32",
+                Some("q4k"),
+                "Quantized q4k (smallest)",
+                "4-bit linear layers: smallest, images differ more",
+            ),
+        ];
+        for (dtype, quant, label, hover) in choices {
+            let current =
+                self.model_args.dtype == dtype && self.model_args.quant.as_deref() == quant;
+            if ui.radio(current, label).on_hover_text(hover).clicked() && !current {
+                let args = ModelSpec {
+                    dtype: dtype.into(),
+                    quant: quant.map(str::to_string),
+                    ..self.model_args.clone()
+                };
+                self.load_models(args);
+            }
         }
     }
 

@@ -484,7 +484,7 @@ impl StudioApp {
     fn open_model_dialog(&mut self) {
         let Some(gpt) = rfd::FileDialog::new()
             .set_title("ARPG checkpoint")
-            .add_filter("Checkpoints", &["pt", "pth", "safetensors"])
+            .add_filter("Checkpoints", &["pt", "pth", "safetensors", "gguf"])
             .pick_file()
         else {
             return;
