@@ -30,7 +30,7 @@ fn f32s(s: &CpuStorage) -> candle_core::Result<&[f32]> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut ac = a.chunks_exact(8);
@@ -47,6 +47,81 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// One (batch row, head): its queries, keys and values, each a run of rows `stride` apart.
+struct Rows<'a> {
+    q: &'a [f32],
+    q_stride: usize,
+    k: &'a [f32],
+    k_stride: usize,
+    v: &'a [f32],
+    v_stride: usize,
+}
+
+struct Dims {
+    m: usize,
+    len: usize,
+    d: usize,
+    scale: f32,
+}
+
+/// `out` `(m, d)` = softmax(q kᵀ · scale) v for one head.
+#[inline(always)]
+fn head(r: &Rows, n: &Dims, out: &mut [f32]) {
+    let d = n.d;
+    let mut p = vec![0f32; n.len];
+    for t in 0..n.m {
+        let qr = &r.q[t * r.q_stride..t * r.q_stride + d];
+        let mut max = f32::NEG_INFINITY;
+        for (j, pj) in p.iter_mut().enumerate() {
+            *pj = dot(qr, &r.k[j * r.k_stride..j * r.k_stride + d]) * n.scale;
+            max = max.max(*pj);
+        }
+        let mut sum = 0f32;
+        for pj in p.iter_mut() {
+            *pj = (*pj - max).exp();
+            sum += *pj;
+        }
+        let o = &mut out[t * d..(t + 1) * d];
+        for (j, pj) in p.iter().enumerate() {
+            let w = pj / sum;
+            for (oi, vi) in o.iter_mut().zip(&r.v[j * r.v_stride..j * r.v_stride + d]) {
+                *oi += w * vi;
+            }
+        }
+    }
+}
+
+/// [`head`] compiled for the tier's vector width (the loops are plain Rust; the compiler
+/// vectorises them for the features enabled where `head` is inlined).
+#[allow(unsafe_code)] // Calls of functions compiled for features the CPU was checked to have.
+fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn avx512(r: &Rows, n: &Dims, out: &mut [f32]) {
+            head(r, n, out)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn avx2(r: &Rows, n: &Dims, out: &mut [f32]) {
+            head(r, n, out)
+        }
+        // SAFETY: the tier was checked against the CPU when it was chosen
+        // (`Tier::is_supported`).
+        unsafe {
+            match tier {
+                super::Tier::Avx512 => avx512(r, n, out),
+                super::Tier::Avx2Fma => avx2(r, n, out),
+                super::Tier::Portable => head(r, n, out),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = tier;
+        head(r, n, out);
+    }
 }
 
 impl CustomOp3 for Attention {
@@ -78,36 +153,25 @@ impl CustomOp3 for Attention {
         let (ko, kst) = rows(kl)?;
         let (vo, vst) = rows(vl)?;
         let scale = 1.0 / (d as f32).sqrt();
+        let tier = super::choice_tier();
+        let dims = Dims { m, len, d, scale };
         // One task per (batch row, head); each writes its head's columns of every query row.
         let heads: Vec<Vec<f32>> = (0..b * h)
             .into_par_iter()
             .map(|bh| {
                 let (bi, hi) = (bh / h, bh % h);
+                let at = |o: usize, st: [usize; 3]| o + bi * st[0] + hi * st[1];
+                let (qa, ka, va) = (at(qo, qst), at(ko, kst), at(vo, vst));
+                let rows = Rows {
+                    q: &q[qa..],
+                    q_stride: qst[2],
+                    k: &k[ka..],
+                    k_stride: kst[2],
+                    v: &v[va..],
+                    v_stride: vst[2],
+                };
                 let mut out = vec![0f32; m * d];
-                let mut p = vec![0f32; len];
-                for t in 0..m {
-                    let qa = qo + bi * qst[0] + hi * qst[1] + t * qst[2];
-                    let qr = &q[qa..qa + d];
-                    let mut max = f32::NEG_INFINITY;
-                    for (j, pj) in p.iter_mut().enumerate() {
-                        let ka = ko + bi * kst[0] + hi * kst[1] + j * kst[2];
-                        *pj = dot(qr, &k[ka..ka + d]) * scale;
-                        max = max.max(*pj);
-                    }
-                    let mut sum = 0f32;
-                    for pj in p.iter_mut() {
-                        *pj = (*pj - max).exp();
-                        sum += *pj;
-                    }
-                    let o = &mut out[t * d..(t + 1) * d];
-                    for (j, pj) in p.iter().enumerate() {
-                        let w = pj / sum;
-                        let va = vo + bi * vst[0] + hi * vst[1] + j * vst[2];
-                        for (oi, vi) in o.iter_mut().zip(&v[va..va + d]) {
-                            *oi += w * vi;
-                        }
-                    }
-                }
+                head_dispatch(tier, &rows, &dims, &mut out);
                 out
             })
             .collect();

@@ -15,6 +15,7 @@
 //! and tests compare every supported tier with candle's own matmul.
 
 mod attention;
+mod fused;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -27,6 +28,13 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 pub(crate) use attention::Attention;
+pub(crate) use fused::{RmsNorm, RopeHeads};
+
+/// Whether the fused CPU ops may replace candle's chain for `x`: f32 on the CPU, no gradient
+/// to keep, and our kernels not switched off.
+pub(crate) fn fuses(x: &candle_core::Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && !x.track_op() && choice() != Choice::Candle
+}
 
 /// A CPU code path of the kernels, from the most portable to the widest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -165,6 +173,14 @@ pub fn choice() -> Choice {
     };
     CHOICE.store(c.code(), Ordering::Relaxed);
     c
+}
+
+/// The tier of [`choice`] (the widest supported one when candle's path is chosen).
+pub(crate) fn choice_tier() -> Tier {
+    match choice() {
+        Choice::Kernel(t) => t,
+        Choice::Candle => Tier::detect(),
+    }
 }
 
 /// Forces the path for the whole process (tests, benchmarks). Returns an error for a tier this

@@ -48,6 +48,11 @@ impl RmsNorm {
     /// Mirrors `RMSNorm.forward`: `_norm(x.float()).type_as(x) * weight`. Plain ops, so it has a
     /// backward pass.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::kernels::fuses(x) && !self.weight.track_op() {
+            return x
+                .contiguous()?
+                .apply_op2_no_bwd(&self.weight, &crate::kernels::RmsNorm(self.eps as f32));
+        }
         let dtype = x.dtype();
         let xf = x.to_dtype(DType::F32)?;
         let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
@@ -157,6 +162,19 @@ fn to_heads(x: &Tensor, n_head: usize) -> Result<Tensor> {
         .contiguous()
 }
 
+/// `(B, T, H*D)` -> rotated `(B, H, T, D)`: [`rope::apply`] after [`to_heads`], fused on the CPU.
+fn rope_heads(x: &Tensor, n_head: usize, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if crate::kernels::fuses(x) && cos.dtype() == DType::F32 {
+        x.apply_op3_no_bwd(
+            &cos.contiguous()?,
+            &sin.contiguous()?,
+            &crate::kernels::RopeHeads(n_head),
+        )
+    } else {
+        rope::apply(&to_heads(x, n_head)?, cos, sin)
+    }
+}
+
 /// `(B, H, T, D)` -> `(B, T, H*D)`.
 fn from_heads(x: &Tensor) -> Result<Tensor> {
     let (b, h, t, d) = x.dims4()?;
@@ -229,8 +247,8 @@ impl SelfAttention {
     /// Projects `x` to rotated q, k and plain v, each `(B, H, T, D)`.
     fn qkv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
         let parts = self.qkv.forward(x, 3)?;
-        let q = rope::apply(&to_heads(&parts[0], self.n_head)?, cos, sin)?;
-        let k = rope::apply(&to_heads(&parts[1], self.n_head)?, cos, sin)?;
+        let q = rope_heads(&parts[0], self.n_head, cos, sin)?;
+        let k = rope_heads(&parts[1], self.n_head, cos, sin)?;
         let v = to_heads(&parts[2], self.n_head)?;
         Ok((q, k, v))
     }
@@ -326,7 +344,7 @@ impl CrossDecoderBlock {
         mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let q = self.attn.to_q.forward(&self.attn_norm.forward(x)?)?;
-        let q = rope::apply(&to_heads(&q, self.attn.n_head)?, cos, sin)?;
+        let q = rope_heads(&q, self.attn.n_head, cos, sin)?;
         let a = attend(&q, k, v, mask, mask.is_none())?;
         let h = (x + self.attn.proj.forward(&a)?)?;
         &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
@@ -478,7 +496,7 @@ impl Arpg {
     /// k only (mirrors the middle of `Decoder_Decoder.forward`).
     fn shared_kv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<(Tensor, Tensor)> {
         let parts = self.to_kv.forward(&self.kv_norm.forward(x)?, 2)?;
-        let k = rope::apply(&to_heads(&parts[0], self.cfg.n_head)?, cos, sin)?;
+        let k = rope_heads(&parts[0], self.cfg.n_head, cos, sin)?;
         let v = to_heads(&parts[1], self.cfg.n_head)?;
         Ok((k, v))
     }
