@@ -15,6 +15,7 @@
 //! and tests compare every supported tier with candle's own matmul.
 
 mod attention;
+mod conv;
 mod fused;
 mod portable;
 #[cfg(target_arch = "x86_64")]
@@ -28,6 +29,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 pub(crate) use attention::Attention;
+pub(crate) use conv::Conv2d;
 pub(crate) use fused::{RmsNorm, RopeHeads};
 
 /// Whether the fused CPU ops may replace candle's chain for `x`: f32 on the CPU, no gradient
@@ -263,6 +265,35 @@ pub fn matmul_t<W: Weight>(
             let wc = &w[n0 * k..(n0 + nc) * k];
             chunk(tier, x, &packed, m, k, wc, nc, out);
         });
+    yt
+}
+
+/// [`matmul_t`] on the calling thread only (for callers that already split the work).
+pub(crate) fn matmul_t_serial<W: Weight>(
+    tier: Tier,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+) -> Vec<f32> {
+    assert!(
+        x.len() >= m * k && w.len() >= n * k,
+        "matmul_t: slices shorter than shapes"
+    );
+    let mut yt = vec![0f32; n * m];
+    if m == 0 || n == 0 {
+        return yt;
+    }
+    let packed = pack(tier, x, m, k);
+    let nr = tile_cols(tier);
+    // Chunks of weight rows that stay in L2 while every row tile of x passes over them.
+    let rows = ((CHUNK_BYTES / (k * std::mem::size_of::<W>()).max(1)).max(nr)).div_ceil(nr) * nr;
+    for (c, out) in yt.chunks_mut(rows * m).enumerate() {
+        let n0 = c * rows;
+        let nc = out.len() / m;
+        chunk(tier, x, &packed, m, k, &w[n0 * k..(n0 + nc) * k], nc, out);
+    }
     yt
 }
 

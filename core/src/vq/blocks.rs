@@ -13,18 +13,22 @@ pub(crate) fn conv(
     k: usize,
     padding: usize,
     vb: VarBuilder,
-) -> Result<Conv2d> {
-    candle_nn::conv2d(inp, out, k, conv_cfg(padding, 1), vb)
+) -> Result<Conv> {
+    Ok(Conv::new(
+        candle_nn::conv2d(inp, out, k, conv_cfg(padding, 1), vb)?,
+        padding,
+        1,
+    ))
 }
 
 /// Mirrors `ResnetBlock` (no conv shortcut: a 1x1 `nin_shortcut` when channels change).
 #[derive(Debug, Clone)]
 pub(crate) struct ResnetBlock {
     norm1: GroupNorm,
-    conv1: Conv2d,
+    conv1: Conv,
     norm2: GroupNorm,
-    conv2: Conv2d,
-    nin_shortcut: Option<Conv2d>,
+    conv2: Conv,
+    nin_shortcut: Option<Conv>,
 }
 
 impl ResnetBlock {
@@ -56,10 +60,10 @@ impl Module for ResnetBlock {
 #[derive(Debug, Clone)]
 pub(crate) struct AttnBlock {
     norm: GroupNorm,
-    q: Conv2d,
-    k: Conv2d,
-    v: Conv2d,
-    proj_out: Conv2d,
+    q: Conv,
+    k: Conv,
+    v: Conv,
+    proj_out: Conv,
 }
 
 impl AttnBlock {
@@ -149,13 +153,17 @@ mod tests {
 /// Mirrors `Downsample` (with conv): pad right and bottom by one zero, 3x3 conv, stride 2.
 #[derive(Debug, Clone)]
 pub(crate) struct Downsample {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Downsample {
     pub(crate) fn new(c: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            conv: candle_nn::conv2d(c, c, 3, conv_cfg(0, 2), vb.pp("conv"))?,
+            conv: Conv::new(
+                candle_nn::conv2d(c, c, 3, conv_cfg(0, 2), vb.pp("conv"))?,
+                0,
+                2,
+            ),
         })
     }
 }
@@ -170,7 +178,7 @@ impl Module for Downsample {
 /// Mirrors `Upsample` (with conv): nearest x2, then a 3x3 conv.
 #[derive(Debug, Clone)]
 pub(crate) struct Upsample {
-    conv: Conv2d,
+    conv: Conv,
 }
 
 impl Upsample {
@@ -185,5 +193,42 @@ impl Module for Upsample {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         self.conv.forward(&x.upsample_nearest2d(h * 2, w * 2)?)
+    }
+}
+
+/// `nn.Conv2d` with bias: candle's layer, run by the CPU kernel ([`crate::kernels::Conv2d`])
+/// at inference on the CPU.
+#[derive(Debug, Clone)]
+pub(crate) struct Conv {
+    inner: Conv2d,
+    padding: usize,
+    stride: usize,
+}
+
+impl Conv {
+    pub(crate) fn new(inner: Conv2d, padding: usize, stride: usize) -> Self {
+        Self {
+            inner,
+            padding,
+            stride,
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let Some(bias) = self.inner.bias() {
+            if crate::kernels::fuses(x) && !self.inner.weight().track_op() {
+                let op = crate::kernels::Conv2d {
+                    tier: crate::kernels::choice_tier(),
+                    padding: self.padding,
+                    stride: self.stride,
+                };
+                return x.contiguous()?.apply_op3_no_bwd(
+                    &self.inner.weight().contiguous()?,
+                    &bias.contiguous()?,
+                    &op,
+                );
+            }
+        }
+        self.inner.forward(x)
     }
 }

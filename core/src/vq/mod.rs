@@ -9,11 +9,11 @@ mod tiles;
 pub use palette::Palette;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
+use candle_nn::{Conv2dConfig, VarBuilder};
 pub use tiles::Tiling;
 
 use crate::config::{VqConfig, VQ_GROUPNORM_EPS, VQ_GROUPS};
-use blocks::{conv, AttnBlock, Downsample, ResnetBlock, Upsample};
+use blocks::{conv, AttnBlock, Conv, Downsample, ResnetBlock, Upsample};
 
 /// `Normalize`: GroupNorm with 32 groups, eps 1e-6.
 fn group_norm(channels: usize, vb: VarBuilder) -> Result<candle_nn::GroupNorm> {
@@ -35,11 +35,11 @@ struct EncoderLevel {
 /// Mirrors `Encoder`.
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     levels: Vec<EncoderLevel>,
     mid: (ResnetBlock, AttnBlock, ResnetBlock),
     norm_out: candle_nn::GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Encoder {
@@ -118,11 +118,11 @@ struct DecoderLevel {
 /// Mirrors `Decoder`. Its `conv_blocks.0` is the lowest-resolution level.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    conv_in: Conv2d,
+    conv_in: Conv,
     mid: (ResnetBlock, AttnBlock, ResnetBlock),
     levels: Vec<DecoderLevel>,
     norm_out: candle_nn::GroupNorm,
-    conv_out: Conv2d,
+    conv_out: Conv,
 }
 
 impl Decoder {
@@ -209,8 +209,8 @@ pub struct VqModel {
     cfg: VqConfig,
     encoder: Encoder,
     decoder: Decoder,
-    quant_conv: Conv2d,
-    post_quant_conv: Conv2d,
+    quant_conv: Conv,
+    post_quant_conv: Conv,
     /// Raw codebook, `(codebook_size, embed_dim)`.
     codebook: Tensor,
     /// l2-normalised rows, computed once.
