@@ -37,6 +37,7 @@ fn reference(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f64> {
 }
 
 /// Largest error relative to the sum of |terms| (the scale rounding errors grow with).
+#[allow(clippy::too_many_arguments)] // One product: its result, expectation, operands and shapes.
 fn check(
     tier: Tier,
     what: &str,

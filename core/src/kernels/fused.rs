@@ -74,7 +74,7 @@ impl CustomOp3 for RopeHeads {
         let h = self.0;
         let (b, t, c) = xl.shape().dims3()?;
         let st = xl.stride();
-        if st[2] != 1 || h == 0 || c % h != 0 || (c / h) % 2 != 0 {
+        if st[2] != 1 || h == 0 || !c.is_multiple_of(h) || !(c / h).is_multiple_of(2) {
             candle_core::bail!("rope kernel: bad input layout {:?} / {h} heads", xl.dims());
         }
         let d = c / h;
