@@ -435,3 +435,83 @@ fn the_model_menu_downloads_an_official_model_and_tries_to_load_it() {
         Some("shipped model")
     );
 }
+
+#[test]
+fn confidence_and_order_maps_toggle_and_reroll_changes_only_the_least_confident_cells() {
+    use arpg_app::studio::canvas::cell_map::Overlay;
+    use arpg_app::studio::commands::UiCommand;
+    let mut h = harness();
+    generate(&mut h);
+    let rect = h.state().canvas_screen_rect().expect("canvas drawn");
+    let plain = h.render().expect("render");
+    // Every decided cell has a probability and a step.
+    let map = h.state().cell_map.clone();
+    let doc = h.state().doc.clone().expect("doc");
+    assert_eq!((map.rows, map.cols), (doc.canvas.rows, doc.canvas.cols));
+    assert!(map
+        .cells
+        .iter()
+        .all(|c| c.is_some_and(|(p, _)| (0.0..=1.0).contains(&p))));
+    let steps: std::collections::BTreeSet<usize> =
+        map.cells.iter().flatten().map(|&(_, s)| s).collect();
+    assert!(steps.len() > 1, "every cell decided at one step: {steps:?}");
+
+    h.state_mut().execute(UiCommand::ToggleConfidence);
+    h.step();
+    h.step();
+    assert_eq!(h.state().tools.overlay, Overlay::Confidence);
+    let confidence = h.render().expect("render");
+    let d = region_diff(&plain, &confidence, rect);
+    assert!(d > 10.0, "the confidence map does not show (diff {d})");
+    h.state_mut().execute(UiCommand::ToggleOrderMap);
+    h.step();
+    h.step();
+    assert_eq!(h.state().tools.overlay, Overlay::Order);
+    let order = h.render().expect("render");
+    let d = region_diff(&confidence, &order, rect);
+    assert!(
+        d > 5.0,
+        "the order map looks like the confidence map (diff {d})"
+    );
+    h.state_mut().execute(UiCommand::ToggleOrderMap);
+    h.step();
+    h.step();
+    assert_eq!(h.state().tools.overlay, Overlay::None);
+    let back = h.render().expect("render");
+    let d = region_diff(&plain, &back, rect);
+    assert!(d < 1.0, "the image did not come back (diff {d})");
+
+    // Re-roll the least confident 10%: every other token stays.
+    let chosen = map.least_confident(0.1);
+    assert!(!chosen.is_empty());
+    let before = h.state().history.items.len();
+    h.state_mut().execute(UiCommand::RerollLeastConfident);
+    wait(&mut h, "the re-roll", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+    let after = h.state().doc.clone().expect("doc").canvas;
+    assert_eq!((after.rows, after.cols), (doc.canvas.rows, doc.canvas.cols));
+    assert_eq!(after.unknown_count(), 0);
+    for r in 0..after.rows {
+        for c in 0..after.cols {
+            if !chosen.contains(&(r, c)) {
+                assert_eq!(
+                    after.get(r, c),
+                    doc.canvas.get(r, c),
+                    "cell ({r}, {c}) changed"
+                );
+            }
+        }
+    }
+    // The re-rolled cells have new records; the others keep theirs.
+    let map2 = h.state().cell_map.clone();
+    for (i, (a, b)) in map.cells.iter().zip(&map2.cells).enumerate() {
+        let cell = (i / map.cols, i % map.cols);
+        if !chosen.contains(&cell) {
+            assert_eq!(a, b, "record of {cell:?} changed");
+        }
+    }
+    // Listed with its shortcut by F1.
+    assert!(UiCommand::ALL.contains(&UiCommand::RerollLeastConfident));
+    assert!(UiCommand::RerollLeastConfident.shortcut().is_some());
+}

@@ -251,6 +251,10 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     if let Some(q) = o.quant {
         model.quantize(arpg_core::pair::quant(q)?)?;
     }
+    // The random initialisation's temporaries are not the sampler's: the peak is measured from
+    // here (Linux: writing 5 to clear_refs resets VmHWM to the current RSS; elsewhere it stays
+    // the process's peak).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let settings = Settings {
         steps: o.steps.min(cfg.block_size),
         cfg_scale: 4.5,
@@ -295,6 +299,12 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         None => dtype.size_in_bytes() as f64,
     };
     let bytes = cfg.num_params() as f64 * per_weight;
+    // K and V of every self-decoder layer plus the shared cross K/V, both CFG halves, f32 on the
+    // CPU (the compute dtype elsewhere).
+    let kv_mib = ((cfg.n_self_layers() + 1) * 2 * (2 * o.batch) * (cfg.block_size + 1) * cfg.dim)
+        as f64
+        * model.dtype().size_in_bytes() as f64
+        / (1024.0 * 1024.0);
     let bandwidth_floor = if device.is_cpu() {
         steps_run * bytes / (read_bandwidth(threads) * 1e9)
     } else {
@@ -316,6 +326,8 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         "peak_rss_mib": peak,
         "floor_s": floor,
         "kernel": kernel(&device, o.quant),
+        "weights_mib": bytes / (1024.0 * 1024.0),
+        "kv_cache_mib": kv_mib,
     });
     if json {
         println!("{row}");

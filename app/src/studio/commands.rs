@@ -30,13 +30,16 @@ pub enum UiCommand {
     SavePng,
     OpenModel,
     ToggleGrid,
+    ToggleConfidence,
+    ToggleOrderMap,
+    RerollLeastConfident,
     ZoomToFit,
     ShowShortcuts,
 }
 
 impl UiCommand {
     /// In the order shortcuts are matched (more specific first).
-    pub const ALL: [UiCommand; 27] = [
+    pub const ALL: [UiCommand; 30] = [
         Self::Redo,
         Self::Undo,
         Self::Generate,
@@ -62,6 +65,9 @@ impl UiCommand {
         Self::SavePng,
         Self::OpenModel,
         Self::ToggleGrid,
+        Self::ToggleConfidence,
+        Self::ToggleOrderMap,
+        Self::RerollLeastConfident,
         Self::ZoomToFit,
         Self::ShowShortcuts,
     ];
@@ -93,6 +99,9 @@ impl UiCommand {
             Self::SavePng => "Save PNG…",
             Self::OpenModel => "Open checkpoints…",
             Self::ToggleGrid => "Token grid",
+            Self::ToggleConfidence => "Confidence map",
+            Self::ToggleOrderMap => "Generation order map",
+            Self::RerollLeastConfident => "Re-roll least confident",
             Self::ZoomToFit => "Zoom to fit",
             Self::ShowShortcuts => "Keyboard shortcuts",
         }
@@ -121,6 +130,9 @@ impl UiCommand {
             Self::OpenImage => k(Modifiers::COMMAND, Key::O),
             Self::SavePng => k(Modifiers::COMMAND, Key::S),
             Self::ToggleGrid => k(none, Key::G),
+            Self::ToggleConfidence => k(none, Key::C),
+            Self::ToggleOrderMap => k(none, Key::O),
+            Self::RerollLeastConfident => k(Modifiers::SHIFT, Key::R),
             Self::ZoomToFit => k(none, Key::Num0),
             Self::ShowShortcuts => k(none, Key::F1),
             _ => None,

@@ -6,6 +6,7 @@ use arpg_core::generator::Settings;
 use arpg_core::tasks::TokenCanvas;
 
 use super::{class_names, Document, StudioApp};
+use crate::studio::canvas::cell_map::CellMap;
 use crate::studio::canvas::mask::MaskDocument;
 use crate::studio::ui::history_panel::{HistoryAction, HistoryItem};
 use crate::studio::worker::{WorkerCommand, WorkerEvent, WorkerHandle};
@@ -111,7 +112,17 @@ impl StudioApp {
                     let base_px = base.as_ref().map(|d| (&d.canvas, d.rgb.as_slice()));
                     self.image
                         .paint_known(&canvas, base_px, self.palette.as_deref());
-                    self.image.upload_state(&canvas, &[]);
+                    // Known cells keep what an earlier run recorded about them (a re-roll's
+                    // context keeps its confidences); the cells to decide start blank.
+                    if (self.cell_map.rows, self.cell_map.cols) != (rows, cols) {
+                        self.cell_map = CellMap::new(rows, cols);
+                    }
+                    for (i, cell) in canvas.cells.iter().enumerate() {
+                        if cell.is_none() {
+                            self.cell_map.cells[i] = None;
+                        }
+                    }
+                    self.image.upload_state(&canvas, &[], &self.cell_map);
                     self.doc = base;
                     self.status.step = Some((0, 0));
                     self.status.decided = 0;
@@ -131,7 +142,8 @@ impl StudioApp {
                         .as_ref()
                         .map(|r| r.latest.clone())
                         .unwrap_or_default();
-                    for &(r, c, t, _) in &cells {
+                    for &(r, c, t, prob) in &cells {
+                        self.cell_map.record(r, c, prob, step, total_steps);
                         if let Some(run) = self.running.as_mut() {
                             let cols = run.canvas.cols;
                             run.canvas.cells[r * cols + c] = Some(t);
@@ -143,7 +155,9 @@ impl StudioApp {
                     let latest: Vec<(usize, usize)> =
                         cells.iter().map(|&(r, c, _, _)| (r, c)).collect();
                     for &(r, c) in previous.iter().chain(&latest) {
-                        self.image.upload_cell_state(r, c, latest.contains(&(r, c)));
+                        let texel = self.cell_map.texel(r, c);
+                        self.image
+                            .upload_cell_state(r, c, latest.contains(&(r, c)), texel);
                     }
                     if let Some(run) = self.running.as_mut() {
                         run.latest = latest;
@@ -267,6 +281,7 @@ impl StudioApp {
                     settings,
                     provenance,
                 };
+                self.cell_map = CellMap::default();
                 self.show_document(&doc);
                 self.accepted = Some(doc.clone());
                 self.doc = Some(doc);
@@ -311,6 +326,7 @@ impl StudioApp {
                     if let Some(c) = item.class {
                         self.class = c;
                     }
+                    self.cell_map = CellMap::default();
                     self.show_document(&doc);
                     self.doc = Some(doc);
                     self.history.staged = None;
@@ -323,6 +339,7 @@ impl StudioApp {
                 if self.history.staged == Some(i) {
                     self.history.staged = None;
                     if let Some(doc) = self.accepted.clone() {
+                        self.cell_map = CellMap::default();
                         self.show_document(&doc);
                         self.doc = Some(doc);
                     }
@@ -342,9 +359,14 @@ impl StudioApp {
     }
 
     /// Shows a finished or opened document: full image upload, no undecided cells.
+    /// The cell map is drawn as far as it matches the document (a map of another size is
+    /// dropped).
     pub(super) fn show_document(&mut self, doc: &Document) {
         self.set_extent(doc.canvas.rows, doc.canvas.cols);
-        self.image.show(&doc.canvas, &doc.rgb);
+        if (self.cell_map.rows, self.cell_map.cols) != (doc.canvas.rows, doc.canvas.cols) {
+            self.cell_map = CellMap::new(doc.canvas.rows, doc.canvas.cols);
+        }
+        self.image.show(&doc.canvas, &doc.rgb, &self.cell_map);
     }
 
     /// The palette preview of a (possibly partial) canvas.

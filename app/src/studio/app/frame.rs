@@ -5,6 +5,8 @@ use arpg_core::tasks;
 use eframe::egui;
 use eframe::egui_wgpu;
 
+use crate::studio::canvas::cell_map::Overlay;
+
 use super::StudioApp;
 use crate::studio::commands::UiCommand;
 use crate::studio::downloads::Status;
@@ -107,7 +109,12 @@ impl StudioApp {
                 }
             });
             ui.menu_button("View", |ui| {
-                for cmd in [UiCommand::ToggleGrid, UiCommand::ZoomToFit] {
+                for cmd in [
+                    UiCommand::ToggleGrid,
+                    UiCommand::ToggleConfidence,
+                    UiCommand::ToggleOrderMap,
+                    UiCommand::ZoomToFit,
+                ] {
                     if ui.button(cmd.label()).clicked() {
                         fired = Some(cmd);
                     }
@@ -348,13 +355,18 @@ impl StudioApp {
                     ui.input(|i| i.time) as f32,
                     highlight,
                     if self.tools.show_grid { 1.0 } else { 0.0 },
-                    0.0,
+                    self.tools.overlay.mode(),
                 ],
             },
             extent,
-            uploads: self.image.take_uploads(),
+            uploads: {
+                self.gpu_uploads.extend(self.image.take_uploads());
+                self.gpu_uploads.clone()
+            },
             show_mask: self.tools.show_mask,
-            show_generation: self.running.is_some() || self.tools.show_grid,
+            show_generation: self.running.is_some()
+                || self.tools.show_grid
+                || self.tools.overlay != Overlay::None,
         };
         if self.has_gpu {
             ui.painter()

@@ -8,7 +8,7 @@ mod frame;
 
 use std::time::Instant;
 
-use arpg_core::edit::{Edit, Order, Source};
+use arpg_core::edit::{Edit, MaskOptions, Order, Source};
 use arpg_core::generator::Settings;
 use arpg_core::pair::ModelSpec;
 use arpg_core::provenance::{BatchPlace, Provenance};
@@ -17,6 +17,7 @@ use arpg_core::tasks::TokenCanvas;
 use arpg_core::vq::Palette;
 use eframe::egui;
 
+use super::canvas::cell_map::{CellMap, Overlay};
 use super::canvas::image::CanvasImage;
 use super::canvas::mask::MaskDocument;
 use super::canvas::view::CanvasView;
@@ -97,6 +98,8 @@ pub struct StudioApp {
     view: CanvasView,
     /// The canvas image and its pending uploads to the GPU.
     image: CanvasImage,
+    /// Uploads handed to the paint callback and not yet applied.
+    gpu_uploads: super::gpu::PendingUploads,
     has_gpu: bool,
     pub class_panel: ClassPanel,
     pub settings: SettingsPanel,
@@ -109,6 +112,8 @@ pub struct StudioApp {
     seeds: Rng,
     /// Screen rectangle of the canvas widget in the last frame.
     pub canvas_widget: Option<egui::Rect>,
+    /// Probability and step of each cell the latest run decided (the confidence and order maps).
+    pub cell_map: CellMap,
 }
 
 impl StudioApp {
@@ -157,6 +162,8 @@ impl StudioApp {
             show_shortcuts: false,
             seeds: Rng::stream(clock_seed(), stream::NEXT_SEED, 0),
             canvas_widget: None,
+            cell_map: CellMap::default(),
+            gpu_uploads: Default::default(),
         };
         app.send(WorkerCommand::LoadModels(model_args));
         app.status.message = "Loading model…".into();
@@ -238,6 +245,9 @@ impl StudioApp {
             UiCommand::SavePng => self.save_dialog(),
             UiCommand::OpenModel => self.open_model_dialog(),
             UiCommand::ToggleGrid => self.tools.show_grid = !self.tools.show_grid,
+            UiCommand::ToggleConfidence => self.toggle_overlay(Overlay::Confidence),
+            UiCommand::ToggleOrderMap => self.toggle_overlay(Overlay::Order),
+            UiCommand::RerollLeastConfident => self.start_reroll(),
             UiCommand::ZoomToFit => self.view = CanvasView::default(),
             UiCommand::ShowShortcuts => self.show_shortcuts = !self.show_shortcuts,
         }
@@ -371,6 +381,53 @@ impl StudioApp {
             options: self.settings.mask,
         };
         self.start_edit(edit, "Inpaint");
+    }
+
+    fn toggle_overlay(&mut self, overlay: Overlay) {
+        self.tools.overlay = if self.tools.overlay == overlay {
+            Overlay::None
+        } else {
+            overlay
+        };
+    }
+
+    /// Draws again the least confident share of the cells the latest run decided, with every
+    /// other token as context: an inpaint whose mask is exactly those cells.
+    fn start_reroll(&mut self) {
+        let Some(doc) = self.doc.as_ref() else {
+            return;
+        };
+        let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
+        if (self.cell_map.rows, self.cell_map.cols) != (rows, cols) {
+            self.cell_map = CellMap::new(rows, cols);
+        }
+        let cells = self.cell_map.least_confident(self.tools.reroll_share);
+        if cells.is_empty() {
+            self.errors.push(
+                "Nothing to re-roll: this image has no recorded confidences (generate or edit \
+                 it here first)."
+                    .into(),
+            );
+            return;
+        }
+        let p = self.patch();
+        let width = cols * p;
+        let mut mask = vec![0u8; width * rows * p];
+        for &(r, c) in &cells {
+            for y in r * p..(r + 1) * p {
+                mask[y * width + c * p..y * width + (c + 1) * p].fill(255);
+            }
+        }
+        let edit = Edit::Inpaint {
+            mask,
+            // Exactly the chosen cells: every pixel of each is masked, none of any other.
+            options: MaskOptions {
+                threshold: 0.5,
+                dilate: 0,
+                ..self.settings.mask
+            },
+        };
+        self.start_edit(edit, "Re-roll");
     }
 
     fn start_outpaint(&mut self, sides: [usize; 4]) {

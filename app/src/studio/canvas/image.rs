@@ -6,6 +6,7 @@
 use arpg_core::tasks::TokenCanvas;
 use arpg_core::vq::Palette;
 
+use super::cell_map::CellMap;
 use crate::studio::gpu::{Extent, Target, Upload};
 
 /// Colour of a cell not decided yet.
@@ -71,14 +72,14 @@ impl CanvasImage {
     }
 
     /// Shows a whole document: `rgb` (RGB8 of the extent) uploaded at once, no undecided cells.
-    pub fn show(&mut self, canvas: &TokenCanvas, rgb: &[u8]) {
+    pub fn show(&mut self, canvas: &TokenCanvas, rgb: &[u8], map: &CellMap) {
         if rgb.len() * 4 == self.rgba.len() * 3 {
             for (dst, src) in self.rgba.chunks_exact_mut(4).zip(rgb.chunks_exact(3)) {
                 dst.copy_from_slice(&[src[0], src[1], src[2], 255]);
             }
         }
         self.upload_image();
-        self.upload_state(canvas, &[]);
+        self.upload_state(canvas, &[], map);
     }
 
     /// Before a job's first step: its known cells from the palette, pixel-exact where the base
@@ -140,14 +141,16 @@ impl CanvasImage {
         });
     }
 
-    /// The whole per-cell state: undecided cells, and the `latest` step's cells highlighted.
-    pub fn upload_state(&mut self, canvas: &TokenCanvas, latest: &[(usize, usize)]) {
+    /// The whole per-cell state: undecided cells, the `latest` step's cells highlighted, and
+    /// each cell's recorded probability and step (`map`, for the confidence and order maps).
+    pub fn upload_state(&mut self, canvas: &TokenCanvas, latest: &[(usize, usize)], map: &CellMap) {
         let mut bytes = Vec::with_capacity(canvas.cells.len() * 4);
         for r in 0..canvas.rows {
             for c in 0..canvas.cols {
                 let undecided = if canvas.get(r, c).is_none() { 255 } else { 0 };
                 let fresh = if latest.contains(&(r, c)) { 255 } else { 0 };
-                bytes.extend_from_slice(&[undecided, fresh, 0, 255]);
+                let [prob, order] = map.texel(r, c);
+                bytes.extend_from_slice(&[undecided, fresh, prob, order]);
             }
         }
         self.uploads.push(Upload {
@@ -160,15 +163,15 @@ impl CanvasImage {
         });
     }
 
-    /// One decided cell's state: highlighted when `fresh`.
-    pub fn upload_cell_state(&mut self, r: usize, c: usize, fresh: bool) {
+    /// One decided cell's state: highlighted when `fresh`; `texel`: [`CellMap::texel`].
+    pub fn upload_cell_state(&mut self, r: usize, c: usize, fresh: bool, texel: [u8; 2]) {
         self.uploads.push(Upload {
             target: Target::State,
             x: c as u32,
             y: r as u32,
             w: 1,
             h: 1,
-            bytes: vec![0, if fresh { 255 } else { 0 }, 0, 255],
+            bytes: vec![0, if fresh { 255 } else { 0 }, texel[0], texel[1]],
         });
     }
 

@@ -35,6 +35,22 @@ pub enum Target {
     State,
 }
 
+/// Texture writes queued by the UI thread for the next painted frame, in order.
+#[derive(Debug, Clone, Default)]
+pub struct PendingUploads(std::sync::Arc<std::sync::Mutex<Vec<Upload>>>);
+
+impl PendingUploads {
+    pub fn extend(&self, uploads: Vec<Upload>) {
+        // A poisoned lock only means a panic elsewhere; the queue itself is still whole.
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        q.extend(uploads);
+    }
+
+    fn take(&self) -> Vec<Upload> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
 /// A rectangle of texels to write.
 #[derive(Debug, Clone)]
 pub struct Upload {
@@ -347,7 +363,10 @@ impl CanvasResources {
 pub struct CanvasCallback {
     pub view: ViewUniform,
     pub extent: Extent,
-    pub uploads: Vec<Upload>,
+    /// Texture writes not yet applied. Shared with the app and drained when the GPU prepares a
+    /// frame: a frame that runs without being painted (a test stepping the UI, a hidden window)
+    /// keeps them for the next one that is.
+    pub uploads: PendingUploads,
     pub show_mask: bool,
     pub show_generation: bool,
 }
@@ -368,8 +387,8 @@ impl egui_wgpu::CallbackTrait for CanvasCallback {
             res.resize(device, self.extent);
         }
         queue.write_buffer(&res.uniform, 0, bytemuck::bytes_of(&self.view));
-        for u in &self.uploads {
-            res.write(queue, u);
+        for u in self.uploads.take() {
+            res.write(queue, &u);
         }
         Vec::new()
     }

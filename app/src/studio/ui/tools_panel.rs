@@ -17,6 +17,10 @@ pub struct ToolsPanel {
     pub hardness: f32,
     pub show_mask: bool,
     pub show_grid: bool,
+    /// The per-cell map drawn over the image (View menu).
+    pub overlay: crate::studio::canvas::cell_map::Overlay,
+    /// Share of the decided cells "Re-roll least confident" draws again.
+    pub reroll_share: f32,
 }
 
 impl Default for ToolsPanel {
@@ -27,6 +31,8 @@ impl Default for ToolsPanel {
             hardness: 0.8,
             show_mask: true,
             show_grid: false,
+            overlay: Default::default(),
+            reroll_share: 0.1,
         }
     }
 }
@@ -87,6 +93,30 @@ impl ToolsPanel {
         });
         ui.checkbox(&mut self.show_mask, "Show mask");
         ui.checkbox(&mut self.show_grid, "Token grid (G)");
+        ui.separator();
+        ui.heading("Cells");
+        use crate::studio::canvas::cell_map::Overlay;
+        ui.horizontal(|ui| {
+            ui.selectable_value(&mut self.overlay, Overlay::None, "Image");
+            ui.selectable_value(&mut self.overlay, Overlay::Confidence, "Confidence")
+                .on_hover_text("Each decided token's probability: red unlikely, green likely (C)");
+            ui.selectable_value(&mut self.overlay, Overlay::Order, "Order")
+                .on_hover_text("The step each cell was decided at: blue first, yellow last (O)");
+        });
+        let mut percent = self.reroll_share * 100.0;
+        ui.add(
+            egui::Slider::new(&mut percent, 1.0..=50.0)
+                .suffix("%")
+                .text("Least confident"),
+        );
+        self.reroll_share = percent / 100.0;
+        if ui
+            .button(UiCommand::RerollLeastConfident.label())
+            .on_hover_text("Draw those cells again with everything else as context (Shift+R)")
+            .clicked()
+        {
+            out.push(UiCommand::RerollLeastConfident);
+        }
         out
     }
 }

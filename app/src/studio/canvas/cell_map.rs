@@ -1,0 +1,111 @@
+//! What the latest generation recorded about each cell it decided: the probability of the token
+//! it drew and the step it was decided at. The confidence map and the order heat map draw it;
+//! "Re-roll least confident" reads it.
+
+/// Which per-cell map the canvas shows over the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overlay {
+    #[default]
+    None,
+    /// Each decided token's probability: red (unlikely) to green (likely).
+    Confidence,
+    /// The step each cell was decided at: blue (first) to yellow (last).
+    Order,
+}
+
+impl Overlay {
+    /// The shader's mode (`view.params.w`).
+    pub fn mode(self) -> f32 {
+        match self {
+            Overlay::None => 0.0,
+            Overlay::Confidence => 1.0,
+            Overlay::Order => 2.0,
+        }
+    }
+}
+
+/// Per cell: `(probability, step)` of the draw that decided it, or `None` (known context, an
+/// opened image, or not decided yet).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CellMap {
+    pub rows: usize,
+    pub cols: usize,
+    /// Steps of the run that recorded it (the order map's scale).
+    pub total_steps: usize,
+    pub cells: Vec<Option<(f32, usize)>>,
+}
+
+impl CellMap {
+    /// An empty map of `rows x cols` cells.
+    pub fn new(rows: usize, cols: usize) -> Self {
+        Self {
+            rows,
+            cols,
+            total_steps: 1,
+            cells: vec![None; rows * cols],
+        }
+    }
+
+    /// Records a draw; cells outside the map are ignored. Settling and polishing draw a cell
+    /// again: the last draw is the one the image shows.
+    pub fn record(&mut self, r: usize, c: usize, prob: f32, step: usize, total_steps: usize) {
+        self.total_steps = total_steps.max(1);
+        if r < self.rows && c < self.cols {
+            self.cells[r * self.cols + c] = Some((prob, step));
+        }
+    }
+
+    /// The state texture's blue and alpha bytes of cell `(r, c)`: probability, and 1 + the
+    /// step scaled to 1..=255 (0: nothing recorded).
+    pub fn texel(&self, r: usize, c: usize) -> [u8; 2] {
+        match self.cells.get(r * self.cols + c).copied().flatten() {
+            Some((p, step)) if r < self.rows && c < self.cols => {
+                let last = self.total_steps.saturating_sub(1).max(1) as f32;
+                let order = 1.0 + 254.0 * (step as f32 / last).clamp(0.0, 1.0);
+                [
+                    (p.clamp(0.0, 1.0) * 255.0).round() as u8,
+                    order.round() as u8,
+                ]
+            }
+            _ => [0, 0],
+        }
+    }
+
+    /// The `share` (0..1) of recorded cells with the lowest probabilities (at least one when
+    /// anything is recorded), least confident first; ties in raster order.
+    pub fn least_confident(&self, share: f32) -> Vec<(usize, usize)> {
+        let mut recorded: Vec<(f32, usize)> = self
+            .cells
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.map(|(p, _)| (p, i)))
+            .collect();
+        recorded.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let n = ((recorded.len() as f32 * share.clamp(0.0, 1.0)).round() as usize)
+            .clamp(usize::from(!recorded.is_empty()), recorded.len());
+        recorded[..n]
+            .iter()
+            .map(|&(_, i)| (i / self.cols, i % self.cols))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_confident_takes_the_lowest_probabilities() {
+        let mut m = CellMap::new(2, 2);
+        m.record(0, 0, 1.0, 0, 4);
+        m.record(0, 1, 0.1, 1, 4);
+        m.record(1, 0, 0.5, 2, 4);
+        assert_eq!(m.least_confident(0.3), vec![(0, 1)]);
+        assert_eq!(m.least_confident(0.7), vec![(0, 1), (1, 0)]);
+        // Unrecorded cells are never picked.
+        assert_eq!(m.least_confident(1.0).len(), 3);
+        assert_eq!(m.texel(1, 1), [0, 0]);
+        assert_eq!(m.texel(0, 0), [255, 1]);
+        assert_eq!(m.texel(1, 0)[1], 170);
+    }
+}
