@@ -3,7 +3,7 @@
 
 mod common;
 
-use arpg_core::kernels::{self, matmul_t, Choice, Tier};
+use arpg_core::kernels::{self, matmul_t, Choice, Tier, Weight};
 use arpg_core::loader;
 use arpg_core::reference::FixtureSet;
 use arpg_core::Arpg;
@@ -66,6 +66,35 @@ fn check(
     }
 }
 
+/// The product with `w` rounded to a reduced-precision type against the f32 product of the same
+/// rounded values.
+#[allow(clippy::too_many_arguments)] // One product: its operands, shapes and weight type.
+fn reduced<W: Weight>(
+    tier: Tier,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    round: fn(f32) -> W,
+    what: &str,
+) {
+    let wr: Vec<W> = w.iter().map(|v| round(*v)).collect();
+    let wf: Vec<f32> = wr.iter().map(|v| v.to_f32()).collect();
+    let want = reference(x, m, k, &wf, n);
+    check(
+        tier,
+        what,
+        &matmul_t(tier, x, m, k, &wr, n),
+        &want,
+        x,
+        &wf,
+        m,
+        k,
+        n,
+    );
+}
+
 #[test]
 fn products_match_plain_arithmetic_at_every_tier_and_weight_dtype() {
     // Shapes that exercise every tile size, the lane tails (k not a multiple of 8 or 16) and
@@ -96,35 +125,8 @@ fn products_match_plain_arithmetic_at_every_tier_and_weight_dtype() {
             );
 
             // Reduced-precision weights: compared with the f32 product of the same rounded values.
-            let wb: Vec<bf16> = w.iter().map(|v| bf16::from_f32(*v)).collect();
-            let wbf: Vec<f32> = wb.iter().map(|v| v.to_f32()).collect();
-            let want = reference(&x, m, k, &wbf, n);
-            check(
-                tier,
-                "bf16",
-                &matmul_t(tier, &x, m, k, &wb, n),
-                &want,
-                &x,
-                &wbf,
-                m,
-                k,
-                n,
-            );
-
-            let wh: Vec<f16> = w.iter().map(|v| f16::from_f32(*v)).collect();
-            let whf: Vec<f32> = wh.iter().map(|v| v.to_f32()).collect();
-            let want = reference(&x, m, k, &whf, n);
-            check(
-                tier,
-                "f16",
-                &matmul_t(tier, &x, m, k, &wh, n),
-                &want,
-                &x,
-                &whf,
-                m,
-                k,
-                n,
-            );
+            reduced(tier, &x, m, k, &w, n, bf16::from_f32, "bf16");
+            reduced(tier, &x, m, k, &w, n, f16::from_f32, "f16");
         }
     }
 }

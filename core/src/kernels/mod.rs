@@ -242,30 +242,7 @@ pub fn matmul_t<W: Weight>(
     w: &[W],
     n: usize,
 ) -> Vec<f32> {
-    assert!(
-        x.len() >= m * k && w.len() >= n * k,
-        "matmul_t: slices shorter than shapes"
-    );
-    let mut yt = vec![0f32; n * m];
-    if m == 0 || n == 0 {
-        return yt;
-    }
-    let nr = tile_cols(tier);
-    let threads = rayon::current_num_threads().max(1);
-    // Enough chunks for every thread to get several (balance), each small enough for L2.
-    let by_cache = (CHUNK_BYTES / (k * std::mem::size_of::<W>()).max(1)).max(nr);
-    let by_balance = n.div_ceil(threads * 4).max(nr);
-    let rows = by_cache.min(by_balance).div_ceil(nr) * nr;
-    let packed = pack(tier, x, m, k);
-    yt.par_chunks_mut(rows * m)
-        .enumerate()
-        .for_each(|(c, out)| {
-            let n0 = c * rows;
-            let nc = out.len() / m;
-            let wc = &w[n0 * k..(n0 + nc) * k];
-            chunk(tier, x, &packed, m, k, wc, nc, out);
-        });
-    yt
+    product(tier, x, m, k, w, n, true)
 }
 
 /// [`matmul_t`] on the calling thread only (for callers that already split the work).
@@ -277,6 +254,18 @@ pub(crate) fn matmul_t_serial<W: Weight>(
     w: &[W],
     n: usize,
 ) -> Vec<f32> {
+    product(tier, x, m, k, w, n, false)
+}
+
+fn product<W: Weight>(
+    tier: Tier,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[W],
+    n: usize,
+    parallel: bool,
+) -> Vec<f32> {
     assert!(
         x.len() >= m * k && w.len() >= n * k,
         "matmul_t: slices shorter than shapes"
@@ -285,14 +274,26 @@ pub(crate) fn matmul_t_serial<W: Weight>(
     if m == 0 || n == 0 {
         return yt;
     }
-    let packed = pack(tier, x, m, k);
     let nr = tile_cols(tier);
-    // Chunks of weight rows that stay in L2 while every row tile of x passes over them.
-    let rows = ((CHUNK_BYTES / (k * std::mem::size_of::<W>()).max(1)).max(nr)).div_ceil(nr) * nr;
-    for (c, out) in yt.chunks_mut(rows * m).enumerate() {
+    // Chunks of weight rows small enough to stay in L2 while every row tile of x passes over
+    // them; in parallel, also enough of them for every thread to get several (balance).
+    let by_cache = (CHUNK_BYTES / (k * std::mem::size_of::<W>()).max(1)).max(nr);
+    let by_balance = if parallel {
+        n.div_ceil(rayon::current_num_threads().max(1) * 4).max(nr)
+    } else {
+        n
+    };
+    let rows = by_cache.min(by_balance).div_ceil(nr) * nr;
+    let packed = pack(tier, x, m, k);
+    let run = |(c, out): (usize, &mut [f32])| {
         let n0 = c * rows;
         let nc = out.len() / m;
         chunk(tier, x, &packed, m, k, &w[n0 * k..(n0 + nc) * k], nc, out);
+    };
+    if parallel {
+        yt.par_chunks_mut(rows * m).enumerate().for_each(run);
+    } else {
+        yt.chunks_mut(rows * m).enumerate().for_each(run);
     }
     yt
 }
