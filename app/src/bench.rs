@@ -263,6 +263,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     };
     let mut best = f64::INFINITY;
     let mut step_ms = Vec::new();
+    let mut first_step_s = 0.0;
     for _ in 0..o.repeats.max(1) {
         let mut gen = Generation::new(&model, &Request::new(vec![1; o.batch], settings.clone()))?;
         let mut times = Vec::new();
@@ -277,6 +278,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         let total = t.elapsed().as_secs_f64();
         if total < best {
             best = total;
+            first_step_s = times.first().copied().unwrap_or(0.0) / 1e3;
             step_ms = times;
         }
     }
@@ -332,6 +334,14 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     if json {
         println!("{row}");
     } else {
+        // The rest of an image's time: the tokenizer (and, for the shipped model, when the
+        // first preview and the full image appear).
+        let (tok, side) = if label == "shipped" {
+            ("shipped", cfg.grid_size() * 4)
+        } else {
+            ("vq-16", 256)
+        };
+        let (_, _, encode_s, decode_s) = tokenizer_times(tok, side, side)?;
         println!("| model | batch | dtype | device | image (s) | images/s | step median (ms) | floor/image (s) | peak RSS (MiB) | kernel |");
         println!("|---|---|---|---|---|---|---|---|---|---|");
         println!(
@@ -342,6 +352,18 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
             o.batch as f64 / best,
             kernel(&device, o.quant)
         );
+        println!();
+        println!("| {tok} tokenizer, {side}x{side} | seconds per image |");
+        println!("|---|---|");
+        println!("| encode | {encode_s:.3} |");
+        println!("| decode | {decode_s:.3} |");
+        if label == "shipped" {
+            println!("| first preview (first step) | {first_step_s:.3} |");
+            println!(
+                "| full image (all steps + decode) | {:.3} |",
+                seconds_per_image + decode_s
+            );
+        }
     }
     Ok(())
 }
@@ -437,6 +459,25 @@ pub fn scale_row(spec: &str) -> Result<()> {
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .with_context(|| format!("`{size}`: expected WxH"))?;
+    let (w, h, encode_s, decode_s) = tokenizer_times(tokenizer, w, h)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "tokenizer": tokenizer,
+            "width": w,
+            "height": h,
+            "encode_s": encode_s,
+            "decode_s": decode_s,
+            "peak_rss_mib": peak_rss_mib(),
+        })
+    );
+    Ok(())
+}
+
+/// Encode and decode seconds of one `w x h` image (snapped up to whole tokens) through the
+/// product's path: `shipped` (the shipped tokenizer) or `vq-16` (random weights). Returns the
+/// snapped size and the two times.
+fn tokenizer_times(tokenizer: &str, w: usize, h: usize) -> Result<(usize, usize, f64, f64)> {
     let dev = Device::Cpu;
     let vq = match tokenizer {
         "shipped" => arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &dev)?,
@@ -459,16 +500,5 @@ pub fn scale_row(spec: &str) -> Result<()> {
     let decoded = vq.decode_rgb8(&tokens, h / p, w / p, tiling)?;
     std::hint::black_box(decoded.len());
     let decode_s = t.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
-            "tokenizer": tokenizer,
-            "width": w,
-            "height": h,
-            "encode_s": encode_s,
-            "decode_s": decode_s,
-            "peak_rss_mib": peak_rss_mib(),
-        })
-    );
-    Ok(())
+    Ok((w, h, encode_s, decode_s))
 }

@@ -184,6 +184,17 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
     }
     let mut tensors = HashMap::with_capacity(expected.len());
     for (key, shape) in &expected {
+        // The header's shape first: a corrupt one must not size an allocation.
+        let info = content
+            .tensor_infos
+            .get(key)
+            .map(|i| i.shape.dims().to_vec());
+        if info.as_deref() != Some(shape.as_slice()) {
+            return Err(not_ours(
+                path,
+                format!("`{key}` has shape {info:?}, the config says {shape:?}"),
+            ));
+        }
         let t = content
             .tensor(&mut f, key, &Device::Cpu)
             .map_err(|e| not_ours(path, format!("`{key}` cannot be read: {}", first_line(&e))))?;
