@@ -451,9 +451,9 @@ fn confidence_and_order_maps_toggle_and_reroll_changes_only_the_least_confident_
     assert!(map
         .cells
         .iter()
-        .all(|c| c.is_some_and(|(p, _)| (0.0..=1.0).contains(&p))));
+        .all(|c| c.is_some_and(|r| (0.0..=1.0).contains(&r.prob))));
     let steps: std::collections::BTreeSet<usize> =
-        map.cells.iter().flatten().map(|&(_, s)| s).collect();
+        map.cells.iter().flatten().map(|r| r.step).collect();
     assert!(steps.len() > 1, "every cell decided at one step: {steps:?}");
 
     h.state_mut().execute(UiCommand::ToggleConfidence);

@@ -8,9 +8,10 @@
 //! `arpg.quant` (`q8_0` or `q4k`) and `arpg.sampling` (the recommended sampler settings of the
 //! JSON beside the input, if any; a JSON beside the `.gguf` file wins).
 //!
-//! Loading dequantizes to build the model and quantizes the linear layers again with the same
-//! format. For q8_0 that is exact (a block's scale is its largest magnitude / 127, which the
-//! dequantized block reproduces), so a converted file computes what quantizing on load does.
+//! Loading dequantizes to build the model (in f32) and quantizes the linear layers again with
+//! the same format. For q8_0 that is exact (a block's scale is its largest magnitude / 127,
+//! which the dequantized block reproduces), so a converted file computes what quantizing on load
+//! does; q4k's search for scales may pick other ones the second time (a small extra error).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -141,8 +142,13 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
         err,
     };
     let mut f = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-    let content = gguf_file::Content::read(&mut f)
-        .map_err(|e| not_ours(path, format!("not a GGUF file ({})", first_line(&e))))?;
+    // candle's reader divides by the header's alignment: a corrupt header must not abort.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        gguf_file::Content::read(&mut f)
+    }))
+    .map_err(|_| not_ours(path, "not a GGUF file (corrupt header)"))?;
+    let content =
+        read.map_err(|e| not_ours(path, format!("not a GGUF file ({})", first_line(&e))))?;
     let text = |key: &str| -> Result<String> {
         match content.metadata.get(key) {
             Some(gguf_file::Value::String(s)) => Ok(s.clone()),
@@ -208,9 +214,15 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
             ));
         }
         let t: Tensor = t.dequantize(&Device::Cpu)?;
-        tensors.insert(key.clone(), t.to_dtype(dtype)?.to_device(device)?);
+        tensors.insert(key.clone(), t.to_device(device)?);
     }
-    let mut model = Arpg::new(&config, VarBuilder::from_tensors(tensors, dtype, device))?;
+    // Built in f32 whatever `dtype` asks: the quantized layers are quantized again from the
+    // dequantized values, which for q8_0 gives back the file's blocks exactly only from f32.
+    let _ = dtype;
+    let mut model = Arpg::new(
+        &config,
+        VarBuilder::from_tensors(tensors, DType::F32, device),
+    )?;
     model.quantize(q)?;
     let beside = loader::sampling_beside(path)?;
     let sampling = if beside != SamplingDefaults::default() {

@@ -107,10 +107,9 @@ fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
         unsafe fn avx2(r: &Rows, n: &Dims, out: &mut [f32]) {
             head(r, n, out)
         }
-        // SAFETY: the tier was checked against the CPU when it was chosen
-        // (`Tier::is_supported`).
+        // SAFETY: `usable` checks the tier against the CPU (`Tier::is_supported`).
         unsafe {
-            match tier {
+            match tier.usable() {
                 super::Tier::Avx512 => avx512(r, n, out),
                 super::Tier::Avx2Fma => avx2(r, n, out),
                 super::Tier::Portable => head(r, n, out),

@@ -60,6 +60,13 @@ impl CustomOp3 for Conv2d {
                 bias.len()
             );
         }
+        if c * kh * kw == 0 || h * w == 0 {
+            candle_core::bail!(
+                "conv kernel: empty input {:?} or kernel {:?}",
+                xl.dims(),
+                wl.dims()
+            );
+        }
         let oh = (h + 2 * p - kh) / s + 1;
         let ow = (w + 2 * p - kw) / s + 1;
         let k = c * kh * kw;

@@ -75,10 +75,21 @@ impl Tier {
             #[cfg(target_arch = "x86_64")]
             Tier::Avx512 => {
                 std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
+        }
+    }
+
+    /// This tier if the CPU supports it, else [`Tier::Portable`].
+    pub fn usable(self) -> Tier {
+        if self.is_supported() {
+            self
+        } else {
+            Tier::Portable
         }
     }
 
@@ -266,6 +277,9 @@ fn product<W: Weight>(
     n: usize,
     parallel: bool,
 ) -> Vec<f32> {
+    // A tier this CPU cannot run (a caller's mistake) falls back to plain Rust rather than
+    // executing instructions the CPU lacks.
+    let tier = tier.usable();
     assert!(
         x.len() >= m * k && w.len() >= n * k,
         "matmul_t: slices shorter than shapes"

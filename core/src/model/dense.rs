@@ -48,7 +48,9 @@ impl Dense {
                 if !self.trainable
                     && w.device().is_cpu()
                     && kernels::takes(w.dtype())
-                    && rows < LARGE_M
+                    // Reduced-precision weights stay on the kernels (candle would need an f32
+                    // copy of each weight per call).
+                    && (rows < LARGE_M || w.dtype() != DType::F32)
                 {
                     if let Choice::Kernel(tier) = kernels::choice() {
                         let xf = x.to_dtype(DType::F32)?.contiguous()?;

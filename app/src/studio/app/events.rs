@@ -143,7 +143,7 @@ impl StudioApp {
                         .map(|r| r.latest.clone())
                         .unwrap_or_default();
                     for &(r, c, t, prob) in &cells {
-                        self.cell_map.record(r, c, prob, step, total_steps);
+                        self.cell_map.record(r, c, t, prob, step, total_steps);
                         if let Some(run) = self.running.as_mut() {
                             let cols = run.canvas.cols;
                             run.canvas.cells[r * cols + c] = Some(t);
@@ -288,6 +288,11 @@ impl StudioApp {
             }
             WorkerEvent::Error(e) => {
                 self.errors.push(e);
+                // A failed run's draws describe no document.
+                if let Some(doc) = &self.doc {
+                    let c = &doc.canvas;
+                    self.cell_map.keep_matching(c.rows, c.cols, &c.cells);
+                }
                 if self.loading.take().is_some() {
                     self.status.message = match &self.model {
                         Some(m) => format!("Model not loaded; still using {}", m.name),
@@ -363,9 +368,8 @@ impl StudioApp {
     /// dropped).
     pub(super) fn show_document(&mut self, doc: &Document) {
         self.set_extent(doc.canvas.rows, doc.canvas.cols);
-        if (self.cell_map.rows, self.cell_map.cols) != (doc.canvas.rows, doc.canvas.cols) {
-            self.cell_map = CellMap::new(doc.canvas.rows, doc.canvas.cols);
-        }
+        let c = &doc.canvas;
+        self.cell_map.keep_matching(c.rows, c.cols, &c.cells);
         self.image.show(&doc.canvas, &doc.rgb, &self.cell_map);
     }
 

@@ -360,7 +360,11 @@ impl StudioApp {
             },
             extent,
             uploads: {
-                self.gpu_uploads.extend(self.image.take_uploads());
+                // Without a GPU nothing applies them: they are dropped, not queued forever.
+                let uploads = self.image.take_uploads();
+                if self.has_gpu {
+                    self.gpu_uploads.extend(uploads);
+                }
                 self.gpu_uploads.clone()
             },
             show_mask: self.tools.show_mask,

@@ -398,9 +398,8 @@ impl StudioApp {
             return;
         };
         let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
-        if (self.cell_map.rows, self.cell_map.cols) != (rows, cols) {
-            self.cell_map = CellMap::new(rows, cols);
-        }
+        let canvas = doc.canvas.cells.clone();
+        self.cell_map.keep_matching(rows, cols, &canvas);
         let cells = self.cell_map.least_confident(self.tools.reroll_share);
         if cells.is_empty() {
             self.errors.push(
@@ -421,10 +420,11 @@ impl StudioApp {
         let edit = Edit::Inpaint {
             mask,
             // Exactly the chosen cells: every pixel of each is masked, none of any other.
+            // No feather: the new cells' pixels are shown whole, as their tokens decode.
             options: MaskOptions {
                 threshold: 0.5,
                 dilate: 0,
-                ..self.settings.mask
+                feather: 0,
             },
         };
         self.start_edit(edit, "Re-roll");

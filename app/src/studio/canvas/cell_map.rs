@@ -24,15 +24,25 @@ impl Overlay {
     }
 }
 
-/// Per cell: `(probability, step)` of the draw that decided it, or `None` (known context, an
-/// opened image, or not decided yet).
+/// What one draw recorded about its cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellRecord {
+    /// Probability of the drawn token.
+    pub prob: f32,
+    /// The step it was drawn at, and that step's place in its run (0 first, 1 last).
+    pub step: usize,
+    pub order: f32,
+    /// The drawn token: a record whose token is no longer the cell's is stale.
+    pub token: u32,
+}
+
+/// Per cell: the draw that decided it, or `None` (known context, an opened image, or not
+/// decided yet).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CellMap {
     pub rows: usize,
     pub cols: usize,
-    /// Steps of the run that recorded it (the order map's scale).
-    pub total_steps: usize,
-    pub cells: Vec<Option<(f32, usize)>>,
+    pub cells: Vec<Option<CellRecord>>,
 }
 
 impl CellMap {
@@ -41,17 +51,43 @@ impl CellMap {
         Self {
             rows,
             cols,
-            total_steps: 1,
             cells: vec![None; rows * cols],
         }
     }
 
-    /// Records a draw; cells outside the map are ignored. Settling and polishing draw a cell
-    /// again: the last draw is the one the image shows.
-    pub fn record(&mut self, r: usize, c: usize, prob: f32, step: usize, total_steps: usize) {
-        self.total_steps = total_steps.max(1);
+    /// Records a draw of `token` at `step` of `total_steps`; cells outside the map are ignored.
+    /// Settling and polishing draw a cell again: the last draw is the one the image shows.
+    pub fn record(
+        &mut self,
+        r: usize,
+        c: usize,
+        token: u32,
+        prob: f32,
+        step: usize,
+        total_steps: usize,
+    ) {
         if r < self.rows && c < self.cols {
-            self.cells[r * self.cols + c] = Some((prob, step));
+            let last = total_steps.saturating_sub(1).max(1) as f32;
+            self.cells[r * self.cols + c] = Some(CellRecord {
+                prob,
+                step,
+                order: (step as f32 / last).clamp(0.0, 1.0),
+                token,
+            });
+        }
+    }
+
+    /// Keeps only the records whose token is still the cell's in `cells` (a canvas of the map's
+    /// size, raster order); a canvas of another size clears the map.
+    pub fn keep_matching(&mut self, rows: usize, cols: usize, cells: &[Option<u32>]) {
+        if (rows, cols) != (self.rows, self.cols) || cells.len() != self.cells.len() {
+            *self = CellMap::new(rows, cols);
+            return;
+        }
+        for (rec, tok) in self.cells.iter_mut().zip(cells) {
+            if rec.is_some_and(|r| Some(r.token) != *tok) {
+                *rec = None;
+            }
         }
     }
 
@@ -59,14 +95,10 @@ impl CellMap {
     /// step scaled to 1..=255 (0: nothing recorded).
     pub fn texel(&self, r: usize, c: usize) -> [u8; 2] {
         match self.cells.get(r * self.cols + c).copied().flatten() {
-            Some((p, step)) if r < self.rows && c < self.cols => {
-                let last = self.total_steps.saturating_sub(1).max(1) as f32;
-                let order = 1.0 + 254.0 * (step as f32 / last).clamp(0.0, 1.0);
-                [
-                    (p.clamp(0.0, 1.0) * 255.0).round() as u8,
-                    order.round() as u8,
-                ]
-            }
+            Some(rec) if r < self.rows && c < self.cols => [
+                (rec.prob.clamp(0.0, 1.0) * 255.0).round() as u8,
+                (1.0 + 254.0 * rec.order).round() as u8,
+            ],
             _ => [0, 0],
         }
     }
@@ -78,7 +110,7 @@ impl CellMap {
             .cells
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| c.map(|(p, _)| (p, i)))
+            .filter_map(|(i, c)| c.map(|rec| (rec.prob, i)))
             .collect();
         recorded.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
         let n = ((recorded.len() as f32 * share.clamp(0.0, 1.0)).round() as usize)
@@ -97,9 +129,9 @@ mod tests {
     #[test]
     fn least_confident_takes_the_lowest_probabilities() {
         let mut m = CellMap::new(2, 2);
-        m.record(0, 0, 1.0, 0, 4);
-        m.record(0, 1, 0.1, 1, 4);
-        m.record(1, 0, 0.5, 2, 4);
+        m.record(0, 0, 7, 1.0, 0, 4);
+        m.record(0, 1, 8, 0.1, 1, 4);
+        m.record(1, 0, 9, 0.5, 2, 4);
         assert_eq!(m.least_confident(0.3), vec![(0, 1)]);
         assert_eq!(m.least_confident(0.7), vec![(0, 1), (1, 0)]);
         // Unrecorded cells are never picked.
@@ -107,5 +139,10 @@ mod tests {
         assert_eq!(m.texel(1, 1), [0, 0]);
         assert_eq!(m.texel(0, 0), [255, 1]);
         assert_eq!(m.texel(1, 0)[1], 170);
+        // A cell whose token changed loses its record.
+        m.keep_matching(2, 2, &[Some(7), Some(5), Some(9), None]);
+        assert!(m.cells[0].is_some() && m.cells[1].is_none() && m.cells[2].is_some());
+        m.keep_matching(3, 2, &[None; 6]);
+        assert!(m.cells.iter().all(Option::is_none));
     }
 }
