@@ -691,7 +691,7 @@ fn imagenet_class_names_on_the_command_line() {
 }
 
 /// `arpg bench --model M --json`: the interface scripts call prints one JSON object with the
-/// agreed fields on its last line; quantized mode says it is not there yet.
+/// agreed fields on its last line, and the kernel path it ran; a bad `--quant` is one clear error.
 #[test]
 fn bench_prints_one_json_object_for_scripts() {
     let out = arpg()
@@ -716,16 +716,16 @@ fn bench_prints_one_json_object_for_scripts() {
     assert!(
         v["kernel"]
             .as_str()
-            .is_some_and(|k| k.starts_with("candle")),
+            .is_some_and(|k| ["avx512", "avx2-fma", "portable", "candle"].contains(&k)),
         "{v}"
     );
     assert_eq!(v["batch"], 2);
     clean_error(
         &arpg()
-            .args(["bench", "--model", "shipped", "--quant", "q8_0", "--json"])
+            .args(["bench", "--model", "shipped", "--quant", "q3", "--json"])
             .output()
             .expect("spawn"),
-        "not available",
+        "unknown quantization",
     );
 }
 
