@@ -136,6 +136,16 @@ impl StudioApp {
     /// Choosing one reloads the current model with it.
     fn weights_menu(&mut self, ui: &mut egui::Ui) {
         ui.label("Weights");
+        // A quantized GGUF file fixes its own weights: nothing to choose.
+        let from_gguf = self
+            .model_args
+            .gpt
+            .as_deref()
+            .is_some_and(arpg_core::gguf::is_gguf);
+        if from_gguf {
+            ui.label("Quantized, as its GGUF file stores them");
+            return;
+        }
         let choices: [(&str, Option<&str>, &str, &str); 4] = [
             ("f32", None, "Exact (f32)", "The reference's arithmetic"),
             (
