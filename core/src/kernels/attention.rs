@@ -23,13 +23,6 @@ fn rows(l: &Layout) -> candle_core::Result<(usize, [usize; 3])> {
     Ok((l.start_offset(), [st[0], st[1], st[2]]))
 }
 
-fn f32s(s: &CpuStorage) -> candle_core::Result<&[f32]> {
-    match s {
-        CpuStorage::F32(v) => Ok(v),
-        _ => candle_core::bail!("attention kernel: operands must be f32"),
-    }
-}
-
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
@@ -147,6 +140,7 @@ impl CustomOp3 for Attention {
                 vl.dims()
             );
         }
+        let f32s = |s| super::f32_storage(s, "attention");
         let (q, k, v) = (f32s(qs)?, f32s(ks)?, f32s(vs)?);
         let (qo, qst) = rows(ql)?;
         let (ko, kst) = rows(kl)?;

@@ -21,13 +21,6 @@ pub(crate) struct Conv2d {
     pub stride: usize,
 }
 
-fn f32s<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle_core::bail!("conv kernel: operands must be contiguous f32"),
-    }
-}
-
 thread_local! {
     /// Each thread's patch matrix, kept between tiles and calls: a fresh one is fresh pages,
     /// and their faults cost as much as filling them.
@@ -50,6 +43,7 @@ impl CustomOp3 for Conv2d {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = xl.shape().dims4()?;
         let (o, wc, kh, kw) = wl.shape().dims4()?;
+        let f32s = |s, l| super::f32_operand(s, l, "conv");
         let (x, wt, bias) = (f32s(xs, xl)?, f32s(ws, wl)?, f32s(bs, bl)?);
         let (p, s) = (self.padding, self.stride.max(1));
         if wc != c || bias.len() != o || h + 2 * p < kh || w + 2 * p < kw {

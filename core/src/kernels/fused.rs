@@ -4,12 +4,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape};
 
-fn f32s<'a>(s: &'a CpuStorage, what: &str) -> candle_core::Result<&'a [f32]> {
-    match s {
-        CpuStorage::F32(v) => Ok(v),
-        _ => candle_core::bail!("{what}: operands must be f32"),
-    }
-}
+use super::{f32_operand, f32_storage};
 
 /// `RMSNorm` (mirrors the reference's `RMSNorm.forward`): `x / sqrt(mean(x²) + eps) * weight`
 /// over the last dim. `x` `(.., D)` contiguous f32, `weight` `(D,)` f32.
@@ -28,13 +23,9 @@ impl CustomOp2 for RmsNorm {
         wl: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let d = *xl.dims().last().unwrap_or(&0);
-        let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-        else {
-            candle_core::bail!("rms norm kernel: operands must be contiguous");
-        };
         let (x, w) = (
-            &f32s(xs, "rms norm")?[x0..x1],
-            &f32s(ws, "rms norm")?[w0..w1],
+            f32_operand(xs, xl, "rms norm")?,
+            f32_operand(ws, wl, "rms norm")?,
         );
         if d == 0 || w.len() != d {
             candle_core::bail!("rms norm kernel: {d} features, weight of {}", w.len());
@@ -79,15 +70,11 @@ impl CustomOp3 for RopeHeads {
         }
         let d = c / h;
         let half = d / 2;
-        let (Some((c0, c1)), Some((s0, s1))) = (cl.contiguous_offsets(), sl.contiguous_offsets())
-        else {
-            candle_core::bail!("rope kernel: cos/sin must be contiguous");
-        };
-        let (cos, sin) = (&f32s(cs, "rope")?[c0..c1], &f32s(ss, "rope")?[s0..s1]);
+        let (cos, sin) = (f32_operand(cs, cl, "rope")?, f32_operand(ss, sl, "rope")?);
         if cos.len() != b * t * half || sin.len() != cos.len() {
             candle_core::bail!("rope kernel: cos/sin do not cover ({b}, 1, {t}, {half})");
         }
-        let x = f32s(xs, "rope")?;
+        let x = f32_storage(xs, "rope")?;
         let o = xl.start_offset();
         let mut y = vec![0f32; b * h * t * d];
         for bi in 0..b {

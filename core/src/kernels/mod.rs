@@ -412,10 +412,27 @@ fn chunk<W: Weight>(
 /// contiguous CPU tensors; result `(.., N)` f32.
 pub(crate) struct Linear(pub Tier);
 
+/// The whole f32 buffer of a CPU operand of the op `op` (strided views index into it).
+pub(crate) fn f32_storage<'a>(s: &'a CpuStorage, op: &str) -> candle_core::Result<&'a [f32]> {
+    match s {
+        CpuStorage::F32(v) => Ok(v),
+        _ => candle_core::bail!("{op} kernel: operands must be f32"),
+    }
+}
+
+/// The elements of a contiguous f32 CPU operand of the op `op`.
+pub(crate) fn f32_operand<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    contiguous(f32_storage(s, op)?, l)
+}
+
 fn contiguous<'a, T>(s: &'a [T], l: &Layout) -> candle_core::Result<&'a [T]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s[a..b]),
-        None => candle_core::bail!("linear kernel: operand is not contiguous"),
+        None => candle_core::bail!("kernel: operand is not contiguous"),
     }
 }
 
