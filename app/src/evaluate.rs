@@ -432,6 +432,9 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
         ("inpaint right half", None),
     ];
     let mut rows: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    // The most visible line within two tokens of the seam (levelling spreads a step over them).
+    let mut near: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let mut control = [Vec::new(), Vec::new()];
     for seed in 0..SEAM_SEEDS {
         let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
         settings.seed = seed;
@@ -446,6 +449,11 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
             size: [side, side],
             patch: p,
         };
+        // Control: the same measures on the unedited image's middle lines (no seam at all).
+        for vertical in [true, false] {
+            control[0].push(seam_ratio(&rgb, side, side, vertical, side / 2));
+            control[1].push(worst_line_near(&rgb, side, side, vertical, side / 2, 2 * p));
+        }
         for (k, (_, sides)) in cases.iter().enumerate() {
             let (edit, seam) = match sides {
                 Some(cells) => (Edit::Outpaint { cells: *cells }, None),
@@ -476,17 +484,32 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
                 None => (true, seam.unwrap_or(side / 2)),
             };
             rows[k].push(seam_ratio(&done.rgb, w, h, vertical, x0));
+            near[k].push(worst_line_near(&done.rgb, w, h, vertical, x0, 2 * p));
         }
     }
-    println!("| seam (class 0, {SEAM_SEEDS} seeds) | median ratio | per seed |");
-    println!("|---|---|---|");
-    let mut all = Vec::new();
-    for ((name, _), r) in cases.iter().zip(&rows) {
+    println!(
+        "| seam (class 0, {SEAM_SEEDS} seeds) | median ratio | per seed | worst line within two \
+         tokens (median) |"
+    );
+    println!("|---|---|---|---|");
+    let (mut all, mut all_near) = (Vec::new(), Vec::new());
+    for (((name, _), r), n) in cases.iter().zip(&rows).zip(&near) {
         all.extend(r.iter().copied());
+        all_near.extend(n.iter().copied());
         let each: Vec<String> = r.iter().map(|v| format!("{v:.1}")).collect();
-        println!("| {name} | {:.2} | {} |", median(r), each.join(" "));
+        println!(
+            "| {name} | {:.2} | {} | {:.2} |",
+            median(r),
+            each.join(" "),
+            median(n)
+        );
     }
-    println!("| all | {:.2} | |", median(&all));
+    println!("| all | {:.2} | | {:.2} |", median(&all), median(&all_near));
+    println!(
+        "| no seam (the unedited image's middle lines) | {:.2} | | {:.2} |",
+        median(&control[0]),
+        median(&control[1])
+    );
     // The live preview once every token is decided, against the final decode.
     let alone = arpg_core::vq::Palette::compute(&models.vq, 256)?;
     let in_context = arpg_core::vq::Palette::compute_in_context(&models.vq, 256)?;
@@ -546,6 +569,14 @@ fn seam_ratio(rgb: &[u8], w: usize, h: usize, vertical: bool, at: usize) -> f64 
         .map(|(_, &v)| v)
         .collect();
     seam / median(&others).max(1e-9)
+}
+
+/// The largest [`seam_ratio`] of the lines within `reach` of the seam line `at` (either side).
+fn worst_line_near(rgb: &[u8], w: usize, h: usize, vertical: bool, at: usize, reach: usize) -> f64 {
+    let lines = if vertical { w } else { h };
+    (at.saturating_sub(reach).max(1)..(at + reach + 1).min(lines))
+        .map(|l| seam_ratio(rgb, w, h, vertical, l))
+        .fold(0.0, f64::max)
 }
 
 fn median(v: &[f64]) -> f64 {

@@ -364,6 +364,18 @@ impl EditPlan {
         settings: Settings,
         order: Order,
     ) -> Result<CanvasJob> {
+        self.job_ordered(model, class, settings, order.mode(&self.canvas))
+    }
+
+    /// [`EditPlan::job`] with an explicit sampler order (a painted priority map over the plan's
+    /// canvas, for one).
+    pub fn job_ordered(
+        &self,
+        model: &Arpg,
+        class: Option<usize>,
+        settings: Settings,
+        order: OrderMode,
+    ) -> Result<CanvasJob> {
         let g = model.config().grid_size();
         if self.canvas.rows < g || self.canvas.cols < g {
             return Err(Error::InvalidRequest(format!(
@@ -372,13 +384,7 @@ impl EditPlan {
                 self.canvas.rows, self.canvas.cols
             )));
         }
-        CanvasJob::new(
-            model,
-            self.canvas.clone(),
-            class,
-            settings,
-            order.mode(&self.canvas),
-        )
+        CanvasJob::new(model, self.canvas.clone(), class, settings, order)
     }
 
     /// The result from the filled canvas and its decoded pixels (`cols·patch x rows·patch`).
@@ -423,7 +429,8 @@ impl EditPlan {
                 let mut kept = decoded.clone();
                 crate::document::paste(&mut kept, w, original, *width, *height, *x, *y);
                 let band = seam_band(&self.canvas, p, 2 * p);
-                let rgb = feathered_blend(&kept, &decoded, &band, w, h, 2 * p)?;
+                let mut rgb = feathered_blend(&kept, &decoded, &band, w, h, 2 * p)?;
+                level_seams(&mut rgb, w, h, [*x, *y, *width, *height], 2 * p, p / 4);
                 (filled, rgb)
             }
         };
@@ -568,6 +575,70 @@ impl Region {
     }
 }
 
+/// Seam levelling (the offset half of gradient-domain blending): along each side of the kept
+/// rectangle `[x, y, width, height]` that borders new content, the colour step between the
+/// rectangle's last line and the new content's first (smoothed along the side over `smooth` px
+/// each way) is taken out of the new content, fully at the border and fading linearly to
+/// nothing `band` px into it. What was a step at the border becomes a gradient across the band;
+/// the kept rectangle's pixels are not touched. `rgb` is RGB8, `w x h`.
+fn level_seams(rgb: &mut [u8], w: usize, h: usize, keep: [usize; 4], band: usize, smooth: usize) {
+    let [x0, y0, kw, kh] = keep;
+    let (x1, y1) = ((x0 + kw).min(w), (y0 + kh).min(h));
+    if x0 >= x1 || y0 >= y1 || band == 0 || rgb.len() != w * h * 3 {
+        return;
+    }
+    // Each side: whether it borders new content, the kept line and the first new line, the
+    // direction into the new content, and whether the side runs along x.
+    let sides: [(bool, usize, isize, bool); 4] = [
+        (x0 > 0, x0, -1, false),
+        (x1 < w, x1 - 1, 1, false),
+        (y0 > 0, y0, -1, true),
+        (y1 < h, y1 - 1, 1, true),
+    ];
+    for (borders, kept, dir, along_x) in sides {
+        if !borders {
+            continue;
+        }
+        let (a, b) = if along_x { (x0, x1) } else { (y0, y1) };
+        let at = |line: usize, i: usize| if along_x { (i, line) } else { (line, i) };
+        let first_new = (kept as isize + dir) as usize;
+        // The step from the kept line to the first new line, per position along the side.
+        let step: Vec<[f32; 3]> = (a..b)
+            .map(|i| {
+                let (kx, ky) = at(kept, i);
+                let (nx, ny) = at(first_new, i);
+                std::array::from_fn(|k| {
+                    rgb[(ky * w + kx) * 3 + k] as f32 - rgb[(ny * w + nx) * 3 + k] as f32
+                })
+            })
+            .collect();
+        let n = step.len();
+        let smoothed: Vec<[f32; 3]> = (0..n)
+            .map(|j| {
+                let (lo, hi) = (j.saturating_sub(smooth), (j + smooth + 1).min(n));
+                std::array::from_fn(|k| {
+                    step[lo..hi].iter().map(|s| s[k]).sum::<f32>() / (hi - lo) as f32
+                })
+            })
+            .collect();
+        let limit = if along_x { h } else { w };
+        for t in 0..band {
+            let line = kept as isize + dir * (t as isize + 1);
+            if line < 0 || line as usize >= limit {
+                break;
+            }
+            let fade = 1.0 - t as f32 / band as f32;
+            for (j, offset) in smoothed.iter().enumerate() {
+                let (px, py) = at(line as usize, a + j);
+                for (k, o) in offset.iter().enumerate() {
+                    let v = &mut rgb[(py * w + px) * 3 + k];
+                    *v = (*v as f32 + o * fade).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+}
+
 /// One byte per pixel of `canvas` (cells of `patch` px): 255 on its unknown cells and within
 /// `band` pixels of them (chessboard distance), 0 elsewhere.
 fn seam_band(canvas: &TokenCanvas, patch: usize, band: usize) -> Vec<u8> {
@@ -650,6 +721,36 @@ mod tests {
     }
 
     #[test]
+    fn seam_levelling_turns_the_border_step_into_a_gradient() {
+        // Kept: the left 8 columns at 100; new: the right 8 at 160.
+        let (w, h) = (16, 4);
+        let mut rgb: Vec<u8> = (0..w * h * 3)
+            .map(|i| if (i / 3) % w < 8 { 100 } else { 160 })
+            .collect();
+        let before = rgb.clone();
+        level_seams(&mut rgb, w, h, [0, 0, 8, 4], 4, 1);
+        let px = |x: usize, y: usize| rgb[(y * w + x) * 3];
+        for y in 0..h {
+            // No step at the border; the new content reaches its own colour after the band.
+            assert_eq!(px(7, y), 100);
+            assert_eq!(px(8, y), 100);
+            assert_eq!(px(10, y), 130);
+            assert_eq!(px(12, y), 160);
+            assert_eq!(px(15, y), 160);
+        }
+        // The kept pixels are never touched.
+        for (i, (a, b)) in rgb.iter().zip(&before).enumerate() {
+            if (i / 3) % w < 8 {
+                assert_eq!(a, b);
+            }
+        }
+        // Nothing borders new content: nothing changes.
+        let mut same = before.clone();
+        level_seams(&mut same, w, h, [0, 0, 16, 4], 4, 1);
+        assert_eq!(same, before);
+    }
+
+    #[test]
     fn near_known_grows_from_the_known_cells() {
         let mut canvas = TokenCanvas::empty(1, 4);
         canvas.cells[0] = Some(1);
@@ -723,7 +824,10 @@ mod tests {
             )
             .expect("test");
         let px = |x: usize| done.rgb[x * 3];
-        assert_eq!(px(0), 0, "new content is the decoded canvas");
+        // New content is the decoded canvas, levelled to meet the kept border without a step
+        // and fading back towards its own colour away from it.
+        assert_eq!(px(1), px(2), "a step at the border");
+        assert!(px(0) < px(1), "the levelling does not fade");
         // Two cells (4 px) inside the old border blend from the decoded canvas to the original.
         assert!(
             px(2) < px(3) && px(3) < px(4) && px(4) < px(5),
