@@ -139,3 +139,44 @@ fn forks_regenerate_from_their_provenance() {
     let edit = Provenance::new(Task::Inpaint, Order::Random);
     assert!(provenance::regenerate(&model, Some(2), &used, &edit).is_err());
 }
+
+/// A painted priority map is part of the provenance: the image regenerates from it, painted
+/// cells are drawn first, and a map of another grid is refused rather than ignored.
+#[test]
+fn painted_priorities_regenerate_from_their_provenance() {
+    use arpg_core::generator::OrderMode;
+    let model = tiny();
+    let g = model.config().grid_size();
+    let settings = Settings {
+        steps: 4,
+        seed: 11,
+        ..Settings::default()
+    };
+    // The last row first, then everything else in random order.
+    let mut levels = vec![0u8; g * g];
+    levels[(g - 1) * g..].fill(3);
+    let request = Request {
+        order: OrderMode::Priority(levels.clone()),
+        ..Request::new(vec![1], settings.clone())
+    };
+    let mut gen = Generation::new(&model, &request).expect("new");
+    let first = gen.step().expect("step").expect("a first step");
+    // The first step draws more cells than the painted row has: all of the row, then others.
+    assert!(first.cells[0].len() > g);
+    assert!(
+        first.cells[0][..g].iter().all(|&c| c >= (g - 1) * g),
+        "the painted row was not drawn first: {:?}",
+        first.cells[0]
+    );
+    let tokens = gen.run().expect("run");
+    let mut prov = Provenance::new(Task::Generate, Order::Random);
+    prov.priority = Some(levels);
+    let again = provenance::regenerate(&model, Some(1), &settings, &prov)
+        .expect("regenerate")
+        .run()
+        .expect("run");
+    assert_eq!(again, tokens);
+    assert_ne!(again[0], single(&model, 1, &settings), "the order mattered");
+    prov.priority = Some(vec![1; g * g + 1]);
+    assert!(provenance::regenerate(&model, Some(1), &settings, &prov).is_err());
+}

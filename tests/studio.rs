@@ -234,27 +234,8 @@ fn stroke(h: &mut Harness<'static, StudioApp>) {
         rect.lerp_inside(egui::vec2(0.2, 0.3)),
         rect.lerp_inside(egui::vec2(0.7, 0.6)),
     );
-    h.hover_at(a);
-    h.step();
-    h.event(egui::Event::PointerButton {
-        pos: a,
-        button: egui::PointerButton::Primary,
-        pressed: true,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
-    for t in 1..=10 {
-        h.hover_at(a + (b - a) * (t as f32 / 10.0));
-        h.step();
-    }
-    h.event(egui::Event::PointerButton {
-        pos: b,
-        button: egui::PointerButton::Primary,
-        pressed: false,
-        modifiers: egui::Modifiers::NONE,
-    });
-    h.step();
-    h.step();
+    let points: Vec<egui::Pos2> = (0..=10).map(|t| a + (b - a) * (t as f32 / 10.0)).collect();
+    drag(h, &points);
 }
 
 /// Drops a file onto the window, as the windowing integration hands it to egui.
@@ -514,4 +495,305 @@ fn confidence_and_order_maps_toggle_and_reroll_changes_only_the_least_confident_
     // Listed with its shortcut by F1.
     assert!(UiCommand::ALL.contains(&UiCommand::RerollLeastConfident));
     assert!(UiCommand::RerollLeastConfident.shortcut().is_some());
+}
+
+/// A primary-button drag through `points` (screen positions), one frame per point.
+fn drag(h: &mut Harness<'static, StudioApp>, points: &[egui::Pos2]) {
+    let (first, last) = (points[0], points[points.len() - 1]);
+    h.hover_at(first);
+    h.step();
+    h.event(egui::Event::PointerButton {
+        pos: first,
+        button: egui::PointerButton::Primary,
+        pressed: true,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    for &p in &points[1..] {
+        h.hover_at(p);
+        h.step();
+    }
+    h.event(egui::Event::PointerButton {
+        pos: last,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: egui::Modifiers::NONE,
+    });
+    h.step();
+    h.step();
+}
+
+/// A click (press and release without moving) at `pos`.
+fn click_at(h: &mut Harness<'static, StudioApp>, pos: egui::Pos2) {
+    h.hover_at(pos);
+    h.step();
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: egui::Modifiers::NONE,
+        });
+        h.step();
+    }
+    h.step();
+}
+
+/// The screen rectangle of token cell `(r, c)` of the document on the canvas.
+fn cell_screen_rect(h: &Harness<'static, StudioApp>, r: usize, c: usize) -> egui::Rect {
+    let app = h.state();
+    let rect = app.canvas_screen_rect().expect("canvas");
+    let doc = app.doc.as_ref().expect("doc");
+    let (w, hgt) = (
+        rect.width() / doc.canvas.cols as f32,
+        rect.height() / doc.canvas.rows as f32,
+    );
+    egui::Rect::from_min_size(
+        rect.min + egui::vec2(c as f32 * w, r as f32 * hgt),
+        egui::vec2(w, hgt),
+    )
+}
+
+#[test]
+fn the_cell_picker_rerolls_exactly_the_clicked_cells() {
+    use arpg_app::studio::commands::UiCommand;
+    use arpg_app::studio::ui::tools_panel::Tool;
+    let mut h = harness();
+    generate(&mut h);
+    let doc = h.state().doc.clone().expect("doc");
+    let map = h.state().cell_map.clone();
+    h.key_press(egui::Key::K);
+    h.step();
+    assert_eq!(h.state().tools.tool, Tool::Cells);
+    let g = doc.canvas.cols;
+    let picked = [(1usize, 2usize), (g - 2, g - 3)];
+    for &(r, c) in &picked {
+        let at = cell_screen_rect(&h, r, c).center();
+        click_at(&mut h, at);
+    }
+    // Each click masked its whole cell and nothing else.
+    let app = h.state();
+    let p = app.model.as_ref().expect("model").patch;
+    let w = app.mask.width;
+    for (i, &m) in app.mask.pixels.iter().enumerate() {
+        let cell = ((i / w) / p, (i % w) / p);
+        let expect = if picked.contains(&cell) { 255 } else { 0 };
+        assert_eq!(m, expect, "mask pixel {i} in cell {cell:?}");
+    }
+    let both = Some([1, 2, g - 1, g - 2]);
+    assert_eq!(app.regenerate_box, both);
+    // A second click unmasks a picked cell; undo brings it back.
+    let at = cell_screen_rect(&h, g - 2, g - 3).center();
+    click_at(&mut h, at);
+    assert_eq!(h.state().regenerate_box, Some([1, 2, 2, 3]));
+    h.state_mut().execute(UiCommand::Undo);
+    h.step();
+    h.step();
+    assert_eq!(h.state().regenerate_box, both);
+
+    let before = h.state().history.items.len();
+    h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::K);
+    wait(&mut h, "the re-roll", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    assert_eq!(
+        h.state().history.items.last().expect("item").label,
+        "Re-roll cells"
+    );
+    let after = h.state().doc.clone().expect("doc").canvas;
+    let map2 = h.state().cell_map.clone();
+    for r in 0..after.rows {
+        for c in 0..after.cols {
+            if picked.contains(&(r, c)) {
+                // Drawn again with the rest as context: a new record.
+                let (a, b) = (map.get(r, c), map2.get(r, c));
+                assert!(b.is_some() && a != b, "cell ({r}, {c}) was not drawn again");
+            } else {
+                assert_eq!(after.get(r, c), doc.canvas.get(r, c), "cell ({r}, {c})");
+            }
+        }
+    }
+    assert!(UiCommand::RerollMasked.shortcut().is_some());
+    assert!(UiCommand::CellPicker.shortcut().is_some());
+}
+
+#[test]
+fn the_priority_brush_makes_painted_cells_decide_first() {
+    use arpg_app::studio::commands::UiCommand;
+    use arpg_app::studio::ui::tools_panel::Tool;
+    let mut h = harness();
+    generate(&mut h);
+    let rect = h.state().canvas_screen_rect().expect("canvas");
+    let plain = h.render().expect("render");
+    h.key_press(egui::Key::P);
+    h.step();
+    assert_eq!(h.state().tools.tool, Tool::Priority);
+    h.state_mut().tools.radius = 4.0;
+    // A stroke along the top quarter: painted cells turn orange.
+    let (a, b) = (
+        rect.lerp_inside(egui::vec2(0.1, 0.2)),
+        rect.lerp_inside(egui::vec2(0.9, 0.2)),
+    );
+    let points: Vec<egui::Pos2> = (0..=12).map(|t| a + (b - a) * (t as f32 / 12.0)).collect();
+    drag(&mut h, &points);
+    let levels = h.state().priority.levels.clone();
+    let painted: Vec<usize> = (0..levels.len()).filter(|&i| levels[i] > 0).collect();
+    assert!(
+        painted.len() >= 8 && painted.len() < levels.len() / 2,
+        "{} cells painted",
+        painted.len()
+    );
+    let shown = h.render().expect("render");
+    let d = region_diff(&plain, &shown, rect);
+    assert!(d > 1.0, "the painted priorities do not show (diff {d})");
+
+    // The next generation decides every painted cell before any other (without the
+    // model's revisits, which draw some cells again at later steps).
+    h.state_mut().settings.settings.settle = 0;
+    h.state_mut().settings.settings.polish = 0;
+    let before = h.state().history.items.len();
+    h.state_mut().execute(UiCommand::Generate);
+    wait(&mut h, "the generation", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+    let map = h.state().cell_map.clone();
+    let step = |i: usize| map.cells[i].expect("recorded").step;
+    let last_painted = painted.iter().map(|&i| step(i)).max().expect("painted");
+    let first_other = (0..levels.len())
+        .filter(|i| !painted.contains(i))
+        .map(step)
+        .min()
+        .expect("others");
+    assert!(
+        last_painted <= first_other,
+        "painted cells decided until step {last_painted}, others from step {first_other}"
+    );
+    let item = h.state().history.items.last().expect("item");
+    assert_eq!(item.provenance.priority.as_ref(), Some(&levels));
+    // Clearing it gives the chosen order back.
+    h.state_mut().execute(UiCommand::ClearPriority);
+    assert!(h.state().priority.is_empty());
+}
+
+#[test]
+fn the_replay_timeline_shows_each_steps_tokens() {
+    use arpg_app::studio::commands::UiCommand;
+    let mut h = harness();
+    generate(&mut h);
+    let plain = h.render().expect("render");
+    let map = h.state().cell_map.clone();
+    let last = map.last_step().expect("steps recorded");
+    assert!(last >= 4);
+    let k = last / 2;
+    // Step back with the keyboard to step k.
+    while h.state().tools.replay != Some(k) {
+        h.key_press(egui::Key::Comma);
+        h.step();
+    }
+    h.step();
+    let shown = h.render().expect("render");
+    let (mut later, mut earlier) = (Vec::new(), Vec::new());
+    for r in 0..map.rows {
+        for c in 0..map.cols {
+            let rec = map.get(r, c).expect("recorded");
+            let d = region_diff(&plain, &shown, cell_screen_rect(&h, r, c).shrink(2.0));
+            if rec.step > k {
+                later.push(d);
+            } else if rec.step < k {
+                earlier.push(d);
+            }
+        }
+    }
+    assert!(!later.is_empty() && !earlier.is_empty());
+    // Cells decided after step k are veiled as undecided; those before are the image.
+    let min_later = later.iter().copied().fold(f64::MAX, f64::min);
+    let max_earlier = earlier.iter().copied().fold(0.0, f64::max);
+    assert!(
+        min_later > 5.0,
+        "a later cell is shown decided (diff {min_later})"
+    );
+    assert!(
+        max_earlier < 1.0,
+        "an earlier cell changed (diff {max_earlier})"
+    );
+    // Stepping forward past the last step shows the result again.
+    for _ in 0..=last {
+        h.state_mut().execute(UiCommand::ReplayForward);
+    }
+    h.step();
+    h.step();
+    assert_eq!(h.state().tools.replay, None);
+    let back = h.render().expect("render");
+    let rect = h.state().canvas_screen_rect().expect("canvas");
+    let d = region_diff(&plain, &back, rect);
+    assert!(d < 1.0, "the result did not come back (diff {d})");
+}
+
+#[test]
+fn rectangle_and_lasso_mask_what_they_enclose() {
+    use arpg_app::studio::commands::UiCommand;
+    use arpg_app::studio::ui::tools_panel::Tool;
+    let mut h = harness();
+    generate(&mut h);
+    let rect = h.state().canvas_screen_rect().expect("canvas");
+    let plain = h.render().expect("render");
+    h.key_press(egui::Key::M);
+    h.step();
+    assert_eq!(h.state().tools.tool, Tool::Rectangle);
+    let (a, b) = (
+        rect.lerp_inside(egui::vec2(0.25, 0.25)),
+        rect.lerp_inside(egui::vec2(0.5, 0.75)),
+    );
+    let points: Vec<egui::Pos2> = (0..=8).map(|t| a + (b - a) * (t as f32 / 8.0)).collect();
+    drag(&mut h, &points);
+    let app = h.state();
+    let (w, hh) = (app.mask.width, app.mask.height);
+    let at = |fx: f32, fy: f32| {
+        app.mask.pixels[(fy * hh as f32) as usize * w + (fx * w as f32) as usize]
+    };
+    assert_eq!(at(0.375, 0.5), 255, "inside the rectangle");
+    for (fx, fy) in [(0.2, 0.5), (0.55, 0.5), (0.375, 0.2), (0.375, 0.8)] {
+        assert_eq!(at(fx, fy), 0, "outside the rectangle at {fx}, {fy}");
+    }
+    // The box of cells the next inpaint regenerates: the rectangle's cells.
+    let g = app.doc.as_ref().expect("doc").canvas.cols;
+    let [r0, c0, r1, c1] = app.regenerate_box.expect("a box");
+    assert!(r0 <= g / 4 && r1 >= 3 * g / 4 && c0 <= g / 4 && c1 >= g / 2 && c1 <= g / 2 + 2);
+    let boxed = h.render().expect("render");
+    assert!(
+        region_diff(&plain, &boxed, rect) > 1.0,
+        "the mask does not show"
+    );
+    h.state_mut().execute(UiCommand::Undo);
+    h.step();
+    assert!(h.state().mask.is_empty(), "the rectangle is one undo step");
+    h.step();
+    assert_eq!(h.state().regenerate_box, None);
+
+    // A lasso: a triangle on the right half.
+    h.key_press(egui::Key::L);
+    h.step();
+    assert_eq!(h.state().tools.tool, Tool::Lasso);
+    let corners = [
+        rect.lerp_inside(egui::vec2(0.6, 0.2)),
+        rect.lerp_inside(egui::vec2(0.9, 0.8)),
+        rect.lerp_inside(egui::vec2(0.6, 0.8)),
+    ];
+    let mut path = Vec::new();
+    for i in 0..3 {
+        let (p, q) = (corners[i], corners[(i + 1) % 3]);
+        path.extend((0..6).map(|t| p + (q - p) * (t as f32 / 6.0)));
+    }
+    drag(&mut h, &path);
+    let app = h.state();
+    let at = |fx: f32, fy: f32| {
+        app.mask.pixels[(fy * hh as f32) as usize * w + (fx * w as f32) as usize]
+    };
+    assert_eq!(at(0.65, 0.7), 255, "inside the lasso");
+    assert_eq!(at(0.85, 0.3), 0, "beside the lasso's slanted side");
+    assert_eq!(at(0.3, 0.5), 0, "left half");
+    for cmd in [UiCommand::RectangleMask, UiCommand::LassoMask] {
+        assert!(UiCommand::ALL.contains(&cmd) && cmd.shortcut().is_some());
+    }
 }

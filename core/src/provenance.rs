@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::edit::{Order, Task};
 use crate::error::{Error, Result};
 use crate::generator::lifecycle::ForkPoint;
-use crate::generator::{Generation, KnownCells, Request, Settings};
+use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use crate::model::Arpg;
 use crate::tasks::TokenCanvas;
 
@@ -30,6 +30,11 @@ pub struct Provenance {
     /// [`crate::sampler::window_seed`]`(seed, w)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<usize>,
+    /// A painted priority map over the job's canvas (one level per cell, raster order, higher
+    /// first). When present it orders the unknown cells instead of `order`: random (the
+    /// settings' seed) inside each level, as [`OrderMode::Priority`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Vec<u8>>,
 }
 
 /// An image's place in its batch.
@@ -47,6 +52,18 @@ impl Provenance {
             batch: None,
             forked_from: Vec::new(),
             windows: None,
+            priority: None,
+        }
+    }
+
+    /// The sampler's order for `canvas`: the painted priority map when there is one (of the
+    /// canvas' size), else [`Order::mode`].
+    pub fn order_mode(&self, canvas: &TokenCanvas) -> OrderMode {
+        match &self.priority {
+            Some(levels) if levels.len() == canvas.cells.len() => {
+                OrderMode::Priority(levels.clone())
+            }
+            _ => self.order.mode(canvas),
         }
     }
 }
@@ -74,10 +91,17 @@ pub fn regenerate(
     let mut first = settings.clone();
     first.seed = forks.first().map_or(settings.seed, |f| f.seed);
     let g = model.config().grid_size();
+    if let Some(levels) = provenance.priority.as_ref().filter(|l| l.len() != g * g) {
+        return Err(Error::InvalidRequest(format!(
+            "the painted priority map has {} cells; this model's grid has {}",
+            levels.len(),
+            g * g
+        )));
+    }
     let request = Request {
         classes: vec![class],
         settings: first,
-        order: provenance.order.mode(&TokenCanvas::empty(g, g)),
+        order: provenance.order_mode(&TokenCanvas::empty(g, g)),
         known: KnownCells::Nothing,
     };
     let mut gen = Generation::new(model, &request)?;

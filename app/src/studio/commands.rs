@@ -18,6 +18,11 @@ pub enum UiCommand {
     Redo,
     Brush,
     Eraser,
+    CellPicker,
+    RectangleMask,
+    LassoMask,
+    PriorityBrush,
+    ClearPriority,
     BrushSmaller,
     BrushLarger,
     BrushMuchSmaller,
@@ -33,15 +38,20 @@ pub enum UiCommand {
     ToggleConfidence,
     ToggleOrderMap,
     RerollLeastConfident,
+    RerollMasked,
+    ReplayBack,
+    ReplayForward,
     ZoomToFit,
     ShowShortcuts,
 }
 
 impl UiCommand {
-    /// In the order shortcuts are matched (more specific first).
-    pub const ALL: [UiCommand; 30] = [
+    /// In the order shortcuts are matched: egui ignores extra Shift when matching, so a
+    /// shortcut with Shift comes before the same key without it.
+    pub const ALL: [UiCommand; 38] = [
         Self::Redo,
         Self::Undo,
+        Self::InvertMask,
         Self::Generate,
         Self::Inpaint,
         Self::OutpaintLeft,
@@ -51,13 +61,19 @@ impl UiCommand {
         Self::Expand,
         Self::Cancel,
         Self::Fork,
-        Self::Brush,
-        Self::Eraser,
+        Self::RerollLeastConfident,
+        Self::RerollMasked,
+        Self::ClearPriority,
         Self::BrushMuchSmaller,
         Self::BrushMuchLarger,
+        Self::Brush,
+        Self::Eraser,
+        Self::CellPicker,
+        Self::RectangleMask,
+        Self::LassoMask,
+        Self::PriorityBrush,
         Self::BrushSmaller,
         Self::BrushLarger,
-        Self::InvertMask,
         Self::ClearMask,
         Self::FillMask,
         Self::RandomClass,
@@ -67,7 +83,8 @@ impl UiCommand {
         Self::ToggleGrid,
         Self::ToggleConfidence,
         Self::ToggleOrderMap,
-        Self::RerollLeastConfident,
+        Self::ReplayBack,
+        Self::ReplayForward,
         Self::ZoomToFit,
         Self::ShowShortcuts,
     ];
@@ -87,6 +104,11 @@ impl UiCommand {
             Self::Redo => "Redo stroke",
             Self::Brush => "Brush",
             Self::Eraser => "Eraser",
+            Self::CellPicker => "Cell picker",
+            Self::RectangleMask => "Rectangle mask",
+            Self::LassoMask => "Lasso mask",
+            Self::PriorityBrush => "Priority brush",
+            Self::ClearPriority => "Clear priority",
             Self::BrushSmaller => "Smaller brush",
             Self::BrushLarger => "Larger brush",
             Self::BrushMuchSmaller => "Much smaller brush",
@@ -102,6 +124,9 @@ impl UiCommand {
             Self::ToggleConfidence => "Confidence map",
             Self::ToggleOrderMap => "Generation order map",
             Self::RerollLeastConfident => "Re-roll least confident",
+            Self::RerollMasked => "Re-roll masked cells",
+            Self::ReplayBack => "Replay: step back",
+            Self::ReplayForward => "Replay: step forward",
             Self::ZoomToFit => "Zoom to fit",
             Self::ShowShortcuts => "Keyboard shortcuts",
         }
@@ -120,6 +145,11 @@ impl UiCommand {
             Self::Redo => k(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z),
             Self::Brush => k(none, Key::B),
             Self::Eraser => k(none, Key::E),
+            Self::CellPicker => k(none, Key::K),
+            Self::RectangleMask => k(none, Key::M),
+            Self::LassoMask => k(none, Key::L),
+            Self::PriorityBrush => k(none, Key::P),
+            Self::ClearPriority => k(Modifiers::SHIFT, Key::P),
             Self::BrushSmaller => k(none, Key::OpenBracket),
             Self::BrushLarger => k(none, Key::CloseBracket),
             Self::BrushMuchSmaller => k(Modifiers::SHIFT, Key::OpenBracket),
@@ -133,9 +163,46 @@ impl UiCommand {
             Self::ToggleConfidence => k(none, Key::C),
             Self::ToggleOrderMap => k(none, Key::O),
             Self::RerollLeastConfident => k(Modifiers::SHIFT, Key::R),
+            Self::RerollMasked => k(Modifiers::SHIFT, Key::K),
+            Self::ReplayBack => k(none, Key::Comma),
+            Self::ReplayForward => k(none, Key::Period),
             Self::ZoomToFit => k(none, Key::Num0),
             Self::ShowShortcuts => k(none, Key::F1),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortcuts_are_unique_and_shift_variants_match_first() {
+        let all: Vec<(usize, KeyboardShortcut)> = UiCommand::ALL
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.shortcut().map(|s| (i, s)))
+            .collect();
+        for &(i, a) in &all {
+            for &(j, b) in &all {
+                if i == j {
+                    continue;
+                }
+                assert_ne!(a, b, "{:?} and {:?}", UiCommand::ALL[i], UiCommand::ALL[j]);
+                // `b` would also fire on `a`'s keys: it must be tried after `a`.
+                if a.logical_key == b.logical_key && a.modifiers.matches_logically(b.modifiers) {
+                    assert!(
+                        i < j,
+                        "{:?} is shadowed by {:?}",
+                        UiCommand::ALL[i],
+                        UiCommand::ALL[j]
+                    );
+                }
+            }
+        }
+        let distinct: std::collections::HashSet<_> =
+            UiCommand::ALL.iter().map(|c| format!("{c:?}")).collect();
+        assert_eq!(distinct.len(), UiCommand::ALL.len());
     }
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use arpg_core::document;
 use arpg_core::edit::{self, Edit, EditPlan, MaskOptions, Order, Task};
-use arpg_core::generator::{Generation, KnownCells, Request, Settings};
+use arpg_core::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use arpg_core::pair::{resize, ModelPair, ModelSpec};
 use arpg_core::provenance::{BatchPlace, Provenance};
 use arpg_core::tasks::TokenCanvas;
@@ -44,10 +44,30 @@ pub struct Job {
     pub class: Option<usize>,
     pub settings: Settings,
     pub order: Order,
+    /// A painted priority map over the job's canvas (one level per cell, raster order, higher
+    /// first): when it has the canvas' size it orders the cells instead of `order`.
+    pub priority: Option<Vec<u8>>,
     /// Human-readable name ("Generate", "Inpaint", ...).
     pub label: String,
     /// Pause after each step, to watch the order form ("slow motion"); 0 = full speed.
     pub step_delay_ms: u64,
+}
+
+impl Job {
+    /// The painted priority map, when it covers `canvas` cell for cell.
+    fn painted(&self, canvas: &TokenCanvas) -> Option<&Vec<u8>> {
+        self.priority
+            .as_ref()
+            .filter(|p| p.len() == canvas.cells.len())
+    }
+
+    /// The sampler's order for `canvas`: the painted priorities, else the order's own.
+    fn order_mode(&self, canvas: &TokenCanvas) -> OrderMode {
+        match self.painted(canvas) {
+            Some(levels) => OrderMode::Priority(levels.clone()),
+            None => self.order.mode(canvas),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -383,7 +403,7 @@ impl Worker {
                 let req = Request {
                     classes: vec![job.class],
                     settings: job.settings.clone(),
-                    order: job.order.mode(&TokenCanvas::empty(g, g)),
+                    order: job.order_mode(&TokenCanvas::empty(g, g)),
                     known: KnownCells::Nothing,
                 };
                 let gen = Generation::new(&models.arpg.model, &req)?;
@@ -402,11 +422,11 @@ impl Worker {
             }
         };
         let start = Instant::now();
-        let mut cjob = plan.job(
+        let mut cjob = plan.job_ordered(
             &models.arpg.model,
             job.class,
             job.settings.clone(),
-            job.order,
+            job.order_mode(&plan.canvas),
         )?;
         self.emit(WorkerEvent::Started {
             id: job.id,
@@ -418,6 +438,7 @@ impl Worker {
         let cancelled = self.run_canvas_job(job.id, &mut cjob, job.step_delay_ms, start, true)?;
         let filled = cjob.canvas().clone();
         let mut provenance = Provenance::new(plan.task, job.order);
+        provenance.priority = job.painted(&plan.canvas).cloned();
         provenance.windows = Some(cjob.windows_done());
         let models = self.models()?;
         let (canvas, rgb) = if cancelled && filled.unknown_count() > 0 {
@@ -630,6 +651,7 @@ impl Worker {
         // What the generation actually used: a fork's own seed and the forks that led here.
         let settings = gen.settings().clone();
         let mut provenance = Provenance::new(Task::Generate, job.order);
+        provenance.priority = job.painted(&TokenCanvas::empty(g, g)).cloned();
         provenance.forked_from = gen.snapshot().forked_from;
         if let JobKind::Generate { batch } = &job.kind {
             provenance.batch = *batch;

@@ -8,6 +8,7 @@ use arpg_core::tasks::TokenCanvas;
 use super::{class_names, Document, StudioApp};
 use crate::studio::canvas::cell_map::CellMap;
 use crate::studio::canvas::mask::MaskDocument;
+use crate::studio::canvas::priority::PriorityMap;
 use crate::studio::ui::history_panel::{HistoryAction, HistoryItem};
 use crate::studio::worker::{WorkerCommand, WorkerEvent, WorkerHandle};
 
@@ -123,6 +124,8 @@ impl StudioApp {
                         }
                     }
                     self.image.upload_state(&canvas, &[], &self.cell_map);
+                    self.tools.replay = None;
+                    self.shown_replay = None;
                     self.doc = base;
                     self.status.step = Some((0, 0));
                     self.status.decided = 0;
@@ -360,6 +363,7 @@ impl StudioApp {
         let p = self.patch();
         if self.image.set_extent(rows, cols, p) {
             self.mask = MaskDocument::new(cols * p, rows * p);
+            self.priority = PriorityMap::new(rows, cols);
         }
     }
 
@@ -371,6 +375,26 @@ impl StudioApp {
         let c = &doc.canvas;
         self.cell_map.keep_matching(c.rows, c.cols, &c.cells);
         self.image.show(&doc.canvas, &doc.rgb, &self.cell_map);
+        self.tools.replay = None;
+        self.shown_replay = None;
+    }
+
+    /// Brings the state texture to the replay timeline's step when it moved (the document's
+    /// own state when it is back at the result).
+    pub(super) fn sync_replay(&mut self) {
+        if self.running.is_some() || self.tools.replay == self.shown_replay {
+            return;
+        }
+        self.shown_replay = self.tools.replay;
+        let Some(doc) = self.doc.as_ref() else {
+            return;
+        };
+        let c = &doc.canvas;
+        self.cell_map.keep_matching(c.rows, c.cols, &c.cells);
+        match self.tools.replay {
+            Some(k) => self.image.upload_replay(&doc.canvas, &self.cell_map, k),
+            None => self.image.upload_state(&doc.canvas, &[], &self.cell_map),
+        }
     }
 
     /// The palette preview of a (possibly partial) canvas.

@@ -13,13 +13,14 @@ use arpg_core::generator::Settings;
 use arpg_core::pair::ModelSpec;
 use arpg_core::provenance::{BatchPlace, Provenance};
 use arpg_core::sampler::{self, stream, Rng};
-use arpg_core::tasks::TokenCanvas;
+use arpg_core::tasks::{self, TokenCanvas};
 use arpg_core::vq::Palette;
 use eframe::egui;
 
 use super::canvas::cell_map::{CellMap, Overlay};
 use super::canvas::image::CanvasImage;
 use super::canvas::mask::MaskDocument;
+use super::canvas::priority::PriorityMap;
 use super::canvas::view::CanvasView;
 use super::commands::UiCommand;
 use super::gpu::CanvasResources;
@@ -114,6 +115,16 @@ pub struct StudioApp {
     pub canvas_widget: Option<egui::Rect>,
     /// Probability and step of each cell the latest run decided (the confidence and order maps).
     pub cell_map: CellMap,
+    /// The priority brush's levels over the canvas' cells (the next run's order).
+    pub priority: PriorityMap,
+    /// A rectangle or lasso being dragged: its points in canvas pixels.
+    shape: Option<Vec<egui::Pos2>>,
+    /// A cell-picker drag: whether it masks (`true`) or unmasks the cells it crosses.
+    picking: Option<bool>,
+    /// The replay step the state texture shows (`None`: the document).
+    shown_replay: Option<usize>,
+    /// The cells the next inpaint regenerates, `[r0, c0, r1, c1]` (ends exclusive).
+    pub regenerate_box: Option<[usize; 4]>,
 }
 
 impl StudioApp {
@@ -163,6 +174,11 @@ impl StudioApp {
             seeds: Rng::stream(clock_seed(), stream::NEXT_SEED, 0),
             canvas_widget: None,
             cell_map: CellMap::default(),
+            priority: PriorityMap::default(),
+            shape: None,
+            picking: None,
+            shown_replay: None,
+            regenerate_box: None,
             gpu_uploads: Default::default(),
         };
         app.send(WorkerCommand::LoadModels(model_args));
@@ -221,6 +237,13 @@ impl StudioApp {
             }
             UiCommand::Brush => self.tools.tool = Tool::Brush,
             UiCommand::Eraser => self.tools.tool = Tool::Eraser,
+            UiCommand::CellPicker => self.tools.tool = Tool::Cells,
+            UiCommand::RectangleMask => self.tools.tool = Tool::Rectangle,
+            UiCommand::LassoMask => self.tools.tool = Tool::Lasso,
+            UiCommand::PriorityBrush => self.tools.tool = Tool::Priority,
+            UiCommand::ClearPriority => {
+                self.priority = PriorityMap::new(self.priority.rows, self.priority.cols);
+            }
             UiCommand::BrushSmaller => self.tools.resize(false, false),
             UiCommand::BrushLarger => self.tools.resize(true, false),
             UiCommand::BrushMuchSmaller => self.tools.resize(false, true),
@@ -248,6 +271,13 @@ impl StudioApp {
             UiCommand::ToggleConfidence => self.toggle_overlay(Overlay::Confidence),
             UiCommand::ToggleOrderMap => self.toggle_overlay(Overlay::Order),
             UiCommand::RerollLeastConfident => self.start_reroll(),
+            UiCommand::RerollMasked => self.start_reroll_masked(),
+            UiCommand::ReplayBack | UiCommand::ReplayForward if self.running.is_none() => {
+                let last = self.cell_map.last_step();
+                self.tools
+                    .step_replay(cmd == UiCommand::ReplayForward, last);
+            }
+            UiCommand::ReplayBack | UiCommand::ReplayForward => {}
             UiCommand::ZoomToFit => self.view = CanvasView::default(),
             UiCommand::ShowShortcuts => self.show_shortcuts = !self.show_shortcuts,
         }
@@ -262,6 +292,7 @@ impl StudioApp {
             class: Some(self.class),
             settings,
             order,
+            priority: None,
             label: label.into(),
             step_delay_ms: self.settings.step_delay_ms,
         }
@@ -322,7 +353,10 @@ impl StudioApp {
                     seed: base.seed,
                     index: i,
                 });
-                self.new_job(JobKind::Generate { batch: place }, "Generate", s, order)
+                let mut job =
+                    self.new_job(JobKind::Generate { batch: place }, "Generate", s, order);
+                job.priority = self.painted_priority(self.model.as_ref().map_or(0, |m| m.grid));
+                job
             })
             .collect();
         self.submit(jobs);
@@ -348,8 +382,15 @@ impl StudioApp {
         };
         let settings = self.settings.settings.clone();
         let order = self.settings.order;
-        let job = self.new_job(JobKind::Edit(Box::new(plan)), label, settings, order);
+        let (rows, cols) = (plan.canvas.rows, plan.canvas.cols);
+        let mut job = self.new_job(JobKind::Edit(Box::new(plan)), label, settings, order);
+        job.priority = self.priority.for_canvas(rows, cols);
         self.submit(vec![job]);
+    }
+
+    /// The painted priorities when they cover a `grid x grid` canvas.
+    fn painted_priority(&self, grid: usize) -> Option<Vec<u8>> {
+        self.priority.for_canvas(grid, grid)
     }
 
     fn start_inpaint(&mut self) {
@@ -409,25 +450,67 @@ impl StudioApp {
             );
             return;
         }
+        self.reroll_cells(&cells, "Re-roll");
+    }
+
+    /// Draws again exactly the cells the mask covers at least half of (the cell picker masks
+    /// whole cells), with every other token as context.
+    fn start_reroll_masked(&mut self) {
+        let Some(doc) = self.doc.as_ref() else {
+            return;
+        };
+        let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
+        let p = self.patch();
+        let picked = tasks::token_mask(
+            &self.mask.pixels,
+            self.mask.width,
+            self.mask.height,
+            p,
+            0.5,
+            0,
+        );
+        let cells: Vec<(usize, usize)> = match picked {
+            Ok(m) if m.len() == rows * cols => (0..rows * cols)
+                .filter(|&i| m[i])
+                .map(|i| (i / cols, i % cols))
+                .collect(),
+            _ => Vec::new(),
+        };
+        if cells.is_empty() {
+            self.errors.push(
+                "Nothing to re-roll: pick cells with the cell picker (K) or paint over at least \
+                 half of a cell."
+                    .into(),
+            );
+            return;
+        }
+        self.reroll_cells(&cells, "Re-roll cells");
+    }
+
+    /// An inpaint whose mask is exactly `cells` (every pixel of each, none of any other), with
+    /// no feather: the new cells' pixels are shown whole, as their tokens decode.
+    fn reroll_cells(&mut self, cells: &[(usize, usize)], label: &str) {
+        let Some(doc) = self.doc.as_ref() else {
+            return;
+        };
+        let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
         let p = self.patch();
         let width = cols * p;
         let mut mask = vec![0u8; width * rows * p];
-        for &(r, c) in &cells {
+        for &(r, c) in cells {
             for y in r * p..(r + 1) * p {
                 mask[y * width + c * p..y * width + (c + 1) * p].fill(255);
             }
         }
         let edit = Edit::Inpaint {
             mask,
-            // Exactly the chosen cells: every pixel of each is masked, none of any other.
-            // No feather: the new cells' pixels are shown whole, as their tokens decode.
             options: MaskOptions {
                 threshold: 0.5,
                 dilate: 0,
                 feather: 0,
             },
         };
-        self.start_edit(edit, "Re-roll");
+        self.start_edit(edit, label);
     }
 
     fn start_outpaint(&mut self, sides: [usize; 4]) {

@@ -91,6 +91,18 @@ impl CellMap {
         }
     }
 
+    /// The record of cell `(r, c)`, if any.
+    pub fn get(&self, r: usize, c: usize) -> Option<CellRecord> {
+        (r < self.rows && c < self.cols)
+            .then(|| self.cells[r * self.cols + c])
+            .flatten()
+    }
+
+    /// The last step any record was drawn at (`None`: nothing recorded).
+    pub fn last_step(&self) -> Option<usize> {
+        self.cells.iter().flatten().map(|rec| rec.step).max()
+    }
+
     /// The state texture's blue and alpha bytes of cell `(r, c)`: probability, and 1 + the
     /// step scaled to 1..=255 (0: nothing recorded).
     pub fn texel(&self, r: usize, c: usize) -> [u8; 2] {

@@ -6,7 +6,7 @@
 use arpg_core::tasks::TokenCanvas;
 use arpg_core::vq::Palette;
 
-use super::cell_map::CellMap;
+use super::cell_map::{CellMap, CellRecord};
 use crate::studio::gpu::{Extent, Target, Upload};
 
 /// Colour of a cell not decided yet.
@@ -144,13 +144,37 @@ impl CanvasImage {
     /// The whole per-cell state: undecided cells, the `latest` step's cells highlighted, and
     /// each cell's recorded probability and step (`map`, for the confidence and order maps).
     pub fn upload_state(&mut self, canvas: &TokenCanvas, latest: &[(usize, usize)], map: &CellMap) {
+        self.upload_state_with(canvas, map, |r, c, _| (false, latest.contains(&(r, c))));
+    }
+
+    /// The per-cell state as it was after step `step` of the run `map` recorded (the replay
+    /// timeline): cells that run decided later are shown undecided, the step's own cells
+    /// highlighted; cells it did not decide (context) stay as they are.
+    pub fn upload_replay(&mut self, canvas: &TokenCanvas, map: &CellMap, step: usize) {
+        self.upload_state_with(canvas, map, |_, _, rec| {
+            (
+                rec.is_some_and(|rec| rec.step > step),
+                rec.is_some_and(|rec| rec.step == step),
+            )
+        });
+    }
+
+    /// Uploads the state texture; `cell(r, c, record)` says whether a decided cell is shown
+    /// undecided (`.0`, its record hidden too) and whether it is highlighted (`.1`).
+    fn upload_state_with(
+        &mut self,
+        canvas: &TokenCanvas,
+        map: &CellMap,
+        cell: impl Fn(usize, usize, Option<CellRecord>) -> (bool, bool),
+    ) {
         let mut bytes = Vec::with_capacity(canvas.cells.len() * 4);
         for r in 0..canvas.rows {
             for c in 0..canvas.cols {
-                let undecided = if canvas.get(r, c).is_none() { 255 } else { 0 };
-                let fresh = if latest.contains(&(r, c)) { 255 } else { 0 };
-                let [prob, order] = map.texel(r, c);
-                bytes.extend_from_slice(&[undecided, fresh, prob, order]);
+                let (hidden, fresh) = cell(r, c, map.get(r, c));
+                let undecided = canvas.get(r, c).is_none() || hidden;
+                let [prob, order] = if hidden { [0, 0] } else { map.texel(r, c) };
+                let flag = |on: bool| if on { 255 } else { 0 };
+                bytes.extend_from_slice(&[flag(undecided), flag(fresh), prob, order]);
             }
         }
         self.uploads.push(Upload {

@@ -129,11 +129,74 @@ impl MaskDocument {
             }
         }
         if x0 < x1 && y0 < y1 {
-            self.dirty = Some(match self.dirty {
-                Some((a, b, c, d)) => (a.min(x0), b.min(y0), c.max(x1), d.max(y1)),
-                None => (x0, y0, x1, y1),
-            });
+            self.touch(x0, y0, x1, y1);
         }
+    }
+
+    /// Starts an edit that is not a brush stroke (a cell pick, a rectangle, a lasso): one undo
+    /// point.
+    pub fn begin_edit(&mut self) {
+        self.checkpoint();
+    }
+
+    /// Sets (`on`) or clears the pixels of `[x0, x1) x [y0, y1)`, clipped to the mask.
+    pub fn set_rect(&mut self, x0: usize, y0: usize, x1: usize, y1: usize, on: bool) {
+        let (x1, y1) = (x1.min(self.width), y1.min(self.height));
+        if x0 >= x1 || y0 >= y1 {
+            return;
+        }
+        let v = if on { 255 } else { 0 };
+        for y in y0..y1 {
+            self.pixels[y * self.width + x0..y * self.width + x1].fill(v);
+        }
+        self.touch(x0, y0, x1, y1);
+    }
+
+    /// Sets every pixel whose centre is inside the closed polygon `points` (canvas pixels; the
+    /// even-odd rule, so a lasso that crosses itself leaves its loops' overlaps out).
+    pub fn fill_polygon(&mut self, points: &[(f32, f32)]) {
+        if points.len() < 3 {
+            return;
+        }
+        let (mut y_min, mut y_max) = (f32::MAX, f32::MIN);
+        for &(_, y) in points {
+            y_min = y_min.min(y);
+            y_max = y_max.max(y);
+        }
+        let y0 = y_min.floor().max(0.0) as usize;
+        let y1 = (y_max.ceil().max(0.0) as usize).min(self.height);
+        let (mut bx0, mut bx1) = (self.width, 0);
+        let mut xs = Vec::new();
+        for y in y0..y1 {
+            let yc = y as f32 + 0.5;
+            xs.clear();
+            for (i, &(ax, ay)) in points.iter().enumerate() {
+                let (bx, by) = points[(i + 1) % points.len()];
+                if (ay <= yc) != (by <= yc) {
+                    xs.push(ax + (yc - ay) / (by - ay) * (bx - ax));
+                }
+            }
+            xs.sort_by(f32::total_cmp);
+            for pair in xs.chunks_exact(2) {
+                // Pixels whose centre x + 0.5 lies in [pair[0], pair[1]).
+                let xa = (pair[0] - 0.5).ceil().max(0.0) as usize;
+                let xb = ((pair[1] - 0.5).ceil().max(0.0) as usize).min(self.width);
+                if xa < xb {
+                    self.pixels[y * self.width + xa..y * self.width + xb].fill(255);
+                    (bx0, bx1) = (bx0.min(xa), bx1.max(xb));
+                }
+            }
+        }
+        if bx0 < bx1 {
+            self.touch(bx0, y0, bx1, y1);
+        }
+    }
+
+    fn touch(&mut self, x0: usize, y0: usize, x1: usize, y1: usize) {
+        self.dirty = Some(match self.dirty {
+            Some((a, b, c, d)) => (a.min(x0), b.min(y0), c.max(x1), d.max(y1)),
+            None => (x0, y0, x1, y1),
+        });
     }
 
     pub fn undo(&mut self) -> bool {
@@ -221,6 +284,29 @@ mod tests {
         assert!(m.is_empty());
         assert!(m.redo() && m.redo());
         assert_eq!(m.pixels, two);
+    }
+
+    #[test]
+    fn rectangles_and_lassos_fill_what_they_enclose() {
+        let mut m = MaskDocument::new(16, 16);
+        m.begin_edit();
+        m.set_rect(2, 3, 6, 5, true);
+        assert_eq!(m.pixels.iter().filter(|&&p| p == 255).count(), 8);
+        assert_eq!(m.pixels[3 * 16 + 2], 255);
+        assert_eq!(m.pixels[5 * 16 + 2], 0);
+        m.set_rect(0, 0, 99, 99, false);
+        assert!(m.is_empty());
+        // A right triangle over the square (0,0)-(10,10): about half its 100 pixels.
+        m.fill_polygon(&[(0.0, 0.0), (10.0, 0.0), (0.0, 10.0)]);
+        let n = m.pixels.iter().filter(|&&p| p == 255).count();
+        assert!((40..=60).contains(&n), "{n} pixels");
+        assert_eq!(m.pixels[0], 255);
+        assert_eq!(m.pixels[9 * 16 + 9], 0);
+        // A lasso past the edges is clipped, and one edit is one undo step.
+        m.fill_polygon(&[(-5.0, -5.0), (30.0, -5.0), (30.0, 30.0), (-5.0, 30.0)]);
+        assert!(m.pixels.iter().all(|&p| p == 255));
+        assert!(m.undo());
+        assert!(m.is_empty());
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! Mask tools: brush, eraser, size, hardness, invert / clear / fill, undo / redo.
+//! Canvas tools: the mask (brush, eraser, cell picker, rectangle, lasso; size, hardness, invert /
+//! clear / fill, undo / redo), the cell maps and re-rolls, the priority brush and the replay
+//! timeline.
 
 use eframe::egui;
 
@@ -8,6 +10,21 @@ use crate::studio::commands::UiCommand;
 pub enum Tool {
     Brush,
     Eraser,
+    /// Click a cell to mask it whole (click a masked cell to clear it); drag to pick several.
+    Cells,
+    /// Drag a rectangle to mask it.
+    Rectangle,
+    /// Draw a closed outline to mask what it encloses.
+    Lasso,
+    /// Paint where generation should start.
+    Priority,
+}
+
+impl Tool {
+    /// Whether the tool paints the mask (the priority brush paints its own map).
+    pub fn edits_mask(self) -> bool {
+        self != Tool::Priority
+    }
 }
 
 pub struct ToolsPanel {
@@ -21,6 +38,8 @@ pub struct ToolsPanel {
     pub overlay: crate::studio::canvas::cell_map::Overlay,
     /// Share of the decided cells "Re-roll least confident" draws again.
     pub reroll_share: f32,
+    /// The replay timeline: the step of the latest run shown (`None`: the result).
+    pub replay: Option<usize>,
 }
 
 impl Default for ToolsPanel {
@@ -33,6 +52,7 @@ impl Default for ToolsPanel {
             show_grid: false,
             overlay: Default::default(),
             reroll_share: 0.1,
+            replay: None,
         }
     }
 }
@@ -49,15 +69,74 @@ impl ToolsPanel {
         .clamp(0.5, 256.0);
     }
 
-    /// Draws the tools; returns the commands clicked.
-    pub fn ui(&mut self, ui: &mut egui::Ui, can_undo: bool, can_redo: bool) -> Vec<UiCommand> {
+    /// Steps the replay timeline by one step (`forward`) over a run whose last step is `last`;
+    /// stepping forward from the last step shows the result again.
+    pub fn step_replay(&mut self, forward: bool, last: Option<usize>) {
+        let Some(last) = last else {
+            self.replay = None;
+            return;
+        };
+        self.replay = match (self.replay, forward) {
+            (None, false) => Some(last.saturating_sub(1)),
+            (None, true) => None,
+            (Some(k), true) if k + 1 >= last => None,
+            (Some(k), true) => Some(k + 1),
+            (Some(k), false) => Some(k.saturating_sub(1)),
+        };
+    }
+
+    /// Draws the tools; returns the commands clicked. `last_step`: the last step the latest
+    /// run recorded (the replay timeline's end), `priority_painted`: whether the priority map
+    /// has painted cells.
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        can_undo: bool,
+        can_redo: bool,
+        last_step: Option<usize>,
+        priority_painted: bool,
+    ) -> Vec<UiCommand> {
         let mut out = Vec::new();
+        let tool = |ui: &mut egui::Ui, current: &mut Tool, t: Tool, cmd: UiCommand, hint: &str| {
+            let key = cmd
+                .shortcut()
+                .map(|s| ui.ctx().format_shortcut(&s))
+                .unwrap_or_default();
+            ui.selectable_value(current, t, cmd.label().replace(" mask", ""))
+                .on_hover_text(format!("{hint} ({key})"));
+        };
         ui.heading("Mask");
-        ui.horizontal(|ui| {
-            ui.selectable_value(&mut self.tool, Tool::Brush, "Brush")
-                .on_hover_text("B");
-            ui.selectable_value(&mut self.tool, Tool::Eraser, "Eraser")
-                .on_hover_text("E");
+        ui.horizontal_wrapped(|ui| {
+            let t = &mut self.tool;
+            tool(
+                ui,
+                t,
+                Tool::Brush,
+                UiCommand::Brush,
+                "Paint what to regenerate",
+            );
+            tool(ui, t, Tool::Eraser, UiCommand::Eraser, "Unpaint");
+            tool(
+                ui,
+                t,
+                Tool::Cells,
+                UiCommand::CellPicker,
+                "Click token cells to mask them whole; click again to unmask",
+            );
+            tool(
+                ui,
+                t,
+                Tool::Rectangle,
+                UiCommand::RectangleMask,
+                "Drag a rectangle to mask",
+            );
+            tool(
+                ui,
+                t,
+                Tool::Lasso,
+                UiCommand::LassoMask,
+                "Draw around what to mask",
+            );
         });
         ui.add(
             egui::Slider::new(&mut self.radius, 0.5..=64.0)
@@ -117,6 +196,76 @@ impl ToolsPanel {
         {
             out.push(UiCommand::RerollLeastConfident);
         }
+        if ui
+            .button(UiCommand::RerollMasked.label())
+            .on_hover_text(
+                "Draw again exactly the cells the mask covers at least half of (pick them with \
+                 the cell picker, K), everything else as context (Shift+K)",
+            )
+            .clicked()
+        {
+            out.push(UiCommand::RerollMasked);
+        }
+        ui.separator();
+        ui.heading("Order");
+        ui.horizontal(|ui| {
+            tool(
+                ui,
+                &mut self.tool,
+                Tool::Priority,
+                UiCommand::PriorityBrush,
+                "Paint where generation should start; paint again to start there earlier",
+            );
+            if ui
+                .add_enabled(priority_painted, egui::Button::new("Clear"))
+                .on_hover_text("Clear priority (Shift+P)")
+                .clicked()
+            {
+                out.push(UiCommand::ClearPriority);
+            }
+        });
+        match last_step {
+            Some(last) => {
+                let mut k = self.replay.unwrap_or(last);
+                let slider = egui::Slider::new(&mut k, 0..=last)
+                    .text("Replay step")
+                    .custom_formatter(|v, _| format!("{}", v as usize + 1));
+                if ui
+                    .add(slider)
+                    .on_hover_text(
+                        "The latest run step by step from its recorded tokens (, and .); \
+                         the last step shows the result",
+                    )
+                    .changed()
+                {
+                    self.replay = (k < last).then_some(k);
+                }
+            }
+            None => {
+                ui.weak("Replay: generate here to record the steps");
+            }
+        }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_steps_stop_at_both_ends() {
+        let mut t = ToolsPanel::default();
+        t.step_replay(false, Some(2));
+        assert_eq!(t.replay, Some(1), "one step before the result");
+        t.step_replay(false, Some(2));
+        t.step_replay(false, Some(2));
+        assert_eq!(t.replay, Some(0));
+        t.step_replay(true, Some(2));
+        assert_eq!(t.replay, Some(1));
+        t.step_replay(true, Some(2));
+        assert_eq!(t.replay, None, "the last step: the result");
+        t.step_replay(false, None);
+        assert_eq!(t.replay, None, "nothing recorded");
     }
 }
