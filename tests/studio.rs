@@ -797,3 +797,62 @@ fn rectangle_and_lasso_mask_what_they_enclose() {
         assert!(UiCommand::ALL.contains(&cmd) && cmd.shortcut().is_some());
     }
 }
+
+#[test]
+fn pause_erase_and_resume_keeps_every_unerased_token() {
+    use arpg_app::studio::commands::UiCommand;
+    let mut h = harness();
+    // Slow motion, and no revisits: the kept tokens are compared one by one.
+    h.state_mut().settings.step_delay_ms = 150;
+    h.state_mut().settings.settings.settle = 0;
+    h.state_mut().settings.settings.polish = 0;
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait(&mut h, "a few steps", |app| {
+        app.status.step.is_some_and(|(k, _)| k >= 3)
+    });
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::P);
+    wait(&mut h, "the pause", |app| !app.is_running());
+    assert!(h.state().paused.is_some(), "{:?}", h.state().errors);
+    let paused = h.state().doc.clone().expect("doc").canvas;
+    let decided: Vec<usize> = (0..paused.cells.len())
+        .filter(|&i| paused.cells[i].is_some())
+        .collect();
+    assert!(decided.len() >= 2 && paused.unknown_count() > 0);
+    // Erase two decided cells with the cell picker.
+    let g = paused.cols;
+    let erased = [decided[0], decided[decided.len() - 1]];
+    h.key_press(egui::Key::K);
+    h.step();
+    for &i in &erased {
+        let at = cell_screen_rect(&h, i / g, i % g).center();
+        click_at(&mut h, at);
+    }
+    let before = h.state().history.items.len();
+    h.state_mut().settings.step_delay_ms = 0;
+    h.state_mut().execute(UiCommand::Resume);
+    wait(&mut h, "the resumed run", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    let app = h.state();
+    let done = app.doc.as_ref().expect("doc");
+    assert_eq!(done.canvas.unknown_count(), 0, "the resumed run finished");
+    for &i in &decided {
+        if !erased.contains(&i) {
+            assert_eq!(
+                done.canvas.cells[i], paused.cells[i],
+                "kept cell {i} changed"
+            );
+        }
+    }
+    // The erased cells were drawn by the resumed run, first.
+    let map = &app.cell_map;
+    for &i in &erased {
+        let rec = map.cells[i].expect("erased cell drawn again");
+        assert_eq!(rec.step, 0, "erased cell {i} was not drawn first");
+    }
+    let item = app.history.items.last().expect("item");
+    assert_eq!(item.provenance.task, arpg_core::edit::Task::Resume);
+    assert!(app.mask.is_empty(), "the erase mask was used up");
+    assert!(UiCommand::Pause.shortcut().is_some() && UiCommand::Resume.shortcut().is_some());
+}

@@ -153,6 +153,9 @@ pub enum Task {
     Inpaint,
     Outpaint,
     Expand,
+    /// A generation paused, edited (cells erased) and resumed: its tokens depend on the paused
+    /// state, so its metadata alone cannot make it again.
+    Resume,
 }
 
 /// An edit of a document.

@@ -80,6 +80,13 @@ pub fn regenerate(
     settings: &Settings,
     provenance: &Provenance,
 ) -> Result<Generation> {
+    if provenance.task == Task::Resume {
+        return Err(Error::InvalidRequest(
+            "this image was paused, edited and resumed: it depends on the tokens it had when \
+             paused, which its metadata does not hold"
+                .into(),
+        ));
+    }
     if provenance.task != Task::Generate {
         return Err(Error::InvalidRequest(format!(
             "this image was made by {:?}: rerun that edit on its source image with these \

@@ -14,6 +14,8 @@ pub enum UiCommand {
     Expand,
     Cancel,
     Fork,
+    Pause,
+    Resume,
     Undo,
     Redo,
     Brush,
@@ -48,7 +50,7 @@ pub enum UiCommand {
 impl UiCommand {
     /// In the order shortcuts are matched: egui ignores extra Shift when matching, so a
     /// shortcut with Shift comes before the same key without it.
-    pub const ALL: [UiCommand; 38] = [
+    pub const ALL: [UiCommand; 40] = [
         Self::Redo,
         Self::Undo,
         Self::InvertMask,
@@ -61,6 +63,8 @@ impl UiCommand {
         Self::Expand,
         Self::Cancel,
         Self::Fork,
+        Self::Resume,
+        Self::Pause,
         Self::RerollLeastConfident,
         Self::RerollMasked,
         Self::ClearPriority,
@@ -100,6 +104,8 @@ impl UiCommand {
             Self::Expand => "Expand resolution",
             Self::Cancel => "Cancel",
             Self::Fork => "Fork with new seed",
+            Self::Pause => "Pause",
+            Self::Resume => "Resume (erase masked cells)",
             Self::Undo => "Undo stroke",
             Self::Redo => "Redo stroke",
             Self::Brush => "Brush",
@@ -141,6 +147,8 @@ impl UiCommand {
             Self::Expand => k(Modifiers::COMMAND, Key::E),
             Self::Cancel => k(none, Key::Escape),
             Self::Fork => k(Modifiers::COMMAND, Key::F),
+            Self::Pause => k(Modifiers::COMMAND, Key::P),
+            Self::Resume => k(Modifiers::COMMAND | Modifiers::SHIFT, Key::P),
             Self::Undo => k(Modifiers::COMMAND, Key::Z),
             Self::Redo => k(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z),
             Self::Brush => k(none, Key::B),

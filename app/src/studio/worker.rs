@@ -47,10 +47,58 @@ pub struct Job {
     /// A painted priority map over the job's canvas (one level per cell, raster order, higher
     /// first): when it has the canvas' size it orders the cells instead of `order`.
     pub priority: Option<Vec<u8>>,
+    /// Resumed after a pause (its provenance says so: it cannot be regenerated from it).
+    pub resumed: bool,
     /// Human-readable name ("Generate", "Inpaint", ...).
     pub label: String,
     /// Pause after each step, to watch the order form ("slow motion"); 0 = full speed.
     pub step_delay_ms: u64,
+}
+
+/// The request that resumes a paused single-image generation with the decided cells `erase`
+/// (raster) erased: every other decided token is known context (never resampled, so settling and
+/// polishing leave it alone); the erased cells come first in a fixed order, then the cells the
+/// generation had not reached, in its order; the steps it had left (at least one).
+fn resume_request(gen: &Generation, erase: &[usize]) -> anyhow::Result<Request> {
+    let state = gen.snapshot();
+    let (Some(order), Some(tokens), [class]) = (
+        state.orders.first(),
+        state.tokens.first(),
+        state.classes.as_slice(),
+    ) else {
+        anyhow::bail!("only a single image can be resumed");
+    };
+    let parallel = state.tokens_per_step.len();
+    let done = state.step.min(parallel);
+    let decided: usize = state.tokens_per_step[..done].iter().sum();
+    let erased: Vec<usize> = order[..decided.min(order.len())]
+        .iter()
+        .copied()
+        .filter(|c| erase.contains(c))
+        .collect();
+    let mut known = tokens.clone();
+    for &c in &erased {
+        known[c] = None;
+    }
+    let rest: Vec<usize> = erased
+        .iter()
+        .chain(order.iter().skip(decided).filter(|c| tokens[**c].is_none()))
+        .copied()
+        .collect();
+    if rest.is_empty() {
+        anyhow::bail!(
+            "every cell is decided: erase some (paint over them, or pick them with K) before \
+             resuming"
+        );
+    }
+    let mut settings = gen.settings().clone();
+    settings.steps = (parallel - done).max(1).min(rest.len());
+    Ok(Request {
+        classes: vec![*class],
+        settings,
+        order: OrderMode::Fixed(rest),
+        known: KnownCells::Shared(known),
+    })
 }
 
 impl Job {
@@ -79,6 +127,14 @@ pub enum WorkerCommand {
     Fork {
         id: u64,
         seed: u64,
+    },
+    /// Resume the paused generation `id` as run `new_id`: its decided tokens except `erase`
+    /// (raster cells) become fixed context, read by one prefill; the erased cells are decided
+    /// first, then the cells it had not reached in their order, over its remaining steps.
+    Resume {
+        id: u64,
+        new_id: u64,
+        erase: Vec<usize>,
     },
     /// Encode an image file into a canvas.
     /// Opens an image; above the working size it is scaled down unless `full_size`.
@@ -390,6 +446,21 @@ impl Worker {
                 job.id = id + 1_000_000;
                 self.continue_generation(job, gen)?;
             }
+            WorkerCommand::Resume { id, new_id, erase } => {
+                let Some((last_id, gen, job)) = self.last.as_ref() else {
+                    anyhow::bail!("nothing to resume: pause a generation first");
+                };
+                if *last_id != id {
+                    anyhow::bail!("that generation is no longer available to resume");
+                }
+                let request = resume_request(gen, &erase)?;
+                let models = self.models()?;
+                let gen = Generation::new(&models.arpg.model, &request)?;
+                let mut job = job.clone();
+                job.id = new_id;
+                job.resumed = true;
+                self.continue_generation(job, gen)?;
+            }
             WorkerCommand::Shutdown => {}
         }
         Ok(())
@@ -650,7 +721,12 @@ impl Worker {
         };
         // What the generation actually used: a fork's own seed and the forks that led here.
         let settings = gen.settings().clone();
-        let mut provenance = Provenance::new(Task::Generate, job.order);
+        let task = if job.resumed {
+            Task::Resume
+        } else {
+            Task::Generate
+        };
+        let mut provenance = Provenance::new(task, job.order);
         provenance.priority = job.painted(&TokenCanvas::empty(g, g)).cloned();
         provenance.forked_from = gen.snapshot().forked_from;
         if let JobKind::Generate { batch } = &job.kind {

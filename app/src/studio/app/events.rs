@@ -183,6 +183,7 @@ impl StudioApp {
                 let Some(run) = self.running.take().filter(|r| r.id == id) else {
                     return;
                 };
+                let total_steps = settings.steps;
                 self.status.elapsed = elapsed;
                 self.status.step = None;
                 let complete = canvas.unknown_count() == 0 && !rgb.is_empty();
@@ -219,7 +220,15 @@ impl StudioApp {
                     self.history.staged = Some(self.history.items.len() - 1);
                 }
                 self.doc = Some(doc);
-                self.status.message = if cancelled {
+                self.status.message = if cancelled && run.pause_after {
+                    self.paused = Some(id);
+                    format!(
+                        "Paused at step {} of {}: mask cells to erase (brush, or pick them \
+                         with K), then Resume (Ctrl+Shift+P)",
+                        self.cell_map.last_step().map_or(0, |s| s + 1),
+                        total_steps
+                    )
+                } else if cancelled {
                     format!("{} cancelled; the partial image is kept", run.label)
                 } else {
                     format!("{} done", run.label)
@@ -285,6 +294,7 @@ impl StudioApp {
                     provenance,
                 };
                 self.cell_map = CellMap::default();
+                self.paused = None;
                 self.show_document(&doc);
                 self.accepted = Some(doc.clone());
                 self.doc = Some(doc);
@@ -335,6 +345,7 @@ impl StudioApp {
                         self.class = c;
                     }
                     self.cell_map = CellMap::default();
+                    self.paused = None;
                     self.show_document(&doc);
                     self.doc = Some(doc);
                     self.history.staged = None;

@@ -256,6 +256,12 @@ impl StudioApp {
             if button(ui, UiCommand::Fork, generating || self.forkable.is_some()) {
                 fired = Some(UiCommand::Fork);
             }
+            if button(ui, UiCommand::Pause, generating) {
+                fired = Some(UiCommand::Pause);
+            }
+            if button(ui, UiCommand::Resume, !running && self.paused.is_some()) {
+                fired = Some(UiCommand::Resume);
+            }
             if button(ui, UiCommand::Inpaint, !running && has_doc) {
                 fired = Some(UiCommand::Inpaint);
             }

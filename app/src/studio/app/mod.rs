@@ -56,12 +56,28 @@ struct Running {
     last_step_at: Instant,
     /// Fork requested while running: start it when this run stops.
     fork_after: bool,
+    /// Pause requested: when this run stops, it waits to be resumed.
+    pause_after: bool,
 }
 
 impl Running {
+    fn new(id: u64, label: String, class: Option<usize>) -> Self {
+        Self {
+            id,
+            label,
+            class,
+            started: Instant::now(),
+            canvas: TokenCanvas::empty(1, 1),
+            latest: Vec::new(),
+            last_step_at: Instant::now(),
+            fork_after: false,
+            pause_after: false,
+        }
+    }
+
     /// A generation (or a fork of one), the runs Fork can continue.
     fn is_generation(&self) -> bool {
-        self.label == "Generate" || self.label.starts_with("Fork")
+        self.label == "Generate" || self.label.starts_with("Fork") || self.label == "Resume"
     }
 }
 
@@ -94,6 +110,8 @@ pub struct StudioApp {
     next_id: u64,
     /// Last generate job that can be forked.
     forkable: Option<u64>,
+    /// The paused generation (a stopped one that Resume continues).
+    pub paused: Option<u64>,
     /// Commands fired this frame (buttons, menus, shortcuts, panels), run once per frame.
     commands: Vec<UiCommand>,
     view: CanvasView,
@@ -160,6 +178,7 @@ impl StudioApp {
             queued: Vec::new(),
             next_id: 1,
             forkable: None,
+            paused: None,
             commands: Vec::new(),
             view: CanvasView::default(),
             image: CanvasImage::default(),
@@ -229,6 +248,8 @@ impl StudioApp {
             UiCommand::Expand => self.start_expand(),
             UiCommand::Cancel => self.cancel(),
             UiCommand::Fork => self.fork(),
+            UiCommand::Pause => self.pause(),
+            UiCommand::Resume => self.resume(),
             UiCommand::Undo => {
                 self.mask.undo();
             }
@@ -293,6 +314,7 @@ impl StudioApp {
             settings,
             order,
             priority: None,
+            resumed: false,
             label: label.into(),
             step_delay_ms: self.settings.step_delay_ms,
         }
@@ -322,19 +344,11 @@ impl StudioApp {
 
     fn run_next(&mut self) {
         if let Some(job) = self.queued.pop() {
+            self.paused = None;
             self.worker
                 .cancel
                 .store(false, std::sync::atomic::Ordering::Relaxed);
-            self.running = Some(Running {
-                id: job.id,
-                label: job.label.clone(),
-                class: job.class,
-                started: Instant::now(),
-                canvas: TokenCanvas::empty(1, 1),
-                latest: Vec::new(),
-                last_step_at: Instant::now(),
-                fork_after: false,
-            });
+            self.running = Some(Running::new(job.id, job.label.clone(), job.class));
             self.status.message = format!("{}…", job.label);
             self.send(WorkerCommand::Run(job));
         }
@@ -565,17 +579,74 @@ impl StudioApp {
         }
     }
 
+    /// Stops the running generation after its current step and keeps it to resume.
+    fn pause(&mut self) {
+        match self.running.as_mut() {
+            Some(run) if run.is_generation() => {
+                run.pause_after = true;
+                self.worker
+                    .cancel
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                self.status.message = "Pausing…".into();
+            }
+            Some(_) => self.errors.push(
+                "Pause works on generations; an edit can be cancelled (Esc), which keeps its \
+                 partial image."
+                    .into(),
+            ),
+            None => self.errors.push("Nothing is running to pause.".into()),
+        }
+    }
+
+    /// Continues the paused generation: the cells the mask covers at least half of are erased
+    /// and decided again, every other decided token is kept as context.
+    fn resume(&mut self) {
+        let (Some(id), Some(doc)) = (self.paused, self.doc.as_ref()) else {
+            self.errors
+                .push("Resume continues a paused generation: pause one first (Ctrl+P).".into());
+            return;
+        };
+        if self.is_running() {
+            return;
+        }
+        let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
+        let erase: Vec<usize> = tasks::token_mask(
+            &self.mask.pixels,
+            self.mask.width,
+            self.mask.height,
+            self.patch(),
+            0.5,
+            0,
+        )
+        .ok()
+        .filter(|m| m.len() == rows * cols)
+        .map(|m| {
+            (0..m.len())
+                .filter(|&i| m[i] && doc.canvas.cells[i].is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+        let new_id = self.next_id;
+        self.next_id += 1;
+        self.paused = None;
+        self.running = Some(Running::new(new_id, "Resume".into(), Some(self.class)));
+        if !erase.is_empty() {
+            // The mask said what to erase; it is done with (undo brings it back).
+            self.mask.clear();
+        }
+        self.worker
+            .cancel
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.status.message = format!("Resuming ({} cells erased)…", erase.len());
+        self.send(WorkerCommand::Resume { id, new_id, erase });
+    }
+
     fn start_fork(&mut self, id: u64, seed: u64) {
-        self.running = Some(Running {
-            id: id + 1_000_000,
-            label: format!("Fork (seed {seed})"),
-            class: Some(self.class),
-            started: Instant::now(),
-            canvas: TokenCanvas::empty(1, 1),
-            latest: Vec::new(),
-            last_step_at: Instant::now(),
-            fork_after: false,
-        });
+        self.running = Some(Running::new(
+            id + 1_000_000,
+            format!("Fork (seed {seed})"),
+            Some(self.class),
+        ));
         self.worker
             .cancel
             .store(false, std::sync::atomic::Ordering::Relaxed);
