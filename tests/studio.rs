@@ -856,3 +856,39 @@ fn pause_erase_and_resume_keeps_every_unerased_token() {
     assert!(app.mask.is_empty(), "the erase mask was used up");
     assert!(UiCommand::Pause.shortcut().is_some() && UiCommand::Resume.shortcut().is_some());
 }
+
+#[test]
+fn the_decoded_live_preview_paints_decodes_and_never_changes_the_tokens() {
+    use arpg_app::studio::ui::tools_panel::LivePreview;
+    let mut h = harness();
+    // The shipped decoder is fast: Auto decodes live.
+    let decode_ms = h.state().model.as_ref().expect("model").decode_ms;
+    assert!(decode_ms > 0.0);
+    assert_eq!(
+        h.state().live_decode(),
+        decode_ms <= arpg_app::studio::ui::tools_panel::AUTO_DECODE_MS
+    );
+    let mut tokens = Vec::new();
+    for mode in [LivePreview::Tiles, LivePreview::Decoded] {
+        let app = h.state_mut();
+        app.tools.live_preview = mode;
+        app.settings.lock_seed = true;
+        app.settings.settings.seed = 4242;
+        app.settings.step_delay_ms = 40;
+        let shown = app.previews_shown;
+        let before = app.history.items.len();
+        h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+        wait(&mut h, "the generation", |app| {
+            app.history.items.len() > before && !app.is_running()
+        });
+        let app = h.state();
+        assert!(app.errors.is_empty(), "{:?}", app.errors);
+        let painted = app.previews_shown - shown;
+        match mode {
+            LivePreview::Tiles => assert_eq!(painted, 0, "tiles only, no decode"),
+            _ => assert!(painted > 0, "no live decode was painted"),
+        }
+        tokens.push(app.doc.as_ref().expect("doc").canvas.clone());
+    }
+    assert_eq!(tokens[0], tokens[1], "the preview changed the sampling");
+}

@@ -510,37 +510,100 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
         median(&control[0]),
         median(&control[1])
     );
-    // The live preview once every token is decided, against the final decode.
+    // The live preview against the final decode: once every token is decided, and averaged
+    // over the steps (each step's decided cells only), for tiles alone and for a decode of the
+    // partial canvas (unknown cells filled from their nearest decided ones) every k steps, with
+    // tiles for the cells decided since.
     let alone = arpg_core::vq::Palette::compute(&models.vq, 256)?;
     let in_context = arpg_core::vq::Palette::compute_in_context(&models.vq, 256)?;
-    let mut errors = [Vec::new(), Vec::new()];
+    const POLICIES: [(&str, usize); 5] = [
+        ("codes decoded alone (tiles)", 0),
+        ("codes decoded among themselves (3x3 tiles)", 0),
+        ("partial canvas decoded every step", 1),
+        ("partial canvas decoded every 4th step, tiles between", 4),
+        ("partial canvas decoded every 16th step, tiles between", 16),
+    ];
+    let mut at_end = vec![Vec::new(); POLICIES.len()];
+    let mut during = vec![Vec::new(); POLICIES.len()];
+    let patch_err = |a: &[u8], b: &[u8], cells: &[usize], cols: usize| -> f64 {
+        let w = cols * p;
+        let mut sum = 0u64;
+        for &i in cells {
+            let (r, c) = (i / cols, i % cols);
+            for y in r * p..(r + 1) * p {
+                for x in c * p..(c + 1) * p {
+                    for k in 0..3 {
+                        let j = (y * w + x) * 3 + k;
+                        sum += a[j].abs_diff(b[j]) as u64;
+                    }
+                }
+            }
+        }
+        sum as f64 / (cells.len() * p * p * 3).max(1) as f64
+    };
     for seed in 0..SEAM_SEEDS {
         let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
         settings.seed = seed;
-        let tokens = Generation::new(&models.arpg.model, &Request::new(vec![0], settings))?
-            .run()?
-            .remove(0);
-        let canvas = TokenCanvas::from_tokens(g, g, &tokens)?;
-        let decoded = models.decode(&canvas)?;
-        for (k, palette) in [&alone, &in_context].into_iter().enumerate() {
-            let preview = palette.render(&canvas.cells, g, g);
-            let mad = preview
-                .iter()
-                .zip(&decoded)
-                .map(|(a, b)| a.abs_diff(*b) as f64)
-                .sum::<f64>()
-                / decoded.len() as f64;
-            errors[k].push(mad);
+        let mut gen = Generation::new(&models.arpg.model, &Request::new(vec![0], settings))?;
+        let mut states = Vec::new();
+        while gen.step()?.is_some() {
+            states.push(TokenCanvas {
+                rows: g,
+                cols: g,
+                cells: gen.tokens()[0].clone(),
+            });
+        }
+        let Some(last) = states.last().cloned() else {
+            continue;
+        };
+        let decoded = models.decode(&last)?;
+        for (k, &(_, every)) in POLICIES.iter().enumerate() {
+            // The pixels the viewer shows, and which token each decoded cell showed.
+            let mut shown_decode: Option<(TokenCanvas, Vec<u8>)> = None;
+            let mut errs = Vec::new();
+            let mut shown = Vec::new();
+            for (s, canvas) in states.iter().enumerate() {
+                let palette = if k == 0 { &alone } else { &in_context };
+                shown = palette.render(&canvas.cells, g, g);
+                if every > 0 && ((s + 1) % every == 0 || s + 1 == states.len()) {
+                    if let Some(full) = canvas.filled_nearest() {
+                        shown_decode = Some((canvas.clone(), models.decode(&full)?));
+                    }
+                }
+                if let Some((at, rgb)) = &shown_decode {
+                    let w = g * p;
+                    for (i, t) in at.cells.iter().enumerate() {
+                        if t.is_some() && *t == canvas.cells[i] {
+                            let (r, c) = (i / g, i % g);
+                            for y in r * p..(r + 1) * p {
+                                let row = (y * w + c * p) * 3;
+                                shown[row..row + p * 3].copy_from_slice(&rgb[row..row + p * 3]);
+                            }
+                        }
+                    }
+                }
+                let decided: Vec<usize> =
+                    (0..g * g).filter(|&i| canvas.cells[i].is_some()).collect();
+                errs.push(patch_err(&shown, &decoded, &decided, g));
+            }
+            let all: Vec<usize> = (0..g * g).collect();
+            at_end[k].push(patch_err(&shown, &decoded, &all, g));
+            during[k].push(errs.iter().sum::<f64>() / errs.len().max(1) as f64);
         }
     }
     println!();
-    println!("| live preview of a finished image vs its decode | median error (8-bit levels) |");
-    println!("|---|---|");
-    println!("| codes decoded alone | {:.1} |", median(&errors[0]));
     println!(
-        "| codes decoded among themselves (3x3) | {:.1} |",
-        median(&errors[1])
+        "| live preview vs the final decode (8-bit levels, median of {SEAM_SEEDS} seeds) | once \
+         all tokens are decided | mean over the steps |"
     );
+    println!("|---|---|---|");
+    for (k, (name, _)) in POLICIES.iter().enumerate() {
+        println!(
+            "| {name} | {:.1} | {:.1} |",
+            median(&at_end[k]),
+            median(&during[k])
+        );
+    }
     Ok(())
 }
 

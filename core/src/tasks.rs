@@ -134,6 +134,42 @@ impl TokenCanvas {
         }
         out
     }
+
+    /// The canvas with every unknown cell given the token of its nearest known cell (4-neighbour
+    /// steps; among equally near ones, the first reached scanning up, left, right, down), so a
+    /// partial canvas can be decoded as a whole: the live preview decodes the decided cells in
+    /// the context of their neighbours. `None` when no cell is known.
+    pub fn filled_nearest(&self) -> Option<TokenCanvas> {
+        let mut cells = self.cells.clone();
+        let mut frontier: Vec<usize> = (0..cells.len()).filter(|&i| cells[i].is_some()).collect();
+        if frontier.is_empty() {
+            return None;
+        }
+        while !frontier.is_empty() {
+            let mut next = Vec::new();
+            for &i in &frontier {
+                let (r, c) = (i / self.cols, i % self.cols);
+                let near = [
+                    (r > 0).then(|| i - self.cols),
+                    (c > 0).then(|| i - 1),
+                    (c + 1 < self.cols).then(|| i + 1),
+                    (r + 1 < self.rows).then(|| i + self.cols),
+                ];
+                for j in near.into_iter().flatten() {
+                    if cells[j].is_none() {
+                        cells[j] = cells[i];
+                        next.push(j);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        Some(TokenCanvas {
+            rows: self.rows,
+            cols: self.cols,
+            cells,
+        })
+    }
 }
 
 /// Pixel mask → token mask. A token is unknown when the masked share of its `patch x patch`
@@ -538,5 +574,26 @@ impl CanvasJob {
     pub fn run(mut self) -> Result<TokenCanvas> {
         while self.step()?.is_some() {}
         Ok(self.canvas)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partial_canvas_fills_from_its_nearest_known_cells() {
+        let mut canvas = TokenCanvas::empty(2, 3);
+        assert!(canvas.filled_nearest().is_none());
+        canvas.cells[0] = Some(7);
+        canvas.cells[5] = Some(9);
+        let filled = canvas.filled_nearest().expect("filled");
+        assert_eq!(
+            filled.cells,
+            vec![Some(7), Some(7), Some(9), Some(7), Some(9), Some(9)]
+        );
+        // Known cells are never changed.
+        let full = TokenCanvas::from_tokens(1, 2, &[1, 2]).expect("test");
+        assert_eq!(full.filled_nearest(), Some(full));
     }
 }

@@ -2,7 +2,8 @@
 //! background worker that owns the models.
 //!
 //! Threads: the UI thread (egui) never runs model code and never blocks on the worker; the
-//! worker thread runs loading, sampling and decoding. They talk through bounded channels of
+//! worker thread runs loading, sampling and decoding; the preview thread decodes partial canvases
+//! for the live preview while the worker samples. They talk through bounded channels of
 //! [`worker::WorkerCommand`] and [`worker::WorkerEvent`].
 
 pub mod app;
@@ -10,6 +11,7 @@ pub mod canvas;
 pub mod commands;
 pub mod downloads;
 pub mod gpu;
+pub mod preview;
 pub mod ui;
 pub mod worker;
 

@@ -49,6 +49,8 @@ pub struct Job {
     pub priority: Option<Vec<u8>>,
     /// Resumed after a pause (its provenance says so: it cannot be regenerated from it).
     pub resumed: bool,
+    /// Decode the partial canvas for the live preview while sampling (on the preview thread).
+    pub live_decode: bool,
     /// Human-readable name ("Generate", "Inpaint", ...).
     pub label: String,
     /// Pause after each step, to watch the order form ("slow motion"); 0 = full speed.
@@ -161,6 +163,9 @@ pub struct ModelInfo {
     pub sampling: arpg_core::generator::SamplingDefaults,
     /// Longest side (px) worked on whole; larger documents are inpainted by region (0: never).
     pub working_limit: usize,
+    /// Milliseconds one decode of the model's grid took when it loaded (what a decoded live
+    /// preview costs).
+    pub decode_ms: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -185,6 +190,14 @@ pub enum WorkerEvent {
         total_steps: usize,
         decided: usize,
         elapsed: f64,
+    },
+    /// A decode of the run's partial canvas for the live preview: `canvas` is the cells it
+    /// had (unknown cells were filled from their nearest decided ones to decode), `rgb` the
+    /// decoded pixels.
+    Preview {
+        id: u64,
+        canvas: TokenCanvas,
+        rgb: Vec<u8>,
     },
     Finished {
         id: u64,
@@ -221,14 +234,14 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Starts a worker; `repaint` is called after every event.
-    pub fn spawn(repaint: impl Fn() + Send + 'static) -> Self {
+    pub fn spawn(repaint: impl Fn() + Send + Sync + 'static) -> Self {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(16);
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("arpg-worker".into())
-            .spawn(move || Worker::new(ev_tx, c, Box::new(repaint)).run(cmd_rx))
+            .spawn(move || Worker::new(ev_tx, c, Arc::new(repaint)).run(cmd_rx))
             .ok();
         Self {
             commands: cmd_tx,
@@ -263,8 +276,10 @@ impl Drop for WorkerHandle {
 struct Worker {
     events: Sender<WorkerEvent>,
     cancel: Arc<AtomicBool>,
-    repaint: Box<dyn Fn() + Send>,
+    repaint: Arc<dyn Fn() + Send + Sync>,
     models: Option<ModelPair>,
+    /// The live preview's decoder thread (with the loaded tokenizer).
+    preview: Option<crate::studio::preview::PreviewDecoder>,
     /// The last generate job that stopped early or is forkable: (id, state).
     last: Option<(u64, Generation, Job)>,
     pending: Option<WorkerEvent>,
@@ -274,13 +289,14 @@ impl Worker {
     fn new(
         events: Sender<WorkerEvent>,
         cancel: Arc<AtomicBool>,
-        repaint: Box<dyn Fn() + Send>,
+        repaint: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
         Self {
             events,
             cancel,
             repaint,
             models: None,
+            preview: None,
             last: None,
             pending: None,
         }
@@ -369,6 +385,10 @@ impl Worker {
             WorkerCommand::LoadModels(args) => {
                 let models = ModelPair::load(&args)?;
                 let palette = Arc::new(load_palette(&models)?);
+                let g = models.grid();
+                let timer = Instant::now();
+                models.decode(&TokenCanvas::from_tokens(g, g, &vec![0; g * g])?)?;
+                let decode_ms = timer.elapsed().as_secs_f64() * 1e3;
                 let info = ModelInfo {
                     name: models.arpg.name.clone(),
                     device: args.device.clone(),
@@ -385,7 +405,13 @@ impl Worker {
                     ),
                     sampling: models.arpg.sampling.clone(),
                     working_limit: models.working_limit(),
+                    decode_ms,
                 };
+                self.preview = Some(crate::studio::preview::PreviewDecoder::spawn(
+                    models.vq.clone(),
+                    self.events.clone(),
+                    self.repaint.clone(),
+                ));
                 self.models = Some(models);
                 self.last = None;
                 self.emit(WorkerEvent::ModelsLoaded { info, palette });
@@ -506,7 +532,7 @@ impl Worker {
             unknown: plan.unknown(),
             canvas: plan.canvas.clone(),
         });
-        let cancelled = self.run_canvas_job(job.id, &mut cjob, job.step_delay_ms, start, true)?;
+        let cancelled = self.run_canvas_job(&job, &mut cjob, start, true)?;
         let filled = cjob.canvas().clone();
         let mut provenance = Provenance::new(plan.task, job.order);
         provenance.priority = job.painted(&plan.canvas).cloned();
@@ -544,15 +570,16 @@ impl Worker {
     }
 
     /// Steps a canvas job to its end or a cancel, emitting a step event per step (with the
-    /// decided and revised cells when `cells`); returns whether it was cancelled.
+    /// decided and revised cells, and a live preview decode when the job asks, when `cells`);
+    /// returns whether it was cancelled.
     fn run_canvas_job(
         &mut self,
-        id: u64,
+        job: &Job,
         cjob: &mut arpg_core::tasks::CanvasJob,
-        delay_ms: u64,
         start: Instant,
         cells: bool,
     ) -> anyhow::Result<bool> {
+        let (id, delay_ms, live_decode) = (job.id, job.step_delay_ms, job.live_decode);
         let mut decided = 0;
         loop {
             if self.cancel.load(Ordering::Relaxed) {
@@ -567,6 +594,11 @@ impl Worker {
             if cells {
                 changed = step.cells;
                 changed.extend(step.revised);
+                if live_decode {
+                    if let Some(p) = &self.preview {
+                        p.submit(id, cjob.canvas().clone());
+                    }
+                }
             }
             self.emit_step(WorkerEvent::Step {
                 id,
@@ -625,7 +657,7 @@ impl Worker {
             canvas: canvas.clone(),
         });
         // The region's cells are not the document's: report progress only.
-        let cancelled = self.run_canvas_job(job.id, &mut cjob, job.step_delay_ms, start, false)?;
+        let cancelled = self.run_canvas_job(job, &mut cjob, start, false)?;
         let mut provenance = Provenance::new(Task::Inpaint, job.order);
         provenance.windows = Some(cjob.windows_done());
         if !cancelled {
@@ -698,6 +730,16 @@ impl Worker {
                 .chain(revised)
                 .collect();
             let decided = gen.tokens()[0].iter().filter(|t| t.is_some()).count();
+            if let (true, Some(p)) = (job.live_decode, &self.preview) {
+                p.submit(
+                    job.id,
+                    TokenCanvas {
+                        rows: g,
+                        cols: g,
+                        cells: gen.tokens()[0].clone(),
+                    },
+                );
+            }
             pause(job.step_delay_ms);
             self.emit_step(WorkerEvent::Step {
                 id: job.id,

@@ -106,6 +106,7 @@ impl StudioApp {
             } => {
                 if let Some(run) = self.running.as_mut().filter(|r| r.id == id) {
                     run.canvas = canvas.clone();
+                    run.to_decide = canvas.cells.iter().map(Option::is_none).collect();
                     run.started = Instant::now();
                     // Keep the known cells' pixels when the canvas only grew around them.
                     let base = self.doc.take();
@@ -169,6 +170,22 @@ impl StudioApp {
                     self.status.step = Some((step + 1, total_steps));
                     self.status.decided = decided;
                     self.status.elapsed = elapsed;
+                }
+            }
+            WorkerEvent::Preview { id, canvas, rgb } => {
+                if let Some(run) = self.running.as_ref().filter(|r| r.id == id) {
+                    // Only cells this run decided whose token is still the one decoded.
+                    let cells: Vec<(usize, usize)> = (0..canvas.cells.len())
+                        .filter(|&i| {
+                            run.to_decide.get(i) == Some(&true)
+                                && canvas.cells[i].is_some()
+                                && run.canvas.cells.get(i) == Some(&canvas.cells[i])
+                        })
+                        .map(|i| (i / canvas.cols, i % canvas.cols))
+                        .collect();
+                    if self.image.paint_decoded(&cells, &rgb) {
+                        self.previews_shown += 1;
+                    }
                 }
             }
             WorkerEvent::Finished {

@@ -11,7 +11,7 @@ use super::StudioApp;
 use crate::studio::commands::UiCommand;
 use crate::studio::downloads::Status;
 use crate::studio::gpu::{CanvasCallback, Target, Upload, ViewUniform};
-use crate::studio::ui::tools_panel::Tool;
+use crate::studio::ui::tools_panel::{LivePreview, Tool};
 use crate::studio::worker::WorkerCommand;
 use arpg_core::pair::ModelSpec;
 
@@ -120,6 +120,17 @@ impl StudioApp {
                     if ui.button(cmd.label()).clicked() {
                         fired = Some(cmd);
                     }
+                }
+                ui.separator();
+                ui.label("Live preview");
+                let decode_ms = self.model.as_ref().map(|m| m.decode_ms);
+                for mode in LivePreview::ALL {
+                    let hint = match decode_ms {
+                        Some(ms) => format!("One decode of this model's grid took {ms:.0} ms"),
+                        None => "No model loaded yet".into(),
+                    };
+                    ui.radio_value(&mut self.tools.live_preview, mode, mode.label())
+                        .on_hover_text(hint);
                 }
             });
             ui.menu_button("Help", |ui| {

@@ -58,6 +58,9 @@ struct Running {
     fork_after: bool,
     /// Pause requested: when this run stops, it waits to be resumed.
     pause_after: bool,
+    /// The cells this run decides (unknown when it started): the only ones a live decode
+    /// repaints.
+    to_decide: Vec<bool>,
 }
 
 impl Running {
@@ -72,6 +75,7 @@ impl Running {
             last_step_at: Instant::now(),
             fork_after: false,
             pause_after: false,
+            to_decide: Vec::new(),
         }
     }
 
@@ -143,6 +147,8 @@ pub struct StudioApp {
     shown_replay: Option<usize>,
     /// The cells the next inpaint regenerates, `[r0, c0, r1, c1]` (ends exclusive).
     pub regenerate_box: Option<[usize; 4]>,
+    /// Live preview decodes painted on the canvas so far.
+    pub previews_shown: usize,
 }
 
 impl StudioApp {
@@ -198,6 +204,7 @@ impl StudioApp {
             picking: None,
             shown_replay: None,
             regenerate_box: None,
+            previews_shown: 0,
             gpu_uploads: Default::default(),
         };
         app.send(WorkerCommand::LoadModels(model_args));
@@ -315,6 +322,7 @@ impl StudioApp {
             order,
             priority: None,
             resumed: false,
+            live_decode: self.live_decode(),
             label: label.into(),
             step_delay_ms: self.settings.step_delay_ms,
         }
@@ -400,6 +408,12 @@ impl StudioApp {
         let mut job = self.new_job(JobKind::Edit(Box::new(plan)), label, settings, order);
         job.priority = self.priority.for_canvas(rows, cols);
         self.submit(vec![job]);
+    }
+
+    /// Whether the next job decodes its partial canvas for the live preview.
+    pub fn live_decode(&self) -> bool {
+        let decode_ms = self.model.as_ref().map_or(f64::MAX, |m| m.decode_ms);
+        self.tools.live_preview.decodes(decode_ms)
     }
 
     /// The painted priorities when they cover a `grid x grid` canvas.

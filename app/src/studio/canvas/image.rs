@@ -118,6 +118,42 @@ impl CanvasImage {
         self.upload_image();
     }
 
+    /// Copies the pixels of `cells` from `rgb` (RGB8 of the whole extent: a live decode of the
+    /// partial canvas) and queues one upload of their bounding box; returns whether anything
+    /// was painted.
+    pub fn paint_decoded(&mut self, cells: &[(usize, usize)], rgb: &[u8]) -> bool {
+        let (p, w) = (self.patch, self.extent.width as usize);
+        if cells.is_empty() || rgb.len() * 4 != self.rgba.len() * 3 {
+            return false;
+        }
+        let (mut r0, mut c0, mut r1, mut c1) = (usize::MAX, usize::MAX, 0, 0);
+        for &(r, c) in cells {
+            for y in r * p..(r + 1) * p {
+                for x in c * p..(c + 1) * p {
+                    let (s, d) = ((y * w + x) * 3, (y * w + x) * 4);
+                    self.rgba[d..d + 3].copy_from_slice(&rgb[s..s + 3]);
+                    self.rgba[d + 3] = 255;
+                }
+            }
+            (r0, c0, r1, c1) = (r0.min(r), c0.min(c), r1.max(r + 1), c1.max(c + 1));
+        }
+        let (x, y) = (c0 * p, r0 * p);
+        let (bw, bh) = ((c1 - c0) * p, (r1 - r0) * p);
+        let mut bytes = Vec::with_capacity(bw * bh * 4);
+        for yy in y..y + bh {
+            bytes.extend_from_slice(&self.rgba[(yy * w + x) * 4..(yy * w + x + bw) * 4]);
+        }
+        self.uploads.push(Upload {
+            target: Target::Image,
+            x: x as u32,
+            y: y as u32,
+            w: bw as u32,
+            h: bh as u32,
+            bytes,
+        });
+        true
+    }
+
     /// Pastes a code's preview tile into cell `(r, c)` and queues that cell's upload.
     pub fn paint_cell(&mut self, r: usize, c: usize, token: u32, palette: &Palette) {
         if palette.patch != self.patch {

@@ -27,6 +27,42 @@ impl Tool {
     }
 }
 
+/// What the canvas shows for cells decided while a job runs (View menu).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LivePreview {
+    /// Decoded when one decode of the model's grid takes at most [`AUTO_DECODE_MS`], else tiles.
+    #[default]
+    Auto,
+    /// Each code's preview tile only (no decode until the end).
+    Tiles,
+    /// The partial canvas decoded in context on the preview thread, tiles until it lands.
+    Decoded,
+}
+
+/// The decode time (ms, measured when the model loads) up to which Auto decodes live.
+pub const AUTO_DECODE_MS: f64 = 50.0;
+
+impl LivePreview {
+    pub const ALL: [LivePreview; 3] = [LivePreview::Auto, LivePreview::Tiles, LivePreview::Decoded];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LivePreview::Auto => "Auto (decoded when the decoder is fast)",
+            LivePreview::Tiles => "Tiles (each code alone)",
+            LivePreview::Decoded => "Decoded in context",
+        }
+    }
+
+    /// Whether jobs decode their partial canvas, for a decoder that takes `decode_ms`.
+    pub fn decodes(self, decode_ms: f64) -> bool {
+        match self {
+            LivePreview::Auto => decode_ms <= AUTO_DECODE_MS,
+            LivePreview::Tiles => false,
+            LivePreview::Decoded => true,
+        }
+    }
+}
+
 pub struct ToolsPanel {
     pub tool: Tool,
     /// Brush radius in canvas pixels.
@@ -40,6 +76,8 @@ pub struct ToolsPanel {
     pub reroll_share: f32,
     /// The replay timeline: the step of the latest run shown (`None`: the result).
     pub replay: Option<usize>,
+    /// The live preview while a job runs (View menu).
+    pub live_preview: LivePreview,
 }
 
 impl Default for ToolsPanel {
@@ -53,6 +91,7 @@ impl Default for ToolsPanel {
             overlay: Default::default(),
             reroll_share: 0.1,
             replay: None,
+            live_preview: LivePreview::Auto,
         }
     }
 }

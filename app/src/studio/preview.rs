@@ -1,0 +1,102 @@
+//! The live preview's decoder: a thread of its own that decodes the newest partial canvas of
+//! the running job (unknown cells filled from their nearest decided ones,
+//! [`TokenCanvas::filled_nearest`]) while the worker goes on sampling, so decided cells show
+//! their colours in context instead of a per-code tile. Requests never queue: a new one
+//! replaces the one not started yet, so the preview lags by at most one decode.
+
+use std::sync::{Arc, Condvar, Mutex};
+
+use arpg_core::tasks::TokenCanvas;
+use arpg_core::vq::{Tiling, VqModel};
+use crossbeam_channel::Sender;
+
+use super::worker::WorkerEvent;
+
+/// The request slot: the newest canvas to decode, and whether the decoder should stop.
+#[derive(Default)]
+struct Slot {
+    next: Option<(u64, TokenCanvas)>,
+    closed: bool,
+}
+
+pub struct PreviewDecoder {
+    slot: Arc<(Mutex<Slot>, Condvar)>,
+}
+
+impl PreviewDecoder {
+    /// Starts the decoder thread; each decode is sent as [`WorkerEvent::Preview`], then
+    /// `repaint` is called.
+    pub fn spawn(
+        vq: VqModel,
+        events: Sender<WorkerEvent>,
+        repaint: Arc<dyn Fn() + Send + Sync>,
+    ) -> Self {
+        let slot = Arc::new((Mutex::new(Slot::default()), Condvar::new()));
+        let theirs = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name("arpg-preview".into())
+            .spawn(move || {
+                while let Some((id, canvas)) = next_request(&theirs) {
+                    let Some(full) = canvas.filled_nearest() else {
+                        continue;
+                    };
+                    let Ok(tokens) = full.tokens() else { continue };
+                    // A failed preview only leaves the tiles in place; the final decode reports.
+                    if let Ok(rgb) =
+                        vq.decode_rgb8(&tokens, full.rows, full.cols, Tiling::default())
+                    {
+                        if events
+                            .send(WorkerEvent::Preview { id, canvas, rgb })
+                            .is_err()
+                        {
+                            break;
+                        }
+                        repaint();
+                    }
+                }
+            });
+        if spawned.is_err() {
+            // No thread, no previews: the tiles stay.
+            slot.0.lock().map(|mut s| s.closed = true).ok();
+        }
+        Self { slot }
+    }
+
+    /// Asks for a decode of `canvas` (the run `id`'s cells so far), replacing any request not
+    /// started yet.
+    pub fn submit(&self, id: u64, canvas: TokenCanvas) {
+        let (lock, wake) = &*self.slot;
+        if let Ok(mut s) = lock.lock() {
+            if !s.closed {
+                s.next = Some((id, canvas));
+                wake.notify_one();
+            }
+        }
+    }
+}
+
+impl Drop for PreviewDecoder {
+    fn drop(&mut self) {
+        let (lock, wake) = &*self.slot;
+        if let Ok(mut s) = lock.lock() {
+            s.closed = true;
+            s.next = None;
+        }
+        wake.notify_one();
+    }
+}
+
+/// Waits for the next request; `None` once the decoder is closed.
+fn next_request(slot: &(Mutex<Slot>, Condvar)) -> Option<(u64, TokenCanvas)> {
+    let (lock, wake) = slot;
+    let mut s = lock.lock().ok()?;
+    loop {
+        if s.closed {
+            return None;
+        }
+        if let Some(req) = s.next.take() {
+            return Some(req);
+        }
+        s = wake.wait(s).ok()?;
+    }
+}
