@@ -592,6 +592,7 @@ fn the_cell_picker_rerolls_exactly_the_clicked_cells() {
     assert_eq!(h.state().regenerate_box, both);
 
     let before = h.state().history.items.len();
+    let shown = h.render().expect("render");
     h.key_press_modifiers(egui::Modifiers::SHIFT, egui::Key::K);
     wait(&mut h, "the re-roll", |app| {
         app.history.items.len() > before && !app.is_running()
@@ -611,6 +612,17 @@ fn the_cell_picker_rerolls_exactly_the_clicked_cells() {
                 assert!(b.is_some() && a != b, "cell ({r}, {c}) was not drawn again");
             } else {
                 assert_eq!(after.get(r, c), doc.canvas.get(r, c), "cell ({r}, {c})");
+            }
+        }
+    }
+    // On the canvas, every other cell's pixels are as they were.
+    let rerolled = h.render().expect("render");
+    for r in 0..after.rows {
+        for c in 0..after.cols {
+            if !picked.contains(&(r, c)) {
+                let cell = cell_screen_rect(&h, r, c).shrink(2.0);
+                let d = region_diff(&shown, &rerolled, cell);
+                assert!(d < 1.0, "cell ({r}, {c}) changed on the canvas (diff {d})");
             }
         }
     }
@@ -793,6 +805,23 @@ fn rectangle_and_lasso_mask_what_they_enclose() {
     assert_eq!(at(0.65, 0.7), 255, "inside the lasso");
     assert_eq!(at(0.85, 0.3), 0, "beside the lasso's slanted side");
     assert_eq!(at(0.3, 0.5), 0, "left half");
+
+    // Hovering an Outpaint button outlines what it adds, beside the canvas.
+    let plain = h.render().expect("render");
+    h.get_by_label("Outpaint right").hover();
+    h.step();
+    h.step();
+    let cells = h.state().settings.outpaint_px.div_ceil(w / g).max(1);
+    assert_eq!(h.state().outpaint_cells(), Some([0, cells, 0, 0]));
+    let hovered = h.render().expect("render");
+    let beside = egui::Rect::from_min_max(
+        egui::pos2(rect.right() + 4.0, rect.top() - 20.0),
+        egui::pos2(rect.right() + rect.width(), rect.bottom() + 4.0),
+    );
+    assert!(
+        region_diff(&plain, &hovered, beside) > 0.05,
+        "the outpaint outline does not show"
+    );
     for cmd in [UiCommand::RectangleMask, UiCommand::LassoMask] {
         assert!(UiCommand::ALL.contains(&cmd) && cmd.shortcut().is_some());
     }
@@ -818,6 +847,7 @@ fn pause_erase_and_resume_keeps_every_unerased_token() {
         .filter(|&i| paused.cells[i].is_some())
         .collect();
     assert!(decided.len() >= 2 && paused.unknown_count() > 0);
+    let paused_px = h.render().expect("render");
     // Erase two decided cells with the cell picker.
     let g = paused.cols;
     let erased = [decided[0], decided[decided.len() - 1]];
@@ -853,6 +883,18 @@ fn pause_erase_and_resume_keeps_every_unerased_token() {
     }
     let item = app.history.items.last().expect("item");
     assert_eq!(item.provenance.task, arpg_core::edit::Task::Resume);
+    // On the canvas, the cells undecided at the pause were dark and are now drawn.
+    let resumed_px = h.render().expect("render");
+    let undecided = (0..paused.cells.len())
+        .find(|&i| paused.cells[i].is_none())
+        .expect("an undecided cell");
+    let cell = cell_screen_rect(&h, undecided / g, undecided % g).shrink(2.0);
+    let d = region_diff(&paused_px, &resumed_px, cell);
+    assert!(
+        d > 5.0,
+        "the undecided cell looks the same after resuming (diff {d})"
+    );
+    let app = h.state();
     assert!(app.mask.is_empty(), "the erase mask was used up");
     assert!(UiCommand::Pause.shortcut().is_some() && UiCommand::Resume.shortcut().is_some());
 }

@@ -767,6 +767,46 @@ mod tests {
     }
 
     #[test]
+    fn the_feather_softens_the_inpainting_composite() {
+        // The right half of a 16x4 image (4 px cells) is masked; original 0, decoded 200.
+        let canvas = TokenCanvas::from_tokens(1, 4, &[1, 2, 3, 4]).expect("test");
+        let rgb = vec![0u8; 16 * 4 * 3];
+        let mask: Vec<u8> = (0..16 * 4)
+            .map(|i| if i % 16 >= 8 { 255 } else { 0 })
+            .collect();
+        let source = Source {
+            canvas: &canvas,
+            rgb: Some(&rgb),
+            size: [16, 4],
+            patch: 4,
+        };
+        let row = |feather: usize| -> Vec<u8> {
+            let edit = Edit::Inpaint {
+                mask: mask.clone(),
+                options: MaskOptions {
+                    threshold: 0.5,
+                    dilate: 0,
+                    feather,
+                },
+            };
+            let plan = edit.plan(source).expect("test");
+            let filled = TokenCanvas::from_tokens(1, 4, &[1, 2, 8, 9]).expect("test");
+            let done = plan.finish(filled, vec![200; 16 * 4 * 3]).expect("test");
+            (0..16).map(|x| done.rgb[(16 + x) * 3]).collect()
+        };
+        // No feather: a hard step at the mask's edge.
+        assert_eq!(&row(0)[6..10], &[0, 0, 200, 200]);
+        // A feather of 4 px: a ramp inside the mask, the unmasked side untouched.
+        let soft = row(4);
+        assert_eq!(&soft[..8], &[0; 8]);
+        assert!(
+            soft[8] > 0 && soft[8] < soft[9] && soft[9] < soft[10] && soft[11] <= 200,
+            "{soft:?}"
+        );
+        assert_eq!(soft[15], 200);
+    }
+
+    #[test]
     fn inpainting_plans_only_the_masked_cells_and_keeps_the_rest_exact() {
         let canvas = TokenCanvas::from_tokens(2, 2, &[1, 2, 3, 4]).expect("test");
         let rgb: Vec<u8> = (0..4 * 4 * 3).map(|i| i as u8).collect();

@@ -280,17 +280,19 @@ impl StudioApp {
                 fired = Some(UiCommand::Expand);
             }
         });
+        self.outpaint_hover = None;
         ui.horizontal_wrapped(|ui| {
-            for cmd in [
-                UiCommand::OutpaintLeft,
-                UiCommand::OutpaintRight,
-                UiCommand::OutpaintTop,
-                UiCommand::OutpaintBottom,
+            for (cmd, side) in [
+                (UiCommand::OutpaintLeft, [1, 0, 0, 0]),
+                (UiCommand::OutpaintRight, [0, 1, 0, 0]),
+                (UiCommand::OutpaintTop, [0, 0, 1, 0]),
+                (UiCommand::OutpaintBottom, [0, 0, 0, 1]),
             ] {
-                if ui
-                    .add_enabled(!running && has_doc, egui::Button::new(cmd.label()))
-                    .clicked()
-                {
+                let b = ui.add_enabled(!running && has_doc, egui::Button::new(cmd.label()));
+                if b.hovered() {
+                    self.outpaint_hover = Some(side);
+                }
+                if b.clicked() {
                     fired = Some(cmd);
                 }
             }
@@ -476,6 +478,26 @@ impl StudioApp {
                     egui::Color32::from_rgb(255, 170, 200),
                 );
             }
+        }
+        if let Some([l, r, t, b]) = self.outpaint_cells() {
+            // What the hovered Outpaint button adds, outside the canvas.
+            let (w, h) = (
+                self.image.extent().cols as usize,
+                self.image.extent().rows as usize,
+            );
+            let (r0, c0) = (-(t as isize), -(l as isize));
+            let (r1, c1) = ((h + b) as isize, (w + r) as isize);
+            let at = |r: isize, c: isize| to_screen(egui::pos2(c as f32 * p, r as f32 * p));
+            let added = egui::Rect::from_min_max(at(r0, c0), at(r1, c1));
+            let stroke = egui::Stroke::new(1.5, egui::Color32::from_rgb(120, 200, 255));
+            painter.rect_stroke(added, 0.0, stroke, egui::StrokeKind::Outside);
+            painter.text(
+                added.left_top() + egui::vec2(2.0, -2.0),
+                egui::Align2::LEFT_BOTTOM,
+                format!("Outpaint grows the canvas to {}x{} cells", c1 - c0, r1 - r0),
+                egui::FontId::proportional(12.0),
+                egui::Color32::from_rgb(170, 220, 255),
+            );
         }
         if let Some(points) = &self.shape {
             let screen: Vec<egui::Pos2> = points.iter().map(|&q| to_screen(q)).collect();

@@ -149,6 +149,8 @@ pub struct StudioApp {
     pub regenerate_box: Option<[usize; 4]>,
     /// Live preview decodes painted on the canvas so far.
     pub previews_shown: usize,
+    /// The Outpaint button under the pointer: its side, `[left, right, top, bottom]` as 0/1.
+    outpaint_hover: Option<[usize; 4]>,
 }
 
 impl StudioApp {
@@ -205,6 +207,7 @@ impl StudioApp {
             shown_replay: None,
             regenerate_box: None,
             previews_shown: 0,
+            outpaint_hover: None,
             gpu_uploads: Default::default(),
         };
         app.send(WorkerCommand::LoadModels(model_args));
@@ -539,6 +542,15 @@ impl StudioApp {
             },
         };
         self.start_edit(edit, label);
+    }
+
+    /// The cells the hovered Outpaint button would add on each side `[left, right, top,
+    /// bottom]` (the canvas' outline shows them), or `None`.
+    pub fn outpaint_cells(&self) -> Option<[usize; 4]> {
+        let cells = self.settings.outpaint_px.div_ceil(self.patch()).max(1);
+        self.outpaint_hover
+            .filter(|_| self.doc.is_some() && self.running.is_none())
+            .map(|sides| sides.map(|s| s * cells))
     }
 
     fn start_outpaint(&mut self, sides: [usize; 4]) {
