@@ -831,7 +831,9 @@ fn rectangle_and_lasso_mask_what_they_enclose() {
 fn pause_erase_and_resume_keeps_every_unerased_token() {
     use arpg_app::studio::commands::UiCommand;
     let mut h = harness();
-    // Slow motion, and no revisits: the kept tokens are compared one by one.
+    // Slow motion, and no revisits: the kept tokens are compared one by one. A batch of two:
+    // pausing the first drops the second, rather than leaving it queued behind the pause.
+    h.state_mut().settings.batch = 2;
     h.state_mut().settings.step_delay_ms = 150;
     h.state_mut().settings.settings.settle = 0;
     h.state_mut().settings.settings.polish = 0;

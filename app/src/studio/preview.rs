@@ -62,6 +62,13 @@ impl PreviewDecoder {
         Self { slot }
     }
 
+    /// Drops the request not started yet (the run it was for has ended).
+    pub fn clear(&self) {
+        if let Ok(mut s) = self.slot.0.lock() {
+            s.next = None;
+        }
+    }
+
     /// Asks for a decode of `canvas` (the run `id`'s cells so far), replacing any request not
     /// started yet.
     pub fn submit(&self, id: u64, canvas: TokenCanvas) {

@@ -58,9 +58,11 @@ pub struct Job {
 }
 
 /// The request that resumes a paused single-image generation with the decided cells `erase`
-/// (raster) erased: every other decided token is known context (never resampled, so settling and
-/// polishing leave it alone); the erased cells come first in a fixed order, then the cells the
-/// generation had not reached, in its order; the steps it had left (at least one).
+/// (raster; cells it had as context count too) erased: every other decided token is known
+/// context (never resampled, so settling and polishing leave it alone); the erased cells come
+/// first in raster order, then the cells the generation had not reached, in its order, over as
+/// many steps as it had left (at least one). The schedule and the CFG ramp start again over those
+/// steps.
 fn resume_request(gen: &Generation, erase: &[usize]) -> anyhow::Result<Request> {
     let state = gen.snapshot();
     let (Some(order), Some(tokens), [class]) = (
@@ -73,18 +75,25 @@ fn resume_request(gen: &Generation, erase: &[usize]) -> anyhow::Result<Request> 
     let parallel = state.tokens_per_step.len();
     let done = state.step.min(parallel);
     let decided: usize = state.tokens_per_step[..done].iter().sum();
-    let erased: Vec<usize> = order[..decided.min(order.len())]
+    let mut erased: Vec<usize> = erase
         .iter()
         .copied()
-        .filter(|c| erase.contains(c))
+        .filter(|&c| tokens.get(c).is_some_and(Option::is_some))
         .collect();
+    erased.sort_unstable();
+    erased.dedup();
     let mut known = tokens.clone();
     for &c in &erased {
         known[c] = None;
     }
     let rest: Vec<usize> = erased
         .iter()
-        .chain(order.iter().skip(decided).filter(|c| tokens[**c].is_none()))
+        .chain(
+            order
+                .iter()
+                .skip(decided)
+                .filter(|&&c| tokens.get(c).is_some_and(Option::is_none)),
+        )
         .copied()
         .collect();
     if rest.is_empty() {
@@ -330,6 +339,12 @@ impl Worker {
 
     /// Sends an event, blocking; flushes a merged pending step first.
     fn emit(&mut self, ev: WorkerEvent) {
+        if matches!(ev, WorkerEvent::Finished { .. } | WorkerEvent::Error(_)) {
+            // The run is over: a live decode not started yet would only compete with its end.
+            if let Some(p) = &self.preview {
+                p.clear();
+            }
+        }
         if let Some(p) = self.pending.take() {
             let _ = self.events.send(p);
         }
@@ -385,9 +400,12 @@ impl Worker {
             WorkerCommand::LoadModels(args) => {
                 let models = ModelPair::load(&args)?;
                 let palette = Arc::new(load_palette(&models)?);
+                // The second of two decodes: the first pays for warm-up (kernels, caches).
                 let g = models.grid();
+                let blank = TokenCanvas::from_tokens(g, g, &vec![0; g * g])?;
+                models.decode(&blank)?;
                 let timer = Instant::now();
-                models.decode(&TokenCanvas::from_tokens(g, g, &vec![0; g * g])?)?;
+                models.decode(&blank)?;
                 let decode_ms = timer.elapsed().as_secs_f64() * 1e3;
                 let info = ModelInfo {
                     name: models.arpg.name.clone(),

@@ -119,6 +119,12 @@ impl StudioApp {
                     if (self.cell_map.rows, self.cell_map.cols) != (rows, cols) {
                         self.cell_map = CellMap::new(rows, cols);
                     }
+                    self.cell_map.begin_run(id);
+                    // A run started: a paused generation is no longer what the canvas shows.
+                    if self.paused.take().is_some() && !self.mask.is_empty() {
+                        // The mask said what to erase and is done with (undo brings it back).
+                        self.mask.clear();
+                    }
                     for (i, cell) in canvas.cells.iter().enumerate() {
                         if cell.is_none() {
                             self.cell_map.cells[i] = None;
@@ -173,7 +179,10 @@ impl StudioApp {
                 }
             }
             WorkerEvent::Preview { id, canvas, rgb } => {
-                if let Some(run) = self.running.as_ref().filter(|r| r.id == id) {
+                let extent = self.image.extent();
+                let fits =
+                    (canvas.rows, canvas.cols) == (extent.rows as usize, extent.cols as usize);
+                if let Some(run) = self.running.as_ref().filter(|r| r.id == id && fits) {
                     // Only cells this run decided whose token is still the one decoded.
                     let cells: Vec<(usize, usize)> = (0..canvas.cells.len())
                         .filter(|&i| {
@@ -289,6 +298,9 @@ impl StudioApp {
                         self.settings.order = p.order;
                     }
                     let how = match &provenance {
+                        Some(p) if p.task == arpg_core::edit::Task::Resume => {
+                            " (paused and resumed: its metadata cannot make it again)".into()
+                        }
                         Some(p) if p.task != arpg_core::edit::Task::Generate => {
                             format!(" (made by {:?}: rerun it on its source)", p.task)
                                 .to_lowercase()
@@ -313,6 +325,7 @@ impl StudioApp {
                 self.cell_map = CellMap::default();
                 self.paused = None;
                 self.show_document(&doc);
+                self.restore_priority(doc.provenance.as_ref());
                 self.accepted = Some(doc.clone());
                 self.doc = Some(doc);
             }
@@ -364,6 +377,7 @@ impl StudioApp {
                     self.cell_map = CellMap::default();
                     self.paused = None;
                     self.show_document(&doc);
+                    self.restore_priority(doc.provenance.as_ref());
                     self.doc = Some(doc);
                     self.history.staged = None;
                 }
@@ -405,6 +419,18 @@ impl StudioApp {
         self.image.show(&doc.canvas, &doc.rgb, &self.cell_map);
         self.tools.replay = None;
         self.shown_replay = None;
+    }
+
+    /// A document's painted priorities come back with it (the next Generate makes it again),
+    /// when they cover its canvas; otherwise the map is cleared.
+    fn restore_priority(&mut self, provenance: Option<&arpg_core::provenance::Provenance>) {
+        let (rows, cols) = (self.priority.rows, self.priority.cols);
+        self.priority = PriorityMap::new(rows, cols);
+        if let Some(levels) = provenance.and_then(|p| p.priority.as_ref()) {
+            if levels.len() == rows * cols {
+                self.priority.levels.clone_from(levels);
+            }
+        }
     }
 
     /// Brings the state texture to the replay timeline's step when it moved (the document's

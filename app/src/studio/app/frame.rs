@@ -327,6 +327,10 @@ impl StudioApp {
         }
         let panning = response.dragged_by(egui::PointerButton::Middle)
             || (response.dragged() && ui.input(|i| i.key_down(egui::Key::Space)));
+        if panning || self.running.is_some() {
+            // A rectangle or lasso cut short is dropped, not left drawn.
+            self.shape = None;
+        }
         if panning {
             self.view.pan += response.drag_delta();
         } else if self.running.is_none() {

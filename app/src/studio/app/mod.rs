@@ -484,7 +484,7 @@ impl StudioApp {
         self.reroll_cells(&cells, "Re-roll");
     }
 
-    /// Draws again exactly the cells the mask covers at least half of (the cell picker masks
+    /// Draws again exactly the cells the mask covers more than half of (the cell picker masks
     /// whole cells), with every other token as context.
     fn start_reroll_masked(&mut self) {
         let Some(doc) = self.doc.as_ref() else {
@@ -509,8 +509,8 @@ impl StudioApp {
         };
         if cells.is_empty() {
             self.errors.push(
-                "Nothing to re-roll: pick cells with the cell picker (K) or paint over at least \
-                 half of a cell."
+                "Nothing to re-roll: pick cells with the cell picker (K) or paint over more \
+                 than half of a cell."
                     .into(),
             );
             return;
@@ -572,8 +572,9 @@ impl StudioApp {
     }
 
     fn cancel(&mut self) {
+        // Queued jobs never outlive a cancel, even with nothing running.
+        self.queued.clear();
         if self.running.is_some() {
-            self.queued.clear();
             self.worker
                 .cancel
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -610,6 +611,8 @@ impl StudioApp {
         match self.running.as_mut() {
             Some(run) if run.is_generation() => {
                 run.pause_after = true;
+                // A batch's later candidates are dropped: the paused one waits alone.
+                self.queued.clear();
                 self.worker
                     .cancel
                     .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -624,7 +627,7 @@ impl StudioApp {
         }
     }
 
-    /// Continues the paused generation: the cells the mask covers at least half of are erased
+    /// Continues the paused generation: the cells the mask covers more than half of are erased
     /// and decided again, every other decided token is kept as context.
     fn resume(&mut self) {
         let (Some(id), Some(doc)) = (self.paused, self.doc.as_ref()) else {
@@ -632,10 +635,12 @@ impl StudioApp {
                 .push("Resume continues a paused generation: pause one first (Ctrl+P).".into());
             return;
         };
-        if self.is_running() {
-            return;
+        if self.running.is_some() {
+            return self
+                .errors
+                .push("A run is in progress: wait for it, or cancel it (Esc).".into());
         }
-        let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
+        let (rows, cols, class) = (doc.canvas.rows, doc.canvas.cols, doc.class);
         let erase: Vec<usize> = tasks::token_mask(
             &self.mask.pixels,
             self.mask.width,
@@ -654,12 +659,9 @@ impl StudioApp {
         .unwrap_or_default();
         let new_id = self.next_id;
         self.next_id += 1;
-        self.paused = None;
-        self.running = Some(Running::new(new_id, "Resume".into(), Some(self.class)));
-        if !erase.is_empty() {
-            // The mask said what to erase; it is done with (undo brings it back).
-            self.mask.clear();
-        }
+        // `paused` stays until the resumed run starts: a refused resume can be tried again.
+        self.queued.clear();
+        self.running = Some(Running::new(new_id, "Resume".into(), class));
         self.worker
             .cancel
             .store(false, std::sync::atomic::Ordering::Relaxed);

@@ -34,6 +34,8 @@ pub struct CellRecord {
     pub order: f32,
     /// The drawn token: a record whose token is no longer the cell's is stale.
     pub token: u32,
+    /// The run that drew it ([`CellMap::begin_run`]).
+    pub run: u64,
 }
 
 /// Per cell: the draw that decided it, or `None` (known context, an opened image, or not
@@ -43,6 +45,9 @@ pub struct CellMap {
     pub rows: usize,
     pub cols: usize,
     pub cells: Vec<Option<CellRecord>>,
+    /// The latest run: the replay timeline and [`CellMap::last_step`] read only its records
+    /// (the others are context it kept from earlier runs).
+    pub latest: u64,
 }
 
 impl CellMap {
@@ -52,7 +57,18 @@ impl CellMap {
             rows,
             cols,
             cells: vec![None; rows * cols],
+            latest: 0,
         }
+    }
+
+    /// Starts recording the draws of run `id`.
+    pub fn begin_run(&mut self, id: u64) {
+        self.latest = id;
+    }
+
+    /// The record of cell `(r, c)` when the latest run drew it.
+    pub fn latest_run(&self, r: usize, c: usize) -> Option<CellRecord> {
+        self.get(r, c).filter(|rec| rec.run == self.latest)
     }
 
     /// Records a draw of `token` at `step` of `total_steps`; cells outside the map are ignored.
@@ -73,6 +89,7 @@ impl CellMap {
                 step,
                 order: (step as f32 / last).clamp(0.0, 1.0),
                 token,
+                run: self.latest,
             });
         }
     }
@@ -98,9 +115,14 @@ impl CellMap {
             .flatten()
     }
 
-    /// The last step any record was drawn at (`None`: nothing recorded).
+    /// The last step the latest run drew a cell at (`None`: it drew nothing).
     pub fn last_step(&self) -> Option<usize> {
-        self.cells.iter().flatten().map(|rec| rec.step).max()
+        self.cells
+            .iter()
+            .flatten()
+            .filter(|rec| rec.run == self.latest)
+            .map(|rec| rec.step)
+            .max()
     }
 
     /// The state texture's blue and alpha bytes of cell `(r, c)`: probability, and 1 + the
@@ -151,6 +173,13 @@ mod tests {
         assert_eq!(m.texel(1, 1), [0, 0]);
         assert_eq!(m.texel(0, 0), [255, 1]);
         assert_eq!(m.texel(1, 0)[1], 170);
+        // Replay reads the latest run only: the others' records are its context.
+        assert_eq!(m.last_step(), Some(2));
+        m.begin_run(1);
+        m.record(1, 1, 3, 0.9, 0, 4);
+        assert_eq!(m.last_step(), Some(0));
+        assert!(m.latest_run(0, 0).is_none() && m.latest_run(1, 1).is_some());
+        assert!(m.get(0, 0).is_some());
         // A cell whose token changed loses its record.
         m.keep_matching(2, 2, &[Some(7), Some(5), Some(9), None]);
         assert!(m.cells[0].is_some() && m.cells[1].is_none() && m.cells[2].is_some());

@@ -123,7 +123,11 @@ impl CanvasImage {
     /// was painted.
     pub fn paint_decoded(&mut self, cells: &[(usize, usize)], rgb: &[u8]) -> bool {
         let (p, w) = (self.patch, self.extent.width as usize);
-        if cells.is_empty() || rgb.len() * 4 != self.rgba.len() * 3 {
+        let (rows, cols) = (self.extent.rows as usize, self.extent.cols as usize);
+        if cells.is_empty()
+            || rgb.len() * 4 != self.rgba.len() * 3
+            || cells.iter().any(|&(r, c)| r >= rows || c >= cols)
+        {
             return false;
         }
         let (mut r0, mut c0, mut r1, mut c1) = (usize::MAX, usize::MAX, 0, 0);
@@ -188,6 +192,7 @@ impl CanvasImage {
     /// highlighted; cells it did not decide (context) stay as they are.
     pub fn upload_replay(&mut self, canvas: &TokenCanvas, map: &CellMap, step: usize) {
         self.upload_state_with(canvas, map, |_, _, rec| {
+            let rec = rec.filter(|rec| rec.run == map.latest);
             (
                 rec.is_some_and(|rec| rec.step > step),
                 rec.is_some_and(|rec| rec.step == step),

@@ -238,7 +238,7 @@ impl ToolsPanel {
         if ui
             .button(UiCommand::RerollMasked.label())
             .on_hover_text(
-                "Draw again exactly the cells the mask covers at least half of (pick them with \
+                "Draw again exactly the cells the mask covers more than half of (pick them with \
                  the cell picker, K), everything else as context (Shift+K)",
             )
             .clicked()
