@@ -777,6 +777,22 @@ fn rectangle_and_lasso_mask_what_they_enclose() {
         region_diff(&plain, &boxed, rect) > 1.0,
         "the mask does not show"
     );
+    // Dilating the mask by one cell grows the box with it, without another stroke.
+    let dilate = h.state().settings.mask.dilate;
+    h.state_mut().settings.mask.dilate = dilate + 1;
+    h.step();
+    h.step();
+    let grown = h.state().regenerate_box.expect("a box");
+    assert_eq!(
+        grown,
+        [
+            r0.saturating_sub(1),
+            c0.saturating_sub(1),
+            (r1 + 1).min(g),
+            (c1 + 1).min(g)
+        ]
+    );
+    h.state_mut().settings.mask.dilate = dilate;
     h.state_mut().execute(UiCommand::Undo);
     h.step();
     assert!(h.state().mask.is_empty(), "the rectangle is one undo step");

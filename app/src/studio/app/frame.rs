@@ -357,6 +357,12 @@ impl StudioApp {
         if highlight > 0.0 && self.running.is_some() {
             ui.ctx().request_repaint();
         }
+        // The cells the mask selects depend on the threshold and dilation too.
+        let selection = (self.settings.mask.threshold, self.settings.mask.dilate);
+        if self.mask_selection != selection {
+            self.mask_selection = selection;
+            self.mask.mark_dirty();
+        }
         if let Some((x, y, w, h, bytes)) = self.mask.take_dirty() {
             self.image.push(Upload {
                 target: Target::Mask,

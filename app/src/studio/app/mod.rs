@@ -151,6 +151,8 @@ pub struct StudioApp {
     pub previews_shown: usize,
     /// The Outpaint button under the pointer: its side, `[left, right, top, bottom]` as 0/1.
     outpaint_hover: Option<[usize; 4]>,
+    /// The mask threshold and dilation the regenerated cells were last computed with.
+    mask_selection: (f32, usize),
 }
 
 impl StudioApp {
@@ -208,6 +210,7 @@ impl StudioApp {
             regenerate_box: None,
             previews_shown: 0,
             outpaint_hover: None,
+            mask_selection: (f32::NAN, 0),
             gpu_uploads: Default::default(),
         };
         app.send(WorkerCommand::LoadModels(model_args));

@@ -53,6 +53,11 @@ impl MaskDocument {
         self.redo.clear();
     }
 
+    /// Marks the whole mask for upload again (what it selects changed without an edit).
+    pub fn mark_dirty(&mut self) {
+        self.touch_all();
+    }
+
     fn touch_all(&mut self) {
         self.dirty = Some((0, 0, self.width, self.height));
     }
