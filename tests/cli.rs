@@ -714,9 +714,14 @@ fn bench_prints_one_json_object_for_scripts() {
         assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
     }
     assert!(
-        v["kernel"]
-            .as_str()
-            .is_some_and(|k| ["avx512", "avx2-fma", "portable", "candle"].contains(&k)),
+        v["kernel"].as_str().is_some_and(|k| [
+            "avx512-bf16",
+            "avx512",
+            "avx2-fma",
+            "portable",
+            "candle"
+        ]
+        .contains(&k)),
         "{v}"
     );
     assert_eq!(v["batch"], 2);

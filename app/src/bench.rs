@@ -213,14 +213,17 @@ pub struct One<'a> {
 }
 
 /// The CPU code path the linear layers take: our kernels at the tier detected at run time (or
-/// forced by `ARPG_KERNEL`), or candle's matmul; quantized weights go through candle's `QMatMul`.
-fn kernel(device: &candle_core::Device, quant: Option<&str>) -> String {
+/// forced by `ARPG_KERNEL`; the bf16 dot products only serve bf16 weights), or candle's matmul;
+/// quantized weights go through candle's `QMatMul`.
+fn kernel(device: &candle_core::Device, quant: Option<&str>, dtype: &str) -> String {
+    use arpg_core::kernels::{choice, Choice, Tier};
     if !device.is_cpu() {
         return "candle (gpu)".into();
     }
-    match quant {
-        Some(q) => format!("candle qmatmul ({q})"),
-        None => arpg_core::kernels::choice().name().into(),
+    match (quant, choice()) {
+        (Some(q), _) => format!("candle qmatmul ({q})"),
+        (None, Choice::Kernel(Tier::Avx512Bf16)) if dtype != "bf16" => Tier::Avx512.name().into(),
+        (None, c) => c.name().into(),
     }
 }
 
@@ -327,7 +330,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         "step_ms_median": median,
         "peak_rss_mib": peak,
         "floor_s": floor,
-        "kernel": kernel(&device, o.quant),
+        "kernel": kernel(&device, o.quant, o.dtype),
         "weights_mib": bytes / (1024.0 * 1024.0),
         "kv_cache_mib": kv_mib,
     });
@@ -350,7 +353,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
             o.dtype,
             o.device,
             o.batch as f64 / best,
-            kernel(&device, o.quant)
+            kernel(&device, o.quant, o.dtype)
         );
         println!();
         println!("| {tok} tokenizer, {side}x{side} | seconds per image |");

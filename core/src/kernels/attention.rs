@@ -102,8 +102,8 @@ fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
         }
         // SAFETY: `usable` checks the tier against the CPU (`Tier::is_supported`).
         unsafe {
-            match tier.usable() {
-                super::Tier::Avx512 => avx512(r, n, out),
+            match tier.usable().base() {
+                super::Tier::Avx512 | super::Tier::Avx512Bf16 => avx512(r, n, out),
                 super::Tier::Avx2Fma => avx2(r, n, out),
                 super::Tier::Portable => head(r, n, out),
             }

@@ -47,11 +47,20 @@ pub enum Tier {
     Avx2Fma,
     /// x86-64 AVX-512F, 16 lanes.
     Avx512,
+    /// [`Tier::Avx512`] plus AVX512-BF16: bf16 weights multiply bf16-rounded activations with
+    /// `vdpbf16ps` (two products per lane and instruction, f32 accumulation), as PyTorch's bf16
+    /// path does; f32 and f16 weights take the AVX-512 path unchanged.
+    Avx512Bf16,
 }
 
 impl Tier {
     /// Every tier, narrowest first.
-    pub const ALL: [Tier; 3] = [Tier::Portable, Tier::Avx2Fma, Tier::Avx512];
+    pub const ALL: [Tier; 4] = [
+        Tier::Portable,
+        Tier::Avx2Fma,
+        Tier::Avx512,
+        Tier::Avx512Bf16,
+    ];
 
     /// The name `ARPG_KERNEL` and the benchmark use.
     pub fn name(self) -> &'static str {
@@ -59,6 +68,15 @@ impl Tier {
             Tier::Portable => "portable",
             Tier::Avx2Fma => "avx2-fma",
             Tier::Avx512 => "avx512",
+            Tier::Avx512Bf16 => "avx512-bf16",
+        }
+    }
+
+    /// The tier whose vector code runs everything but the bf16 dot products.
+    pub(crate) fn base(self) -> Tier {
+        match self {
+            Tier::Avx512Bf16 => Tier::Avx512,
+            t => t,
         }
     }
 
@@ -78,6 +96,12 @@ impl Tier {
                     && std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                     && std::arch::is_x86_feature_detected!("f16c")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Tier::Avx512Bf16 => {
+                Tier::Avx512.is_supported()
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512bf16")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,
@@ -127,9 +151,11 @@ impl Choice {
             "portable" => Tier::Portable,
             "avx2" | "avx2-fma" => Tier::Avx2Fma,
             "avx512" => Tier::Avx512,
+            "avx512-bf16" => Tier::Avx512Bf16,
             other => {
                 return Err(format!(
-                    "unknown kernel `{other}` (expected auto, avx512, avx2, portable or candle)"
+                    "unknown kernel `{other}` (expected auto, avx512-bf16, avx512, avx2, \
+                     portable or candle)"
                 ))
             }
         };
@@ -154,6 +180,7 @@ impl Choice {
             Choice::Kernel(Tier::Portable) => 2,
             Choice::Kernel(Tier::Avx2Fma) => 3,
             Choice::Kernel(Tier::Avx512) => 4,
+            Choice::Kernel(Tier::Avx512Bf16) => 5,
         }
     }
 
@@ -163,6 +190,7 @@ impl Choice {
             2 => Choice::Kernel(Tier::Portable),
             3 => Choice::Kernel(Tier::Avx2Fma),
             4 => Choice::Kernel(Tier::Avx512),
+            5 => Choice::Kernel(Tier::Avx512Bf16),
             _ => return None,
         })
     }
@@ -289,6 +317,8 @@ fn product<W: Weight>(
         return yt;
     }
     let nr = tile_cols(tier);
+    #[cfg(target_arch = "x86_64")]
+    let dot = x86::Bf16Dot::new(tier, x, m, k, w);
     // Chunks of weight rows small enough to stay in L2 while every row tile of x passes over
     // them; in parallel, also enough of them for every thread to get several (balance).
     let by_cache = (CHUNK_BYTES / (k * std::mem::size_of::<W>()).max(1)).max(nr);
@@ -298,10 +328,21 @@ fn product<W: Weight>(
         n
     };
     let rows = by_cache.min(by_balance).div_ceil(nr) * nr;
+    #[cfg(target_arch = "x86_64")]
+    let packed = if dot.is_some() {
+        Vec::new()
+    } else {
+        pack(tier, x, m, k)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
     let packed = pack(tier, x, m, k);
     let run = |(c, out): (usize, &mut [f32])| {
         let n0 = c * rows;
         let nc = out.len() / m;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(dot) = &dot {
+            return dot.chunk(n0, nc, out);
+        }
         chunk(tier, x, &packed, m, k, &w[n0 * k..(n0 + nc) * k], nc, out);
     };
     if parallel {
@@ -314,9 +355,9 @@ fn product<W: Weight>(
 
 /// Vector lanes of a tier's registers (f32).
 pub(crate) fn lanes(tier: Tier) -> usize {
-    match tier {
+    match tier.base() {
         Tier::Avx512 => 16,
-        Tier::Avx2Fma | Tier::Portable => 8,
+        _ => 8,
     }
 }
 
@@ -326,6 +367,7 @@ pub(crate) fn lanes(tier: Tier) -> usize {
 /// (k = 1024 is a page) and evict each other. Only the whole blocks are packed; tails are read
 /// from `x`.
 fn pack(tier: Tier, x: &[f32], m: usize, k: usize) -> Vec<f32> {
+    let tier = tier.base();
     if tier == Tier::Portable {
         return Vec::new();
     }
@@ -347,10 +389,9 @@ fn pack(tier: Tier, x: &[f32], m: usize, k: usize) -> Vec<f32> {
 
 /// Register-tile width (weight rows) of a tier.
 pub(crate) fn tile_cols(tier: Tier) -> usize {
-    match tier {
+    match tier.base() {
         Tier::Avx512 => TILE_COLS_512,
-        Tier::Avx2Fma => 2,
-        Tier::Portable => 2,
+        _ => 2,
     }
 }
 
@@ -359,9 +400,9 @@ pub(crate) const TILE_COLS_512: usize = 2;
 /// Register-tile height (rows of x) of a tier: AVX-512's 32 registers hold 8 x 2 accumulators,
 /// so up to 8 rows (batch 1 with CFG, four tokens a step) see each weight once.
 fn tile_rows(tier: Tier) -> usize {
-    match tier {
+    match tier.base() {
         Tier::Avx512 => 8,
-        Tier::Avx2Fma | Tier::Portable => 4,
+        _ => 4,
     }
 }
 
@@ -391,7 +432,9 @@ fn chunk<W: Weight>(
             let ws = &w[j0 * k..(j0 + cols) * k];
             match tier {
                 #[cfg(target_arch = "x86_64")]
-                Tier::Avx512 | Tier::Avx2Fma => x86::tile(tier, xs, xp, mr, ws, cols, k, &mut tile),
+                Tier::Avx512 | Tier::Avx512Bf16 | Tier::Avx2Fma => {
+                    x86::tile(tier.base(), xs, xp, mr, ws, cols, k, &mut tile)
+                }
                 _ => portable::tile(xs, mr, ws, cols, k, &mut tile),
             }
             for (j, o) in out[(j0 * m)..((j0 + cols) * m)]

@@ -289,3 +289,159 @@ mod avx2 {
         load_f16
     );
 }
+
+/// bf16 elements of one `vdpbf16ps` step (a 512-bit register of pairs).
+const DOT_LANES: usize = 32;
+
+/// Rows of x a bf16 dot tile holds (8 x 2 accumulators, as the AVX-512 f32 tiles).
+const DOT_ROWS: usize = 8;
+
+/// The product of f32 activations with bf16 weights on AVX512-BF16 ([`Tier::Avx512Bf16`]): the
+/// activations are rounded to bf16 once per product (round to nearest even) and packed per row
+/// tile, zero-padded to whole register steps; each tile multiplies them with the weights by
+/// `vdpbf16ps`, accumulating in f32.
+pub(super) struct Bf16Dot<'a> {
+    /// Per row tile of up to [`DOT_ROWS`] rows, per step of [`DOT_LANES`] columns, each row's
+    /// step in turn (bf16 bits).
+    packed: Vec<u16>,
+    /// The weights' bits, `(n, k)` row-major.
+    w: &'a [u16],
+    m: usize,
+    k: usize,
+}
+
+impl<'a> Bf16Dot<'a> {
+    /// The dot-product path, when the tier is [`Tier::Avx512Bf16`] (and the CPU has it) and the
+    /// weights are bf16.
+    pub(super) fn new<W: Weight>(
+        tier: Tier,
+        x: &[f32],
+        m: usize,
+        k: usize,
+        w: &'a [W],
+    ) -> Option<Self> {
+        if tier != Tier::Avx512Bf16
+            || !tier.is_supported()
+            || TypeId::of::<W>() != TypeId::of::<bf16>()
+        {
+            return None;
+        }
+        // SAFETY: `W` is `bf16` (checked above), a 2-byte `repr(transparent)` wrapper of `u16`.
+        let w = unsafe { std::slice::from_raw_parts(w.as_ptr() as *const u16, w.len()) };
+        let steps = k.div_ceil(DOT_LANES);
+        let mut packed = Vec::with_capacity(m * steps * DOT_LANES);
+        let mut r0 = 0;
+        while r0 < m {
+            let mr = DOT_ROWS.min(m - r0);
+            for s in 0..steps {
+                for r in r0..r0 + mr {
+                    let row = &x[r * k..(r + 1) * k];
+                    for t in s * DOT_LANES..(s + 1) * DOT_LANES {
+                        packed.push(row.get(t).map_or(0, |v| bf16::from_f32(*v).to_bits()));
+                    }
+                }
+            }
+            r0 += mr;
+        }
+        Some(Self { packed, w, m, k })
+    }
+
+    /// Weight rows `n0..n0 + nc` against every row tile; `out` is `(nc, m)`.
+    pub(super) fn chunk(&self, n0: usize, nc: usize, out: &mut [f32]) {
+        let (m, k) = (self.m, self.k);
+        let stride = k.div_ceil(DOT_LANES) * DOT_LANES;
+        assert!(
+            self.w.len() >= (n0 + nc) * k && out.len() >= nc * m && self.packed.len() >= m * stride,
+            "bf16 dot: shapes out of range"
+        );
+        let mut tile = [[0f32; 4]; super::MR];
+        let mut r0 = 0;
+        while r0 < m {
+            let mr = DOT_ROWS.min(m - r0);
+            let xp = self.packed[r0 * stride..].as_ptr();
+            let mut j0 = 0;
+            while j0 < nc {
+                let cols = if nc - j0 >= 2 { 2 } else { 1 };
+                let wp = self.w[(n0 + j0) * k..].as_ptr();
+                // SAFETY: `Tier::Avx512Bf16.is_supported()` was checked in `new`; the tile reads
+                // `mr` packed rows of `stride` elements from `xp` and `cols` rows of `k` weights
+                // from `wp` (the tail by a masked load), all within the slices checked above.
+                unsafe {
+                    macro_rules! rows {
+                        ($c:literal) => {
+                            match mr {
+                                1 => dot::tile::<1, $c>(xp, wp, k, &mut tile),
+                                2 => dot::tile::<2, $c>(xp, wp, k, &mut tile),
+                                3 => dot::tile::<3, $c>(xp, wp, k, &mut tile),
+                                4 => dot::tile::<4, $c>(xp, wp, k, &mut tile),
+                                5 => dot::tile::<5, $c>(xp, wp, k, &mut tile),
+                                6 => dot::tile::<6, $c>(xp, wp, k, &mut tile),
+                                7 => dot::tile::<7, $c>(xp, wp, k, &mut tile),
+                                _ => dot::tile::<8, $c>(xp, wp, k, &mut tile),
+                            }
+                        };
+                    }
+                    if cols == 2 {
+                        rows!(2)
+                    } else {
+                        rows!(1)
+                    }
+                }
+                for (j, o) in out[j0 * m..(j0 + cols) * m].chunks_exact_mut(m).enumerate() {
+                    for r in 0..mr {
+                        o[r0 + r] = tile[r][j];
+                    }
+                }
+                j0 += cols;
+            }
+            r0 += mr;
+        }
+    }
+}
+
+mod dot {
+    use super::*;
+
+    /// `out[r][j] = Σ x[r] · w[j]` over `k` for `R` packed rows (`x`: per step of 32, each
+    /// row's 32 bf16 in turn, zero-padded) and `C` weight rows of `k` bf16 (`w`, rows `k`
+    /// apart; the last step's tail loaded under a mask).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub(super) unsafe fn tile<const R: usize, const C: usize>(
+        x: *const u16,
+        w: *const u16,
+        k: usize,
+        out: &mut [[f32; 4]; super::super::MR],
+    ) {
+        let mut acc = [_mm512_setzero_ps(); 16];
+        let steps = k.div_ceil(DOT_LANES);
+        let tail = k - (steps.saturating_sub(1)) * DOT_LANES;
+        for s in 0..steps {
+            let i = s * DOT_LANES;
+            let mut wv = [_mm512_setzero_si512(); 2];
+            #[allow(clippy::needless_range_loop)]
+            for j in 0..C {
+                let p = w.add(j * k + i);
+                wv[j] = if s + 1 < steps || tail == DOT_LANES {
+                    _mm512_loadu_si512(p as *const __m512i)
+                } else {
+                    _mm512_maskz_loadu_epi16(((1u64 << tail) - 1) as u32, p as *const i16)
+                };
+                _mm_prefetch::<_MM_HINT_T1>(w.wrapping_add((j + C) * k + i) as *const i8);
+            }
+            for r in 0..R {
+                let xv: __m512bh = std::mem::transmute(_mm512_loadu_si512(
+                    x.add(i * R + r * DOT_LANES) as *const __m512i,
+                ));
+                for j in 0..C {
+                    let wb: __m512bh = std::mem::transmute(wv[j]);
+                    acc[r * C + j] = _mm512_dpbf16_ps(acc[r * C + j], xv, wb);
+                }
+            }
+        }
+        for r in 0..R {
+            for j in 0..C {
+                out[r][j] = _mm512_reduce_add_ps(acc[r * C + j]);
+            }
+        }
+    }
+}
