@@ -922,7 +922,15 @@ fn the_decoded_live_preview_paints_decodes_and_never_changes_the_tokens() {
     use arpg_app::studio::ui::tools_panel::LivePreview;
     let mut h = harness();
     // The shipped decoder is fast: Auto decodes live.
-    let decode_ms = h.state().model.as_ref().expect("model").decode_ms;
+    wait(&mut h, "the decode timing", |app| {
+        app.model.as_ref().is_some_and(|m| m.decode_ms.is_some())
+    });
+    let decode_ms = h
+        .state()
+        .model
+        .as_ref()
+        .and_then(|m| m.decode_ms)
+        .expect("timed");
     assert!(decode_ms > 0.0);
     assert_eq!(
         h.state().live_decode(),

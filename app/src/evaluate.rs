@@ -435,24 +435,38 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
     // The most visible line within two tokens of the seam (levelling spreads a step over them).
     let mut near: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut control = [Vec::new(), Vec::new()];
+    // One class-0 generation per seed, kept step by step (the live preview replays it), and
+    // the decode of its result.
+    let mut runs = Vec::new();
     for seed in 0..SEAM_SEEDS {
         let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
         settings.seed = seed;
-        let tokens = Generation::new(&models.arpg.model, &Request::new(vec![0], settings.clone()))?
-            .run()?
-            .remove(0);
-        let canvas = TokenCanvas::from_tokens(g, g, &tokens)?;
+        let mut gen = Generation::new(&models.arpg.model, &Request::new(vec![0], settings))?;
+        let mut states = Vec::new();
+        while gen.step()?.is_some() {
+            states.push(TokenCanvas {
+                rows: g,
+                cols: g,
+                cells: gen.tokens()[0].clone(),
+            });
+        }
+        let canvas = TokenCanvas::from_tokens(g, g, &gen.finished_tokens()?.remove(0))?;
         let rgb = models.decode(&canvas)?;
+        runs.push((states, canvas, rgb));
+    }
+    for (seed, (_, canvas, rgb)) in runs.iter().enumerate() {
+        let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
+        settings.seed = seed as u64;
         let source = Source {
-            canvas: &canvas,
-            rgb: Some(&rgb),
+            canvas,
+            rgb: Some(rgb),
             size: [side, side],
             patch: p,
         };
         // Control: the same measures on the unedited image's middle lines (no seam at all).
         for vertical in [true, false] {
-            control[0].push(seam_ratio(&rgb, side, side, vertical, side / 2));
-            control[1].push(worst_line_near(&rgb, side, side, vertical, side / 2, 2 * p));
+            control[0].push(seam_ratio(rgb, side, side, vertical, side / 2));
+            control[1].push(worst_line_near(rgb, side, side, vertical, side / 2, 2 * p));
         }
         for (k, (_, sides)) in cases.iter().enumerate() {
             let (edit, seam) = match sides {
@@ -541,22 +555,7 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
         }
         sum as f64 / (cells.len() * p * p * 3).max(1) as f64
     };
-    for seed in 0..SEAM_SEEDS {
-        let mut settings = sampler.settings(g * g, &models.arpg.sampling)?;
-        settings.seed = seed;
-        let mut gen = Generation::new(&models.arpg.model, &Request::new(vec![0], settings))?;
-        let mut states = Vec::new();
-        while gen.step()?.is_some() {
-            states.push(TokenCanvas {
-                rows: g,
-                cols: g,
-                cells: gen.tokens()[0].clone(),
-            });
-        }
-        let Some(last) = states.last().cloned() else {
-            continue;
-        };
-        let decoded = models.decode(&last)?;
+    for (states, _, decoded) in &runs {
         for (k, &(_, every)) in POLICIES.iter().enumerate() {
             // The pixels the viewer shows, and which token each decoded cell showed.
             let mut shown_decode: Option<(TokenCanvas, Vec<u8>)> = None;
@@ -584,10 +583,10 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
                 }
                 let decided: Vec<usize> =
                     (0..g * g).filter(|&i| canvas.cells[i].is_some()).collect();
-                errs.push(patch_err(&shown, &decoded, &decided, g));
+                errs.push(patch_err(&shown, decoded, &decided, g));
             }
             let all: Vec<usize> = (0..g * g).collect();
-            at_end[k].push(patch_err(&shown, &decoded, &all, g));
+            at_end[k].push(patch_err(&shown, decoded, &all, g));
             during[k].push(errs.iter().sum::<f64>() / errs.len().max(1) as f64);
         }
     }

@@ -24,10 +24,13 @@ pub struct PreviewDecoder {
 }
 
 impl PreviewDecoder {
-    /// Starts the decoder thread; each decode is sent as [`WorkerEvent::Preview`], then
-    /// `repaint` is called.
+    /// Starts the decoder thread. It first times a decode of a blank `grid x grid` canvas (the
+    /// second of two: the first pays for warm-up) and sends it as
+    /// [`WorkerEvent::DecodeTimed`]; then each decode is sent as [`WorkerEvent::Preview`].
+    /// `repaint` is called after each event.
     pub fn spawn(
         vq: VqModel,
+        grid: usize,
         events: Sender<WorkerEvent>,
         repaint: Arc<dyn Fn() + Send + Sync>,
     ) -> Self {
@@ -36,6 +39,23 @@ impl PreviewDecoder {
         let spawned = std::thread::Builder::new()
             .name("arpg-preview".into())
             .spawn(move || {
+                let blank = vec![0u32; grid * grid];
+                let decode = || {
+                    vq.decode_rgb8(&blank, grid, grid, Tiling::default())
+                        .is_ok()
+                };
+                if decode() {
+                    let timer = std::time::Instant::now();
+                    if decode() {
+                        let ms = timer.elapsed().as_secs_f64() * 1e3;
+                        // A decoder replaced meanwhile (another model loaded) reports nothing.
+                        let replaced = theirs.0.lock().map_or(true, |s| s.closed);
+                        if replaced || events.send(WorkerEvent::DecodeTimed { ms }).is_err() {
+                            return;
+                        }
+                        repaint();
+                    }
+                }
                 while let Some((id, canvas)) = next_request(&theirs) {
                     let Some(full) = canvas.filled_nearest() else {
                         continue;

@@ -172,9 +172,9 @@ pub struct ModelInfo {
     pub sampling: arpg_core::generator::SamplingDefaults,
     /// Longest side (px) worked on whole; larger documents are inpainted by region (0: never).
     pub working_limit: usize,
-    /// Milliseconds one decode of the model's grid took when it loaded (what a decoded live
-    /// preview costs).
-    pub decode_ms: f64,
+    /// Milliseconds one decode of the model's grid takes (what a decoded live preview costs),
+    /// once the preview thread has measured it after the load (`None` until then).
+    pub decode_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +199,11 @@ pub enum WorkerEvent {
         total_steps: usize,
         decided: usize,
         elapsed: f64,
+    },
+    /// How long one decode of the loaded model's grid took on the preview thread, in ms (the
+    /// second of two, after warm-up), measured once after each load.
+    DecodeTimed {
+        ms: f64,
     },
     /// A decode of the run's partial canvas for the live preview: `canvas` is the cells it
     /// had (unknown cells were filled from their nearest decided ones to decode), `rgb` the
@@ -400,13 +405,6 @@ impl Worker {
             WorkerCommand::LoadModels(args) => {
                 let models = ModelPair::load(&args)?;
                 let palette = Arc::new(load_palette(&models)?);
-                // The second of two decodes: the first pays for warm-up (kernels, caches).
-                let g = models.grid();
-                let blank = TokenCanvas::from_tokens(g, g, &vec![0; g * g])?;
-                models.decode(&blank)?;
-                let timer = Instant::now();
-                models.decode(&blank)?;
-                let decode_ms = timer.elapsed().as_secs_f64() * 1e3;
                 let info = ModelInfo {
                     name: models.arpg.name.clone(),
                     device: args.device.clone(),
@@ -423,10 +421,12 @@ impl Worker {
                     ),
                     sampling: models.arpg.sampling.clone(),
                     working_limit: models.working_limit(),
-                    decode_ms,
+                    // Measured by the preview thread, off the load path (`DecodeTimed`).
+                    decode_ms: None,
                 };
                 self.preview = Some(crate::studio::preview::PreviewDecoder::spawn(
                     models.vq.clone(),
+                    models.grid(),
                     self.events.clone(),
                     self.repaint.clone(),
                 ));

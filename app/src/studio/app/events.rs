@@ -178,6 +178,11 @@ impl StudioApp {
                     self.status.elapsed = elapsed;
                 }
             }
+            WorkerEvent::DecodeTimed { ms } => {
+                if let Some(m) = self.model.as_mut() {
+                    m.decode_ms = Some(ms);
+                }
+            }
             WorkerEvent::Preview { id, canvas, rgb } => {
                 let extent = self.image.extent();
                 let fits =

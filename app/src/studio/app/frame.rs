@@ -123,7 +123,7 @@ impl StudioApp {
                 }
                 ui.separator();
                 ui.label("Live preview");
-                let decode_ms = self.model.as_ref().map(|m| m.decode_ms);
+                let decode_ms = self.model.as_ref().and_then(|m| m.decode_ms);
                 for mode in LivePreview::ALL {
                     let hint = match decode_ms {
                         Some(ms) => format!("One decode of this model's grid took {ms:.0} ms"),

@@ -418,7 +418,12 @@ impl StudioApp {
 
     /// Whether the next job decodes its partial canvas for the live preview.
     pub fn live_decode(&self) -> bool {
-        let decode_ms = self.model.as_ref().map_or(f64::MAX, |m| m.decode_ms);
+        // Not measured yet: Auto keeps the tiles until it is.
+        let decode_ms = self
+            .model
+            .as_ref()
+            .and_then(|m| m.decode_ms)
+            .unwrap_or(f64::MAX);
         self.tools.live_preview.decodes(decode_ms)
     }
 

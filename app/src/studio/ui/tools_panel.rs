@@ -39,7 +39,8 @@ pub enum LivePreview {
     Decoded,
 }
 
-/// The decode time (ms, measured when the model loads) up to which Auto decodes live.
+/// The decode time (ms, timed by the preview thread after each load) up to which Auto decodes
+/// live.
 pub const AUTO_DECODE_MS: f64 = 50.0;
 
 impl LivePreview {
