@@ -37,6 +37,15 @@ pub enum Error {
         found: Vec<usize>,
     },
 
+    /// A tensor the model needs is in the file but can never be loaded (an element type that
+    /// is not a float, a malformed record). `reason` completes "tensor `key` ...".
+    #[error("{path}: tensor `{key}` {reason}")]
+    UnusableTensor {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+
     /// The configuration cannot be determined or is inconsistent.
     #[error("config: {0}")]
     Config(String),

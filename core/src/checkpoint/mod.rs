@@ -2,6 +2,11 @@
 //!
 //! Two containers are read:
 //! - PyTorch zip checkpoints (`torch.save`, as published: `arpg_300m.pt`, `vq_ds16_c2i.pt`, ...).
+//!   Their `data.pkl` is read by our own pickle reader ([`pickle`]), protocols 2 to 5 (protocol 4
+//!   is what `torch.save` needs above 4 GB; some trainers pass the highest, 5). It never imports
+//!   or calls anything the pickle names: calls are recorded, and only tensor records
+//!   (`torch._utils._rebuild_tensor_v2`, possibly inside `_rebuild_parameter` or
+//!   `torch._tensor._rebuild_from_type_v2`) and `collections.OrderedDict` are interpreted.
 //!   The weights dict is the first of `"model"`, `"module"`, `"state_dict"` present at the top level
 //!   (what the reference sampler looks for), or the top-level dict itself when it holds tensors.
 //!   Optimizer states, step counters and pickled `argparse.Namespace` objects beside it are parsed
@@ -11,15 +16,28 @@
 //! Wrapper prefixes that training tools add to every key (`_orig_mod.` from `torch.compile`,
 //! `module.` from DDP / DataParallel, in any stack) are recognised and removed. A tensor is only
 //! checked when it is read: an unused buffer stored in a layout we cannot read (a transposed
-//! view, an integer dtype) does not make the file unusable. The pickle's `byteorder` record is
-//! honoured (big-endian files are byte-swapped on read). Every tensor read is checked for
-//! non-finite values (NaN, infinity), and the error names the tensor. The zip's CRC of every
-//! entry read is verified, so a damaged download is an error, not silently different weights.
+//! view) does not make the file unusable. The pickle's `byteorder` record is honoured
+//! (big-endian files are byte-swapped on read). Every tensor read is checked for non-finite
+//! values (NaN, infinity), and the error names the tensor. The zip's CRC of every entry read is
+//! verified, so a damaged download is an error, not silently different weights.
+//!
+//! Element types: f32, f64, f16 and bf16 load as stored (and, as before, the integer types
+//! candle represents: u8, u32, i32, i64). 8-bit floats (`F8_E4M3`, `F8_E5M2`, torch's
+//! `float8_e4m3fn`, `float8_e5m2` and their `fnuz` variants) are widened exactly to bf16 when
+//! read; [`Checkpoint::dtype`] reports bf16 for them and [`Checkpoint::stored_dtype_name`] the
+//! stored format. A file with 8-bit weights and scale tensors beside them (`weight_scale`,
+//! `scale_inv`, ...: scaled fp8 quantization) is refused when opened, because loading the
+//! weights without their scales would give wrong results silently. Tensors of any other element
+//! type (i16, i8, bool, complex, 4-bit floats, ...) are listed in [`Checkpoint::skipped`] and
+//! are an error naming the tensor and its type only if the model needs one of them.
 //!
 //! Both are indexed first (names, shapes, dtypes, byte locations) and tensors are then streamed one
 //! at a time on request, so building a model never holds two copies of its weights. Keys and shapes
 //! are checked against the config before anything is built: a missing or mis-shaped tensor is an
 //! error that names the file, the key and both shapes, never a silent partial load.
+
+mod fp8;
+mod pickle;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,11 +45,12 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use candle_core::pickle::{Object, Stack};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
+use fp8::F8;
+use pickle::{Unpickled, Value};
 
 /// Keys under which checkpoints store their weights, in the order the reference sampler tries them.
 pub const WEIGHT_KEYS: [&str; 3] = ["model", "module", "state_dict"];
@@ -56,27 +75,109 @@ enum Location {
     File { offset: u64 },
 }
 
+/// How a tensor's elements are stored in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// As the dtype it reads as.
+    Native(DType),
+    /// 8-bit floats, widened to bf16 when read (candle has no e5m2 dtype, and its e4m3 one has
+    /// few kernels, so the stored format is kept apart from the dtype the tensor reads as).
+    F8(F8),
+}
+
+impl Stored {
+    fn size_in_bytes(self) -> usize {
+        match self {
+            Stored::Native(d) => d.size_in_bytes(),
+            Stored::F8(_) => 1,
+        }
+    }
+
+    /// The dtype a tensor stored this way reads as.
+    fn reads_as(self) -> DType {
+        match self {
+            Stored::Native(d) => d,
+            Stored::F8(_) => DType::BF16,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Stored::Native(d) => d.as_str(),
+            Stored::F8(f) => f.name(),
+        }
+    }
+}
+
 /// One indexed tensor.
 #[derive(Debug, Clone)]
 pub struct TensorEntry {
     pub shape: Vec<usize>,
+    /// The dtype the tensor reads as (bf16 for 8-bit floats, which are widened).
     pub dtype: DType,
+    stored: Stored,
     location: Location,
     /// Why this tensor cannot be read (e.g. a non-contiguous view); reported only if it is read.
     unreadable: Option<String>,
 }
 
 impl TensorEntry {
-    /// Byte size, `None` when the shape overflows.
+    fn new(shape: Vec<usize>, stored: Stored, location: Location) -> Self {
+        Self {
+            shape,
+            dtype: stored.reads_as(),
+            stored,
+            location,
+            unreadable: None,
+        }
+    }
+
+    /// Byte size in the file, `None` when the shape overflows.
     fn num_bytes(&self) -> Option<usize> {
         self.shape
             .iter()
-            .try_fold(self.dtype.size_in_bytes(), |n, &d| n.checked_mul(d))
+            .try_fold(self.stored.size_in_bytes(), |n, &d| n.checked_mul(d))
+    }
+
+    /// The element type as stored in the file: the dtype's name (`f32`, `bf16`, ...), or
+    /// `f8e4m3`, `f8e5m2`, `f8e4m3fnuz`, `f8e5m2fnuz` for 8-bit floats read as bf16.
+    pub fn stored_dtype_name(&self) -> &'static str {
+        self.stored.name()
     }
 
     /// Why the tensor cannot be read, if it cannot.
     pub fn unreadable(&self) -> Option<&str> {
         self.unreadable.as_deref()
+    }
+}
+
+/// A tensor that is indexed by name and shape but can never be loaded as weights.
+#[derive(Debug, Clone)]
+struct Unusable {
+    /// `None` when the tensor record is too malformed to give one.
+    shape: Option<Vec<usize>>,
+    why: Why,
+}
+
+#[derive(Debug, Clone)]
+enum Why {
+    /// An element type we do not load (`I16`, `BOOL`, `torch.IntStorage`, ...), as the file
+    /// spells it.
+    Dtype(String),
+    /// A pickled tensor record that does not have the layout torch writes.
+    Malformed(String),
+}
+
+impl Unusable {
+    /// Completes "tensor `name` ...".
+    fn reason(&self) -> String {
+        match &self.why {
+            Why::Dtype(d) => format!(
+                "is stored as {d}, which cannot be loaded as model weights; convert the \
+                 checkpoint to f32, f16 or bf16"
+            ),
+            Why::Malformed(m) => format!("has a malformed tensor record ({m})"),
+        }
     }
 }
 
@@ -88,7 +189,9 @@ pub struct Checkpoint {
     entries: BTreeMap<String, TensorEntry>,
     /// Top-level key the weights were found under (`None`: flat dict or safetensors).
     weights_key: Option<String>,
-    /// Tensor-like entries that were not loaded (integer/bool storages).
+    /// Tensors that can never be loaded (other element types, malformed records), by name.
+    unusable: BTreeMap<String, Unusable>,
+    /// The names of `unusable`, for [`Self::skipped`].
     skipped: Vec<String>,
     /// Wrapper prefixes removed from every key, outermost first.
     stripped_prefixes: Vec<String>,
@@ -192,18 +295,20 @@ impl Checkpoint {
                 reason: "the top-level object is not a dict".into(),
             },
         })?;
-        let (entries, stripped_prefixes) = strip_wrapper_prefixes(index.entries);
+        let (entries, unusable, stripped_prefixes) =
+            strip_wrapper_prefixes(index.entries, index.unusable);
         let ckpt = Self {
             path,
             format: Format::PyTorchZip,
             entries,
             weights_key: index.weights_key,
-            skipped: index.skipped,
+            skipped: unusable.keys().cloned().collect(),
+            unusable,
             stripped_prefixes,
             big_endian,
             zip: Mutex::new(Some(zip)),
         };
-        ckpt.ensure_not_empty()?;
+        ckpt.ensure_loadable()?;
         Ok(ckpt)
     }
 
@@ -229,31 +334,35 @@ impl Checkpoint {
             .map_err(|e| not(format!("invalid safetensors header: {e}")))?;
         let data_start = 8 + header_len;
         let mut entries = BTreeMap::new();
-        let mut skipped = Vec::new();
+        let mut unusable = BTreeMap::new();
         for (name, info) in header {
             if name == "__metadata__" {
                 continue;
             }
             let bad = |what: &str| not(format!("tensor `{name}`: {what}"));
-            let dtype = match info["dtype"].as_str() {
-                Some("F32") => DType::F32,
-                Some("F16") => DType::F16,
-                Some("BF16") => DType::BF16,
-                Some("F64") => DType::F64,
-                Some("I64") => DType::I64,
-                Some("I32") => DType::I32,
-                Some("U32") => DType::U32,
-                Some("U8") => DType::U8,
-                Some(_) => {
-                    skipped.push(name);
+            let shape: Option<Vec<usize>> = info["shape"]
+                .as_array()
+                .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect());
+            let stored = match info["dtype"].as_str() {
+                Some("F32") => Stored::Native(DType::F32),
+                Some("F16") => Stored::Native(DType::F16),
+                Some("BF16") => Stored::Native(DType::BF16),
+                Some("F64") => Stored::Native(DType::F64),
+                Some("I64") => Stored::Native(DType::I64),
+                Some("I32") => Stored::Native(DType::I32),
+                Some("U32") => Stored::Native(DType::U32),
+                Some("U8") => Stored::Native(DType::U8),
+                Some("F8_E4M3") => Stored::F8(F8::E4M3Fn),
+                Some("F8_E5M2") => Stored::F8(F8::E5M2),
+                // Kept by name, so that a model that needs it gets an error naming the type.
+                Some(other) => {
+                    let why = Why::Dtype(other.to_string());
+                    unusable.insert(name, Unusable { shape, why });
                     continue;
                 }
                 None => return Err(bad("missing dtype")),
             };
-            let shape = info["shape"]
-                .as_array()
-                .and_then(|a| a.iter().map(|d| d.as_u64().map(|d| d as usize)).collect())
-                .ok_or_else(|| bad("invalid shape"))?;
+            let shape = shape.ok_or_else(|| bad("invalid shape"))?;
             let offsets: Option<Vec<u64>> = info["data_offsets"]
                 .as_array()
                 .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
@@ -263,14 +372,13 @@ impl Checkpoint {
             else {
                 return Err(bad("invalid data_offsets"));
             };
-            let entry = TensorEntry {
+            let entry = TensorEntry::new(
                 shape,
-                dtype,
-                location: Location::File {
+                stored,
+                Location::File {
                     offset: data_start + begin,
                 },
-                unreadable: None,
-            };
+            );
             if end < begin || Some((end - begin) as usize) != entry.num_bytes() {
                 return Err(bad("data_offsets do not match its shape and dtype"));
             }
@@ -281,32 +389,83 @@ impl Checkpoint {
             }
             entries.insert(name, entry);
         }
-        let (entries, stripped_prefixes) = strip_wrapper_prefixes(entries);
+        let (entries, unusable, stripped_prefixes) = strip_wrapper_prefixes(entries, unusable);
         let ckpt = Self {
             path,
             format: Format::Safetensors,
             entries,
             weights_key: None,
-            skipped,
+            skipped: unusable.keys().cloned().collect(),
+            unusable,
             stripped_prefixes,
             big_endian: false,
             zip: Mutex::new(None),
         };
-        ckpt.ensure_not_empty()?;
+        ckpt.ensure_loadable()?;
         Ok(ckpt)
     }
 
-    fn ensure_not_empty(&self) -> Result<()> {
+    /// Refuses files that have no loadable weights, or 8-bit weights that need scales.
+    fn ensure_loadable(&self) -> Result<()> {
         if self.entries.is_empty() {
-            return Err(Error::NoWeights {
-                path: self.path.clone(),
-                reason: format!(
+            let reason = if self.unusable.is_empty() {
+                format!(
                     "no floating-point tensors at the top level or under {}",
                     WEIGHT_KEYS.map(|k| format!("\"{k}\"")).join(", ")
+                )
+            } else {
+                let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+                for u in self.unusable.values() {
+                    let kind = match &u.why {
+                        Why::Dtype(d) => d.clone(),
+                        Why::Malformed(_) => "malformed tensor records".to_string(),
+                    };
+                    *kinds.entry(kind).or_default() += 1;
+                }
+                let kinds: Vec<String> = kinds
+                    .into_iter()
+                    .map(|(kind, n)| format!("{kind} ({n})"))
+                    .collect();
+                format!(
+                    "its only tensors cannot be loaded as model weights: {}",
+                    kinds.join(", ")
+                )
+            };
+            return Err(Error::NoWeights {
+                path: self.path.clone(),
+                reason,
+            });
+        }
+        // Scaled fp8 stores `weight * scale` as (fp8 weight, scale); without its scale a weight
+        // is off by an arbitrary factor, so such files are refused rather than loaded wrong.
+        let has_fp8 = self
+            .entries
+            .values()
+            .any(|e| matches!(e.stored, Stored::F8(_)));
+        let scale = self.entries.keys().chain(self.unusable.keys()).find(|k| {
+            let last = k.rsplit('.').next().unwrap_or(k);
+            last.to_ascii_lowercase().contains("scale")
+        });
+        if let (true, Some(scale)) = (has_fp8, scale) {
+            return Err(Error::NotACheckpoint {
+                path: self.path.clone(),
+                reason: format!(
+                    "it holds 8-bit float weights with scale tensors beside them (e.g. \
+                     `{scale}`): scaled fp8 quantization is not supported; use a bf16, f16 or \
+                     f32 copy of the model"
                 ),
             });
         }
         Ok(())
+    }
+
+    /// The error for a tensor that is indexed but can never be loaded, if `name` is one.
+    fn unusable_error(&self, name: &str) -> Option<Error> {
+        self.unusable.get(name).map(|u| Error::UnusableTensor {
+            path: self.path.clone(),
+            key: name.to_string(),
+            reason: u.reason(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -321,6 +480,8 @@ impl Checkpoint {
         self.weights_key.as_deref()
     }
 
+    /// Tensors that cannot be loaded as weights (other element types, malformed records): not
+    /// an error unless the model needs one of them.
     pub fn skipped(&self) -> &[String] {
         &self.skipped
     }
@@ -355,11 +516,17 @@ impl Checkpoint {
         &self.entries
     }
 
-    /// Key → shape of every indexed tensor.
+    /// Key → shape of every indexed tensor, including those that cannot be loaded (so that
+    /// config detection sees the model the file holds, and loading it names the bad tensor).
     pub fn shape_map(&self) -> BTreeMap<String, Vec<usize>> {
+        let unusable = self
+            .unusable
+            .iter()
+            .filter_map(|(k, u)| Some((k.clone(), u.shape.clone()?)));
         self.entries
             .iter()
             .map(|(k, e)| (k.clone(), e.shape.clone()))
+            .chain(unusable)
             .collect()
     }
 
@@ -371,7 +538,8 @@ impl Checkpoint {
         self.entries.contains_key(name)
     }
 
-    /// The dtype most of the stored weights have.
+    /// The dtype most of the stored weights have, as they read (bf16 for 8-bit floats, which
+    /// widen to it exactly; [`Self::stored_dtype_name`] names the stored format).
     pub fn dtype(&self) -> DType {
         let mut counts: BTreeMap<&'static str, (usize, DType)> = BTreeMap::new();
         for e in self.entries.values() {
@@ -385,8 +553,27 @@ impl Checkpoint {
             .map_or(DType::F32, |(_, d)| d)
     }
 
-    /// Checks that every expected key exists with its shape. Extra keys are ignored.
+    /// The element type most of the stored weights have, as stored: [`Self::dtype`]'s name,
+    /// except `f8e4m3` / `f8e5m2` / `f8e4m3fnuz` / `f8e5m2fnuz` for 8-bit floats.
+    pub fn stored_dtype_name(&self) -> &'static str {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for e in self.entries.values() {
+            let slot = counts.entry(e.stored.name()).or_default();
+            *slot = slot.saturating_add(e.num_bytes().unwrap_or(0));
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or(DType::F32.as_str(), |(name, _)| name)
+    }
+
+    /// Checks that every expected key exists with its shape and a loadable element type. Extra
+    /// keys are ignored.
     pub fn validate(&self, expected: &[(String, Vec<usize>)], model: &str) -> Result<()> {
+        // A needed tensor of the wrong element type is named as such, not as missing.
+        if let Some(e) = expected.iter().find_map(|(k, _)| self.unusable_error(k)) {
+            return Err(e);
+        }
         let missing: Vec<String> = expected
             .iter()
             .filter(|(k, _)| !self.entries.contains_key(k))
@@ -414,7 +601,8 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Reads one tensor in its stored dtype, on the CPU.
+    /// Reads one tensor in the dtype it reads as (its stored dtype; bf16 for 8-bit floats), on
+    /// the CPU.
     pub fn read_native(&self, name: &str) -> Result<Tensor> {
         let dtype = self.entries.get(name).map_or(DType::F32, |e| e.dtype);
         self.read(name, dtype, &Device::Cpu)
@@ -422,11 +610,15 @@ impl Checkpoint {
 
     /// Reads one tensor, converted to `dtype`, on `device`.
     pub fn read(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
-        let entry = self.entries.get(name).ok_or_else(|| Error::MissingKeys {
-            path: self.path.clone(),
-            model: "requested".into(),
-            missing: vec![name.to_string()],
-        })?;
+        let Some(entry) = self.entries.get(name) else {
+            return Err(self
+                .unusable_error(name)
+                .unwrap_or_else(|| Error::MissingKeys {
+                    path: self.path.clone(),
+                    model: "requested".into(),
+                    missing: vec![name.to_string()],
+                }));
+        };
         let damaged = |reason: String| Error::NotACheckpoint {
             path: self.path.clone(),
             reason: format!("tensor `{name}`: {reason}"),
@@ -483,12 +675,15 @@ impl Checkpoint {
             }
         }
         if self.big_endian {
-            let width = entry.dtype.size_in_bytes();
+            let width = entry.stored.size_in_bytes();
             if width > 1 {
                 bytes.chunks_exact_mut(width).for_each(<[u8]>::reverse);
             }
         }
-        let non_finite = count_non_finite(&bytes, entry.dtype);
+        let non_finite = match entry.stored {
+            Stored::Native(d) => count_non_finite(&bytes, d),
+            Stored::F8(f) => f.count_non_finite(&bytes),
+        };
         if non_finite > 0 {
             return Err(Error::NonFinite(format!(
                 "{}: tensor `{name}` holds {non_finite} non-finite value(s) (NaN or infinity): the \
@@ -496,7 +691,14 @@ impl Checkpoint {
                 self.path.display()
             )));
         }
-        let t = Tensor::from_raw_buffer(&bytes, entry.dtype, &entry.shape, &Device::Cpu)?;
+        let t = match entry.stored {
+            Stored::Native(d) => Tensor::from_raw_buffer(&bytes, d, &entry.shape, &Device::Cpu)?,
+            Stored::F8(f) => Tensor::from_vec(
+                f.widen_to_bf16(&bytes),
+                entry.shape.as_slice(),
+                &Device::Cpu,
+            )?,
+        };
         drop(bytes);
         Ok(t.to_dtype(dtype)?.to_device(device)?)
     }
@@ -554,162 +756,262 @@ pub enum IndexError {
 pub struct PickleIndex {
     entries: BTreeMap<String, TensorEntry>,
     weights_key: Option<String>,
-    skipped: Vec<String>,
+    unusable: BTreeMap<String, Unusable>,
 }
 
 /// Parses a `data.pkl` and indexes the tensors of its weights dict (`dir`: the archive folder of
-/// the storages). Never panics on malformed input: candle's pickle reader indexes into tuples
-/// it assumes well-formed, so their arity is checked first and any remaining panic is caught.
+/// the storages). Never panics and never runs code, whatever the input (see [`pickle`]).
 pub fn index_pickle(pickle: &[u8], dir: &str) -> std::result::Result<PickleIndex, IndexError> {
-    let parsed = std::panic::catch_unwind(|| {
-        let mut stack = Stack::empty();
-        let mut reader = pickle;
-        stack
-            .read_loop(&mut reader)
-            .and_then(|_| stack.finalize())
-            .map_err(|e| e.to_string())
-    })
-    .unwrap_or_else(|_| Err("malformed pickle".to_string()))
-    .map_err(IndexError::Parse)?;
-    let Object::Dict(top) = parsed else {
-        return Err(IndexError::NotADict);
-    };
-    let (weights_key, dict) = select_weights(top);
+    let unpickled = pickle::load(pickle).map_err(|e| IndexError::Parse(e.to_string()))?;
+    let top = unpickled
+        .dict(unpickled.root())
+        .ok_or(IndexError::NotADict)?;
+    let (weights_key, dict) = select_weights(&unpickled, top);
     let mut entries = BTreeMap::new();
-    let mut skipped = Vec::new();
+    let mut unusable = BTreeMap::new();
     for (name, value) in dict {
-        let Object::Unicode(name) = name else {
+        let Value::Str(name) = name else {
             continue;
         };
-        if !well_formed_tensor(&value) {
+        let name = name.to_string();
+        // Values that are not tensors (step counters, nested dicts) are not indexed.
+        let Some(record) = tensor_record(&unpickled, value, 0) else {
             continue;
-        }
-        let info = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            value.into_tensor_info(Object::Unicode(name.clone()), Path::new(dir))
-        }))
-        .unwrap_or_else(|_| Err(candle_core::Error::Msg("malformed tensor record".into())));
-        match info {
-            Ok(Some(info)) => {
-                let layout = &info.layout;
-                let unreadable = (!layout.is_contiguous()).then(|| {
-                    "it is stored as a non-contiguous view (e.g. a transpose); save it \
-                         with `.contiguous()`"
-                        .to_string()
-                });
-                // candle's layout offset for a pickled tensor is in bytes.
-                let offset = layout.start_offset();
-                entries.insert(
-                    name,
-                    TensorEntry {
-                        shape: layout.dims().to_vec(),
-                        dtype: info.dtype,
-                        location: Location::Zip {
-                            entry: info.path,
-                            offset: offset as u64,
-                        },
-                        unreadable,
-                    },
-                );
+        };
+        let record = match record {
+            Ok(r) => r,
+            Err(why) => {
+                let why = Why::Malformed(why);
+                unusable.insert(name, Unusable { shape: None, why });
+                continue;
             }
-            Ok(None) => {}
-            // Storages candle cannot represent (int32, bool, ...): never model weights.
-            Err(_) => skipped.push(name),
+        };
+        match record.entry(dir) {
+            Ok(entry) => {
+                unusable.remove(&name);
+                entries.insert(name, entry);
+            }
+            Err(why) => {
+                entries.remove(&name);
+                let shape = Some(record.size);
+                unusable.insert(name, Unusable { shape, why });
+            }
         }
     }
     Ok(PickleIndex {
         entries,
         weights_key,
-        skipped,
+        unusable,
     })
 }
 
-/// Whether a pickled value has the arity candle's tensor rebuild expects (it indexes the
-/// tuples without checking). Values that are not tensor records pass: candle skips them.
-fn well_formed_tensor(value: &Object) -> bool {
-    fn tuple_len(o: &Object) -> Option<usize> {
-        match o {
-            Object::Tuple(t) => Some(t.len()),
-            _ => None,
-        }
-    }
-    fn rebuild_ok(args: &Object) -> bool {
-        match args {
-            Object::Tuple(a) if a.len() >= 4 => match &a[0] {
-                Object::PersistentLoad(s) => tuple_len(s).is_some_and(|n| n >= 5),
-                _ => true,
+/// The arguments of a `torch._utils._rebuild_tensor_v2` call.
+struct TensorRecord {
+    /// `module.name` of the storage class (`torch.FloatStorage`, ...).
+    storage_module: String,
+    storage_class: String,
+    /// The storage's archive entry name under `data/`.
+    key: String,
+    /// In elements of the storage, as torch counts it.
+    offset: usize,
+    size: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+impl TensorRecord {
+    /// The index entry, or why it cannot be loaded (an element type we do not read).
+    fn entry(&self, dir: &str) -> std::result::Result<TensorEntry, Why> {
+        let stored = match (self.storage_module.as_str(), self.storage_class.as_str()) {
+            ("torch", "FloatStorage") => Stored::Native(DType::F32),
+            ("torch", "DoubleStorage") => Stored::Native(DType::F64),
+            ("torch", "HalfStorage") => Stored::Native(DType::F16),
+            ("torch", "BFloat16Storage") => Stored::Native(DType::BF16),
+            ("torch", "ByteStorage") => Stored::Native(DType::U8),
+            ("torch", "LongStorage") => Stored::Native(DType::I64),
+            ("torch", "Float8_e4m3fnStorage") => Stored::F8(F8::E4M3Fn),
+            ("torch", "Float8_e5m2Storage") => Stored::F8(F8::E5M2),
+            ("torch", "Float8_e4m3fnuzStorage") => Stored::F8(F8::E4M3FnUz),
+            ("torch", "Float8_e5m2fnuzStorage") => Stored::F8(F8::E5M2FnUz),
+            (module, class) => return Err(Why::Dtype(format!("{module}.{class}"))),
+        };
+        let offset = self
+            .offset
+            .checked_mul(stored.size_in_bytes())
+            .ok_or_else(|| Why::Malformed("its storage offset overflows".into()))?;
+        let mut entry = TensorEntry::new(
+            self.size.clone(),
+            stored,
+            Location::Zip {
+                entry: format!("{dir}/{}", self.key),
+                offset: offset as u64,
             },
-            Object::Tuple(_) => false,
-            _ => true,
-        }
-    }
-    let Object::Reduce { callable, args } = value else {
-        return true;
-    };
-    match callable.as_ref() {
-        Object::Class {
-            module_name,
-            class_name,
-        } if module_name == "torch._tensor" && class_name == "_rebuild_from_type_v2" => {
-            match args.as_ref() {
-                Object::Tuple(a) if a.len() >= 3 => match (&a[0], &a[2]) {
-                    (Object::Class { .. }, inner) => rebuild_ok(inner),
-                    _ => true,
-                },
-                Object::Tuple(_) => false,
-                _ => true,
-            }
-        }
-        Object::Class {
-            module_name,
-            class_name,
-        } if module_name == "torch._utils" && class_name == "_rebuild_parameter" => {
-            match args.as_ref() {
-                Object::Tuple(a) if !a.is_empty() => match &a[0] {
-                    Object::Reduce { args, .. } => rebuild_ok(args),
-                    _ => true,
-                },
-                Object::Tuple(_) => false,
-                _ => true,
-            }
-        }
-        _ => rebuild_ok(args),
+        );
+        entry.unreadable = (!is_contiguous(&self.size, &self.stride)).then(|| {
+            "it is stored as a non-contiguous view (e.g. a transpose); save it with \
+             `.contiguous()`"
+                .to_string()
+        });
+        Ok(entry)
     }
 }
 
-/// Removes wrapper prefixes shared by every key (see [`WRAPPER_PREFIXES`]), in any stack.
+/// Whether `stride` lays `size` out densely in row-major order (dimensions of size 1 may have
+/// any stride, as torch allows).
+fn is_contiguous(size: &[usize], stride: &[usize]) -> bool {
+    if size.len() != stride.len() {
+        return false;
+    }
+    let mut expected = 1usize;
+    for (&dim, &st) in size.iter().zip(stride).rev() {
+        if dim > 1 && st != expected {
+            return false;
+        }
+        expected = expected.saturating_mul(dim);
+    }
+    true
+}
+
+/// Deepest nesting of rebuild calls followed (a parameter wrapping a subclass wrapping a
+/// tensor is 2).
+const MAX_REBUILD_DEPTH: usize = 4;
+
+/// The tensor record of a pickled value: `None` when the value is not a tensor, an error when
+/// it is one whose record does not have the layout torch writes.
+fn tensor_record(
+    u: &Unpickled,
+    value: &Value,
+    depth: usize,
+) -> Option<std::result::Result<TensorRecord, String>> {
+    let (callable, args) = u.call(value)?;
+    rebuild_call(u, callable, args, depth)
+}
+
+/// Interprets `callable(*args)` when `callable` is one of torch's tensor rebuild functions.
+fn rebuild_call(
+    u: &Unpickled,
+    callable: &Value,
+    args: &Value,
+    depth: usize,
+) -> Option<std::result::Result<TensorRecord, String>> {
+    let (module, name) = u.global(callable)?;
+    if depth > MAX_REBUILD_DEPTH {
+        return Some(Err("rebuild calls nested too deeply".into()));
+    }
+    let args = u.tuple(args);
+    match (module, name) {
+        ("torch._utils", "_rebuild_tensor_v2") => Some(rebuild_tensor_v2(u, args)),
+        // `_rebuild_parameter(data, requires_grad, backward_hooks[, state])`.
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            let data = args.and_then(<[Value]>::first);
+            Some(
+                data.and_then(|d| tensor_record(u, d, depth + 1))
+                    .unwrap_or_else(|| Err("a parameter without tensor data".into())),
+            )
+        }
+        // `_rebuild_from_type_v2(func, type, args, state)`: a tensor subclass built by
+        // `func(*args)`.
+        ("torch._tensor", "_rebuild_from_type_v2") => {
+            let (Some(func), Some(inner)) =
+                (args.and_then(|a| a.first()), args.and_then(|a| a.get(2)))
+            else {
+                return Some(Err("a tensor subclass record without its arguments".into()));
+            };
+            Some(
+                rebuild_call(u, func, inner, depth + 1)
+                    .unwrap_or_else(|| Err("a tensor subclass not built from a tensor".into())),
+            )
+        }
+        _ => None,
+    }
+}
+
+/// `_rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks
+/// [, metadata])`, where `storage` is the persistent id
+/// `('storage', storage_class, key, location, numel)`.
+fn rebuild_tensor_v2(
+    u: &Unpickled,
+    args: Option<&[Value]>,
+) -> std::result::Result<TensorRecord, String> {
+    let Some([storage, offset, size, stride, ..]) = args else {
+        return Err("fewer than 4 rebuild arguments".into());
+    };
+    let pid = u
+        .persistent_id(storage)
+        .and_then(|pid| u.tuple(pid))
+        .ok_or("its storage is not a persistent reference")?;
+    let [kind, class, key, _location, _numel, ..] = pid else {
+        return Err("its storage reference has fewer than 5 fields".into());
+    };
+    if !matches!(kind, Value::Str(k) if &**k == "storage") {
+        return Err("its persistent reference is not a storage".into());
+    }
+    let (storage_module, storage_class) =
+        u.global(class).ok_or("its storage class is not a name")?;
+    let Value::Str(key) = key else {
+        return Err("its storage key is not a string".into());
+    };
+    let index = |v: &Value| match v {
+        Value::Int(i) => usize::try_from(*i).ok(),
+        _ => None,
+    };
+    let dims = |v: &Value| -> Option<Vec<usize>> { u.tuple(v)?.iter().map(index).collect() };
+    Ok(TensorRecord {
+        storage_module: storage_module.to_string(),
+        storage_class: storage_class.to_string(),
+        key: key.to_string(),
+        offset: index(offset).ok_or("its storage offset is not a non-negative integer")?,
+        size: dims(size).ok_or("its size is not a tuple of non-negative integers")?,
+        stride: dims(stride).ok_or("its stride is not a tuple of non-negative integers")?,
+    })
+}
+
+/// Removes wrapper prefixes shared by every loadable key (see [`WRAPPER_PREFIXES`]), in any
+/// stack, from every key (the unusable tensors come from the same wrapped `state_dict`).
+#[allow(clippy::type_complexity)]
 fn strip_wrapper_prefixes(
     mut entries: BTreeMap<String, TensorEntry>,
-) -> (BTreeMap<String, TensorEntry>, Vec<String>) {
+    mut unusable: BTreeMap<String, Unusable>,
+) -> (
+    BTreeMap<String, TensorEntry>,
+    BTreeMap<String, Unusable>,
+    Vec<String>,
+) {
+    fn strip<V>(map: BTreeMap<String, V>, prefix: &str) -> BTreeMap<String, V> {
+        map.into_iter()
+            .map(|(k, v)| match k.strip_prefix(prefix) {
+                Some(rest) => (rest.to_string(), v),
+                None => (k, v),
+            })
+            .collect()
+    }
     let mut stripped = Vec::new();
     while let Some(prefix) = WRAPPER_PREFIXES
         .iter()
         .find(|p| !entries.is_empty() && entries.keys().all(|k| k.starts_with(*p)))
     {
         stripped.push(prefix.to_string());
-        entries = entries
-            .into_iter()
-            .map(|(k, v)| (k[prefix.len()..].to_string(), v))
-            .collect();
+        entries = strip(entries, prefix);
+        unusable = strip(unusable, prefix);
     }
-    (entries, stripped)
+    (entries, unusable, stripped)
 }
 
 /// Picks the weights dict out of a checkpoint's top-level dict.
-fn select_weights(mut top: Vec<(Object, Object)>) -> (Option<String>, Vec<(Object, Object)>) {
-    let found = WEIGHT_KEYS.iter().find_map(|wanted| {
-        top.iter()
-            .position(|(k, v)| {
-                matches!(k, Object::Unicode(s) if s == wanted) && matches!(v, Object::Dict(_))
-            })
-            .map(|pos| (*wanted, pos))
-    });
-    match found {
-        Some((key, pos)) => match top.swap_remove(pos).1 {
-            Object::Dict(d) => (Some(key.to_string()), d),
-            _ => (None, Vec::new()),
-        },
-        None => (None, top),
+fn select_weights<'u>(
+    u: &'u Unpickled,
+    top: &'u [(Value, Value)],
+) -> (Option<String>, &'u [(Value, Value)]) {
+    for wanted in WEIGHT_KEYS {
+        // A repeated key takes its last value, as in Python.
+        let found = top
+            .iter()
+            .rev()
+            .find(|(k, _)| matches!(k, Value::Str(s) if &**s == wanted));
+        if let Some(dict) = found.and_then(|(_, v)| u.dict(v)) {
+            return (Some(wanted.to_string()), dict);
+        }
     }
+    (None, top)
 }
 
 /// Counts NaN and infinite values of a little-endian float buffer (0 for integer dtypes).
