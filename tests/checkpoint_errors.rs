@@ -2,6 +2,11 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use arpg_core::checkpoint::Checkpoint;
 use arpg_core::config::ArpgConfig;
 use arpg_core::loader;
 use arpg_core::reference::FixtureSet;
@@ -102,4 +107,602 @@ fn truncated_safetensors_is_reported() {
     let e = load(&cut);
     assert!(matches!(e, Error::NotACheckpoint { .. }), "{e}");
     assert!(e.to_string().contains("truncated"), "{e}");
+}
+
+// ---- Checkpoints built by hand: pickle protocols 2, 4 and 5; 8-bit floats; other dtypes ----
+
+/// One tensor of a hand-built checkpoint: its storage holds `data`, the tensor is the
+/// contiguous view of `shape` starting `offset` elements into it.
+struct Stored {
+    name: String,
+    class: &'static str,
+    shape: Vec<usize>,
+    offset: usize,
+    data: Vec<u8>,
+    /// Pickled as `torch.nn.Parameter` (`_rebuild_parameter` around the tensor).
+    parameter: bool,
+}
+
+fn stored(name: &str, class: &'static str, shape: &[usize], data: Vec<u8>) -> Stored {
+    Stored {
+        name: name.to_string(),
+        class,
+        shape: shape.to_vec(),
+        offset: 0,
+        data,
+        parameter: false,
+    }
+}
+
+/// Writes pickles the way CPython's pickler does for `torch.save`, in protocol 2 (`GLOBAL`,
+/// `BINPUT`, `BINUNICODE`) or 4 / 5 (one `FRAME`, `SHORT_BINUNICODE`, `STACK_GLOBAL`,
+/// `MEMOIZE`), memoizing strings and globals and fetching repeats with `BINGET`.
+struct Pickler {
+    proto: u8,
+    out: Vec<u8>,
+    next_memo: usize,
+    memo: HashMap<String, usize>,
+}
+
+impl Pickler {
+    fn new(proto: u8) -> Self {
+        Self {
+            proto,
+            out: Vec::new(),
+            next_memo: 0,
+            memo: HashMap::new(),
+        }
+    }
+
+    fn op(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    fn memoize(&mut self) -> usize {
+        let i = self.next_memo;
+        self.next_memo += 1;
+        if self.proto >= 4 {
+            self.op(&[0x94]);
+        } else if i < 256 {
+            self.op(&[b'q', i as u8]);
+        } else {
+            self.op(b"r");
+            self.op(&(i as u32).to_le_bytes());
+        }
+        i
+    }
+
+    fn get(&mut self, i: usize) {
+        if i < 256 {
+            self.op(&[b'h', i as u8]);
+        } else {
+            self.op(b"j");
+            self.op(&(i as u32).to_le_bytes());
+        }
+    }
+
+    fn str(&mut self, s: &str) {
+        if let Some(&i) = self.memo.get(&format!("s:{s}")) {
+            return self.get(i);
+        }
+        if self.proto >= 4 && s.len() < 256 {
+            self.op(&[0x8c, s.len() as u8]);
+        } else {
+            self.op(b"X");
+            self.op(&(s.len() as u32).to_le_bytes());
+        }
+        self.op(s.as_bytes());
+        let i = self.memoize();
+        self.memo.insert(format!("s:{s}"), i);
+    }
+
+    fn global(&mut self, module: &str, name: &str) {
+        let key = format!("g:{module}.{name}");
+        if let Some(&i) = self.memo.get(&key) {
+            return self.get(i);
+        }
+        if self.proto >= 4 {
+            self.str(module);
+            self.str(name);
+            self.op(&[0x93]);
+        } else {
+            self.op(format!("c{module}\n{name}\n").as_bytes());
+        }
+        let i = self.memoize();
+        self.memo.insert(key, i);
+    }
+
+    fn int(&mut self, v: usize) {
+        if v < 256 {
+            self.op(&[b'K', v as u8]);
+        } else if v < 65536 {
+            self.op(b"M");
+            self.op(&(v as u16).to_le_bytes());
+        } else if v < (1 << 31) {
+            self.op(b"J");
+            self.op(&(v as i32).to_le_bytes());
+        } else {
+            // LONG1 with 8 bytes plus a zero sign byte, as Python writes 2^63 and up.
+            self.op(&[0x8a, 9]);
+            self.op(&(v as u64).to_le_bytes());
+            self.op(&[0]);
+        }
+    }
+
+    fn int_tuple(&mut self, values: &[usize]) {
+        match values.len() {
+            0 => self.op(b")"),
+            n @ 1..=3 => {
+                values.iter().for_each(|&v| self.int(v));
+                self.op(&[0x84 + n as u8]);
+            }
+            _ => {
+                self.op(b"(");
+                values.iter().for_each(|&v| self.int(v));
+                self.op(b"t");
+            }
+        }
+        self.memoize();
+    }
+
+    fn empty_ordered_dict(&mut self) {
+        self.global("collections", "OrderedDict");
+        self.op(b")R");
+        self.memoize();
+    }
+
+    /// `torch._utils._rebuild_tensor_v2(('storage', class, key, 'cpu', numel), offset, size,
+    /// stride, False, OrderedDict())`.
+    fn tensor(&mut self, t: &Stored, key: &str, numel: usize) {
+        if t.parameter {
+            self.global("torch._utils", "_rebuild_parameter");
+        }
+        self.global("torch._utils", "_rebuild_tensor_v2");
+        self.op(b"((");
+        self.str("storage");
+        self.global("torch", t.class);
+        self.str(key);
+        self.str("cpu");
+        self.int(numel);
+        self.op(b"t");
+        self.memoize();
+        self.op(b"Q");
+        self.int(t.offset);
+        self.int_tuple(&t.shape);
+        let mut stride = vec![1; t.shape.len()];
+        for i in (0..t.shape.len().saturating_sub(1)).rev() {
+            stride[i] = stride[i + 1] * t.shape[i + 1];
+        }
+        self.int_tuple(&stride);
+        self.op(&[0x89]);
+        self.empty_ordered_dict();
+        self.op(b"t");
+        self.memoize();
+        self.op(b"R");
+        self.memoize();
+        if t.parameter {
+            // (tensor, requires_grad, backward_hooks)
+            self.op(&[0x88]);
+            self.empty_ordered_dict();
+            self.op(&[0x87]);
+            self.memoize();
+            self.op(b"R");
+            self.memoize();
+        }
+    }
+
+    /// `{'model': OrderedDict(name -> tensor), 'step': 1000, 'lr': 0.1, 'note': b'..'}`.
+    fn torch_save(mut self, tensors: &[Stored], element_sizes: &[usize]) -> Vec<u8> {
+        self.op(b"}");
+        self.memoize();
+        self.op(b"(");
+        self.str("model");
+        self.empty_ordered_dict();
+        self.op(b"(");
+        for (i, (t, size)) in tensors.iter().zip(element_sizes).enumerate() {
+            self.str(&t.name);
+            self.tensor(t, &i.to_string(), t.data.len() / size);
+        }
+        self.op(b"u");
+        self.str("step");
+        self.int(1000);
+        self.str("lr");
+        self.op(b"G");
+        self.op(&0.1f64.to_be_bytes());
+        self.str("note");
+        self.op(&[b'C', 2, b'o', b'k']);
+        self.memoize();
+        self.op(b"u.");
+        let body = self.out;
+        let mut out = vec![0x80, self.proto];
+        if self.proto >= 4 {
+            out.push(0x95);
+            out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+}
+
+fn element_size(class: &str) -> usize {
+    match class {
+        "DoubleStorage" | "LongStorage" => 8,
+        "FloatStorage" | "IntStorage" => 4,
+        "HalfStorage" | "BFloat16Storage" | "ShortStorage" => 2,
+        _ => 1,
+    }
+}
+
+/// A `torch.save` zip: `archive/data.pkl`, `archive/byteorder`, `archive/data/<i>`.
+fn write_pt(path: &Path, pickle: &[u8], storages: &[&[u8]]) {
+    let file = std::fs::File::create(path).expect("create");
+    let mut zip = zip::ZipWriter::new(file);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let mut put = |name: &str, bytes: &[u8]| {
+        zip.start_file(name, opts).expect("start");
+        zip.write_all(bytes).expect("write");
+    };
+    put("archive/data.pkl", pickle);
+    put("archive/byteorder", b"little");
+    for (i, s) in storages.iter().enumerate() {
+        put(&format!("archive/data/{i}"), s);
+    }
+    zip.finish().expect("finish");
+}
+
+fn write_torch_save(path: &Path, proto: u8, tensors: &[Stored]) {
+    let sizes: Vec<usize> = tensors.iter().map(|t| element_size(t.class)).collect();
+    let pickle = Pickler::new(proto).torch_save(tensors, &sizes);
+    let storages: Vec<&[u8]> = tensors.iter().map(|t| t.data.as_slice()).collect();
+    write_pt(path, &pickle, &storages);
+}
+
+/// A safetensors file of `(name, dtype, shape, bytes)`.
+fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let begin = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [begin, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).expect("json");
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data);
+    std::fs::write(path, out).expect("write");
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn values(ckpt: &Checkpoint, name: &str) -> Vec<f32> {
+    ckpt.read(name, DType::F32, &Device::Cpu)
+        .expect("read")
+        .flatten_all()
+        .expect("flatten")
+        .to_vec1::<f32>()
+        .expect("vec")
+}
+
+/// A small state dict with every kind of tensor record the reader distinguishes.
+fn mixed_tensors() -> Vec<Stored> {
+    let bf16: Vec<u8> = [9.0f32, 9.0, 0.5, -1.5, 2.0, 1024.0]
+        .iter()
+        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+        .collect();
+    let f16: Vec<u8> = [0.25f32, -3.0, 65504.0]
+        .iter()
+        .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+        .collect();
+    vec![
+        Stored {
+            parameter: true,
+            ..stored(
+                "embed.weight",
+                "FloatStorage",
+                &[2, 3],
+                f32_bytes(&[1.0, -2.0, 3.5, 0.0, 1e-3, 7.0]),
+            )
+        },
+        stored("head.bias", "HalfStorage", &[3], f16),
+        // A view 2 elements into its storage: the offset is in elements, not bytes.
+        Stored {
+            offset: 2,
+            ..stored("norm.weight", "BFloat16Storage", &[4], bf16)
+        },
+        stored(
+            "fp8.weight",
+            "Float8_e4m3fnStorage",
+            &[2, 2],
+            vec![0x38, 0x7e, 0x01, 0xb8],
+        ),
+        stored(
+            "fp8_e5m2.weight",
+            "Float8_e5m2Storage",
+            &[2],
+            vec![0x3c, 0x7b],
+        ),
+        stored("steps", "IntStorage", &[], 7i32.to_le_bytes().to_vec()),
+    ]
+}
+
+#[test]
+fn pickle_protocols_2_4_and_5_read_the_same() {
+    let dir = common::temp_dir("protocols");
+    let tensors = mixed_tensors();
+    let mut seen = Vec::new();
+    for proto in [2u8, 4, 5] {
+        let path = dir.join(format!("p{proto}.pt"));
+        write_torch_save(&path, proto, &tensors);
+        let ckpt = Checkpoint::open(&path).unwrap_or_else(|e| panic!("protocol {proto}: {e}"));
+        assert_eq!(ckpt.weights_key(), Some("model"));
+        assert_eq!(ckpt.skipped(), ["steps"], "protocol {proto}");
+        let summary: Vec<(String, Vec<usize>, DType, &str)> = ckpt
+            .entries()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.shape.clone(), e.dtype, e.stored_dtype_name()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("embed.weight".into(), vec![2, 3], DType::F32, "f32"),
+                ("fp8.weight".into(), vec![2, 2], DType::BF16, "f8e4m3"),
+                ("fp8_e5m2.weight".into(), vec![2], DType::BF16, "f8e5m2"),
+                ("head.bias".into(), vec![3], DType::F16, "f16"),
+                ("norm.weight".into(), vec![4], DType::BF16, "bf16"),
+            ],
+            "protocol {proto}"
+        );
+        assert_eq!(
+            values(&ckpt, "embed.weight"),
+            [1.0, -2.0, 3.5, 0.0, 1e-3, 7.0]
+        );
+        assert_eq!(values(&ckpt, "head.bias"), [0.25, -3.0, 65504.0]);
+        assert_eq!(values(&ckpt, "norm.weight"), [0.5, -1.5, 2.0, 1024.0]);
+        assert_eq!(
+            values(&ckpt, "fp8.weight"),
+            [1.0, 448.0, 2f32.powi(-9), -1.0]
+        );
+        assert_eq!(values(&ckpt, "fp8_e5m2.weight"), [1.0, 57344.0]);
+        let e = ckpt
+            .read("steps", DType::F32, &Device::Cpu)
+            .expect_err("int storage");
+        assert!(
+            matches!(&e, Error::UnusableTensor { key, .. } if key == "steps")
+                && e.to_string().contains("torch.IntStorage"),
+            "{e}"
+        );
+        seen.push((summary, ckpt.shape_map()));
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]));
+}
+
+#[test]
+fn the_published_protocol_2_file_and_a_protocol_4_copy_read_identically() {
+    let original = Checkpoint::open(common::tiny().join("tiny_gpt.pt")).expect("open");
+    let names: Vec<String> = original.entries().keys().cloned().collect();
+    let tensors: Vec<Stored> = names
+        .iter()
+        .map(|name| {
+            let e = &original.entries()[name];
+            assert_eq!(e.dtype, DType::F32);
+            stored(
+                name,
+                "FloatStorage",
+                &e.shape,
+                f32_bytes(&values(&original, name)),
+            )
+        })
+        .collect();
+    let path = common::temp_dir("republished").join("tiny_gpt_p4.pt");
+    write_torch_save(&path, 4, &tensors);
+    let copy = Checkpoint::open(&path).expect("open copy");
+    assert_eq!(copy.shape_map(), original.shape_map());
+    assert!(copy.skipped().is_empty() && original.skipped().is_empty());
+    for name in &names {
+        let (a, b) = (values(&original, name), values(&copy, name));
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name}"
+        );
+    }
+    // And the copy loads as the model the original is.
+    loader::load_arpg(&path, Some(tiny_cfg()), DType::F32, &Device::Cpu).expect("load copy");
+}
+
+#[test]
+fn opcodes_that_need_out_of_band_data_are_named() {
+    let dir = common::temp_dir("buffer");
+    let path = dir.join("buffer.pt");
+    // Protocol 5: a NEXT_BUFFER (0x97) needs buffers passed beside the pickle.
+    write_pt(
+        &path,
+        b"\x80\x05\x95\x02\x00\x00\x00\x00\x00\x00\x00\x97.",
+        &[],
+    );
+    let e = Checkpoint::open(&path).expect_err("refused");
+    let msg = e.to_string();
+    assert!(msg.contains("0x97") && msg.contains("NEXT_BUFFER"), "{msg}");
+}
+
+#[test]
+fn fp8_safetensors_widen_exactly() {
+    let dir = common::temp_dir("fp8");
+    let path = dir.join("fp8.safetensors");
+    write_safetensors(
+        &path,
+        &[
+            (
+                "a.weight",
+                "F8_E4M3",
+                vec![2, 3],
+                vec![0x38, 0x7e, 0x01, 0xb8, 0x00, 0x78],
+            ),
+            ("b.weight", "F8_E5M2", vec![3], vec![0x3c, 0x7b, 0xfb]),
+            ("c.bias", "F32", vec![1], f32_bytes(&[0.5])),
+        ],
+    );
+    let ckpt = Checkpoint::open(&path).expect("open");
+    assert_eq!(ckpt.dtype(), DType::BF16);
+    assert_eq!(ckpt.stored_dtype_name(), "f8e4m3");
+    assert_eq!(
+        values(&ckpt, "a.weight"),
+        [1.0, 448.0, 2f32.powi(-9), -1.0, 0.0, 256.0]
+    );
+    assert_eq!(values(&ckpt, "b.weight"), [1.0, 57344.0, -57344.0]);
+    let native = ckpt.read_native("a.weight").expect("native");
+    assert_eq!(native.dtype(), DType::BF16);
+    assert_eq!(native.dims(), [2, 3]);
+    assert!(ckpt.scan().is_empty());
+
+    // An fp8 NaN (e4m3fn S.1111.111) is a damaged tensor, named.
+    let nan = dir.join("nan.safetensors");
+    write_safetensors(&nan, &[("a.weight", "F8_E4M3", vec![2], vec![0x38, 0x7f])]);
+    let e = Checkpoint::open(&nan)
+        .expect("open")
+        .read("a.weight", DType::F32, &Device::Cpu)
+        .expect_err("nan");
+    assert!(matches!(e, Error::NonFinite(_)), "{e}");
+    assert!(e.to_string().contains("`a.weight`"), "{e}");
+}
+
+#[test]
+fn fp8_with_scales_is_refused_naming_a_scale() {
+    let dir = common::temp_dir("fp8-scaled");
+    let st = dir.join("scaled.safetensors");
+    write_safetensors(
+        &st,
+        &[
+            ("x.weight", "F8_E4M3", vec![2], vec![0x38, 0x38]),
+            ("x.weight_scale", "F32", vec![1], f32_bytes(&[0.01])),
+        ],
+    );
+    let e = Checkpoint::open(&st).expect_err("scaled fp8");
+    assert!(matches!(e, Error::NotACheckpoint { .. }), "{e}");
+    assert!(e.to_string().contains("`x.weight_scale`"), "{e}");
+
+    let pt = dir.join("scaled.pt");
+    write_torch_save(
+        &pt,
+        4,
+        &[
+            stored("x.weight", "Float8_e4m3fnStorage", &[2], vec![0x38, 0x38]),
+            stored("x.scale_inv", "FloatStorage", &[1], f32_bytes(&[2.0])),
+        ],
+    );
+    let e = Checkpoint::open(&pt).expect_err("scaled fp8");
+    assert!(e.to_string().contains("`x.scale_inv`"), "{e}");
+
+    // Without fp8 weights a `scale` in a name means nothing special.
+    let plain = dir.join("plain.safetensors");
+    write_safetensors(
+        &plain,
+        &[
+            ("x.weight", "F32", vec![1], f32_bytes(&[1.0])),
+            ("x.scale", "F32", vec![1], f32_bytes(&[2.0])),
+        ],
+    );
+    Checkpoint::open(&plain).expect("no fp8: opens");
+}
+
+/// The tiny model's tensors, as `(name, shape, f32 bytes)`.
+fn tiny_tensors() -> Vec<(String, Vec<usize>, Vec<u8>)> {
+    let ckpt = Checkpoint::open(common::tiny().join("gpt.safetensors")).expect("open");
+    ckpt.entries()
+        .iter()
+        .map(|(name, e)| {
+            (
+                name.clone(),
+                e.shape.clone(),
+                f32_bytes(&values(&ckpt, name)),
+            )
+        })
+        .collect()
+}
+
+/// The tiny model as safetensors, with `replace` (if any) stored as 2-byte `dtype` elements and
+/// an `extra` tensor `(name, dtype)` of 4 2-byte elements.
+fn write_tiny_with(path: &Path, replace: Option<(&str, &str)>, extra: Option<(&str, &str)>) {
+    let tensors = tiny_tensors();
+    let mut out: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            if let Some((_, dtype)) = replace.filter(|(r, _)| r == name) {
+                let n: usize = shape.iter().product();
+                (name.as_str(), dtype, shape.clone(), vec![0u8; 2 * n])
+            } else {
+                (name.as_str(), "F32", shape.clone(), bytes.clone())
+            }
+        })
+        .collect();
+    if let Some((name, dtype)) = extra {
+        out.push((name, dtype, vec![4], vec![0u8; 8]));
+    }
+    write_safetensors(path, &out);
+}
+
+#[test]
+fn a_needed_tensor_of_another_dtype_is_named_with_its_dtype() {
+    let dir = common::temp_dir("i16");
+    let path = dir.join("i16_head.safetensors");
+    write_tiny_with(&path, Some(("head.weight", "I16")), None);
+    let e = load(&path);
+    assert!(
+        matches!(&e, Error::UnusableTensor { key, .. } if key == "head.weight"),
+        "expected one error naming head.weight, got {e}"
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("`head.weight` is stored as I16") && !msg.contains("missing"),
+        "{msg}"
+    );
+    let ckpt = Checkpoint::open(&path).expect("opens: only loading needs it");
+    assert_eq!(ckpt.skipped(), ["head.weight"]);
+    let e = ckpt
+        .read("head.weight", DType::F32, &Device::Cpu)
+        .expect_err("read");
+    assert!(e.to_string().contains("I16"), "{e}");
+    // Its shape is still indexed, so config detection sees the model the file holds.
+    let shape = ckpt
+        .shape_map()
+        .remove("head.weight")
+        .expect("indexed shape");
+    let expected = vec![("head.weight".to_string(), shape)];
+    let e = ckpt.validate(&expected, "test").expect_err("validate");
+    assert!(matches!(e, Error::UnusableTensor { .. }), "{e}");
+}
+
+#[test]
+fn an_unneeded_tensor_of_another_dtype_does_not_stop_a_load() {
+    let dir = common::temp_dir("i16-extra");
+    let path = dir.join("i16_extra.safetensors");
+    write_tiny_with(&path, None, Some(("step_counter", "I16")));
+    let ckpt = Checkpoint::open(&path).expect("open");
+    assert_eq!(ckpt.skipped(), ["step_counter"]);
+    assert_eq!(ckpt.dtype(), DType::F32);
+    loader::load_arpg(&path, Some(tiny_cfg()), DType::F32, &Device::Cpu).expect("loads");
+}
+
+#[test]
+fn a_file_of_only_other_dtypes_says_which() {
+    let dir = common::temp_dir("only-ints");
+    let path = dir.join("ints.safetensors");
+    write_safetensors(
+        &path,
+        &[
+            ("a", "I16", vec![2], vec![0; 4]),
+            ("b", "BOOL", vec![2], vec![0; 2]),
+            ("c", "I16", vec![1], vec![0; 2]),
+        ],
+    );
+    let e = Checkpoint::open(&path).expect_err("no weights");
+    assert!(matches!(e, Error::NoWeights { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains("I16 (2)") && msg.contains("BOOL (1)"), "{msg}");
 }

@@ -36,7 +36,8 @@ fn pickles_that_make_the_parser_panic_are_read_without_panicking() {
     for f in files {
         let bytes = std::fs::read(&f).expect("read");
         // The harness's first byte selects the route: even = a bare pickle.
-        // (Found with overflow checks on, where candle's LONG1 decoding panics; it is caught.)
+        // (Found with overflow checks on, where the pickle reader formerly used, candle's,
+        // panicked decoding LONG1.)
         if bytes.first().is_some_and(|b| b % 2 == 0) {
             let _ = arpg_core::checkpoint::index_pickle(&bytes[1..], "archive/data");
         }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 fn main() {
     let path: PathBuf =
         std::env::temp_dir().join(format!("arpg-fuzz-checkpoint-{}.bin", std::process::id()));
-    // `fuzz_nohook!`: a panic that arpg-core catches on purpose (candle's pickle reader, see
-    // `index_pickle`) is not a crash; a panic that escapes, or an abort, is.
+    // `fuzz_nohook!`, as the other targets: a panic that escapes, or an abort, is a crash. (The
+    // pickle reader is arpg-core's own and catches no panics: it must return errors.)
     afl::fuzz_nohook!(|data: &[u8]| {
         let Some((&route, rest)) = data.split_first() else {
             return;
