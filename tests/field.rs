@@ -3,56 +3,15 @@
 //! (truncated, bit-flipped, resized), each of which must end in one clear error and no output.
 
 mod common;
+#[path = "common/cli.rs"]
+mod cli;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use cli::{arpg, clean_error, field, ok, s};
 
 use common::tokens;
-
-fn field() -> PathBuf {
-    let dir = common::fixtures().join("../field");
-    assert!(
-        dir.join("README.md").is_file(),
-        "field fixtures not found at {}",
-        dir.display()
-    );
-    dir
-}
-
-fn arpg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_arpg"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .expect("spawn arpg")
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8 path")
-}
-
-fn ok(out: &Output) -> String {
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "arpg failed:\nstdout: {}\nstderr: {err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    err
-}
-
-/// Exit code 1, exactly one `error:` line, no panic; `needle` in it.
-fn clean_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "expected exit 1, stderr: {err}");
-    assert!(!err.contains("panicked"), "panic reached the user: {err}");
-    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "expected one error line, got: {err}");
-    assert!(
-        err.to_lowercase().contains(&needle.to_lowercase()),
-        "`{needle}` not in: {err}"
-    );
-}
 
 /// Tiny reference model flags with the given transformer checkpoint.
 fn tiny_with(gpt: &Path) -> Vec<String> {
@@ -653,6 +612,18 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
             out,
         });
     }
+    // WebP (lossy, with alpha): truncated.
+    let webp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/photo_alpha_lossy.webp");
+    let webp = std::fs::read(webp).expect("read");
+    for (what, b) in truncations(&webp) {
+        let p = file("image.webp", &b);
+        let out = out_for(cases.len(), "png");
+        cases.push(Case {
+            what: format!("webp {what}"),
+            args: inpaint(&p, &mask, &out),
+            out,
+        });
+    }
     let mask_bytes = std::fs::read(&mask).expect("read");
     let mut mask_variants = truncations(&mask_bytes);
     mask_variants.extend(png_bit_flips(&mask_bytes));
@@ -721,6 +692,12 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
     ] {
         jsons.push((what.to_string(), j.to_string()));
     }
+    // The same after a byte order mark (Windows tools write one): still one clear error each.
+    let with_bom: Vec<(String, String)> = jsons
+        .iter()
+        .map(|(what, text)| (format!("{what}, after a byte order mark"), format!("\u{feff}{text}")))
+        .collect();
+    jsons.extend(with_bom);
     for (what, text) in jsons {
         let p = file("tokens.json", text.as_bytes());
         let out = out_for(cases.len(), "png");

@@ -235,3 +235,127 @@ fn a_partial_download_of_an_older_version_is_dropped() {
     assert_eq!(std::fs::read(&path).expect("read"), s.bytes("arpg_300m.pt"));
     assert!(!stale.exists(), "the stale partial file is gone");
 }
+
+/// `arpg` with the hub's variables cleared, then `env` set (so the developer's own
+/// environment never decides where a test writes).
+fn arpg_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_arpg"));
+    cmd.args(args);
+    for v in [
+        "HF_HOME",
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "XDG_CACHE_HOME",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+    ] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("spawn")
+}
+
+#[test]
+fn the_cache_folder_follows_the_hubs_order_of_precedence() {
+    use std::ffi::OsString;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    let dir = |pairs| arpg_app::hub::cache_dir(env(pairs)).expect("a cache folder");
+    let all: &[(&str, &str)] = &[
+        ("HF_HUB_CACHE", "/a"),
+        ("HUGGINGFACE_HUB_CACHE", "/b"),
+        ("HF_HOME", "/c"),
+        ("XDG_CACHE_HOME", "/d"),
+        ("HOME", "/e"),
+    ];
+    assert_eq!(dir(all), PathBuf::from("/a"));
+    assert_eq!(dir(&all[1..]), PathBuf::from("/b"));
+    assert_eq!(dir(&all[2..]), PathBuf::from("/c/hub"));
+    assert_eq!(dir(&all[3..]), PathBuf::from("/d/huggingface/hub"));
+    assert_eq!(dir(&all[4..]), PathBuf::from("/e/.cache/huggingface/hub"));
+    assert_eq!(arpg_app::hub::cache_dir(env(&[])), None);
+    for on in ["1", "ON", "yes", "True"] {
+        let pairs: &'static [(&'static str, &'static str)] =
+            Box::leak(vec![("HF_HUB_OFFLINE", on)].into_boxed_slice());
+        assert!(arpg_app::hub::offline_from_env(env(pairs)), "{on}");
+    }
+    for off in ["0", "", "false", "no"] {
+        let pairs: &'static [(&'static str, &'static str)] =
+            Box::leak(vec![("HF_HUB_OFFLINE", off)].into_boxed_slice());
+        assert!(!arpg_app::hub::offline_from_env(env(pairs)), "{off:?}");
+    }
+}
+
+#[test]
+fn the_cli_honours_hf_hub_cache_xdg_cache_home_and_hf_hub_offline() {
+    let s = server();
+    let endpoint = std::ffi::OsString::from(&s.endpoint);
+    // HF_HUB_CACHE wins over HF_HOME.
+    let hub_cache = common::temp_dir("hub-env-cache");
+    let home = common::temp_dir("hub-env-home");
+    let out = arpg_with_env(
+        &["fetch", "vq-16", "--quiet"],
+        &[
+            ("HF_ENDPOINT", &endpoint),
+            ("HF_HUB_CACHE", hub_cache.as_os_str()),
+            ("HF_HOME", home.as_os_str()),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.starts_with(&hub_cache), "{}", path.display());
+    assert!(!home.join("hub").exists(), "nothing written under HF_HOME");
+    // The legacy name places the cache too.
+    let legacy = common::temp_dir("hub-env-legacy");
+    let out = arpg_with_env(
+        &["fetch", "vq-16", "--quiet"],
+        &[
+            ("HF_ENDPOINT", &endpoint),
+            ("HUGGINGFACE_HUB_CACHE", legacy.as_os_str()),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).trim().starts_with(legacy.to_str().expect("utf8")));
+    // XDG_CACHE_HOME when no hub variable is set.
+    let xdg = common::temp_dir("hub-env-xdg");
+    let out = arpg_with_env(
+        &["fetch", "vq-16", "--quiet"],
+        &[("HF_ENDPOINT", &endpoint), ("XDG_CACHE_HOME", xdg.as_os_str())],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.starts_with(xdg.join("huggingface/hub")), "{}", path.display());
+
+    // HF_HUB_OFFLINE=1: the cached file is found, a missing one is an error, and the server
+    // sees no request at all.
+    let before = s.requests();
+    let out = arpg_with_env(
+        &["fetch", "vq-16", "--quiet"],
+        &[
+            ("HF_ENDPOINT", &endpoint),
+            ("HF_HUB_CACHE", hub_cache.as_os_str()),
+            ("HF_HUB_OFFLINE", std::ffi::OsStr::new("1")),
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = arpg_with_env(
+        &["fetch", "arpg-l", "--quiet"],
+        &[
+            ("HF_ENDPOINT", &endpoint),
+            ("HF_HUB_CACHE", hub_cache.as_os_str()),
+            ("HF_HUB_OFFLINE", std::ffi::OsStr::new("1")),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
+    assert_eq!(s.requests(), before, "HF_HUB_OFFLINE=1 made a request");
+}

@@ -269,6 +269,70 @@ fn a_large_photo_opens_at_the_working_size_with_a_notice_and_inpaints() {
     assert_eq!((after.rows, after.cols), (23, 32));
     assert_eq!(after.unknown_count(), 0);
     assert_ne!(after.cells, doc.cells, "nothing was inpainted");
+    // Saved at the user's size, as the CLI writes it: the padding is not the image.
+    let doc = h.state().doc.clone().expect("doc");
+    assert_eq!(doc.size, [128, 90]);
+    let path = common::temp_dir("studio-size").join("inpainted.png");
+    h.state().save_png(&path, &doc).expect("save");
+    let saved = image::open(&path).expect("png");
+    assert_eq!((saved.width(), saved.height()), (128, 90));
+    let meta = arpg_core::document::read_metadata(&std::fs::read(&path).expect("read"))
+        .expect("metadata")
+        .expect("an arpg chunk");
+    assert_eq!(meta.size, Some([128, 90]));
+    assert_eq!(meta.grid, [23, 32]);
+}
+
+/// A fork continues the stopped generation's class, whatever the picker shows when Fork is
+/// pressed: its PNG regenerates with `arpg generate --from`.
+#[test]
+fn a_fork_records_the_class_it_continues_and_regenerates_from_its_png() {
+    let mut h = harness();
+    h.get_by_label("3: stripes").click();
+    {
+        let app = h.state_mut();
+        app.settings.settings.steps = 64;
+        app.settings.step_delay_ms = 40;
+    }
+    h.get_by_label("Generate").click();
+    wait(&mut h, "a few steps", |app| {
+        app.status.step.is_some_and(|(k, _)| k >= 3)
+    });
+    h.key_press(egui::Key::Escape);
+    wait(&mut h, "the cancel", |app| !app.is_running());
+    // The user picks another class, then forks the stopped generation.
+    h.get_by_label("5: plaid").click();
+    h.step();
+    assert_eq!(h.state().class, 5);
+    h.state_mut().settings.step_delay_ms = 0;
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::F);
+    wait(&mut h, "the fork", |app| {
+        app.history.items.len() == 2 && !app.is_running()
+    });
+    let doc = h.state().doc.clone().expect("the fork's document");
+    assert_eq!(doc.class, Some(3), "the fork continues class 3");
+    assert_eq!(doc.canvas.unknown_count(), 0);
+    let dir = common::temp_dir("studio-fork");
+    let path = dir.join("fork.png");
+    h.state().save_png(&path, &doc).expect("save");
+    let again = dir.join("again.png");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_arpg"))
+        .args(["generate", "--from"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&again)
+        .arg("--quiet")
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |p: &std::path::Path| {
+        arpg_core::document::read_metadata(&std::fs::read(p).expect("read"))
+            .expect("metadata")
+            .expect("an arpg chunk")
+    };
+    let (fork, regenerated) = (read(&path), read(&again));
+    assert_eq!(fork.class, Some(3));
+    assert_eq!(regenerated.tokens, fork.tokens, "the fork's PNG regenerates");
 }
 
 /// An app batch: each candidate records the seed it was made with (image_seed of the panel's
@@ -304,6 +368,7 @@ fn every_app_batch_image_regenerates_from_its_metadata_and_reopens_with_its_sett
         let doc = arpg_app::studio::app::Document {
             canvas: item.canvas.clone(),
             rgb: item.rgb.clone(),
+            size: item.size,
             class: item.class,
             settings: Some(item.settings.clone()),
             provenance: Some(item.provenance.clone()),

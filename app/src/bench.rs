@@ -1,6 +1,7 @@
 //! `arpg bench`: speed and memory of the sampler's hot path, printed as a table. Speed does not
 //! depend on weight values, so full-size configs run with random weights.
 
+use arpg_app::outln;
 use std::path::Path;
 use std::time::Instant;
 
@@ -99,14 +100,23 @@ fn random_model_on<T>(
 pub fn write_random(name: &str, out: &Path) -> Result<()> {
     let (_, cfg) = preset(name)?;
     let (_, varmap) = random_model(DType::F32, |vb| Arpg::new(&cfg, vb))?;
-    varmap
-        .save(out)
-        .with_context(|| format!("writing {}", out.display()))?;
-    std::fs::write(
-        out.with_extension("json"),
-        serde_json::to_string_pretty(&cfg)?,
+    // Through a temporary file, so a full disk never leaves a truncated checkpoint.
+    let tmp = out.with_extension("safetensors.part");
+    let saved = varmap
+        .save(&tmp)
+        .with_context(|| format!("writing {}", out.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
+        });
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    arpg_core::document::write_atomic(
+        &out.with_extension("json"),
+        serde_json::to_string_pretty(&cfg)?.as_bytes(),
     )?;
-    println!("wrote {} ({} parameters)", out.display(), cfg.num_params());
+    outln!("wrote {} ({} parameters)", out.display(), cfg.num_params())?;
     Ok(())
 }
 
@@ -118,15 +128,15 @@ pub fn load(gpt: &Path, dtype: DType) -> Result<()> {
     let secs = t.elapsed().as_secs_f64();
     let weights =
         loaded.config.num_params() as f64 * dtype.size_in_bytes() as f64 / (1 << 20) as f64;
-    println!(
+    outln!(
         "| model | weights (MiB) | load (s) | peak RSS before (MiB) | peak RSS after load (MiB) |"
-    );
-    println!("|---|---|---|---|---|");
-    println!(
+    )?;
+    outln!("|---|---|---|---|---|")?;
+    outln!(
         "| {} | {weights:.0} | {secs:.2} | {before:.0} | {:.0} |",
         loaded.name,
         peak_rss_mib()
-    );
+    )?;
     Ok(())
 }
 
@@ -180,11 +190,11 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
         }
     }
     let bw = read_bandwidth(threads);
-    println!("memory read bandwidth: {bw:.1} GB/s ({threads} threads); floor = weight bytes / bandwidth\n");
-    println!("{header}");
+    outln!("memory read bandwidth: {bw:.1} GB/s ({threads} threads); floor = weight bytes / bandwidth\n")?;
+    outln!("{header}")?;
     for r in rows {
         let floor_ms = r.bytes / (bw * 1e9) * 1e3;
-        println!(
+        outln!(
             "| {} | {:.0}M | {} | {} | {:.0} | {floor_ms:.1} | {:.1} | {:.2} | {:.0} | {:.2} | {:.0} |",
             r.label,
             r.params as f64 / 1e6,
@@ -196,7 +206,7 @@ pub fn run(presets: &[String], dtypes: &[String], steps: usize, repeats: usize) 
             r.tokens_per_s,
             r.image_s,
             r.peak_rss
-        );
+        )?;
     }
     Ok(())
 }
@@ -335,7 +345,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         "kv_cache_mib": kv_mib,
     });
     if json {
-        println!("{row}");
+        outln!("{row}")?;
     } else {
         // The rest of an image's time: the tokenizer (and, for the shipped model, when the
         // first preview and the full image appear).
@@ -345,27 +355,27 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
             ("vq-16", 256)
         };
         let (_, _, encode_s, decode_s) = tokenizer_times(tok, side, side)?;
-        println!("| model | batch | dtype | device | image (s) | images/s | step median (ms) | floor/image (s) | peak RSS (MiB) | kernel |");
-        println!("|---|---|---|---|---|---|---|---|---|---|");
-        println!(
+        outln!("| model | batch | dtype | device | image (s) | images/s | step median (ms) | floor/image (s) | peak RSS (MiB) | kernel |")?;
+        outln!("|---|---|---|---|---|---|---|---|---|---|")?;
+        outln!(
             "| {label} | {} | {} | {} | {seconds_per_image:.2} | {:.3} | {median:.1} | {floor:.2} | {peak:.0} | {} |",
             o.batch,
             o.dtype,
             o.device,
             o.batch as f64 / best,
             kernel(&device, o.quant, o.dtype)
-        );
-        println!();
-        println!("| {tok} tokenizer, {side}x{side} | seconds per image |");
-        println!("|---|---|");
-        println!("| encode | {encode_s:.3} |");
-        println!("| decode | {decode_s:.3} |");
+        )?;
+        outln!()?;
+        outln!("| {tok} tokenizer, {side}x{side} | seconds per image |")?;
+        outln!("|---|---|")?;
+        outln!("| encode | {encode_s:.3} |")?;
+        outln!("| decode | {decode_s:.3} |")?;
         if label == "shipped" {
-            println!("| first preview (first step) | {first_step_s:.3} |");
-            println!(
+            outln!("| first preview (first step) | {first_step_s:.3} |")?;
+            outln!(
                 "| full image (all steps + decode) | {:.3} |",
                 seconds_per_image + decode_s
-            );
+            )?;
         }
     }
     Ok(())
@@ -406,8 +416,8 @@ fn available_mib() -> Option<f64> {
 /// skipped rather than run into the out-of-memory killer.
 pub fn scale_table() -> Result<()> {
     let exe = std::env::current_exe().context("locating the arpg executable")?;
-    println!("| tokenizer | image | encode s | decode s | peak RSS MiB |");
-    println!("|---|---|---|---|---|");
+    outln!("| tokenizer | image | encode s | decode s | peak RSS MiB |")?;
+    outln!("|---|---|---|---|---|")?;
     for tokenizer in ["shipped", "vq-16"] {
         // (pixels, peak RSS MiB) of the previous row.
         let mut previous: Option<(f64, f64)> = None;
@@ -417,12 +427,12 @@ pub fn scale_table() -> Result<()> {
             let predicted = previous.map(|(px, mib)| mib * pixels / px);
             if let (Some(need), Some(free)) = (predicted, available_mib()) {
                 if need > 0.8 * free {
-                    println!(
+                    outln!(
                         "| {tokenizer} | {w}x{h} | skipped: needs about {:.0} GiB, {:.0} GiB \
                          available | | |",
                         need / 1024.0,
                         free / 1024.0
-                    );
+                    )?;
                     continue;
                 }
             }
@@ -447,7 +457,7 @@ pub fn scale_table() -> Result<()> {
                 let err = String::from_utf8_lossy(&out.stderr);
                 format!("failed: {} | | ", err.lines().last().unwrap_or("no output"))
             };
-            println!("| {tokenizer} | {w}x{h} | {row} |");
+            outln!("| {tokenizer} | {w}x{h} | {row} |")?;
         }
     }
     Ok(())
@@ -463,7 +473,7 @@ pub fn scale_row(spec: &str) -> Result<()> {
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .with_context(|| format!("`{size}`: expected WxH"))?;
     let (w, h, encode_s, decode_s) = tokenizer_times(tokenizer, w, h)?;
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "tokenizer": tokenizer,
@@ -473,7 +483,7 @@ pub fn scale_row(spec: &str) -> Result<()> {
             "decode_s": decode_s,
             "peak_rss_mib": peak_rss_mib(),
         })
-    );
+    )?;
     Ok(())
 }
 

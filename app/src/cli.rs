@@ -1,5 +1,6 @@
 //! Argument parsing and the subcommands.
 
+use arpg_app::{errln, outln};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -49,9 +50,10 @@ enum Command {
         #[arg(long)]
         image: PathBuf,
         /// Same size as the image (as displayed). White = regenerate, black = keep; when the
-        /// mask's alpha channel varies, alpha is the mask (opaque = regenerate).
+        /// mask's alpha channel varies, alpha is the mask (opaque = regenerate). Without it, the
+        /// image's wholly transparent pixels are the area to fill.
         #[arg(long)]
-        mask: PathBuf,
+        mask: Option<PathBuf>,
         /// Class (default: the one stored in the image, else unconditional).
         #[arg(long)]
         class: Option<String>,
@@ -116,8 +118,9 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
-    /// Download official checkpoints into the model hub's cache (`HF_HOME`, default
-    /// `~/.cache/huggingface`; `HF_ENDPOINT` selects the server), resuming a partial download and
+    /// Download official checkpoints into the model hub's cache (`HF_HUB_CACHE`, else
+    /// `$HF_HOME/hub`, default `~/.cache/huggingface/hub`; `HF_ENDPOINT` selects the server,
+    /// `HF_HUB_OFFLINE=1` forbids requests), resuming a partial download and
     /// verifying the result; files already in the cache are used as they are. Prints each path.
     Fetch {
         /// arpg-l, arpg-xl, arpg-xxl, vq-16.
@@ -125,7 +128,7 @@ enum Command {
         /// All four.
         #[arg(long)]
         all: bool,
-        /// Resolve from the cache only (no network).
+        /// Resolve from the cache only, making no request (also when HF_HUB_OFFLINE=1).
         #[arg(long)]
         offline: bool,
         /// No progress bar.
@@ -384,7 +387,7 @@ fn train_vq(out: &std::path::Path, args: &TrainArgs) -> Result<ExitCode> {
         &candle_core::Device::Cpu,
         &mut train_progress(args, "train-vq"),
     )?;
-    println!("VQ checkpoint in {}", out.display());
+    outln!("VQ checkpoint in {}", out.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -412,13 +415,13 @@ fn train_arpg(
         &candle_core::Device::Cpu,
         &mut train_progress(args, "train"),
     )?;
-    println!("ARPG checkpoint in {}", out.display());
+    outln!("ARPG checkpoint in {}", out.display())?;
     Ok(ExitCode::SUCCESS)
 }
 
 fn done(out: &std::path::Path, quiet: bool) -> Result<ExitCode> {
     if !quiet {
-        println!("wrote {}", out.display());
+        outln!("wrote {}", out.display())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -453,7 +456,7 @@ pub fn run() -> Result<ExitCode> {
             let class = models.class(class.as_deref().unwrap_or("0"))?;
             for path in run::generate(&models, class, batch, &sampler, &out, model.quiet)? {
                 if !model.quiet {
-                    println!("wrote {}", path.display());
+                    outln!("wrote {}", path.display())?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -472,7 +475,7 @@ pub fn run() -> Result<ExitCode> {
             run::inpaint(
                 &models,
                 &image,
-                &mask,
+                mask.as_deref(),
                 class,
                 &sampler,
                 &mask_opts,
@@ -532,7 +535,7 @@ pub fn run() -> Result<ExitCode> {
             quiet,
         } => {
             for path in arpg_app::hub::fetch_cli(&names, all, offline, quiet)? {
-                println!("{}", path.display());
+                outln!("{}", path.display())?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -648,10 +651,10 @@ fn convert_quantized(input: &std::path::Path, out: &std::path::Path, q: &str) ->
         );
     }
     let (quantized, total) = arpg_core::gguf::convert_arpg(input, None, out, format)?;
-    println!(
+    outln!(
         "{total} tensors written to {} ({quantized} linear layers in {q}, the rest in f32)",
         out.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -671,7 +674,7 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
     // as the model loader leaves it unread.
     for (name, entry) in ckpt.entries() {
         if let Some(why) = entry.unreadable() {
-            eprintln!("note: `{name}` is not converted: {why}");
+            errln!("note: `{name}` is not converted: {why}");
         }
     }
     let tensors = ckpt
@@ -693,12 +696,12 @@ fn convert(input: &std::path::Path, out: &std::path::Path, dtype: &str) -> Resul
         std::fs::copy(&config, out.with_extension("json"))
             .with_context(|| format!("copying {}", config.display()))?;
     }
-    println!(
+    outln!(
         "{} tensors written to {} as {}",
         tensors.len(),
         out.display(),
         dtype.as_str()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -709,15 +712,15 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
         .values()
         .map(|e| e.shape.iter().product::<usize>())
         .sum();
-    println!("file:       {}", file.display());
-    println!(
+    outln!("file:       {}", file.display())?;
+    outln!(
         "format:     {:?}{}",
         ckpt.format(),
         ckpt.weights_key()
             .map(|k| format!(" (weights under \"{k}\")"))
             .unwrap_or_default()
-    );
-    println!("dtype:      {}", ckpt.dtype().as_str());
+    )?;
+    outln!("dtype:      {}", ckpt.dtype().as_str())?;
     let expected: Vec<(String, Vec<usize>)> = match loader::detect_kind(&ckpt)? {
         ModelKind::Arpg => {
             let explicit = config
@@ -726,8 +729,8 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
             let (cfg, name) = loader::arpg_config(&ckpt, explicit)?;
             let expected = cfg.expected_shapes();
             ckpt.validate(&expected, &name)?;
-            println!("model:      {name}");
-            println!(
+            outln!("model:      {name}")?;
+            outln!(
                 "config:     dim {}, {} layers ({} self + {} cross), {} heads, FFN {}, vocabulary {}, {} classes, {}x{} grid",
                 cfg.dim,
                 cfg.n_layer,
@@ -739,19 +742,19 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                 cfg.num_classes,
                 cfg.grid_size(),
                 cfg.grid_size()
-            );
-            println!(
+            )?;
+            outln!(
                 "parameters: {} ({})",
                 human(cfg.num_params()),
                 cfg.num_params()
-            );
+            )?;
             let sampling = loader::sampling_beside(file)?;
             if !sampling.is_empty() {
                 // What every sampler flag left unset takes for this model.
-                println!(
+                outln!(
                     "sampling:   {} (recommended in the config JSON)",
                     serde_json::to_string(&sampling)?
-                );
+                )?;
             }
             expected
         }
@@ -764,8 +767,8 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
             } else {
                 "custom VQ"
             };
-            println!("model:      {name}");
-            println!(
+            outln!("model:      {name}")?;
+            outln!(
                 "config:     ch {}, ch_mult {:?}, {} res blocks, z {}, codebook {} x {}, downsample {}",
                 cfg.ch,
                 cfg.ch_mult,
@@ -774,43 +777,43 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
                 cfg.codebook_size,
                 cfg.codebook_embed_dim,
                 cfg.downsample()
-            );
-            println!(
+            )?;
+            outln!(
                 "parameters: {} ({})",
                 human(cfg.num_params()),
                 cfg.num_params()
-            );
+            )?;
             expected
         }
     };
-    println!(
+    outln!(
         "stored:     {} tensors, {} values",
         ckpt.entries().len(),
         human(stored)
-    );
+    )?;
     if !ckpt.stripped_prefixes().is_empty() {
-        println!(
+        outln!(
             "prefixes:   {} removed from every key (a wrapped model's checkpoint)",
             ckpt.stripped_prefixes()
                 .iter()
                 .map(|p| format!("`{p}`"))
                 .collect::<Vec<_>>()
                 .join(" then ")
-        );
+        )?;
     }
-    println!(
+    outln!(
         "byte order: {}",
         if ckpt.big_endian() {
             "big-endian (values are byte-swapped on load)"
         } else {
             "little-endian"
         }
-    );
+    )?;
     let problems = ckpt.scan();
     // Problems in tensors the model never reads are reported but do not stop a load.
     let mut fatal: Vec<&str> = Vec::new();
     if problems.is_empty() {
-        println!("values:     every tensor read, all finite");
+        outln!("values:     every tensor read, all finite")?;
     }
     for (name, why) in &problems {
         let read = expected.iter().any(|(k, _)| k == name);
@@ -822,14 +825,14 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
         } else {
             "never read by the model: ignored"
         };
-        println!("problem:    `{name}` ({role}): {why}");
+        outln!("problem:    `{name}` ({role}): {why}")?;
     }
     if !ckpt.skipped().is_empty() {
-        println!(
+        outln!(
             "skipped:    {} non-float tensor(s): {}",
             ckpt.skipped().len(),
             ckpt.skipped().join(", ")
-        );
+        )?;
     }
     if !fatal.is_empty() {
         anyhow::bail!(
@@ -856,9 +859,9 @@ fn check_reference(
         .with_context(|| format!("checking against {}", dir.display()))?;
     let failed = results.iter().filter(|r| !r.passed).count();
     for r in &results {
-        println!("{r}");
+        outln!("{r}")?;
     }
-    println!("{} passed, {} failed", results.len() - failed, failed);
+    outln!("{} passed, {} failed", results.len() - failed, failed)?;
     Ok(if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -886,7 +889,7 @@ fn export_dataset(
             let rgb = render(class, i, seed, size);
             let img =
                 image::RgbImage::from_raw(size as u32, size as u32, rgb).context("image size")?;
-            img.save(dir.join(format!("{i:05}.png")))?;
+            arpg_core::document::write_image(&dir.join(format!("{i:05}.png")), size, size, img.as_raw())?;
             if (i as u32) < cols {
                 image::imageops::replace(
                     &mut grid,
@@ -898,13 +901,13 @@ fn export_dataset(
         }
     }
     if let Some(sheet) = sheet {
-        grid.save(sheet)
-            .with_context(|| format!("writing {}", sheet.display()))?;
+        let (w, h) = (grid.width() as usize, grid.height() as usize);
+        arpg_core::document::write_image(sheet, w, h, grid.as_raw())?;
     }
-    println!(
+    outln!(
         "wrote {} images to {}",
         per_class * CLASS_NAMES.len() as u64,
         out.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,5 +1,6 @@
 //! `arpg eval`: the shipped model's evaluation table (see `arpg_core::eval`).
 
+use arpg_app::{errln, outln};
 use anyhow::{bail, Result};
 use arpg_core::dataset::CLASS_NAMES;
 use arpg_core::eval::{frechet_distance, psnr, train_classifier, Classifier};
@@ -112,7 +113,7 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let g = models.grid();
     let size = g * p;
     let n = args.per_class * classes;
-    eprintln!(
+    errln!(
         "training the judging classifier ({} steps)…",
         args.classifier_steps
     );
@@ -141,7 +142,7 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let recon_acc = accuracy(&recon_pred, &labels_a);
 
     // Class-conditional generation at the given settings.
-    eprintln!("generating {n} images…");
+    errln!("generating {n} images…");
     let settings = sampler.settings(g * g, &models.arpg.sampling)?;
     let mut generated = Vec::new();
     let mut gen_labels = Vec::new();
@@ -177,50 +178,50 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
         )?)
     };
 
-    println!("| metric | value |");
-    println!("|---|---|");
-    println!(
+    outln!("| metric | value |")?;
+    outln!("|---|---|")?;
+    outln!(
         "| judge accuracy on held-out real images | {:.1}% |",
         100.0 * judge_acc
-    );
-    println!(
+    )?;
+    outln!(
         "| class accuracy of generated images ({n}, {} steps, CFG {}) | {:.1}% |",
         settings.steps,
         settings.cfg_scale,
         100.0 * gen_acc
-    );
-    println!("| Fréchet distance generated ↔ real (judge features) | {fd:.3} |");
-    println!("| Fréchet distance real ↔ real (floor) | {floor:.3} |");
-    println!("| VQ reconstruction PSNR on held-out images | {rec_psnr:.2} dB |");
-    println!(
+    )?;
+    outln!("| Fréchet distance generated ↔ real (judge features) | {fd:.3} |")?;
+    outln!("| Fréchet distance real ↔ real (floor) | {floor:.3} |")?;
+    outln!("| VQ reconstruction PSNR on held-out images | {rec_psnr:.2} dB |")?;
+    outln!(
         "| judge accuracy on VQ reconstructions of real images (ceiling) | {:.1}% |",
         100.0 * recon_acc
-    );
+    )?;
     if let Some(e) = &editing {
-        println!(
+        outln!(
             "| inpainting accuracy (half the tokens, {} images) | {:.1}% |",
             e.take,
             100.0 * e.inpaint_acc
-        );
-        println!(
+        )?;
+        outln!(
             "| outpainting accuracy (new grid beside a real image, {} images) | {:.1}% |",
             e.take,
             100.0 * e.outpaint_acc
-        );
-        println!(
+        )?;
+        outln!(
             "| resolution expansion ({} images): accuracy after 2x downscale | {:.1}% (bilinear pixel upscale: {:.1}%) |",
             e.take_x,
             100.0 * e.expand_acc,
             100.0 * e.bilinear_acc
-        );
-        println!(
+        )?;
+        outln!(
             "| resolution expansion: detail (mean gradient at 2x) | {:.4} (nearest upscale {:.4}, bilinear {:.4}) |",
             e.detail[0], e.detail[1], e.detail[2]
-        );
+        )?;
     }
-    println!();
-    println!("| class | real | VQ reconstruction | generated | most often mistaken for |");
-    println!("|---|---|---|---|---|");
+    outln!()?;
+    outln!("| class | real | VQ reconstruction | generated | most often mistaken for |")?;
+    outln!("|---|---|---|---|---|")?;
     let rows = [
         per_class(&real_pred, &labels_a, classes),
         per_class(&recon_pred, &labels_a, classes),
@@ -239,12 +240,12 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
             Some(k) if wrong[k] > 0 => format!("{} ({})", CLASS_NAMES[k], wrong[k]),
             _ => "—".to_string(),
         };
-        println!(
+        outln!(
             "| {c} {name} | {:.0}% | {:.0}% | {:.0}% | {confused} |",
             100.0 * rows[0][c],
             100.0 * rows[1][c],
             100.0 * rows[2][c]
-        );
+        )?;
     }
     Ok(())
 }
@@ -263,7 +264,7 @@ fn editing(
     let size = g * models.patch();
     // Inpainting: half of each real image's tokens forgotten (a random half), regenerated with
     // its own class; outpainting: a full grid generated to the right of each real image.
-    eprintln!("inpainting and outpainting…");
+    errln!("inpainting and outpainting…");
     let take = labels_a.len().min(10 * classes);
     let mut inpainted = Vec::new();
     let mut outpainted = Vec::new();
@@ -322,7 +323,7 @@ fn editing(
 
     // Resolution expansion vs. the baseline of upscaling the decoded pixels: both judged after a
     // 2x box downscale (does it still show its class?), and their detail (mean gradient).
-    eprintln!("resolution expansion…");
+    errln!("resolution expansion…");
     let take_x = take.min(3 * classes);
     let mut expanded = Vec::new();
     for (i, tokens) in real_tokens.iter().take(take_x).enumerate() {
@@ -501,29 +502,29 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
             near[k].push(worst_line_near(&done.rgb, w, h, vertical, x0, 2 * p));
         }
     }
-    println!(
+    outln!(
         "| seam (class 0, {SEAM_SEEDS} seeds) | median ratio | per seed | worst line within two \
          tokens (median) |"
-    );
-    println!("|---|---|---|---|");
+    )?;
+    outln!("|---|---|---|---|")?;
     let (mut all, mut all_near) = (Vec::new(), Vec::new());
     for (((name, _), r), n) in cases.iter().zip(&rows).zip(&near) {
         all.extend(r.iter().copied());
         all_near.extend(n.iter().copied());
         let each: Vec<String> = r.iter().map(|v| format!("{v:.1}")).collect();
-        println!(
+        outln!(
             "| {name} | {:.2} | {} | {:.2} |",
             median(r),
             each.join(" "),
             median(n)
-        );
+        )?;
     }
-    println!("| all | {:.2} | | {:.2} |", median(&all), median(&all_near));
-    println!(
+    outln!("| all | {:.2} | | {:.2} |", median(&all), median(&all_near))?;
+    outln!(
         "| no seam (the unedited image's middle lines) | {:.2} | | {:.2} |",
         median(&control[0]),
         median(&control[1])
-    );
+    )?;
     // The live preview against the final decode: once every token is decided, and averaged
     // over the steps (each step's decided cells only), for tiles alone and for a decode of the
     // partial canvas (unknown cells filled from their nearest decided ones) every k steps, with
@@ -590,18 +591,18 @@ fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
             during[k].push(errs.iter().sum::<f64>() / errs.len().max(1) as f64);
         }
     }
-    println!();
-    println!(
+    outln!()?;
+    outln!(
         "| live preview vs the final decode (8-bit levels, median of {SEAM_SEEDS} seeds) | once \
          all tokens are decided | mean over the steps |"
-    );
-    println!("|---|---|---|");
+    )?;
+    outln!("|---|---|---|")?;
     for (k, (name, _)) in POLICIES.iter().enumerate() {
-        println!(
+        outln!(
             "| {name} | {:.1} | {:.1} |",
             median(&at_end[k]),
             median(&during[k])
-        );
+        )?;
     }
     Ok(())
 }
@@ -694,23 +695,23 @@ fn agreement(models: &Models, format: &str, n: usize) -> Result<()> {
         .collect();
     let hit = |p: &[u32]| p.iter().zip(&truth).filter(|(x, y)| x == y).count() as f64;
     let total_cells = (n * cells) as f64;
-    println!(
+    outln!(
         "| {} ({done} of {total} linear layers in {format}) | |",
         models.arpg.name
-    );
-    println!("|---|---|");
-    println!(
+    )?;
+    outln!("|---|---|")?;
+    outln!(
         "| greedy tokens equal to the exact model's | {:.1}% |",
         100.0 * same as f64 / total_cells
-    );
-    println!(
+    )?;
+    outln!(
         "| exact model's greedy token = the image's | {:.1}% |",
         100.0 * hit(&a) / total_cells
-    );
-    println!(
+    )?;
+    outln!(
         "| quantized model's greedy token = the image's | {:.1}% |",
         100.0 * hit(&b) / total_cells
-    );
-    println!("| cells compared | {} ({n} images) |", n * cells);
+    )?;
+    outln!("| cells compared | {} ({n} images) |", n * cells)?;
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The official checkpoints from the model hub: download with progress, cancel and resume,
-//! verification, and the hub's own cache layout (`HF_HOME`, default `~/.cache/huggingface`), so
-//! files other tools downloaded are found and reused. `HF_ENDPOINT` selects the server.
+//! verification, and the hub's own cache layout and environment (see [`cache_dir`]:
+//! `HF_HUB_CACHE`, `HF_HOME`, `XDG_CACHE_HOME`, ...), so files other tools downloaded are found
+//! and reused. `HF_ENDPOINT` selects the server; `HF_HUB_OFFLINE=1` makes no request at all.
 //!
 //! The hub's client crate (`hf-hub`, synchronous API, no async runtime) resolves a file (its
 //! commit, ETag and size) and owns the cache layout; the transfer itself is a ranged HTTP GET
@@ -127,22 +128,46 @@ pub struct Hub {
 
 const CHUNK: usize = 1 << 16;
 
-impl Hub {
-    /// `HF_HOME` (cache) and `HF_ENDPOINT` (server) are honoured; `offline`: resolve from the
-    /// cache only.
-    pub fn from_env(offline: bool) -> Result<Self> {
-        let endpoint = std::env::var("HF_ENDPOINT")
-            .ok()
-            .filter(|e| !e.is_empty())
-            .unwrap_or_else(|| "https://huggingface.co".into());
-        // The hub's convention: `$HF_HOME/hub`, by default `~/.cache/huggingface/hub`.
-        let home = std::env::var_os("HF_HOME")
+/// The hub's cache folder from the environment (`var` reads a variable, empty = unset), in the
+/// order of precedence the hub's own clients document: `HF_HUB_CACHE`, then the legacy
+/// `HUGGINGFACE_HUB_CACHE`, then `$HF_HOME/hub`, then `$XDG_CACHE_HOME/huggingface/hub`, then
+/// `~/.cache/huggingface/hub`.
+pub fn cache_dir(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    if let Some(dir) = var("HF_HUB_CACHE").or_else(|| var("HUGGINGFACE_HUB_CACHE")) {
+        return Some(PathBuf::from(dir));
+    }
+    let home = var("HF_HOME").map(PathBuf::from).or_else(|| {
+        var("XDG_CACHE_HOME")
             .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/huggingface"))
-            })
-            .context("no cache directory: set HF_HOME (or HOME)")?;
-        Self::new(&endpoint, home.join("hub"), offline)
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("huggingface"))
+    })?;
+    Some(home.join("hub"))
+}
+
+/// Whether `HF_HUB_OFFLINE` asks for no network access: `1`, `ON`, `YES` or `TRUE` in any case,
+/// as the hub's clients read it.
+pub fn offline_from_env(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    var("HF_HUB_OFFLINE")
+        .and_then(|v| v.into_string().ok())
+        .is_some_and(|v| {
+            ["1", "on", "yes", "true"].contains(&v.trim().to_ascii_lowercase().as_str())
+        })
+}
+
+impl Hub {
+    /// The hub's environment is honoured as its own clients do: `HF_ENDPOINT` (server),
+    /// `HF_HUB_OFFLINE` (no request at all) and the cache folder (see [`cache_dir`]);
+    /// `offline`: resolve from the cache only, whatever the environment says.
+    pub fn from_env(offline: bool) -> Result<Self> {
+        let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        let endpoint = var("HF_ENDPOINT")
+            .and_then(|e| e.into_string().ok())
+            .unwrap_or_else(|| "https://huggingface.co".into());
+        let cache = cache_dir(var).context(
+            "no cache directory: set HF_HUB_CACHE or HF_HOME (or HOME, or XDG_CACHE_HOME)",
+        )?;
+        Self::new(&endpoint, cache, offline || offline_from_env(var))
     }
 
     /// A hub at `endpoint` with its cache in `cache_dir` (the hub's layout).
@@ -240,7 +265,8 @@ impl Hub {
         };
         if self.offline {
             bail!(
-                "{}: offline; run `arpg fetch {}` with a network connection first",
+                "{}: offline (no request is made with --offline or HF_HUB_OFFLINE set); run \
+                 `arpg fetch {}` with a network connection first",
                 cache_hint(),
                 o.name
             );

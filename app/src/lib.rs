@@ -3,6 +3,7 @@
 //! pipeline, the seed streams and the PNG format live in `arpg_core`.
 
 pub mod document;
+pub mod output;
 pub mod hub;
 pub mod run;
 #[cfg(feature = "studio")]

@@ -5,12 +5,21 @@ mod cli;
 #[cfg(feature = "train")]
 mod evaluate;
 
-fn main() -> std::process::ExitCode {
+use std::process::ExitCode;
+
+use arpg_app::{errln, output};
+
+fn main() -> ExitCode {
     match cli::run() {
         Ok(code) => code,
+        // The reader of our output went away (`arpg info x.pt | head -1`): what it wanted was
+        // written, so this is not a failure.
+        Err(e) if output::stdout_error(&e).is_some_and(output::StdoutError::is_closed_pipe) => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            errln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -3,6 +3,7 @@
 //! ([`arpg_core::pair`]), the edit pipeline ([`arpg_core::edit`]) and the PNG format
 //! ([`arpg_core::document`]).
 
+use crate::errln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -42,6 +43,10 @@ pub struct ModelArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// The colour transparent pixels of an imported image are shown over: RRGGBB in hex,
+    /// white or black [default: white].
+    #[arg(long, value_name = "COLOR", value_parser = parse_background)]
+    pub background: Option<[u8; 3]>,
     /// Images with a longer side are scaled down to it on import, keeping the aspect ratio
     /// (ARPG works at its model's resolution) [default: 4x the model's image side; 0 = never].
     #[arg(long, value_name = "PX")]
@@ -58,6 +63,7 @@ impl ModelArgs {
             dtype: self.dtype.clone(),
             max_side: self.max_side,
             quant: self.quant.clone(),
+            background: self.background,
         }
     }
 
@@ -143,17 +149,31 @@ impl SamplerArgs {
     }
 }
 
-/// [`document::import_image`], then scaled down to the working size (see
-/// [`ModelPair::working_size`]), saying so on stderr.
+fn parse_background(text: &str) -> std::result::Result<[u8; 3], String> {
+    document::parse_color(text)
+}
+
+/// [`document::import_image`] over the pair's background colour, saying on stderr when the
+/// image had transparent pixels.
+pub fn open_image(models: &ModelPair, path: &Path) -> Result<Picture> {
+    let pic = document::import_image_over(path, models.background())?;
+    if let Some(t) = &pic.transparency {
+        errln!("note: {}: {}", path.display(), t.notice());
+    }
+    Ok(pic)
+}
+
+/// [`open_image`], then scaled down to the working size (see [`ModelPair::working_size`]),
+/// saying so on stderr.
 pub fn import(models: &ModelPair, path: &Path) -> Result<Picture> {
-    to_working_size(models, document::import_image(path)?, path)
+    to_working_size(models, open_image(models, path)?, path)
 }
 
 /// The scaling step of [`import`], saying what it did on stderr.
 pub fn to_working_size(models: &ModelPair, pic: Picture, path: &Path) -> Result<Picture> {
     let (pic, note) = models.scaled_to_working_size(pic, &path.display().to_string())?;
     if let Some(note) = note {
-        eprintln!("note: {note} (--max-side 0 keeps the full size)");
+        errln!("note: {note} (--max-side 0 keeps the full size)");
     }
     Ok(pic)
 }
@@ -312,17 +332,15 @@ fn run_generation(mut gen: Generation, quiet: bool) -> Result<Vec<Vec<u32>>> {
     Ok(gen.finished_tokens()?)
 }
 
-/// `out.png` → `out_3.png`.
+/// `out.png` → `out_3.png`. Built from the name's bytes (`OsStr`), never lossily: two names
+/// that differ only in bytes that are not UTF-8 (a Latin-1 name) keep differing.
 fn numbered(path: &Path, i: usize) -> PathBuf {
-    let stem = path
+    let mut name = path
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "png".into());
-    path.with_file_name(format!("{stem}_{i}.{ext}"))
+        .map_or_else(|| std::ffi::OsString::from("out"), |s| s.to_os_string());
+    name.push(format!("_{i}."));
+    name.push(path.extension().unwrap_or(std::ffi::OsStr::new("png")));
+    path.with_file_name(name)
 }
 
 /// An edit's result with the settings and provenance that made it.
@@ -425,20 +443,32 @@ pub enum Region {
 }
 
 /// `inpaint`: regenerate the masked part (white, or opaque when the mask's alpha varies), keep
-/// everything else.
+/// everything else. Without a mask, the image's wholly transparent pixels are the mask.
 #[allow(clippy::too_many_arguments)] // one argument per CLI flag group; a struct would only rename them
 pub fn inpaint(
     models: &ModelPair,
     image: &Path,
-    mask: &Path,
+    mask: Option<&Path>,
     class: Option<usize>,
     sampler: &SamplerArgs,
     opts: &MaskArgs,
     out: &Path,
     quiet: bool,
 ) -> Result<()> {
-    let pic = document::import_image(image)?;
-    let mask = document::import_mask(mask)?;
+    let pic = open_image(models, image)?;
+    let mask = match (mask, &pic.transparency) {
+        (Some(mask), _) => document::import_mask(mask)?,
+        (None, Some(t)) if t.clear_pixels > 0 => document::Mask {
+            width: pic.width,
+            height: pic.height,
+            px: t.clear.clone(),
+            from_alpha: true,
+        },
+        (None, _) => bail!(
+            "give --mask: {} has no transparent area to fill",
+            image.display()
+        ),
+    };
     if (mask.width, mask.height) != (pic.width, pic.height) {
         bail!(
             "the mask is {}x{} but the image is {}x{}: they must be the same size (as \
@@ -492,7 +522,7 @@ fn inpaint_pixels(
 
 fn warn(warning: Option<&str>) {
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        errln!("warning: {w}");
     }
 }
 
@@ -515,7 +545,7 @@ fn inpaint_region(
     let region = edit::Region::around(mask, w, h, model_side, opts.feather)?;
     let [sw, sh] = region.scaled;
     if !quiet {
-        eprintln!(
+        errln!(
             "note: inpainting the {}x{} region at ({}, {}) around the mask at {sw}x{sh} (the \
              model's resolution); the rest of the {w}x{h} image is kept",
             region.width, region.height, region.x, region.y
@@ -528,6 +558,7 @@ fn inpaint_region(
         rgb: resize::<image::Rgb<u8>>(region.crop(&pic.rgb, w, 3), (cw, ch), (sw, sh))?,
         metadata: None,
         metadata_state: document::MetadataState::Absent,
+        transparency: None,
     };
     let small_mask = region.scaled_mask(mask, w);
     let done = inpaint_pixels(models, &small, small_mask, class, sampler, opts, quiet)?;
@@ -625,8 +656,8 @@ pub fn decode(models: &ModelPair, tokens: &Path, out: &Path) -> Result<()> {
             len >> 20
         );
     }
-    let text = std::fs::read_to_string(tokens)
-        .with_context(|| format!("cannot read {}", tokens.display()))?;
+    // UTF-8 with or without a byte order mark, or UTF-16 with one (Windows tools).
+    let text = arpg_core::text::read(tokens, 256 << 20)?;
     let mut meta: Metadata = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a token JSON (grid, tokens)", tokens.display()))?;
     let p = models.patch();

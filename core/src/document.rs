@@ -69,6 +69,11 @@ pub struct Metadata {
     pub patch: usize,
     #[serde(default)]
     pub model: String,
+    /// The identity of the tokenizer whose codes `tokens` are (see
+    /// [`crate::vq::VqModel::identity`]): another tokenizer encodes the pixels again instead of
+    /// using them. `None` in PNGs written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
     /// `[width, height]` of the image the tokens stand for, when it is not a whole number of
     /// tokens (the token grid covers it with less than one token of padding right and bottom).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -106,6 +111,7 @@ impl Metadata {
             provenance: None,
             patch,
             model: model.to_string(),
+            tokenizer: None,
             size: None,
             pixels_sha256: None,
         })
@@ -121,6 +127,7 @@ impl Metadata {
             provenance: None,
             patch: 0,
             model: String::new(),
+            tokenizer: None,
             size: None,
             pixels_sha256: None,
         }
@@ -192,6 +199,95 @@ pub struct Picture {
     /// meaningful; only its tokens are not).
     pub metadata: Option<Metadata>,
     pub metadata_state: MetadataState,
+    /// Where the file's pixels were transparent (`None`: opaque everywhere). Their colour is
+    /// replaced by the background they were composited over.
+    pub transparency: Option<Transparency>,
+}
+
+/// The background transparent pixels are composited over unless the user chooses another:
+/// white, as image viewers and canvas apps show transparency on export.
+pub const DEFAULT_BACKGROUND: [u8; 3] = [255, 255, 255];
+
+/// The transparent part of an imported image. A colour hidden under transparent pixels (a
+/// cut-out, an object erased in an editor) is never shown: every pixel is composited over
+/// `background`, and the wholly transparent ones are the area to fill when no mask is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transparency {
+    /// One byte per pixel: 255 where the pixel was wholly transparent (alpha 0), else 0.
+    pub clear: Vec<u8>,
+    /// Pixels with alpha 0.
+    pub clear_pixels: usize,
+    /// Pixels with alpha strictly between 0 and 255.
+    pub partial_pixels: usize,
+    /// The colour they were composited over (RGB8).
+    pub background: [u8; 3],
+}
+
+impl Transparency {
+    /// The line said to the user when such an image is opened.
+    pub fn notice(&self) -> String {
+        let [r, g, b] = self.background;
+        let mut s = format!(
+            "the image has transparent pixels ({} wholly, {} partly): they are shown over              #{r:02x}{g:02x}{b:02x}",
+            self.clear_pixels, self.partial_pixels
+        );
+        if self.clear_pixels > 0 {
+            s.push_str("; the wholly transparent area is what inpainting fills when no mask is given");
+        }
+        s
+    }
+}
+
+/// Parses a background colour: `RRGGBB` hex (with or without `#`), `white` or `black`.
+pub fn parse_color(text: &str) -> std::result::Result<[u8; 3], String> {
+    let t = text.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "white" => return Ok([255, 255, 255]),
+        "black" => return Ok([0, 0, 0]),
+        _ => {}
+    }
+    let hex = t.strip_prefix('#').unwrap_or(t);
+    let channel = |i: usize| {
+        hex.get(i..i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+    };
+    match (hex.len(), channel(0), channel(2), channel(4)) {
+        (6, Some(r), Some(g), Some(b)) => Ok([r, g, b]),
+        _ => Err(format!(
+            "`{text}` is not a colour: give RRGGBB in hex (e.g. ffffff), white or black"
+        )),
+    }
+}
+
+/// Composites RGBA8 pixels over `background`; `None` when every pixel is opaque.
+fn flatten_alpha(rgba: &[u8], background: [u8; 3]) -> (Vec<u8>, Option<Transparency>) {
+    let n = rgba.len() / 4;
+    let mut rgb = Vec::with_capacity(n * 3);
+    let mut clear = vec![0u8; n];
+    let (mut clear_pixels, mut partial_pixels) = (0, 0);
+    for (i, px) in rgba.chunks_exact(4).enumerate() {
+        let a = u32::from(px[3]);
+        match a {
+            255 => {}
+            0 => {
+                clear[i] = 255;
+                clear_pixels += 1;
+            }
+            _ => partial_pixels += 1,
+        }
+        for c in 0..3 {
+            // Straight (non-premultiplied) alpha, rounded to nearest.
+            let v = u32::from(px[c]) * a + u32::from(background[c]) * (255 - a);
+            rgb.push(((v + 127) / 255) as u8);
+        }
+    }
+    let transparency = (clear_pixels + partial_pixels > 0).then_some(Transparency {
+        clear,
+        clear_pixels,
+        partial_pixels,
+        background,
+    });
+    (rgb, transparency)
 }
 
 impl Picture {
@@ -267,7 +363,7 @@ fn decode_dynamic(bytes: &[u8], source: &Path) -> Result<image::DynamicImage> {
     let unreadable = |e: image::ImageError| {
         image_error(
             source,
-            format!("not an image this build can read (PNG or JPEG): {e}"),
+            format!("not an image this build can read (PNG, JPEG or WebP): {e}"),
         )
     };
     let mut reader = image::ImageReader::new(Cursor::new(bytes))
@@ -300,17 +396,32 @@ fn decode_dynamic(bytes: &[u8], source: &Path) -> Result<image::DynamicImage> {
     Ok(img)
 }
 
-/// Reads an image file (PNG or JPEG) for editing: RGB8 as displayed, with its `arpg` metadata.
+/// Reads an image file (PNG, JPEG or WebP) for editing: RGB8 as displayed, with its `arpg`
+/// metadata; transparent pixels are composited over [`DEFAULT_BACKGROUND`].
 pub fn import_image(path: &Path) -> Result<Picture> {
+    import_image_over(path, DEFAULT_BACKGROUND)
+}
+
+/// [`import_image`] with transparent pixels composited over `background` (RGB8).
+pub fn import_image_over(path: &Path, background: [u8; 3]) -> Result<Picture> {
     let bytes = read_file(path)?;
-    decode_image(&bytes, path)
+    decode_image_over(&bytes, path, background)
 }
 
 /// [`import_image`] on bytes already in memory; `source` names them in errors.
 pub fn decode_image(bytes: &[u8], source: &Path) -> Result<Picture> {
-    let img = decode_dynamic(bytes, source)?.to_rgb8();
+    decode_image_over(bytes, source, DEFAULT_BACKGROUND)
+}
+
+/// [`decode_image`] with transparent pixels composited over `background` (RGB8).
+pub fn decode_image_over(bytes: &[u8], source: &Path, background: [u8; 3]) -> Result<Picture> {
+    let img = decode_dynamic(bytes, source)?;
     let (width, height) = (img.width() as usize, img.height() as usize);
-    let rgb = img.into_raw();
+    let (rgb, transparency) = if img.color().has_alpha() {
+        flatten_alpha(img.to_rgba8().as_raw(), background)
+    } else {
+        (img.to_rgb8().into_raw(), None)
+    };
     let (metadata, metadata_state) = if bytes.starts_with(b"\x89PNG") {
         match read_metadata(bytes) {
             Ok(None) => (None, MetadataState::Absent),
@@ -329,6 +440,7 @@ pub fn decode_image(bytes: &[u8], source: &Path) -> Result<Picture> {
         rgb,
         metadata,
         metadata_state,
+        transparency,
     })
 }
 
@@ -406,8 +518,10 @@ pub fn read_metadata(bytes: &[u8]) -> std::result::Result<Option<Metadata>, Stri
     let Some(text) = text else {
         return Ok(None);
     };
+    // A byte order mark is not part of the JSON (RFC 8259 lets readers ignore it).
+    let json = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let meta: Metadata =
-        serde_json::from_str(&text).map_err(|e| format!("its JSON is not valid: {e}"))?;
+        serde_json::from_str(json).map_err(|e| format!("its JSON is not valid: {e}"))?;
     meta.validate()?;
     Ok(Some(meta))
 }
@@ -469,8 +583,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         // Best effort: the content is what matters; a mode we cannot copy stays the default.
         let _ = tmp.as_file().set_permissions(existing.permissions());
     }
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    // The temporary file's own name in the message would only confuse: the target is named.
+    let plain = |e: std::io::Error| {
+        Error::io(
+            path,
+            e.raw_os_error()
+                .map_or_else(|| e.kind().into(), std::io::Error::from_raw_os_error),
+        )
+    };
+    tmp.write_all(bytes).map_err(plain)?;
+    tmp.as_file().sync_all().map_err(plain)?;
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
@@ -515,6 +637,23 @@ pub fn write_png(
         writer.finish().map_err(png_err)?;
     }
     write_atomic(path, &bytes)
+}
+
+/// Writes an RGB8 image in the format its extension names (PNG, JPEG or WebP; PNG when it names
+/// none), atomically (see [`write_atomic`]): a full disk is an error, never an empty file.
+pub fn write_image(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Result<()> {
+    let format = match image::ImageFormat::from_path(path) {
+        Ok(image::ImageFormat::Png) | Err(_) => return write_png(path, width, height, rgb, None),
+        Ok(f) => f,
+    };
+    check_size(width, height).map_err(|why| image_error(path, why))?;
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or_else(
+        || Error::Internal(format!("{} bytes for a {width}x{height} RGB image", rgb.len())),
+    )?;
+    let mut bytes = Cursor::new(Vec::new());
+    img.write_to(&mut bytes, format)
+        .map_err(|e| image_error(path, e.to_string()))?;
+    write_atomic(path, bytes.get_ref())
 }
 
 /// Copies a `w x h` RGB8 image into `dst` (row width `dst_width` pixels) at pixel `(x0, y0)`.
@@ -610,6 +749,7 @@ mod tests {
             provenance: None,
             patch: 4,
             model: String::new(),
+            tokenizer: None,
             size: None,
             pixels_sha256: None,
         };

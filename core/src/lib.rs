@@ -23,6 +23,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod shipped;
 pub mod tasks;
+pub mod text;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod vq;

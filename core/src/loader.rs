@@ -76,7 +76,7 @@ fn dim(shapes: &ShapeMap, path: &Path, key: &str, axis: usize, model: &str) -> R
 /// Reads a config of type `T` from JSON: the object itself, or under `config`, `<section>.config`
 /// or `<section>` (so a fixture `manifest.json` works too).
 pub fn config_from_json<T: DeserializeOwned>(path: &Path, section: &str) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let text = crate::text::read(path, crate::text::MAX_CONFIG_BYTES)?;
     let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
         context: path.display().to_string(),
         err: e,
@@ -257,7 +257,7 @@ pub struct LoadedArpg {
 /// is an error rather than silently ignored.
 pub fn sampling_beside(path: &Path) -> Result<SamplingDefaults> {
     for json in configs_beside(path) {
-        let text = std::fs::read_to_string(&json).map_err(|e| Error::io(&json, e))?;
+        let text = crate::text::read(&json, crate::text::MAX_CONFIG_BYTES)?;
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Json {
             context: json.display().to_string(),
             err: e,

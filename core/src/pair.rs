@@ -9,7 +9,7 @@ use candle_core::{DType, Device};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
-use crate::document::{self, Metadata, MetadataState, Picture};
+use crate::document::{self, Metadata, MetadataState, Picture, Transparency};
 use crate::error::{Error, Result};
 use crate::loader::{self, LoadedArpg};
 use crate::tasks::TokenCanvas;
@@ -36,6 +36,10 @@ pub struct ModelSpec {
     /// `None`: exact weights.
     #[serde(default)]
     pub quant: Option<String>,
+    /// The colour transparent pixels of imported images are composited over (RGB8); `None`:
+    /// [`document::DEFAULT_BACKGROUND`] (white).
+    #[serde(default)]
+    pub background: Option<[u8; 3]>,
 }
 
 impl ModelSpec {
@@ -114,6 +118,8 @@ pub struct ModelPair {
     pub vq: VqModel,
     /// See [`ModelSpec::max_side`].
     pub max_side: Option<usize>,
+    /// See [`ModelSpec::background`].
+    pub background: [u8; 3],
 }
 
 /// Largest mean difference (8-bit levels) in any token cell between an older PNG's pixels and
@@ -163,7 +169,13 @@ impl ModelPair {
             arpg,
             vq,
             max_side: spec.max_side,
+            background: spec.background.unwrap_or(document::DEFAULT_BACKGROUND),
         })
+    }
+
+    /// The colour transparent pixels of imported images are composited over (RGB8).
+    pub fn background(&self) -> [u8; 3] {
+        self.background
     }
 
     /// Pixels per token side.
@@ -230,6 +242,17 @@ impl ModelPair {
                 ..Metadata::empty()
             }),
             metadata_state: MetadataState::Absent,
+            transparency: match pic.transparency {
+                Some(t) => Some(Transparency {
+                    clear: resize::<image::Luma<u8>>(t.clear, (pic.width, pic.height), (w, h))?
+                        .into_iter()
+                        // A scaled pixel is wholly transparent when most of its source was.
+                        .map(|v| if v > 127 { 255 } else { 0 })
+                        .collect(),
+                    ..t
+                }),
+                None => None,
+            },
         };
         Ok((scaled, Some(note)))
     }
@@ -279,7 +302,9 @@ impl ModelPair {
         class: Option<usize>,
         settings: Option<&crate::generator::Settings>,
     ) -> Result<Metadata> {
-        Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)
+        let mut meta = Metadata::new(canvas, class, settings, self.patch(), &self.arpg.name)?;
+        meta.tokenizer = Some(self.vq.identity().to_string());
+        Ok(meta)
     }
 
     /// A picture as a token canvas: its own tokens when its ARPG metadata is trusted for these
@@ -298,7 +323,12 @@ impl ModelPair {
         let (rows, cols) = (ph / p, pw / p);
         let mut warning = pic.metadata_warning();
         if let Some(m) = &pic.metadata {
-            let usable = m.patch == p
+            let other_tokenizer = m
+                .tokenizer
+                .as_deref()
+                .filter(|id| *id != self.vq.identity());
+            let usable = other_tokenizer.is_none()
+                && m.patch == p
                 && m.grid == [rows, cols]
                 && m.tokens
                     .iter()
@@ -306,23 +336,35 @@ impl ModelPair {
             if usable {
                 let canvas = TokenCanvas::from_tokens(rows, cols, &m.tokens)?;
                 match pic.metadata_state {
-                    MetadataState::Verified => {
+                    MetadataState::Verified if m.tokenizer.is_some() => {
                         return Ok(Imported::new(canvas, rgb, w, h, None));
                     }
-                    MetadataState::Unverified => {
-                        // Written before pixel digests: trust the tokens only if they still
-                        // decode to these pixels (an edit elsewhere would show).
+                    MetadataState::Verified | MetadataState::Unverified => {
+                        // Written before pixel digests or tokenizer identities: trust the tokens
+                        // only if this tokenizer still decodes them to these pixels (an edit
+                        // elsewhere, or another tokenizer's codes, would show).
                         if self.tokens_match_pixels(&canvas, &rgb, w, h)? {
                             return Ok(Imported::new(canvas, rgb, w, h, None));
                         }
-                        warning = Some(
+                        warning = Some(if pic.metadata_state == MetadataState::Verified {
+                            "the image's stored tokens do not decode to its pixels with this \
+                             tokenizer (made with another one?): they are encoded again from \
+                             the pixels"
+                                .into()
+                        } else {
                             "the image's pixels no longer match its stored tokens (edited \
                              elsewhere?): the tokens are encoded again from the pixels"
-                                .into(),
-                        );
+                                .into()
+                        });
                     }
                     _ => {}
                 }
+            } else if let Some(id) = other_tokenizer.filter(|_| carries_tokens(pic)) {
+                warning = Some(format!(
+                    "the image's stored tokens belong to another tokenizer ({id}; this one is \
+                     {}): they are encoded again from the pixels with this one",
+                    self.vq.identity()
+                ));
             } else if carries_tokens(pic) {
                 warning = Some(format!(
                     "the image's stored tokens belong to another tokenizer ({}px tokens, \

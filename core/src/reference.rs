@@ -113,7 +113,7 @@ impl FixtureSet {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let mpath = dir.join("manifest.json");
-        let text = std::fs::read_to_string(&mpath).map_err(|e| Error::io(&mpath, e))?;
+        let text = crate::text::read(&mpath, crate::text::MAX_CONFIG_BYTES)?;
         let manifest: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
             context: mpath.display().to_string(),
             err: e,

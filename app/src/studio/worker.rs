@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arpg_core::document;
+use arpg_core::document::{self, Metadata};
 use arpg_core::edit::{self, Edit, EditPlan, MaskOptions, Order, Task};
 use arpg_core::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use arpg_core::pair::{resize, ModelPair, ModelSpec};
@@ -33,6 +33,8 @@ pub enum JobKind {
         rgb: Vec<u8>,
         mask: Vec<u8>,
         options: MaskOptions,
+        /// `[width, height]` of the document (at most the canvas's pixels; the rest is padding).
+        size: [usize; 2],
     },
 }
 
@@ -147,11 +149,20 @@ pub enum WorkerCommand {
         new_id: u64,
         erase: Vec<usize>,
     },
-    /// Encode an image file into a canvas.
     /// Opens an image; above the working size it is scaled down unless `full_size`.
     OpenImage {
         path: PathBuf,
         full_size: bool,
+    },
+    /// Makes the open document again from its pixels (`[width, height]` of `rgb`) with the
+    /// tokenizer now loaded: sent when the model changed while an image was open, since its
+    /// tokens belong to the previous tokenizer and must never be decoded by this one.
+    Reencode {
+        rgb: Vec<u8>,
+        size: [usize; 2],
+        class: Option<usize>,
+        settings: Option<Settings>,
+        provenance: Option<Provenance>,
     },
     Shutdown,
 }
@@ -172,6 +183,8 @@ pub struct ModelInfo {
     pub sampling: arpg_core::generator::SamplingDefaults,
     /// Longest side (px) worked on whole; larger documents are inpainted by region (0: never).
     pub working_limit: usize,
+    /// The tokenizer's identity (see [`arpg_core::vq::VqModel::identity`]).
+    pub tokenizer: String,
     /// Milliseconds one decode of the model's grid takes (what a decoded live preview costs),
     /// once the preview thread has measured it after the load (`None` until then).
     pub decode_ms: Option<f64>,
@@ -217,6 +230,9 @@ pub enum WorkerEvent {
         id: u64,
         canvas: TokenCanvas,
         rgb: Vec<u8>,
+        /// `[width, height]` of the image the canvas stands for: at most its pixels (a source
+        /// that is not a whole number of tokens keeps its own size; the rest is padding).
+        size: [usize; 2],
         cancelled: bool,
         elapsed: f64,
         /// The settings the job actually ran with (a fork's: its own seed) and how it was made:
@@ -225,15 +241,21 @@ pub enum WorkerEvent {
         provenance: Provenance,
     },
     ImageOpened {
-        path: PathBuf,
+        /// What the user calls it: the file's path, or "the open image".
+        name: String,
         canvas: TokenCanvas,
         rgb: Vec<u8>,
+        /// The image's own `[width, height]` (the canvas is padded to whole tokens).
+        size: [usize; 2],
         class: Option<usize>,
         /// The settings and provenance its PNG records, if any.
         settings: Option<Settings>,
         provenance: Option<Provenance>,
-        /// What the user should know about the import (stale metadata, padding).
+        /// What the user should know about the import (stale metadata, padding, transparency).
         notices: Vec<String>,
+        /// The image's wholly transparent pixels as a mask of the canvas's size (255 = fill),
+        /// when it has any.
+        fill: Option<Vec<u8>>,
     },
     Error(String),
 }
@@ -421,6 +443,7 @@ impl Worker {
                     ),
                     sampling: models.arpg.sampling.clone(),
                     working_limit: models.working_limit(),
+                    tokenizer: models.vq.identity().to_string(),
                     // Measured by the preview thread, off the load path (`DecodeTimed`).
                     decode_ms: None,
                 };
@@ -435,42 +458,44 @@ impl Worker {
                 self.emit(WorkerEvent::ModelsLoaded { info, palette });
             }
             WorkerCommand::OpenImage { path, full_size } => {
-                let pic = document::import_image(&path)?;
                 let models = self.models()?;
+                let pic = document::import_image_over(&path, models.background())?;
                 let (pic, scaled) = if full_size {
                     (pic, None)
                 } else {
                     models.scaled_to_working_size(pic, &path.display().to_string())?
                 };
-                let imported = models.canvas_of(&pic)?;
-                let meta = pic.metadata.clone();
-                let class = meta.as_ref().and_then(|m| m.class);
-                let p = models.patch();
-                let (pad_x, pad_y) = imported.padding(p);
-                let mut notices: Vec<String> = scaled
+                let notices = scaled
                     .map(|s| format!("{s} (\"Keep full size on open\" in the File menu keeps it)."))
                     .into_iter()
-                    .chain(imported.warning)
                     .collect();
-                if pad_x > 0 || pad_y > 0 {
-                    notices.push(format!(
-                        "{}x{} px is not a whole number of {p}px tokens: the canvas is padded to \
-                         {}x{} by repeating the right and bottom edges (no pixel is lost)",
-                        pic.width,
-                        pic.height,
-                        pic.width + pad_x,
-                        pic.height + pad_y
-                    ));
-                }
-                self.emit(WorkerEvent::ImageOpened {
-                    path,
-                    canvas: imported.canvas,
-                    rgb: imported.rgb,
-                    class,
-                    settings: meta.as_ref().and_then(|m| m.settings.clone()),
-                    provenance: meta.and_then(|m| m.provenance),
-                    notices,
-                });
+                self.open_picture(path.display().to_string(), pic, notices)?;
+            }
+            WorkerCommand::Reencode {
+                rgb,
+                size: [width, height],
+                class,
+                settings,
+                provenance,
+            } => {
+                let pic = document::Picture {
+                    width,
+                    height,
+                    rgb,
+                    // No tokens: the pixels are encoded by the tokenizer now loaded.
+                    metadata: Some(Metadata {
+                        class,
+                        settings,
+                        provenance,
+                        ..Metadata::empty()
+                    }),
+                    metadata_state: document::MetadataState::Absent,
+                    transparency: None,
+                };
+                let notice = "The model's tokenizer changed: the open image's tokens belonged to \
+                              the previous one, so it was kept as pixels and encoded again."
+                    .to_string();
+                self.open_picture("the open image".into(), pic, vec![notice])?;
             }
             WorkerCommand::Run(job) => self.run_job(job)?,
             WorkerCommand::Fork { id, seed } => {
@@ -530,10 +555,11 @@ impl Worker {
                 rgb,
                 mask,
                 options,
+                size,
             } => {
-                let (canvas, rgb, mask, options) =
-                    (canvas.clone(), rgb.clone(), mask.clone(), *options);
-                return self.inpaint_region(&job, canvas, rgb, &mask, options);
+                let (canvas, rgb, mask, options, size) =
+                    (canvas.clone(), rgb.clone(), mask.clone(), *options, *size);
+                return self.inpaint_region(&job, canvas, rgb, &mask, options, size);
             }
         };
         let start = Instant::now();
@@ -562,16 +588,18 @@ impl Worker {
             let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
             (edited.canvas, edited.rgb)
         };
-        self.finish_edit(&job, canvas, rgb, cancelled, start, provenance);
+        self.finish_edit(&job, canvas, rgb, plan.size, cancelled, start, provenance);
         Ok(())
     }
 
     /// Reports an edit's result with the settings it ran with.
+    #[allow(clippy::too_many_arguments)] // one per field of the event
     fn finish_edit(
         &mut self,
         job: &Job,
         canvas: TokenCanvas,
         rgb: Vec<u8>,
+        size: [usize; 2],
         cancelled: bool,
         start: Instant,
         provenance: Provenance,
@@ -580,6 +608,7 @@ impl Worker {
             id: job.id,
             rgb,
             canvas,
+            size,
             cancelled,
             elapsed: start.elapsed().as_secs_f64(),
             settings: job.settings.clone(),
@@ -638,6 +667,7 @@ impl Worker {
         mut rgb: Vec<u8>,
         mask: &[u8],
         options: MaskOptions,
+        size: [usize; 2],
     ) -> anyhow::Result<()> {
         let start = Instant::now();
         let models = self.models()?;
@@ -652,6 +682,7 @@ impl Worker {
             rgb: resize::<image::Rgb<u8>>(region.crop(&rgb, w, 3), (cw, ch), (sw, sh))?,
             metadata: None,
             metadata_state: document::MetadataState::Absent,
+            transparency: None,
         };
         let small_mask = region.scaled_mask(mask, w);
         let imported = models.canvas_of(&small)?;
@@ -712,7 +743,66 @@ impl Worker {
                 }
             }
         }
-        self.finish_edit(job, canvas, rgb, cancelled, start, provenance);
+        self.finish_edit(job, canvas, rgb, size, cancelled, start, provenance);
+        Ok(())
+    }
+
+    /// Shows a picture as the document: its canvas (its own tokens when they are trusted for
+    /// these pixels and this tokenizer, else encoded), with what the user should know.
+    fn open_picture(
+        &mut self,
+        name: String,
+        pic: document::Picture,
+        mut notices: Vec<String>,
+    ) -> anyhow::Result<()> {
+        let models = self.models()?;
+        let imported = models.canvas_of(&pic)?;
+        let meta = pic.metadata.clone();
+        let class = meta.as_ref().and_then(|m| m.class);
+        let p = models.patch();
+        let (pad_x, pad_y) = imported.padding(p);
+        notices.extend(imported.warning);
+        notices.extend(
+            pic.transparency
+                .as_ref()
+                .map(|t| format!("{name}: {}.", upper_first(&t.notice()))),
+        );
+        // The wholly transparent area becomes the mask (padded as the canvas is): what
+        // Inpaint fills unless the user paints another.
+        let fill = pic
+            .transparency
+            .as_ref()
+            .filter(|t| t.clear_pixels > 0)
+            .map(|t| {
+                document::pad_zero(
+                    &t.clear,
+                    pic.width,
+                    pic.height,
+                    pic.width + pad_x,
+                    pic.height + pad_y,
+                )
+            });
+        if pad_x > 0 || pad_y > 0 {
+            notices.push(format!(
+                "{}x{} px is not a whole number of {p}px tokens: the canvas is padded to \
+                 {}x{} by repeating the right and bottom edges (no pixel is lost)",
+                pic.width,
+                pic.height,
+                pic.width + pad_x,
+                pic.height + pad_y
+            ));
+        }
+        self.emit(WorkerEvent::ImageOpened {
+            name,
+            canvas: imported.canvas,
+            rgb: imported.rgb,
+            size: [imported.width, imported.height],
+            class,
+            settings: meta.as_ref().and_then(|m| m.settings.clone()),
+            provenance: meta.and_then(|m| m.provenance),
+            notices,
+            fill,
+        });
         Ok(())
     }
 
@@ -794,8 +884,11 @@ impl Worker {
         }
         let id = job.id;
         self.last = Some((id, gen, job));
+        let p = self.models()?.patch();
+        let size = [canvas.cols * p, canvas.rows * p];
         self.emit(WorkerEvent::Finished {
             id,
+            size,
             canvas,
             rgb,
             cancelled,
@@ -817,7 +910,7 @@ fn class_names_beside(checkpoint: &std::path::Path, n: usize) -> Option<Vec<Stri
     ]
     .iter()
     .find_map(|p| {
-        let text = std::fs::read_to_string(p).ok()?;
+        let text = arpg_core::text::read(p, arpg_core::text::MAX_CONFIG_BYTES).ok()?;
         let names: Vec<String> = text
             .lines()
             .map(|l| l.trim().replace('_', " "))
@@ -836,23 +929,16 @@ fn pause(ms: u64) {
 /// Codebooks up to this size get the in-context palette (see [`load_palette`]).
 const IN_CONTEXT_PALETTE_CODES: usize = 4096;
 
-/// The preview palette, cached on disk per tokenizer file (keyed by its size and mtime).
+/// The preview palette, cached on disk per tokenizer (keyed by its identity).
 fn load_palette(models: &ModelPair) -> anyhow::Result<Palette> {
     // Codes decoded among copies of themselves preview closer to the final decode (measured on
     // the shipped model: 27 instead of 48 levels of mean error, `arpg eval --seams`), at nine
     // times the decoding; large codebooks (VQ-16's 16384 codes) keep codes decoded alone.
     let in_context = models.vq.config().codebook_size <= IN_CONTEXT_PALETTE_CODES;
     let key = format!(
-        "{}{}-{}",
+        "{}{}",
         if in_context { "ctx-" } else { "" },
-        models.vq.config().codebook_size,
-        models
-            .vq
-            .codebook()
-            .to_dtype(candle_core::DType::F32)?
-            .sum_all()?
-            .to_scalar::<f32>()?
-            .to_bits()
+        models.vq.identity()
     );
     let dir = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -877,4 +963,14 @@ fn load_palette(models: &ModelPair) -> anyhow::Result<Palette> {
         });
     }
     Ok(palette)
+}
+
+/// `text` with its first letter in upper case (core's sentences start in lower case, to follow
+/// a file name; the app shows them alone).
+fn upper_first(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

@@ -215,6 +215,8 @@ pub struct VqModel {
     codebook: Tensor,
     /// l2-normalised rows, computed once.
     codebook_normed: Tensor,
+    /// See [`VqModel::identity`].
+    identity: String,
 }
 
 impl VqModel {
@@ -250,8 +252,16 @@ impl VqModel {
                 vb.pp("post_quant_conv"),
             )?,
             codebook_normed: l2_normalize(&codebook)?,
+            identity: identity(cfg, &codebook)?,
             codebook,
         })
+    }
+
+    /// The tokenizer's identity: 16 hex digits of a SHA-256 of its config and codebook (what a
+    /// token means), computed once at load. PNG metadata records it, so tokens are only reused
+    /// by the tokenizer that made them; the preview cache is keyed by it.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     pub fn config(&self) -> &VqConfig {
@@ -446,4 +456,26 @@ mod tests {
         assert!(err.to_string().contains("non-finite"), "{err}");
         Ok(())
     }
+}
+
+/// See [`VqModel::identity`]: the config's shape fields and the codebook's f32 values
+/// (little-endian), so the same tokenizer has the same identity whatever file or dtype it was
+/// loaded from.
+fn identity(cfg: &VqConfig, codebook: &Tensor) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for v in [
+        cfg.codebook_size,
+        cfg.codebook_embed_dim,
+        cfg.downsample(),
+        cfg.z_channels,
+    ] {
+        h.update((v as u64).to_le_bytes());
+    }
+    let values = codebook.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    for v in values {
+        h.update(v.to_le_bytes());
+    }
+    let digest = h.finalize();
+    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }

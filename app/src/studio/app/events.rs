@@ -95,7 +95,30 @@ impl StudioApp {
                     "Ready".into()
                 };
                 self.palette = Some(palette);
+                // The open image's tokens are the previous tokenizer's codes: keep its pixels and
+                // encode them again, never decode them with this one.
+                let changed = self
+                    .model
+                    .as_ref()
+                    .is_some_and(|m| m.tokenizer != info.tokenizer);
+                let reencode = self.doc.as_ref().filter(|_| changed).map(|doc| {
+                    let p = self.patch();
+                    let [w, h] = doc.size;
+                    let pw = doc.canvas.cols * p;
+                    WorkerCommand::Reencode {
+                        rgb: arpg_core::document::crop(&doc.rgb, pw, 3, (0, 0), (w, h)),
+                        size: doc.size,
+                        class: doc.class,
+                        settings: doc.settings.clone(),
+                        provenance: doc.provenance.clone(),
+                    }
+                });
                 self.model = Some(info);
+                if let Some(cmd) = reencode {
+                    self.doc = None;
+                    self.accepted = None;
+                    self.send(cmd);
+                }
             }
             WorkerEvent::Started {
                 id,
@@ -206,6 +229,7 @@ impl StudioApp {
                 id,
                 canvas,
                 rgb,
+                size,
                 cancelled,
                 elapsed,
                 settings,
@@ -227,6 +251,7 @@ impl StudioApp {
                 let doc = Document {
                     canvas: canvas.clone(),
                     rgb: rgb.clone(),
+                    size,
                     class: run.class,
                     settings: Some(settings.clone()),
                     provenance: Some(provenance.clone()),
@@ -234,11 +259,12 @@ impl StudioApp {
                 self.show_document(&doc);
                 // Only a generation stopped before its end can be forked (a finished one would
                 // fork into itself); a later run replaces it in the worker.
-                self.forkable = (run.is_generation() && cancelled).then_some(id);
+                self.forkable = (run.is_generation() && cancelled).then_some((id, run.class));
                 self.history.items.push(HistoryItem {
                     label: run.label.clone(),
                     width: canvas.cols * p,
                     height: canvas.rows * p,
+                    size,
                     canvas,
                     rgb,
                     class: run.class,
@@ -266,19 +292,21 @@ impl StudioApp {
                 };
                 if run.fork_after {
                     let seed = self.new_seed();
-                    self.start_fork(id, seed);
+                    self.start_fork(id, run.class, seed);
                 } else if !cancelled {
                     self.run_next();
                 }
             }
             WorkerEvent::ImageOpened {
-                path,
+                name,
                 canvas,
                 rgb,
+                size,
                 class,
                 settings,
                 provenance,
                 notices,
+                fill,
             } => {
                 // Shown like errors, as one message: the user must see them, and nothing was lost.
                 if !notices.is_empty() {
@@ -294,7 +322,7 @@ impl StudioApp {
                     )),
                     None => {}
                 }
-                self.status.message = format!("Opened {}", path.display());
+                self.status.message = format!("Opened {name}");
                 // The image's own settings become the next run's: Generate makes a generated
                 // image again (a fork needs `arpg generate --from`; an edit, its source image).
                 if let Some(s) = &settings {
@@ -323,6 +351,7 @@ impl StudioApp {
                 let doc = Document {
                     canvas,
                     rgb,
+                    size,
                     class,
                     settings,
                     provenance,
@@ -333,6 +362,9 @@ impl StudioApp {
                 self.restore_priority(doc.provenance.as_ref());
                 self.accepted = Some(doc.clone());
                 self.doc = Some(doc);
+                if let Some(fill) = fill {
+                    self.mask.replace(fill);
+                }
             }
             WorkerEvent::Error(e) => {
                 self.errors.push(e);
@@ -370,6 +402,7 @@ impl StudioApp {
                     let doc = Document {
                         canvas: item.canvas.clone(),
                         rgb: item.rgb.clone(),
+                        size: item.size,
                         class: item.class,
                         settings: Some(item.settings.clone()),
                         provenance: Some(item.provenance.clone()),

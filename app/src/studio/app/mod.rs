@@ -37,6 +37,9 @@ pub struct Document {
     pub canvas: TokenCanvas,
     /// RGB8 pixels, `cols*patch x rows*patch`.
     pub rgb: Vec<u8>,
+    /// `[width, height]` of the image: at most the canvas's pixels. An image that is not a
+    /// whole number of tokens is padded right and bottom; saving crops the padding away.
+    pub size: [usize; 2],
     pub class: Option<usize>,
     /// The settings and provenance that made it (`None` for an image opened without them).
     pub settings: Option<Settings>,
@@ -112,8 +115,9 @@ pub struct StudioApp {
     running: Option<Running>,
     queued: Vec<Job>,
     next_id: u64,
-    /// Last generate job that can be forked.
-    forkable: Option<u64>,
+    /// Last generate job that can be forked: its id and the class it ran with (a fork continues
+    /// that class, whatever the picker shows now).
+    forkable: Option<(u64, Option<usize>)>,
     /// The paused generation (a stopped one that Resume continues).
     pub paused: Option<u64>,
     /// Commands fired this frame (buttons, menus, shortcuts, panels), run once per frame.
@@ -290,7 +294,7 @@ impl StudioApp {
             }
             UiCommand::OpenImage => {
                 if let Some(path) = rfd::FileDialog::new()
-                    .add_filter("Images", &["png", "jpg", "jpeg"])
+                    .add_filter("Images", &["png", "jpg", "jpeg", "webp"])
                     .pick_file()
                 {
                     self.send(WorkerCommand::OpenImage {
@@ -401,7 +405,7 @@ impl StudioApp {
         let source = Source {
             canvas: &doc.canvas,
             rgb: Some(&doc.rgb),
-            size: [doc.canvas.cols * p, doc.canvas.rows * p],
+            size: doc.size,
             patch: p,
         };
         let plan = match edit.plan(source) {
@@ -450,6 +454,7 @@ impl StudioApp {
                     rgb: doc.rgb,
                     mask: self.mask.pixels.clone(),
                     options: self.settings.mask,
+                    size: doc.size,
                 };
                 let (settings, order) = (self.settings.settings.clone(), self.settings.order);
                 let job = self.new_job(kind, "Inpaint region", settings, order);
@@ -607,7 +612,7 @@ impl StudioApp {
             return;
         }
         match self.forkable {
-            Some(id) => self.start_fork(id, seed),
+            Some((id, class)) => self.start_fork(id, class, seed),
             None => self.errors.push(
                 "Fork continues a stopped generation: generate, cancel mid-way, then fork.".into(),
             ),
@@ -677,12 +682,10 @@ impl StudioApp {
         self.send(WorkerCommand::Resume { id, new_id, erase });
     }
 
-    fn start_fork(&mut self, id: u64, seed: u64) {
-        self.running = Some(Running::new(
-            id + 1_000_000,
-            format!("Fork (seed {seed})"),
-            Some(self.class),
-        ));
+    /// Forks the stopped generation `id`, which ran with `class`: the worker continues its
+    /// state, so the fork's record must carry the same class.
+    fn start_fork(&mut self, id: u64, class: Option<usize>, seed: u64) {
+        self.running = Some(Running::new(id + 1_000_000, format!("Fork (seed {seed})"), class));
         self.worker
             .cancel
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -718,13 +721,16 @@ impl StudioApp {
             model,
         )?;
         meta.provenance = doc.provenance.clone();
-        crate::document::write_png(
-            path,
-            doc.canvas.cols * p,
-            doc.canvas.rows * p,
-            &doc.rgb,
-            Some(&meta),
-        )?;
+        meta.tokenizer = self.model.as_ref().map(|m| m.tokenizer.clone());
+        // The user's size, as the CLI writes it: the padding to whole tokens is not the image.
+        let (pw, ph) = (doc.canvas.cols * p, doc.canvas.rows * p);
+        let [w, h] = doc.size;
+        let rgb = if [w, h] == [pw, ph] {
+            std::borrow::Cow::Borrowed(&doc.rgb)
+        } else {
+            std::borrow::Cow::Owned(crate::document::crop(&doc.rgb, pw, 3, (0, 0), (w, h)))
+        };
+        crate::document::write_png(path, w, h, &rgb, Some(&meta))?;
         Ok(())
     }
 

@@ -41,6 +41,16 @@ impl MaskDocument {
         }
     }
 
+    /// Replaces the whole mask (one undo point); pixels of another size are ignored.
+    pub fn replace(&mut self, pixels: Vec<u8>) {
+        if pixels.len() != self.width * self.height {
+            return;
+        }
+        self.checkpoint();
+        self.pixels = pixels;
+        self.touch_all();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pixels.iter().all(|&p| p == 0)
     }

@@ -11,8 +11,11 @@ pub struct HistoryItem {
     pub label: String,
     pub canvas: TokenCanvas,
     pub rgb: Vec<u8>,
+    /// The canvas's pixels (what `rgb` holds).
     pub width: usize,
     pub height: usize,
+    /// The image's own `[width, height]` (at most the canvas's pixels).
+    pub size: [usize; 2],
     pub class: Option<usize>,
     /// What the worker reports it ran with.
     pub settings: Settings,
