@@ -5,6 +5,8 @@
 mod common;
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/torch.rs"]
+mod torch;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -460,4 +462,135 @@ fn webp_pictures_are_read_lossless_and_lossy_with_alpha() {
             assert_eq!(p.0, want, "({x}, {y})");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Checkpoints pickled with protocol 4 or 5, and 5. 8-bit float weights.
+
+/// The tiny transformer's tensors: `(name, shape, f32 values)`.
+fn tiny_gpt_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    use arpg_core::checkpoint::Checkpoint;
+    let ckpt = Checkpoint::open(common::tiny().join("tiny_gpt.pt")).expect("open");
+    ckpt.entries()
+        .iter()
+        .map(|(name, e)| {
+            let v = ckpt
+                .read(name, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .and_then(|t| Ok(t.flatten_all()?.to_vec1::<f32>()?))
+                .expect("read");
+            (name.clone(), e.shape.clone(), v)
+        })
+        .collect()
+}
+
+/// The tokens `arpg generate` makes with the tiny transformer at `gpt` (class 3, seed 5).
+fn tiny_tokens(dir: &Path, gpt: &Path, name: &str) -> Vec<u32> {
+    let out = dir.join(name);
+    let tiny = common::tiny();
+    ok(&arpg(&[
+        "generate", "--gpt", s(gpt), "--vq", s(&tiny.join("tiny_vq.pt")), "--config",
+        s(&tiny.join("manifest.json")), "--class", "3", "--seed", "5", "--out", s(&out),
+        "--quiet",
+    ]));
+    metadata(&out).tokens
+}
+
+#[test]
+fn checkpoints_pickled_with_protocol_4_or_5_load_as_the_published_one() {
+    let dir = common::temp_dir("protocols");
+    let tensors: Vec<torch::Stored> = tiny_gpt_tensors()
+        .iter()
+        .map(|(name, shape, v)| torch::stored(name, "FloatStorage", shape, torch::f32_bytes(v)))
+        .collect();
+    let want = tiny_tokens(&dir, &common::tiny().join("tiny_gpt.pt"), "published.png");
+    for proto in [4u8, 5] {
+        let path = dir.join(format!("tiny_gpt_p{proto}.pt"));
+        torch::write_torch_save(&path, proto, &tensors);
+        let manifest = common::tiny().join("manifest.json");
+        let info = ok(&arpg(&["info", s(&path), "--config", s(&manifest)]));
+        assert!(!info.contains("error"), "{info}");
+        assert_eq!(tiny_tokens(&dir, &path, &format!("p{proto}.png")), want, "protocol {proto}");
+    }
+}
+
+/// The nearest e5m2 value of `x` (the high byte of its f16, rounded to nearest even).
+fn e5m2(x: f32) -> u8 {
+    let h = half::f16::from_f32(x).to_bits();
+    let (hi, lo) = (h >> 8, h & 0xff);
+    let up = lo > 0x80 || (lo == 0x80 && hi & 1 == 1);
+    (hi + u16::from(up)) as u8
+}
+
+fn e5m2_to_f32(b: u8) -> f32 {
+    half::f16::from_bits(u16::from(b) << 8).to_f32()
+}
+
+#[test]
+fn fp8_weights_load_widened_and_scaled_or_unknown_dtypes_are_named() {
+    let dir = common::temp_dir("fp8-cli");
+    let tensors = tiny_gpt_tensors();
+    // Every weight in e5m2, and the same values widened to f32: the same model.
+    let fp8: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, shape, v)| (n.clone(), shape.clone(), v.iter().map(|&x| e5m2(x)).collect()))
+        .collect();
+    let as_st = |entries: Vec<(&str, &str, Vec<usize>, Vec<u8>)>, name: &str| {
+        let path = dir.join(name);
+        torch::write_safetensors(&path, &entries);
+        path
+    };
+    let fp8_path = as_st(
+        fp8.iter().map(|(n, sh, b)| (n.as_str(), "F8_E5M2", sh.clone(), b.clone())).collect(),
+        "gpt_fp8.safetensors",
+    );
+    let wide_path = as_st(
+        fp8.iter()
+            .map(|(n, sh, b)| {
+                let v: Vec<f32> = b.iter().map(|&x| e5m2_to_f32(x)).collect();
+                (n.as_str(), "F32", sh.clone(), torch::f32_bytes(&v))
+            })
+            .collect(),
+        "gpt_widened.safetensors",
+    );
+    assert_eq!(
+        tiny_tokens(&dir, &fp8_path, "fp8.png"),
+        tiny_tokens(&dir, &wide_path, "wide.png"),
+        "fp8 weights are their exact values, widened"
+    );
+    let manifest = common::tiny().join("manifest.json");
+    let info = arpg(&["info", s(&fp8_path), "--config", s(&manifest)]);
+    ok(&info);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("f8e5m2"), "{info}");
+
+    // A scale beside fp8 weights is refused by name, never loaded without it.
+    let mut scaled: Vec<(&str, &str, Vec<usize>, Vec<u8>)> =
+        fp8.iter().map(|(n, sh, b)| (n.as_str(), "F8_E5M2", sh.clone(), b.clone())).collect();
+    scaled.push(("head.weight_scale", "F32", vec![1], torch::f32_bytes(&[0.5])));
+    let scaled = as_st(scaled, "gpt_scaled.safetensors");
+    let out = dir.join("never.png");
+    let tiny = common::tiny();
+    let generate = |gpt: &Path| {
+        arpg(&[
+            "generate", "--gpt", s(gpt), "--vq", s(&tiny.join("tiny_vq.pt")), "--config",
+            s(&tiny.join("manifest.json")), "--out", s(&out), "--quiet",
+        ])
+    };
+    clean_error(&generate(&scaled), "head.weight_scale");
+    // A needed tensor of a dtype that cannot be weights: one error naming both.
+    let i16: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, sh, v)| {
+            if n == "head.weight" {
+                (n.as_str(), "I16", sh.clone(), vec![0u8; 2 * v.len()])
+            } else {
+                (n.as_str(), "F32", sh.clone(), torch::f32_bytes(v))
+            }
+        })
+        .collect();
+    let i16 = as_st(i16, "gpt_i16.safetensors");
+    let o = generate(&i16);
+    clean_error(&o, "head.weight");
+    clean_error(&o, "I16");
+    assert!(!out.exists());
 }

@@ -720,7 +720,15 @@ fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<Exit
             .map(|k| format!(" (weights under \"{k}\")"))
             .unwrap_or_default()
     )?;
-    outln!("dtype:      {}", ckpt.dtype().as_str())?;
+    let stored_dtype = ckpt.stored_dtype_name();
+    if stored_dtype == ckpt.dtype().as_str() {
+        outln!("dtype:      {stored_dtype}")?;
+    } else {
+        outln!(
+            "dtype:      {stored_dtype} (8-bit floats, widened exactly to {} on load)",
+            ckpt.dtype().as_str()
+        )?;
+    }
     let expected: Vec<(String, Vec<usize>)> = match loader::detect_kind(&ckpt)? {
         ModelKind::Arpg => {
             let explicit = config
