@@ -5,6 +5,8 @@
 mod common;
 #[path = "common/cli.rs"]
 mod cli;
+#[path = "common/torch.rs"]
+mod torch;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -482,10 +484,55 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
     let vq = s(&tiny.join("tiny_vq.pt")).to_string();
     let gpt = s(&tiny.join("tiny_gpt.pt")).to_string();
     let manifest = s(&tiny.join("manifest.json")).to_string();
+    // The newer encodings: the tiny transformer pickled with protocol 5, and in 8-bit floats.
+    let published = arpg_core::checkpoint::Checkpoint::open(tiny.join("tiny_gpt.pt")).expect("open");
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = published
+        .entries()
+        .iter()
+        .map(|(name, e)| {
+            let t = published
+                .read(name, candle_core::DType::F32, &candle_core::Device::Cpu)
+                .expect("read");
+            let v = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+            (name.clone(), e.shape.clone(), v)
+        })
+        .collect();
+    let p5 = dir.join("tiny_gpt_p5.pt");
+    let stored: Vec<torch::Stored> = tensors
+        .iter()
+        .map(|(n, sh, v)| torch::stored(n, "FloatStorage", sh, torch::f32_bytes(v)))
+        .collect();
+    torch::write_torch_save(&p5, 5, &stored);
+    let fp8 = dir.join("tiny_gpt_fp8.safetensors");
+    let fp8_tensors: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, sh, v)| {
+            // Any byte pattern but NaN's is a valid e4m3 weight.
+            let bytes = v.iter().map(|x| (x.to_bits() >> 24) as u8 & 0x77).collect();
+            (n.as_str(), "F8_E4M3", sh.clone(), bytes)
+        })
+        .collect();
+    torch::write_safetensors(&fp8, &fp8_tensors);
+    let fp8_bytes = std::fs::read(&fp8).expect("read");
+    for (what, b) in truncations(&fp8_bytes).into_iter().skip(1) {
+        let p = file("gpt_fp8.safetensors", &b);
+        let out = out_for(cases.len(), "png");
+        cases.push(Case {
+            what: format!("fp8 safetensors {what}"),
+            args: [
+                "generate", "--gpt", s(&p), "--vq", &vq, "--config", &manifest, "--out", s(&out),
+                "--quiet",
+            ]
+            .map(String::from)
+            .to_vec(),
+            out,
+        });
+    }
     for (source, role) in [
         (tiny.join("tiny_gpt.pt"), "--gpt"),
         (field().join("gpt_orig_mod_prefix.pt"), "--gpt"),
         (field().join("gpt_big_endian.pt"), "--gpt"),
+        (p5.clone(), "--gpt"),
         (tiny.join("tiny_vq.pt"), "--vq"),
     ] {
         let bytes = std::fs::read(&source).expect("read");
