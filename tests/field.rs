@@ -2,9 +2,9 @@
 //! it, with its right value; then a corpus of malformed inputs made from every fixture
 //! (truncated, bit-flipped, resized), each of which must end in one clear error and no output.
 
-mod common;
 #[path = "common/cli.rs"]
 mod cli;
+mod common;
 #[path = "common/torch.rs"]
 mod torch;
 
@@ -485,7 +485,8 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
     let gpt = s(&tiny.join("tiny_gpt.pt")).to_string();
     let manifest = s(&tiny.join("manifest.json")).to_string();
     // The newer encodings: the tiny transformer pickled with protocol 5, and in 8-bit floats.
-    let published = arpg_core::checkpoint::Checkpoint::open(tiny.join("tiny_gpt.pt")).expect("open");
+    let published =
+        arpg_core::checkpoint::Checkpoint::open(tiny.join("tiny_gpt.pt")).expect("open");
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = published
         .entries()
         .iter()
@@ -493,7 +494,10 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
             let t = published
                 .read(name, candle_core::DType::F32, &candle_core::Device::Cpu)
                 .expect("read");
-            let v = t.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("values");
+            let v = t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .expect("values");
             (name.clone(), e.shape.clone(), v)
         })
         .collect();
@@ -520,7 +524,15 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
         cases.push(Case {
             what: format!("fp8 safetensors {what}"),
             args: [
-                "generate", "--gpt", s(&p), "--vq", &vq, "--config", &manifest, "--out", s(&out),
+                "generate",
+                "--gpt",
+                s(&p),
+                "--vq",
+                &vq,
+                "--config",
+                &manifest,
+                "--out",
+                s(&out),
                 "--quiet",
             ]
             .map(String::from)
@@ -742,7 +754,12 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
     // The same after a byte order mark (Windows tools write one): still one clear error each.
     let with_bom: Vec<(String, String)> = jsons
         .iter()
-        .map(|(what, text)| (format!("{what}, after a byte order mark"), format!("\u{feff}{text}")))
+        .map(|(what, text)| {
+            (
+                format!("{what}, after a byte order mark"),
+                format!("\u{feff}{text}"),
+            )
+        })
         .collect();
     jsons.extend(with_bom);
     for (what, text) in jsons {

@@ -309,7 +309,11 @@ fn the_cli_honours_hf_hub_cache_xdg_cache_home_and_hf_hub_offline() {
             ("HF_HOME", home.as_os_str()),
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert!(path.starts_with(&hub_cache), "{}", path.display());
     assert!(!home.join("hub").exists(), "nothing written under HF_HOME");
@@ -322,17 +326,34 @@ fn the_cli_honours_hf_hub_cache_xdg_cache_home_and_hf_hub_offline() {
             ("HUGGINGFACE_HUB_CACHE", legacy.as_os_str()),
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).trim().starts_with(legacy.to_str().expect("utf8")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .starts_with(legacy.to_str().expect("utf8")));
     // XDG_CACHE_HOME when no hub variable is set.
     let xdg = common::temp_dir("hub-env-xdg");
     let out = arpg_with_env(
         &["fetch", "vq-16", "--quiet"],
-        &[("HF_ENDPOINT", &endpoint), ("XDG_CACHE_HOME", xdg.as_os_str())],
+        &[
+            ("HF_ENDPOINT", &endpoint),
+            ("XDG_CACHE_HOME", xdg.as_os_str()),
+        ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(path.starts_with(xdg.join("huggingface/hub")), "{}", path.display());
+    assert!(
+        path.starts_with(xdg.join("huggingface/hub")),
+        "{}",
+        path.display()
+    );
 
     // HF_HUB_OFFLINE=1: the cached file is found, a missing one is an error, and the server
     // sees no request at all.
@@ -345,7 +366,11 @@ fn the_cli_honours_hf_hub_cache_xdg_cache_home_and_hf_hub_offline() {
             ("HF_HUB_OFFLINE", std::ffi::OsStr::new("1")),
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = arpg_with_env(
         &["fetch", "arpg-l", "--quiet"],
         &[

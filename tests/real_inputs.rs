@@ -2,9 +2,9 @@
 //! where the user meets it (the hub's environment is in `tests/hub.rs`; protocol-4/5 pickles
 //! and 8-bit float weights at the end of this file and in `tests/checkpoint_errors.rs`).
 
-mod common;
 #[path = "common/cli.rs"]
 mod cli;
+mod common;
 #[path = "common/torch.rs"]
 mod torch;
 
@@ -83,7 +83,10 @@ fn a_closed_or_full_standard_output_never_panics() {
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
     }
-    assert!(png.is_file(), "the image is written before its line is printed");
+    assert!(
+        png.is_file(),
+        "the image is written before its line is printed"
+    );
 
     // A full device: one error line, exit 1, never a panic.
     let full = std::fs::OpenOptions::new()
@@ -137,7 +140,10 @@ fn batch_names_keep_the_bytes_of_a_name_that_is_not_utf8() {
     // The second batch did not replace the first: different seeds, different images.
     let first = dir.join(OsStr::from_bytes(b"caf\xe9_0.png"));
     let second = dir.join(OsStr::from_bytes(b"caf\xe8_0.png"));
-    assert_ne!(tokens(&serde_json::to_value(metadata(&first)).expect("json")), tokens(&serde_json::to_value(metadata(&second)).expect("json")));
+    assert_ne!(
+        tokens(&serde_json::to_value(metadata(&first)).expect("json")),
+        tokens(&serde_json::to_value(metadata(&second)).expect("json"))
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -174,7 +180,14 @@ fn json_with_a_byte_order_mark_crlf_or_utf16_is_read() {
         .enumerate()
         .map(|(i, json)| {
             let out = dir.join(format!("decoded-{i}.png"));
-            ok(&arpg(&["decode", "--tokens", s(json), "--out", s(&out), "--quiet"]));
+            ok(&arpg(&[
+                "decode",
+                "--tokens",
+                s(json),
+                "--out",
+                s(&out),
+                "--quiet",
+            ]));
             rgb(&out)
         })
         .collect();
@@ -248,7 +261,10 @@ fn encode_with(image: &Path, vq: &Path, out: &Path) -> (Vec<u64>, String, String
         &tiny_with_vq(vq),
     ));
     let v = json_tokens(out);
-    let id = v["tokenizer"].as_str().expect("a tokenizer identity").to_string();
+    let id = v["tokenizer"]
+        .as_str()
+        .expect("a tokenizer identity")
+        .to_string();
     (tokens(&v), id, err)
 }
 
@@ -265,7 +281,10 @@ fn tokens_made_by_another_tokenizer_are_never_used_by_this_one() {
     ));
     let meta = metadata(&made);
     let stored: Vec<u64> = meta.tokens.iter().map(|&t| t as u64).collect();
-    let made_by = meta.tokenizer.clone().expect("the PNG records its tokenizer");
+    let made_by = meta
+        .tokenizer
+        .clone()
+        .expect("the PNG records its tokenizer");
 
     // The same pixels with no metadata: what encoding them afresh gives.
     let pixels_only = dir.join("pixels.png");
@@ -289,7 +308,10 @@ fn tokens_made_by_another_tokenizer_are_never_used_by_this_one() {
     let (w, h) = (img.width() as usize, img.height() as usize);
     arpg_core::document::write_png(&legacy, w, h, img.as_raw(), Some(&old)).expect("write");
     let (same, _, err) = encode_with(&legacy, &vq, &dir.join("legacy-same.json"));
-    assert_eq!(same, stored, "its own tokenizer decodes the tokens to the pixels: {err}");
+    assert_eq!(
+        same, stored,
+        "its own tokenizer decodes the tokens to the pixels: {err}"
+    );
     let (again, _, err) = encode_with(&legacy, &other, &dir.join("legacy-other.json"));
     assert!(err.contains("warning"), "{err}");
     assert_eq!(again, fresh_other);
@@ -330,7 +352,15 @@ fn transparent_pixels_never_show_their_hidden_colour() {
         // Outpainting keeps every original pixel away from the new border: the hidden red
         // must not be among them.
         let out = dir.join(format!("outpaint-{bg}.png"));
-        let mut args = vec!["outpaint", "--image", s(&path), "--right", "8", "--out", s(&out)];
+        let mut args = vec![
+            "outpaint",
+            "--image",
+            s(&path),
+            "--right",
+            "8",
+            "--out",
+            s(&out),
+        ];
         args.extend(&extra);
         let err = ok(&arpg(&args));
         assert!(err.contains("transparent"), "a notice: {err}");
@@ -338,7 +368,11 @@ fn transparent_pixels_never_show_their_hidden_colour() {
         for y in 0..32 {
             for x in 0..12 {
                 let p = src.get_pixel(x, y).0;
-                let want = [over(p[0], p[3], bg), over(p[1], p[3], bg), over(p[2], p[3], bg)];
+                let want = [
+                    over(p[0], p[3], bg),
+                    over(p[1], p[3], bg),
+                    over(p[2], p[3], bg),
+                ];
                 assert_eq!(img.get_pixel(x, y).0, want, "({x}, {y}) over {bg}");
             }
         }
@@ -346,7 +380,14 @@ fn transparent_pixels_never_show_their_hidden_colour() {
         // other pixel is the picture composited over the background.
         let out = dir.join(format!("inpaint-{bg}.png"));
         let mut args = vec![
-            "inpaint", "--image", s(&path), "--seed", "1", "--out", s(&out), "--quiet",
+            "inpaint",
+            "--image",
+            s(&path),
+            "--seed",
+            "1",
+            "--out",
+            s(&out),
+            "--quiet",
         ];
         args.extend(&extra);
         ok(&arpg(&args));
@@ -354,14 +395,21 @@ fn transparent_pixels_never_show_their_hidden_colour() {
         let mut filled = 0;
         for (x, y, p) in img.enumerate_pixels() {
             let q = src.get_pixel(x, y).0;
-            let want = [over(q[0], q[3], bg), over(q[1], q[3], bg), over(q[2], q[3], bg)];
+            let want = [
+                over(q[0], q[3], bg),
+                over(q[1], q[3], bg),
+                over(q[2], q[3], bg),
+            ];
             if x >= 8 {
                 assert_eq!(p.0, want, "({x}, {y}) kept");
             } else if p.0 != want {
                 filled += 1;
             }
         }
-        assert!(filled > 32, "the transparent quarter was regenerated ({filled} pixels)");
+        assert!(
+            filled > 32,
+            "the transparent quarter was regenerated ({filled} pixels)"
+        );
     }
     // An opaque picture and no mask: nothing to fill, said clearly.
     let out = dir.join("never.png");
@@ -392,7 +440,16 @@ fn a_full_disk_is_one_error_and_leaves_no_empty_file() {
         .arg("-c")
         .arg("trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\"")
         .arg(env!("CARGO_BIN_EXE_arpg"))
-        .args(["dataset", "--out", s(&ds), "--per-class", "2", "--size", "64", "--sheet"])
+        .args([
+            "dataset",
+            "--out",
+            s(&ds),
+            "--per-class",
+            "2",
+            "--size",
+            "64",
+            "--sheet",
+        ])
         .arg(dir.join("sheet.png"))
         .output()
         .expect("spawn");
@@ -441,7 +498,14 @@ fn webp_pictures_are_read_lossless_and_lossy_with_alpha() {
     }
     let encode = |image: &Path, name: &str| {
         let out = dir.join(name);
-        ok(&arpg(&["encode", "--image", s(image), "--out", s(&out), "--quiet"]));
+        ok(&arpg(&[
+            "encode",
+            "--image",
+            s(image),
+            "--out",
+            s(&out),
+            "--quiet",
+        ]));
         tokens(&json_tokens(&out))
     };
     assert_eq!(encode(&webp, "webp.json"), encode(&png, "png.json"));
@@ -450,15 +514,30 @@ fn webp_pictures_are_read_lossless_and_lossy_with_alpha() {
     // filled when no mask is given, its other pixels kept over white.
     let lossy = data().join("photo_alpha_lossy.webp");
     let src = image::open(&lossy).expect("webp").to_rgba8();
-    assert!(src.pixels().any(|p| p.0[3] == 0), "the fixture has transparency");
+    assert!(
+        src.pixels().any(|p| p.0[3] == 0),
+        "the fixture has transparency"
+    );
     let out = dir.join("lossy-inpainted.png");
-    let err = ok(&arpg(&["inpaint", "--image", s(&lossy), "--seed", "2", "--out", s(&out)]));
+    let err = ok(&arpg(&[
+        "inpaint",
+        "--image",
+        s(&lossy),
+        "--seed",
+        "2",
+        "--out",
+        s(&out),
+    ]));
     assert!(err.contains("transparent"), "{err}");
     let img = rgb(&out);
     for (x, y, p) in img.enumerate_pixels() {
         let q = src.get_pixel(x, y).0;
         if q[3] > 0 {
-            let want = [over(q[0], q[3], 255), over(q[1], q[3], 255), over(q[2], q[3], 255)];
+            let want = [
+                over(q[0], q[3], 255),
+                over(q[1], q[3], 255),
+                over(q[2], q[3], 255),
+            ];
             assert_eq!(p.0, want, "({x}, {y})");
         }
     }
@@ -488,8 +567,19 @@ fn tiny_tokens(dir: &Path, gpt: &Path, name: &str) -> Vec<u32> {
     let out = dir.join(name);
     let tiny = common::tiny();
     ok(&arpg(&[
-        "generate", "--gpt", s(gpt), "--vq", s(&tiny.join("tiny_vq.pt")), "--config",
-        s(&tiny.join("manifest.json")), "--class", "3", "--seed", "5", "--out", s(&out),
+        "generate",
+        "--gpt",
+        s(gpt),
+        "--vq",
+        s(&tiny.join("tiny_vq.pt")),
+        "--config",
+        s(&tiny.join("manifest.json")),
+        "--class",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        s(&out),
         "--quiet",
     ]));
     metadata(&out).tokens
@@ -509,7 +599,11 @@ fn checkpoints_pickled_with_protocol_4_or_5_load_as_the_published_one() {
         let manifest = common::tiny().join("manifest.json");
         let info = ok(&arpg(&["info", s(&path), "--config", s(&manifest)]));
         assert!(!info.contains("error"), "{info}");
-        assert_eq!(tiny_tokens(&dir, &path, &format!("p{proto}.png")), want, "protocol {proto}");
+        assert_eq!(
+            tiny_tokens(&dir, &path, &format!("p{proto}.png")),
+            want,
+            "protocol {proto}"
+        );
     }
 }
 
@@ -532,7 +626,13 @@ fn fp8_weights_load_widened_and_scaled_or_unknown_dtypes_are_named() {
     // Every weight in e5m2, and the same values widened to f32: the same model.
     let fp8: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
-        .map(|(n, shape, v)| (n.clone(), shape.clone(), v.iter().map(|&x| e5m2(x)).collect()))
+        .map(|(n, shape, v)| {
+            (
+                n.clone(),
+                shape.clone(),
+                v.iter().map(|&x| e5m2(x)).collect(),
+            )
+        })
         .collect();
     let as_st = |entries: Vec<(&str, &str, Vec<usize>, Vec<u8>)>, name: &str| {
         let path = dir.join(name);
@@ -540,7 +640,9 @@ fn fp8_weights_load_widened_and_scaled_or_unknown_dtypes_are_named() {
         path
     };
     let fp8_path = as_st(
-        fp8.iter().map(|(n, sh, b)| (n.as_str(), "F8_E5M2", sh.clone(), b.clone())).collect(),
+        fp8.iter()
+            .map(|(n, sh, b)| (n.as_str(), "F8_E5M2", sh.clone(), b.clone()))
+            .collect(),
         "gpt_fp8.safetensors",
     );
     let wide_path = as_st(
@@ -564,16 +666,31 @@ fn fp8_weights_load_widened_and_scaled_or_unknown_dtypes_are_named() {
     assert!(info.contains("f8e5m2"), "{info}");
 
     // A scale beside fp8 weights is refused by name, never loaded without it.
-    let mut scaled: Vec<(&str, &str, Vec<usize>, Vec<u8>)> =
-        fp8.iter().map(|(n, sh, b)| (n.as_str(), "F8_E5M2", sh.clone(), b.clone())).collect();
-    scaled.push(("head.weight_scale", "F32", vec![1], torch::f32_bytes(&[0.5])));
+    let mut scaled: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = fp8
+        .iter()
+        .map(|(n, sh, b)| (n.as_str(), "F8_E5M2", sh.clone(), b.clone()))
+        .collect();
+    scaled.push((
+        "head.weight_scale",
+        "F32",
+        vec![1],
+        torch::f32_bytes(&[0.5]),
+    ));
     let scaled = as_st(scaled, "gpt_scaled.safetensors");
     let out = dir.join("never.png");
     let tiny = common::tiny();
     let generate = |gpt: &Path| {
         arpg(&[
-            "generate", "--gpt", s(gpt), "--vq", s(&tiny.join("tiny_vq.pt")), "--config",
-            s(&tiny.join("manifest.json")), "--out", s(&out), "--quiet",
+            "generate",
+            "--gpt",
+            s(gpt),
+            "--vq",
+            s(&tiny.join("tiny_vq.pt")),
+            "--config",
+            s(&tiny.join("manifest.json")),
+            "--out",
+            s(&out),
+            "--quiet",
         ])
     };
     clean_error(&generate(&scaled), "head.weight_scale");

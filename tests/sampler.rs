@@ -4,10 +4,10 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use arpg_core::canvas::{CanvasJob, TokenCanvas};
 use arpg_core::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use arpg_core::reference::{FixtureSet, WeightFormat};
 use arpg_core::sampler::Rng;
-use arpg_core::tasks::{CanvasJob, TokenCanvas};
 use arpg_core::Arpg;
 use candle_core::{Device, Tensor};
 

@@ -4,9 +4,10 @@
 
 mod common;
 
-use arpg_core::edit::{Order, Task};
 use arpg_core::generator::{Generation, Request, Settings};
 use arpg_core::loader;
+use arpg_core::order::Order;
+use arpg_core::provenance::Task;
 use arpg_core::provenance::{self, Provenance};
 use arpg_core::reference::{FixtureSet, WeightFormat};
 use arpg_core::sampler::{image_seed, window_seed};

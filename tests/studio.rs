@@ -324,7 +324,11 @@ fn a_fork_records_the_class_it_continues_and_regenerates_from_its_png() {
         .arg("--quiet")
         .output()
         .expect("spawn");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let read = |p: &std::path::Path| {
         arpg_core::document::read_metadata(&std::fs::read(p).expect("read"))
             .expect("metadata")
@@ -332,7 +336,10 @@ fn a_fork_records_the_class_it_continues_and_regenerates_from_its_png() {
     };
     let (fork, regenerated) = (read(&path), read(&again));
     assert_eq!(fork.class, Some(3));
-    assert_eq!(regenerated.tokens, fork.tokens, "the fork's PNG regenerates");
+    assert_eq!(
+        regenerated.tokens, fork.tokens,
+        "the fork's PNG regenerates"
+    );
 }
 
 /// An app batch: each candidate records the seed it was made with (image_seed of the panel's
@@ -965,7 +972,7 @@ fn pause_erase_and_resume_keeps_every_unerased_token() {
         assert_eq!(rec.step, 0, "erased cell {i} was not drawn first");
     }
     let item = app.history.items.last().expect("item");
-    assert_eq!(item.provenance.task, arpg_core::edit::Task::Resume);
+    assert_eq!(item.provenance.task, arpg_core::provenance::Task::Resume);
     // On the canvas, the cells undecided at the pause were dark and are now drawn.
     let resumed_px = h.render().expect("render");
     let undecided = (0..paused.cells.len())

@@ -9,7 +9,7 @@ fn photo(width: usize, height: usize) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../shared/fixtures/field/photo_1000x700.jpg");
     let pic = arpg_core::document::import_image(&path).expect("field photo");
-    arpg_core::pair::resize::<image::Rgb<u8>>(pic.rgb, (pic.width, pic.height), (width, height))
+    arpg_core::pixels::resize::<image::Rgb<u8>>(pic.rgb, (pic.width, pic.height), (width, height))
         .expect("resize")
 }
 

@@ -262,7 +262,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     let (mut model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
     drop(varmap);
     if let Some(q) = o.quant {
-        model.quantize(arpg_core::pair::quant(q)?)?;
+        model.quantize(arpg_core::loader::quant(q)?)?;
     }
     // The random initialisation's temporaries are not the sampler's: the peak is measured from
     // here (Linux: writing 5 to clear_refs resets VmHWM to the current RSS; elsewhere it stays
@@ -308,7 +308,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     // are not quantized but are not read whole per step either).
     let per_weight = match o.quant {
         Some(q) => {
-            let q = arpg_core::pair::quant(q)?;
+            let q = arpg_core::loader::quant(q)?;
             q.type_size() as f64 / q.block_size() as f64
         }
         None => dtype.size_in_bytes() as f64,

@@ -643,14 +643,14 @@ fn human(n: usize) -> String {
 }
 
 fn convert_quantized(input: &std::path::Path, out: &std::path::Path, q: &str) -> Result<ExitCode> {
-    let format = arpg_core::pair::quant(q)?;
-    if !arpg_core::gguf::is_gguf(out) {
+    let format = arpg_core::loader::quant(q)?;
+    if !arpg_core::loader::gguf::is_gguf(out) {
         bail!(
             "{}: with --quant the output must be a `.gguf` file",
             out.display()
         );
     }
-    let (quantized, total) = arpg_core::gguf::convert_arpg(input, None, out, format)?;
+    let (quantized, total) = arpg_core::loader::gguf::convert_arpg(input, None, out, format)?;
     outln!(
         "{total} tensors written to {} ({quantized} linear layers in {q}, the rest in f32)",
         out.display()
@@ -897,7 +897,12 @@ fn export_dataset(
             let rgb = render(class, i, seed, size);
             let img =
                 image::RgbImage::from_raw(size as u32, size as u32, rgb).context("image size")?;
-            arpg_core::document::write_image(&dir.join(format!("{i:05}.png")), size, size, img.as_raw())?;
+            arpg_core::document::write_image(
+                &dir.join(format!("{i:05}.png")),
+                size,
+                size,
+                img.as_raw(),
+            )?;
             if (i as u32) < cols {
                 image::imageops::replace(
                     &mut grid,

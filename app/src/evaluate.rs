@@ -1,17 +1,18 @@
 //! `arpg eval`: the shipped model's evaluation table (see `arpg_core::eval`).
 
-use arpg_app::{errln, outln};
 use anyhow::{bail, Result};
+use arpg_app::{errln, outln};
+use arpg_core::canvas::TokenCanvas;
 use arpg_core::dataset::CLASS_NAMES;
 use arpg_core::eval::{frechet_distance, psnr, train_classifier, Classifier};
 use arpg_core::generator::{Generation, KnownCells, OrderMode, Request};
 use arpg_core::sampler::{stream, Rng};
-use arpg_core::tasks::TokenCanvas;
 use arpg_core::train::image_batch;
 use candle_core::{Device, Tensor};
 
 use arpg_app::run::SamplerArgs;
-use arpg_core::edit::{Edit, EditPlan, MaskOptions, Order, Source};
+use arpg_core::edit::{Edit, EditPlan, MaskOptions, Source};
+use arpg_core::order::Order;
 use arpg_core::pair::ModelPair as Models;
 
 /// Evaluation sizes.
@@ -653,7 +654,7 @@ fn median(v: &[f64]) -> f64 {
 /// by its quantized copy; prints the share of cells where both models' most likely token is the
 /// same, and the share where the quantized model's greedy token is the one the image has.
 fn agreement(models: &Models, format: &str, n: usize) -> Result<()> {
-    let q = arpg_core::pair::quant(format)?;
+    let q = arpg_core::loader::quant(format)?;
     let exact = &models.arpg.model;
     let mut quantized = exact.clone();
     let (done, total) = quantized.quantize(q)?;

@@ -3,8 +3,8 @@
 //! pipeline, the seed streams and the PNG format live in `arpg_core`.
 
 pub mod document;
-pub mod output;
 pub mod hub;
+pub mod output;
 pub mod run;
 #[cfg(feature = "studio")]
 pub mod studio;

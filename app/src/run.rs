@@ -7,13 +7,16 @@ use crate::errln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use arpg_core::canvas::TokenCanvas;
 use arpg_core::document::{self, Metadata, Picture};
-use arpg_core::edit::{self, Edit, EditPlan, Edited, MaskOptions, Order, Task};
+use arpg_core::edit::{self, Edit, EditPlan, Edited, MaskOptions};
 use arpg_core::generator::{Generation, KnownCells, Request, SamplingDefaults, Settings};
-use arpg_core::pair::{carries_tokens, resize, ModelPair, ModelSpec};
+use arpg_core::order::Order;
+use arpg_core::pair::{carries_tokens, ModelPair, ModelSpec};
+use arpg_core::pixels::{self, resize};
+use arpg_core::provenance::Task;
 use arpg_core::provenance::{self, BatchPlace, Provenance};
 use arpg_core::sampler;
-use arpg_core::tasks::TokenCanvas;
 
 /// Which weights to use and where to run them.
 #[derive(clap::Args, Debug, Clone)]
@@ -201,7 +204,7 @@ pub fn save(
     let rgb = if [w, h] == [pw, ph] {
         rgb
     } else {
-        document::crop(&rgb, pw, 3, (0, 0), (w, h))
+        pixels::crop(&rgb, pw, 3, (0, 0), (w, h))
     };
     let mut meta = models.metadata(canvas, class, settings)?;
     meta.provenance = provenance;
@@ -513,7 +516,7 @@ fn inpaint_pixels(
     let canvas = &imported.canvas;
     let (w, h) = (canvas.cols * p, canvas.rows * p);
     let edit = Edit::Inpaint {
-        mask: document::pad_zero(&mask_px, pic.width, pic.height, w, h),
+        mask: pixels::pad_zero(&mask_px, pic.width, pic.height, w, h),
         options: opts.options(),
     };
     let plan = edit.plan(imported.source(p))?;
@@ -548,7 +551,10 @@ fn inpaint_region(
         errln!(
             "note: inpainting the {}x{} region at ({}, {}) around the mask at {sw}x{sh} (the \
              model's resolution); the rest of the {w}x{h} image is kept",
-            region.width, region.height, region.x, region.y
+            region.width,
+            region.height,
+            region.x,
+            region.y
         );
     }
     let (cw, ch) = (region.width, region.height);
@@ -563,7 +569,7 @@ fn inpaint_region(
     let small_mask = region.scaled_mask(mask, w);
     let done = inpaint_pixels(models, &small, small_mask, class, sampler, opts, quiet)?;
     let padded_w = done.edited.canvas.cols * models.patch();
-    let generated = document::crop(&done.edited.rgb, padded_w, 3, (0, 0), (sw, sh));
+    let generated = pixels::crop(&done.edited.rgb, padded_w, 3, (0, 0), (sw, sh));
     let mut rgb = pic.rgb.clone();
     region.composite(&mut rgb, w, mask, generated, opts.feather)?;
     document::write_png(out, w, h, &rgb, None)?;

@@ -23,10 +23,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::canvas::TokenCanvas;
 use crate::error::{Error, Result};
 use crate::generator::Settings;
 use crate::provenance::Provenance;
-use crate::tasks::TokenCanvas;
 
 /// Keyword of the metadata chunk.
 pub const KEYWORD: &str = "arpg";
@@ -232,7 +232,9 @@ impl Transparency {
             self.clear_pixels, self.partial_pixels
         );
         if self.clear_pixels > 0 {
-            s.push_str("; the wholly transparent area is what inpainting fills when no mask is given");
+            s.push_str(
+                "; the wholly transparent area is what inpainting fills when no mask is given",
+            );
         }
         s
     }
@@ -647,89 +649,22 @@ pub fn write_image(path: &Path, width: usize, height: usize, rgb: &[u8]) -> Resu
         Ok(f) => f,
     };
     check_size(width, height).map_err(|why| image_error(path, why))?;
-    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or_else(
-        || Error::Internal(format!("{} bytes for a {width}x{height} RGB image", rgb.len())),
-    )?;
+    let img =
+        image::RgbImage::from_raw(width as u32, height as u32, rgb.to_vec()).ok_or_else(|| {
+            Error::Internal(format!(
+                "{} bytes for a {width}x{height} RGB image",
+                rgb.len()
+            ))
+        })?;
     let mut bytes = Cursor::new(Vec::new());
     img.write_to(&mut bytes, format)
         .map_err(|e| image_error(path, e.to_string()))?;
     write_atomic(path, bytes.get_ref())
 }
 
-/// Copies a `w x h` RGB8 image into `dst` (row width `dst_width` pixels) at pixel `(x0, y0)`.
-pub fn paste(
-    dst: &mut [u8],
-    dst_width: usize,
-    src: &[u8],
-    w: usize,
-    h: usize,
-    x0: usize,
-    y0: usize,
-) {
-    for y in 0..h {
-        let d = ((y0 + y) * dst_width + x0) * 3;
-        dst[d..d + w * 3].copy_from_slice(&src[y * w * 3..(y + 1) * w * 3]);
-    }
-}
-
-/// The `w x h` region at `(x0, y0)` of an image with `channels` bytes per pixel.
-pub fn crop(
-    px: &[u8],
-    width: usize,
-    channels: usize,
-    (x0, y0): (usize, usize),
-    (w, h): (usize, usize),
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(w * h * channels);
-    for y in y0..y0 + h {
-        out.extend_from_slice(&px[(y * width + x0) * channels..(y * width + x0 + w) * channels]);
-    }
-    out
-}
-
-/// A one-byte-per-pixel mask padded right and bottom with zeros (keep) to `new_w x new_h`.
-pub fn pad_zero(px: &[u8], width: usize, height: usize, new_w: usize, new_h: usize) -> Vec<u8> {
-    let mut out = vec![0u8; new_w * new_h];
-    for y in 0..height.min(new_h) {
-        let n = width.min(new_w);
-        out[y * new_w..y * new_w + n].copy_from_slice(&px[y * width..y * width + n]);
-    }
-    out
-}
-
-/// Pads an image (`channels` bytes per pixel) right and bottom to `new_w x new_h` by repeating
-/// its last column and row, so a size that is not a whole number of tokens loses no pixel.
-pub fn pad_edge(
-    px: &[u8],
-    width: usize,
-    height: usize,
-    channels: usize,
-    new_w: usize,
-    new_h: usize,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(new_w * new_h * channels);
-    for y in 0..new_h {
-        let row = &px[y.min(height - 1) * width * channels..][..width * channels];
-        out.extend_from_slice(row);
-        let last = &row[(width - 1) * channels..];
-        for _ in width..new_w {
-            out.extend_from_slice(last);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn padding_repeats_the_edge_and_crop_undoes_it() {
-        let px: Vec<u8> = (0..6).collect(); // 3x2, one channel
-        let padded = pad_edge(&px, 3, 2, 1, 4, 4);
-        assert_eq!(padded, vec![0, 1, 2, 2, 3, 4, 5, 5, 3, 4, 5, 5, 3, 4, 5, 5]);
-        assert_eq!(crop(&padded, 4, 1, (0, 0), (3, 2)), px);
-    }
 
     #[test]
     fn sizes_are_checked_without_overflow() {

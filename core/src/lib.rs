@@ -2,6 +2,7 @@
 //! Randomized Parallel Decoding", arXiv 2503.10568; reference hp-l33/ARPG) and the LlamaGen VQ
 //! tokenizer on candle, checkpoint loading, and the randomized parallel sampler.
 
+pub mod canvas;
 pub mod checkpoint;
 pub mod config;
 pub mod dataset;
@@ -11,18 +12,18 @@ pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod generator;
-pub mod gguf;
 pub mod imagenet;
 pub mod kernels;
 pub mod loader;
 pub mod model;
+pub mod order;
 pub mod pair;
+pub mod pixels;
 pub mod provenance;
 pub mod reference;
 pub mod sampler;
 pub mod schedule;
 pub mod shipped;
-pub mod tasks;
 pub mod text;
 #[cfg(feature = "train")]
 pub mod train;

@@ -6,13 +6,13 @@
 use std::path::PathBuf;
 
 use candle_core::{DType, Device};
-use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 
+use crate::canvas::TokenCanvas;
 use crate::document::{self, Metadata, MetadataState, Picture, Transparency};
 use crate::error::{Error, Result};
-use crate::loader::{self, LoadedArpg};
-use crate::tasks::TokenCanvas;
+use crate::loader::{self, quant, LoadedArpg};
+use crate::pixels::{self, resize};
 use crate::vq::{Tiling, VqModel};
 
 /// Which checkpoints to load and where to run them (the CLI's model flags, the app's model
@@ -62,22 +62,6 @@ pub fn dtype(name: &str) -> Result<DType> {
         d => {
             return Err(Error::InvalidRequest(format!(
                 "unknown dtype `{d}` (expected f32, f16 or bf16)"
-            )))
-        }
-    })
-}
-
-/// Parses a quantized format: `q8_0` (8-bit blocks of 32 with an f16 scale, 8.5 bits a weight)
-/// or `q4k` (4-bit super-blocks of 256, 4.5 bits a weight), candle's `GgmlDType` of the same
-/// name.
-pub fn quant(name: &str) -> Result<candle_core::quantized::GgmlDType> {
-    use candle_core::quantized::GgmlDType;
-    Ok(match name.to_ascii_lowercase().as_str() {
-        "q8_0" | "q8" => GgmlDType::Q8_0,
-        "q4k" | "q4_k" => GgmlDType::Q4K,
-        q => {
-            return Err(Error::InvalidRequest(format!(
-                "unknown quantization `{q}` (expected q8_0 or q4k)"
             )))
         }
     })
@@ -318,7 +302,7 @@ impl ModelPair {
         let rgb = if (pw, ph) == (w, h) {
             pic.rgb.clone()
         } else {
-            document::pad_edge(&pic.rgb, w, h, 3, pw, ph)
+            pixels::pad_edge(&pic.rgb, w, h, 3, pw, ph)
         };
         let (rows, cols) = (ph / p, pw / p);
         let mut warning = pic.metadata_warning();
@@ -473,19 +457,4 @@ impl Imported {
             patch,
         }
     }
-}
-
-/// An 8-bit image of pixel type `P` (`Luma<u8>`, `Rgb<u8>`) resized with a triangle filter;
-/// unchanged when the sizes agree.
-pub fn resize<P: image::Pixel<Subpixel = u8> + 'static>(
-    px: Vec<u8>,
-    from: (usize, usize),
-    to: (usize, usize),
-) -> Result<Vec<u8>> {
-    if from == to {
-        return Ok(px);
-    }
-    let m = image::ImageBuffer::<P, Vec<u8>>::from_raw(from.0 as u32, from.1 as u32, px)
-        .ok_or_else(|| Error::Internal("image buffer size".into()))?;
-    Ok(image::imageops::resize(&m, to.0 as u32, to.1 as u32, FilterType::Triangle).into_raw())
 }

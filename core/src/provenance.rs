@@ -3,12 +3,25 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::edit::{Order, Task};
+use crate::canvas::TokenCanvas;
 use crate::error::{Error, Result};
 use crate::generator::lifecycle::ForkPoint;
 use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use crate::model::Arpg;
-use crate::tasks::TokenCanvas;
+use crate::order::Order;
+
+/// The kind of work that made an image (recorded in its provenance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    Generate,
+    Inpaint,
+    Outpaint,
+    Expand,
+    /// A generation paused, edited (cells erased) and resumed: its tokens depend on the paused
+    /// state, so its metadata alone cannot make it again.
+    Resume,
+}
 
 /// How an image was made, beyond its settings (see [`crate::sampler::stream`] for what the seeds
 /// mean).

@@ -13,7 +13,9 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 pub fn decode(bytes: &[u8]) -> std::result::Result<String, String> {
     let utf16 = |bytes: &[u8], unit: fn([u8; 2]) -> u16, name: &str| {
         if bytes.len() % 2 != 0 {
-            return Err(format!("{name} text with an odd number of bytes (truncated?)"));
+            return Err(format!(
+                "{name} text with an odd number of bytes (truncated?)"
+            ));
         }
         let units: Vec<u16> = bytes.chunks_exact(2).map(|b| unit([b[0], b[1]])).collect();
         String::from_utf16(&units).map_err(|_| format!("invalid {name} text"))
@@ -66,7 +68,10 @@ mod tests {
 
     #[test]
     fn byte_order_marks_are_read_and_other_encodings_named() {
-        assert_eq!(decode(b"\xEF\xBB\xBF{\"a\": 1}\r\n").expect("utf8 bom"), "{\"a\": 1}\r\n");
+        assert_eq!(
+            decode(b"\xEF\xBB\xBF{\"a\": 1}\r\n").expect("utf8 bom"),
+            "{\"a\": 1}\r\n"
+        );
         assert_eq!(decode(b"{}").expect("plain"), "{}");
         let le: Vec<u8> = [0xFF, 0xFE, b'{', 0, b'}', 0].to_vec();
         assert_eq!(decode(&le).expect("utf16le"), "{}");
@@ -75,6 +80,8 @@ mod tests {
         assert!(decode(&[b'{', 0, b'}', 0])
             .expect_err("utf16 without bom")
             .contains("UTF-16"));
-        assert!(decode(b"caf\xE9").expect_err("latin-1").contains("not UTF-8"));
+        assert!(decode(b"caf\xE9")
+            .expect_err("latin-1")
+            .contains("not UTF-8"));
     }
 }

@@ -51,4 +51,3 @@ pub fn clean_error(out: &Output, needle: &str) {
         "`{needle}` not in: {err}"
     );
 }
-

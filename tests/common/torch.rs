@@ -277,4 +277,3 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, &str, Vec<usize>, Vec<u8
 pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
-

@@ -4,13 +4,14 @@
 //! Threads: the UI thread (egui) never runs model code and never blocks on the worker; the
 //! worker thread runs loading, sampling and decoding; the preview thread decodes partial canvases
 //! for the live preview while the worker samples. They talk through bounded channels of
-//! [`worker::WorkerCommand`] and [`worker::WorkerEvent`].
+//! [`messages::WorkerCommand`] and [`messages::WorkerEvent`].
 
 pub mod app;
 pub mod canvas;
 pub mod commands;
 pub mod downloads;
 pub mod gpu;
+pub mod messages;
 pub mod preview;
 pub mod ui;
 pub mod worker;

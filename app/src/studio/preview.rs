@@ -6,11 +6,11 @@
 
 use std::sync::{Arc, Condvar, Mutex};
 
-use arpg_core::tasks::TokenCanvas;
+use arpg_core::canvas::TokenCanvas;
 use arpg_core::vq::{Tiling, VqModel};
 use crossbeam_channel::Sender;
 
-use super::worker::WorkerEvent;
+use super::messages::WorkerEvent;
 
 /// The request slot: the newest canvas to decode, and whether the decoder should stop.
 #[derive(Default)]

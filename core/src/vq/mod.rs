@@ -472,7 +472,10 @@ fn identity(cfg: &VqConfig, codebook: &Tensor) -> Result<String> {
     ] {
         h.update((v as u64).to_le_bytes());
     }
-    let values = codebook.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let values = codebook
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     for v in values {
         h.update(v.to_le_bytes());
     }

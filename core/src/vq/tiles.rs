@@ -169,7 +169,7 @@ impl VqModel {
         let mut tokens = vec![0u32; rows * cols];
         for (i, &r0) in rs.iter().enumerate() {
             for (j, &c0) in cs.iter().enumerate() {
-                let crop = crate::document::crop(rgb, width, 3, (c0 * p, r0 * p), (tc * p, tr * p));
+                let crop = crate::pixels::crop(rgb, width, 3, (c0 * p, r0 * p), (tc * p, tr * p));
                 let sub = whole(&crop, tc * p, tr * p)?;
                 for r in r0..r0 + tr {
                     for c in c0..c0 + tc {

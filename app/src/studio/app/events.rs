@@ -2,15 +2,16 @@
 
 use std::time::Instant;
 
+use arpg_core::canvas::TokenCanvas;
 use arpg_core::generator::Settings;
-use arpg_core::tasks::TokenCanvas;
 
 use super::{class_names, Document, StudioApp};
 use crate::studio::canvas::cell_map::CellMap;
 use crate::studio::canvas::mask::MaskDocument;
 use crate::studio::canvas::priority::PriorityMap;
+use crate::studio::messages::{WorkerCommand, WorkerEvent};
 use crate::studio::ui::history_panel::{HistoryAction, HistoryItem};
-use crate::studio::worker::{WorkerCommand, WorkerEvent, WorkerHandle};
+use crate::studio::worker::WorkerHandle;
 
 impl StudioApp {
     // ---- Events ---------------------------------------------------------------------------
@@ -106,7 +107,7 @@ impl StudioApp {
                     let [w, h] = doc.size;
                     let pw = doc.canvas.cols * p;
                     WorkerCommand::Reencode {
-                        rgb: arpg_core::document::crop(&doc.rgb, pw, 3, (0, 0), (w, h)),
+                        rgb: arpg_core::pixels::crop(&doc.rgb, pw, 3, (0, 0), (w, h)),
                         size: doc.size,
                         class: doc.class,
                         settings: doc.settings.clone(),
@@ -331,10 +332,10 @@ impl StudioApp {
                         self.settings.order = p.order;
                     }
                     let how = match &provenance {
-                        Some(p) if p.task == arpg_core::edit::Task::Resume => {
+                        Some(p) if p.task == arpg_core::provenance::Task::Resume => {
                             " (paused and resumed: its metadata cannot make it again)".into()
                         }
-                        Some(p) if p.task != arpg_core::edit::Task::Generate => {
+                        Some(p) if p.task != arpg_core::provenance::Task::Generate => {
                             format!(" (made by {:?}: rerun it on its source)", p.task)
                                 .to_lowercase()
                         }

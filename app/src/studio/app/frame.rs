@@ -1,7 +1,7 @@
 //! One frame of the UI: menus, actions, panels, the canvas widget and its paint callback. What
 //! the user fires is queued as commands and run once at the end of the frame.
 
-use arpg_core::tasks;
+use arpg_core::canvas;
 use eframe::egui;
 use eframe::egui_wgpu;
 
@@ -11,8 +11,8 @@ use super::StudioApp;
 use crate::studio::commands::UiCommand;
 use crate::studio::downloads::Status;
 use crate::studio::gpu::{CanvasCallback, Target, Upload, ViewUniform};
+use crate::studio::messages::WorkerCommand;
 use crate::studio::ui::tools_panel::{LivePreview, Tool};
-use crate::studio::worker::WorkerCommand;
 use arpg_core::pair::ModelSpec;
 
 impl StudioApp {
@@ -154,7 +154,7 @@ impl StudioApp {
             .model_args
             .gpt
             .as_deref()
-            .is_some_and(arpg_core::gguf::is_gguf);
+            .is_some_and(arpg_core::loader::gguf::is_gguf);
         if from_gguf {
             ui.label("Quantized, as its GGUF file stores them");
             return;
@@ -373,7 +373,7 @@ impl StudioApp {
                 bytes,
             });
             let p = self.patch();
-            if let Ok(cells) = tasks::token_mask(
+            if let Ok(cells) = canvas::token_mask(
                 &self.mask.pixels,
                 self.mask.width,
                 self.mask.height,

@@ -8,12 +8,13 @@ mod frame;
 
 use std::time::Instant;
 
-use arpg_core::edit::{Edit, MaskOptions, Order, Source};
+use arpg_core::canvas::{self, TokenCanvas};
+use arpg_core::edit::{Edit, MaskOptions, Source};
 use arpg_core::generator::Settings;
+use arpg_core::order::Order;
 use arpg_core::pair::ModelSpec;
 use arpg_core::provenance::{BatchPlace, Provenance};
 use arpg_core::sampler::{self, stream, Rng};
-use arpg_core::tasks::{self, TokenCanvas};
 use arpg_core::vq::Palette;
 use eframe::egui;
 
@@ -24,12 +25,13 @@ use super::canvas::priority::PriorityMap;
 use super::canvas::view::CanvasView;
 use super::commands::UiCommand;
 use super::gpu::CanvasResources;
+use super::messages::{Job, JobKind, ModelInfo, RunKind, WorkerCommand};
 use super::ui::class_panel::ClassPanel;
 use super::ui::history_panel::HistoryPanel;
 use super::ui::settings_panel::SettingsPanel;
 use super::ui::status_bar::StatusBar;
 use super::ui::tools_panel::{Tool, ToolsPanel};
-use super::worker::{Job, JobKind, ModelInfo, WorkerCommand, WorkerHandle};
+use super::worker::WorkerHandle;
 
 /// The document on the canvas: tokens are the source of truth, pixels what is shown.
 #[derive(Clone)]
@@ -49,6 +51,7 @@ pub struct Document {
 /// A run in progress.
 struct Running {
     id: u64,
+    kind: RunKind,
     label: String,
     class: Option<usize>,
     started: Instant,
@@ -67,9 +70,10 @@ struct Running {
 }
 
 impl Running {
-    fn new(id: u64, label: String, class: Option<usize>) -> Self {
+    fn new(id: u64, kind: RunKind, label: String, class: Option<usize>) -> Self {
         Self {
             id,
+            kind,
             label,
             class,
             started: Instant::now(),
@@ -84,7 +88,7 @@ impl Running {
 
     /// A generation (or a fork of one), the runs Fork can continue.
     fn is_generation(&self) -> bool {
-        self.label == "Generate" || self.label.starts_with("Fork") || self.label == "Resume"
+        self.kind.is_generation()
     }
 }
 
@@ -366,7 +370,12 @@ impl StudioApp {
             self.worker
                 .cancel
                 .store(false, std::sync::atomic::Ordering::Relaxed);
-            self.running = Some(Running::new(job.id, job.label.clone(), job.class));
+            self.running = Some(Running::new(
+                job.id,
+                job.run_kind(),
+                job.label.clone(),
+                job.class,
+            ));
             self.status.message = format!("{}…", job.label);
             self.send(WorkerCommand::Run(job));
         }
@@ -505,7 +514,7 @@ impl StudioApp {
         };
         let (rows, cols) = (doc.canvas.rows, doc.canvas.cols);
         let p = self.patch();
-        let picked = tasks::token_mask(
+        let picked = canvas::token_mask(
             &self.mask.pixels,
             self.mask.width,
             self.mask.height,
@@ -654,7 +663,7 @@ impl StudioApp {
                 .push("A run is in progress: wait for it, or cancel it (Esc).".into());
         }
         let (rows, cols, class) = (doc.canvas.rows, doc.canvas.cols, doc.class);
-        let erase: Vec<usize> = tasks::token_mask(
+        let erase: Vec<usize> = canvas::token_mask(
             &self.mask.pixels,
             self.mask.width,
             self.mask.height,
@@ -674,7 +683,12 @@ impl StudioApp {
         self.next_id += 1;
         // `paused` stays until the resumed run starts: a refused resume can be tried again.
         self.queued.clear();
-        self.running = Some(Running::new(new_id, "Resume".into(), class));
+        self.running = Some(Running::new(
+            new_id,
+            RunKind::Resume,
+            "Resume".into(),
+            class,
+        ));
         self.worker
             .cancel
             .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -685,11 +699,14 @@ impl StudioApp {
     /// Forks the stopped generation `id`, which ran with `class`: the worker continues its
     /// state, so the fork's record must carry the same class.
     fn start_fork(&mut self, id: u64, class: Option<usize>, seed: u64) {
-        self.running = Some(Running::new(id + 1_000_000, format!("Fork (seed {seed})"), class));
+        let new_id = self.next_id;
+        self.next_id += 1;
+        let label = format!("Fork (seed {seed})");
+        self.running = Some(Running::new(new_id, RunKind::Fork, label, class));
         self.worker
             .cancel
             .store(false, std::sync::atomic::Ordering::Relaxed);
-        self.send(WorkerCommand::Fork { id, seed });
+        self.send(WorkerCommand::Fork { id, new_id, seed });
     }
 
     fn save_dialog(&mut self) {
@@ -728,7 +745,7 @@ impl StudioApp {
         let rgb = if [w, h] == [pw, ph] {
             std::borrow::Cow::Borrowed(&doc.rgb)
         } else {
-            std::borrow::Cow::Owned(crate::document::crop(&doc.rgb, pw, 3, (0, 0), (w, h)))
+            std::borrow::Cow::Owned(arpg_core::pixels::crop(&doc.rgb, pw, 3, (0, 0), (w, h)))
         };
         crate::document::write_png(path, w, h, &rgb, Some(&meta))?;
         Ok(())

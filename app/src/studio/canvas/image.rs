@@ -3,7 +3,7 @@
 //! paint only the cells they decided (a code's preview tile from the palette); a finished or
 //! opened document replaces the whole image.
 
-use arpg_core::tasks::TokenCanvas;
+use arpg_core::canvas::TokenCanvas;
 use arpg_core::vq::Palette;
 
 use super::cell_map::{CellMap, CellRecord};

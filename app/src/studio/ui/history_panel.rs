@@ -1,9 +1,9 @@
 //! The history / staging strip: every result with its settings; the newest candidate can be
 //! accepted or discarded in place, any entry restored.
 
+use arpg_core::canvas::TokenCanvas;
 use arpg_core::generator::Settings;
 use arpg_core::provenance::Provenance;
-use arpg_core::tasks::TokenCanvas;
 use eframe::egui;
 
 /// One result.

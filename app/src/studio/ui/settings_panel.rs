@@ -1,8 +1,9 @@
 //! Sampler settings: steps, schedules, guidance, temperature, top-k/p, settling, polishing,
 //! seed, batch, order, and the mask options of inpainting.
 
-use arpg_core::edit::{MaskOptions, Order};
+use arpg_core::edit::MaskOptions;
 use arpg_core::generator::Settings;
+use arpg_core::order::Order;
 use arpg_core::schedule::{CfgSchedule, Schedule};
 use eframe::egui;
 

@@ -2,6 +2,8 @@
 //! presets from tensor shapes, otherwise a JSON config beside the weights or given explicitly),
 //! validate every key and shape, then stream the weights into the model.
 
+pub mod gguf;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -276,15 +278,15 @@ pub fn sampling_beside(path: &Path) -> Result<SamplingDefaults> {
 }
 
 /// Opens, validates and loads an ARPG checkpoint (`.pt`, `.safetensors`, or a quantized `.gguf`
-/// written by [`crate::gguf::convert_arpg`]), computing in `dtype`.
+/// written by [`gguf::convert_arpg`]), computing in `dtype`.
 pub fn load_arpg(
     path: impl AsRef<Path>,
     explicit: Option<ArpgConfig>,
     dtype: DType,
     device: &Device,
 ) -> Result<LoadedArpg> {
-    if crate::gguf::is_gguf(path.as_ref()) {
-        return crate::gguf::load_arpg(path.as_ref(), dtype, device);
+    if gguf::is_gguf(path.as_ref()) {
+        return gguf::load_arpg(path.as_ref(), dtype, device);
     }
     let ckpt = Checkpoint::open(path)?;
     if detect_kind(&ckpt)? != ModelKind::Arpg {
@@ -325,4 +327,20 @@ pub fn load_vq(
     config.validate()?;
     ckpt.validate(&config.expected_shapes(), "VQ")?;
     Ok(VqModel::new(&config, ckpt.var_builder(DType::F32, device))?)
+}
+
+/// Parses a quantized format: `q8_0` (8-bit blocks of 32 with an f16 scale, 8.5 bits a weight)
+/// or `q4k` (4-bit super-blocks of 256, 4.5 bits a weight), candle's `GgmlDType` of the same
+/// name.
+pub fn quant(name: &str) -> Result<candle_core::quantized::GgmlDType> {
+    use candle_core::quantized::GgmlDType;
+    Ok(match name.to_ascii_lowercase().as_str() {
+        "q8_0" | "q8" => GgmlDType::Q8_0,
+        "q4k" | "q4_k" => GgmlDType::Q4K,
+        q => {
+            return Err(Error::InvalidRequest(format!(
+                "unknown quantization `{q}` (expected q8_0 or q4k)"
+            )))
+        }
+    })
 }

@@ -167,7 +167,7 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
     let config: ArpgConfig = serde_json::from_str(&text("arpg.config")?)
         .map_err(|e| not_ours(path, format!("bad `arpg.config`: {e}")))?;
     config.validate()?;
-    let q = crate::pair::quant(&text("arpg.quant")?)?;
+    let q = super::quant(&text("arpg.quant")?)?;
     let expected: HashMap<String, Vec<usize>> = config.expected_shapes().into_iter().collect();
     let missing: Vec<String> = expected
         .keys()

@@ -230,68 +230,6 @@ pub fn token_mask(
     Ok(cells)
 }
 
-/// Composites a generated image into the original: pixels outside the mask stay exactly the
-/// original, masked pixels take the generated image, and a band of `feather` pixels inside the
-/// mask edge blends the two linearly. Images are interleaved RGB8, the mask one byte per pixel.
-pub fn feathered_blend(
-    original: &[u8],
-    generated: &[u8],
-    mask: &[u8],
-    width: usize,
-    height: usize,
-    feather: usize,
-) -> Result<Vec<u8>> {
-    let n = width * height;
-    if original.len() != n * 3 || generated.len() != n * 3 || mask.len() != n {
-        return Err(Error::Internal("blend inputs differ in size".into()));
-    }
-    // Chessboard distance of each masked pixel to the nearest unmasked one (two-pass sweep).
-    let big = u32::MAX / 2;
-    let mut dist: Vec<u32> = mask
-        .iter()
-        .map(|&m| if m > 127 { big } else { 0 })
-        .collect();
-    for y in 0..height {
-        for x in 0..width {
-            let i = y * width + x;
-            for (dx, dy) in [(-1isize, 0isize), (0, -1), (-1, -1), (1, -1)] {
-                let (xx, yy) = (x as isize + dx, y as isize + dy);
-                if xx >= 0 && yy >= 0 && (xx as usize) < width {
-                    dist[i] = dist[i].min(dist[yy as usize * width + xx as usize] + 1);
-                }
-            }
-        }
-    }
-    for y in (0..height).rev() {
-        for x in (0..width).rev() {
-            let i = y * width + x;
-            for (dx, dy) in [(1isize, 0isize), (0, 1), (1, 1), (-1, 1)] {
-                let (xx, yy) = (x as isize + dx, y as isize + dy);
-                if xx >= 0 && (xx as usize) < width && (yy as usize) < height {
-                    dist[i] = dist[i].min(dist[yy as usize * width + xx as usize] + 1);
-                }
-            }
-        }
-    }
-    let mut out = original.to_vec();
-    for i in 0..n {
-        if dist[i] == 0 {
-            continue;
-        }
-        // A mask with no unmasked pixel at all has every distance `big`: alpha 1.
-        let alpha = if feather == 0 {
-            1.0
-        } else {
-            (dist[i] as f32 / (feather + 1) as f32).min(1.0)
-        };
-        for k in 0..3 {
-            let (o, g) = (original[i * 3 + k] as f32, generated[i * 3 + k] as f32);
-            out[i * 3 + k] = (o + (g - o) * alpha).round() as u8;
-        }
-    }
-    Ok(out)
-}
-
 /// What one step of a [`CanvasJob`] decided, in canvas coordinates.
 #[derive(Debug, Clone)]
 pub struct CanvasStep {
