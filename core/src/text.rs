@@ -12,7 +12,7 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 /// Decodes a text file's bytes (see the module doc); the error says what the bytes are.
 pub fn decode(bytes: &[u8]) -> std::result::Result<String, String> {
     let utf16 = |bytes: &[u8], unit: fn([u8; 2]) -> u16, name: &str| {
-        if bytes.len() % 2 != 0 {
+        if !bytes.len().is_multiple_of(2) {
             return Err(format!(
                 "{name} text with an odd number of bytes (truncated?)"
             ));

@@ -169,23 +169,8 @@ pub enum WorkerEvent {
         info: ModelInfo,
         palette: Arc<Palette>,
     },
-    Started {
-        id: u64,
-        rows: usize,
-        cols: usize,
-        unknown: usize,
-        canvas: TokenCanvas,
-    },
-    /// Cells decided (or drawn again: settling, polishing) since the last event:
-    /// `(row, col, token, probability)`.
-    Step {
-        id: u64,
-        cells: Vec<(usize, usize, u32, f32)>,
-        step: usize,
-        total_steps: usize,
-        decided: usize,
-        elapsed: f64,
-    },
+    Started(RunStarted),
+    Step(RunStep),
     /// How long one decode of the loaded model's grid took on the preview thread, in ms (the
     /// second of two, after warm-up), measured once after each load.
     DecodeTimed {
@@ -199,36 +184,66 @@ pub enum WorkerEvent {
         canvas: TokenCanvas,
         rgb: Vec<u8>,
     },
-    Finished {
-        id: u64,
-        canvas: TokenCanvas,
-        rgb: Vec<u8>,
-        /// `[width, height]` of the image the canvas stands for: at most its pixels (a source
-        /// that is not a whole number of tokens keeps its own size; the rest is padding).
-        size: [usize; 2],
-        cancelled: bool,
-        elapsed: f64,
-        /// The settings the job actually ran with (a fork's: its own seed) and how it was made:
-        /// what the document records.
-        settings: Settings,
-        provenance: Provenance,
-    },
-    ImageOpened {
-        /// What the user calls it: the file's path, or "the open image".
-        name: String,
-        canvas: TokenCanvas,
-        rgb: Vec<u8>,
-        /// The image's own `[width, height]` (the canvas is padded to whole tokens).
-        size: [usize; 2],
-        class: Option<usize>,
-        /// The settings and provenance its PNG records, if any.
-        settings: Option<Settings>,
-        provenance: Option<Provenance>,
-        /// What the user should know about the import (stale metadata, padding, transparency).
-        notices: Vec<String>,
-        /// The image's wholly transparent pixels as a mask of the canvas's size (255 = fill),
-        /// when it has any.
-        fill: Option<Vec<u8>>,
-    },
+    Finished(RunFinished),
+    ImageOpened(ImageOpened),
     Error(String),
+}
+
+/// A run started: its canvas (known cells set) and how many cells it decides.
+#[derive(Debug, Clone)]
+pub struct RunStarted {
+    pub id: u64,
+    pub rows: usize,
+    pub cols: usize,
+    pub unknown: usize,
+    pub canvas: TokenCanvas,
+}
+
+/// Cells decided (or drawn again: settling, polishing) since the last event.
+#[derive(Debug, Clone)]
+pub struct RunStep {
+    pub id: u64,
+    /// `(row, col, token, probability)`.
+    pub cells: Vec<(usize, usize, u32, f32)>,
+    pub step: usize,
+    pub total_steps: usize,
+    pub decided: usize,
+    pub elapsed: f64,
+}
+
+/// A run ended (done, cancelled or paused) with its canvas and what made it.
+#[derive(Debug, Clone)]
+pub struct RunFinished {
+    pub id: u64,
+    pub canvas: TokenCanvas,
+    pub rgb: Vec<u8>,
+    /// `[width, height]` of the image the canvas stands for: at most its pixels (a source
+    /// that is not a whole number of tokens keeps its own size; the rest is padding).
+    pub size: [usize; 2],
+    pub cancelled: bool,
+    pub elapsed: f64,
+    /// The settings the job actually ran with (a fork's: its own seed) and how it was made:
+    /// what the document records.
+    pub settings: Settings,
+    pub provenance: Provenance,
+}
+
+/// A picture became the document.
+#[derive(Debug, Clone)]
+pub struct ImageOpened {
+    /// What the user calls it: the file's path, or "the open image".
+    pub name: String,
+    pub canvas: TokenCanvas,
+    pub rgb: Vec<u8>,
+    /// The image's own `[width, height]` (the canvas is padded to whole tokens).
+    pub size: [usize; 2],
+    pub class: Option<usize>,
+    /// The settings and provenance its PNG records, if any.
+    pub settings: Option<Settings>,
+    pub provenance: Option<Provenance>,
+    /// What the user should know about the import (stale metadata, padding, transparency).
+    pub notices: Vec<String>,
+    /// The image's wholly transparent pixels as a mask of the canvas's size (255 = fill),
+    /// when it has any.
+    pub fill: Option<Vec<u8>>,
 }

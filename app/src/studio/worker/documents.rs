@@ -9,7 +9,7 @@ use arpg_core::pixels;
 use arpg_core::vq::Palette;
 
 use super::Worker;
-use crate::studio::messages::WorkerEvent;
+use crate::studio::messages::{ImageOpened, WorkerEvent};
 
 impl Worker {
     /// Shows a picture as the document: its canvas (its own tokens when they are trusted for
@@ -57,7 +57,7 @@ impl Worker {
                 pic.height + pad_y
             ));
         }
-        self.emit(WorkerEvent::ImageOpened {
+        self.emit(WorkerEvent::ImageOpened(ImageOpened {
             name,
             canvas: imported.canvas,
             rgb: imported.rgb,
@@ -67,7 +67,7 @@ impl Worker {
             provenance: meta.and_then(|m| m.provenance),
             notices,
             fill,
-        });
+        }));
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use arpg_core::pixels::{self, resize};
 use arpg_core::provenance::{Provenance, Task};
 
 use super::Worker;
-use crate::studio::messages::{Job, JobKind, WorkerEvent};
+use crate::studio::messages::{Job, JobKind, RunFinished, RunStarted, RunStep, WorkerEvent};
 
 impl Worker {
     pub(super) fn run_job(&mut self, job: Job) -> anyhow::Result<()> {
@@ -49,13 +49,13 @@ impl Worker {
             job.settings.clone(),
             job.order_mode(&plan.canvas),
         )?;
-        self.emit(WorkerEvent::Started {
+        self.emit(WorkerEvent::Started(RunStarted {
             id: job.id,
             rows: plan.canvas.rows,
             cols: plan.canvas.cols,
             unknown: plan.unknown(),
             canvas: plan.canvas.clone(),
-        });
+        }));
         let cancelled = self.run_canvas_job(&job, &mut cjob, start, true)?;
         let filled = cjob.canvas().clone();
         let mut provenance = Provenance::new(plan.task, job.order);
@@ -84,7 +84,7 @@ impl Worker {
         start: Instant,
         provenance: Provenance,
     ) {
-        self.emit(WorkerEvent::Finished {
+        self.emit(WorkerEvent::Finished(RunFinished {
             id: job.id,
             rgb,
             canvas,
@@ -93,7 +93,7 @@ impl Worker {
             elapsed: start.elapsed().as_secs_f64(),
             settings: job.settings.clone(),
             provenance,
-        });
+        }));
     }
 
     /// Steps a canvas job to its end or a cancel, emitting a step event per step (with the
@@ -127,14 +127,14 @@ impl Worker {
                     }
                 }
             }
-            self.emit_step(WorkerEvent::Step {
+            self.emit_step(WorkerEvent::Step(RunStep {
                 id,
                 cells: changed,
                 step: step.step,
                 total_steps: step.window_steps,
                 decided,
                 elapsed: start.elapsed().as_secs_f64(),
-            });
+            }));
         }
     }
 
@@ -178,13 +178,13 @@ impl Worker {
             job.settings.clone(),
             job.order,
         )?;
-        self.emit(WorkerEvent::Started {
+        self.emit(WorkerEvent::Started(RunStarted {
             id: job.id,
             rows: canvas.rows,
             cols: canvas.cols,
             unknown: plan.unknown(),
             canvas: canvas.clone(),
-        });
+        }));
         // The region's cells are not the document's: report progress only.
         let cancelled = self.run_canvas_job(job, &mut cjob, start, false)?;
         let mut provenance = Provenance::new(Task::Inpaint, job.order);
@@ -240,13 +240,13 @@ impl Worker {
             cells: gen.tokens()[0].clone(),
         };
         let unknown = canvas.unknown_count();
-        self.emit(WorkerEvent::Started {
+        self.emit(WorkerEvent::Started(RunStarted {
             id: job.id,
             rows: g,
             cols: g,
             unknown,
             canvas,
-        });
+        }));
         let mut cancelled = false;
         loop {
             if self.cancel.load(Ordering::Relaxed) {
@@ -274,14 +274,14 @@ impl Worker {
                 );
             }
             pause(job.step_delay_ms);
-            self.emit_step(WorkerEvent::Step {
+            self.emit_step(WorkerEvent::Step(RunStep {
                 id: job.id,
                 cells,
                 step: out.step,
                 total_steps: out.total_steps,
                 decided,
                 elapsed: start.elapsed().as_secs_f64(),
-            });
+            }));
         }
         let canvas = TokenCanvas {
             rows: g,
@@ -311,7 +311,7 @@ impl Worker {
         self.last = Some((id, gen, job));
         let p = self.models()?.patch();
         let size = [canvas.cols * p, canvas.rows * p];
-        self.emit(WorkerEvent::Finished {
+        self.emit(WorkerEvent::Finished(RunFinished {
             id,
             size,
             canvas,
@@ -320,7 +320,7 @@ impl Worker {
             elapsed: start.elapsed().as_secs_f64(),
             settings,
             provenance,
-        });
+        }));
         Ok(())
     }
 }

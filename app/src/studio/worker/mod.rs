@@ -12,7 +12,7 @@ use arpg_core::generator::Generation;
 use arpg_core::pair::ModelPair;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::studio::messages::{Job, ModelInfo, WorkerCommand, WorkerEvent};
+use crate::studio::messages::{Job, ModelInfo, RunStep, WorkerCommand, WorkerEvent};
 
 mod documents;
 mod jobs;
@@ -126,7 +126,7 @@ impl Worker {
 
     /// Sends an event, blocking; flushes a merged pending step first.
     fn emit(&mut self, ev: WorkerEvent) {
-        if matches!(ev, WorkerEvent::Finished { .. } | WorkerEvent::Error(_)) {
+        if matches!(ev, WorkerEvent::Finished(_) | WorkerEvent::Error(_)) {
             // The run is over: a live decode not started yet would only compete with its end.
             if let Some(p) = &self.preview {
                 p.clear();
@@ -143,25 +143,25 @@ impl Worker {
     fn emit_step(&mut self, ev: WorkerEvent) {
         let merged = match (self.pending.take(), ev) {
             (
-                Some(WorkerEvent::Step { id, mut cells, .. }),
-                WorkerEvent::Step {
+                Some(WorkerEvent::Step(RunStep { id, mut cells, .. })),
+                WorkerEvent::Step(RunStep {
                     id: id2,
                     cells: c2,
                     step,
                     total_steps,
                     decided,
                     elapsed,
-                },
+                }),
             ) if id == id2 => {
                 cells.extend(c2);
-                WorkerEvent::Step {
+                WorkerEvent::Step(RunStep {
                     id,
                     cells,
                     step,
                     total_steps,
                     decided,
                     elapsed,
-                }
+                })
             }
             (Some(p), ev) => {
                 let _ = self.events.send(p);
