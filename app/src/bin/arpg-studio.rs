@@ -1,6 +1,6 @@
 //! `arpg-studio`: the desktop app. With no arguments it opens on the shipped model.
 
-use arpg_app::run::ModelArgs;
+use arpg_app::commands::ModelArgs;
 use arpg_app::studio::StudioApp;
 use arpg_core::pair::ModelSpec;
 use clap::Parser;

@@ -440,24 +440,6 @@ pub(crate) fn conv_cfg(padding: usize, stride: usize) -> Conv2dConfig {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_decoded_image_with_nan_is_an_error_not_a_black_pixel() -> Result<()> {
-        let dev = Device::Cpu;
-        let ok = Tensor::zeros((1, 3, 2, 2), DType::F32, &dev)?;
-        assert_eq!(to_rgb8(&ok)?[0], vec![128u8; 12]);
-        let mut values = vec![0f32; 12];
-        values[5] = f32::NAN;
-        let bad = Tensor::from_vec(values, (1, 3, 2, 2), &dev)?;
-        let err = to_rgb8(&bad).expect_err("NaN must not become a pixel");
-        assert!(err.to_string().contains("non-finite"), "{err}");
-        Ok(())
-    }
-}
-
 /// See [`VqModel::identity`]: the config's shape fields and the codebook's f32 values
 /// (little-endian), so the same tokenizer has the same identity whatever file or dtype it was
 /// loaded from.
@@ -481,4 +463,22 @@ fn identity(cfg: &VqConfig, codebook: &Tensor) -> Result<String> {
     }
     let digest = h.finalize();
     Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decoded_image_with_nan_is_an_error_not_a_black_pixel() -> Result<()> {
+        let dev = Device::Cpu;
+        let ok = Tensor::zeros((1, 3, 2, 2), DType::F32, &dev)?;
+        assert_eq!(to_rgb8(&ok)?[0], vec![128u8; 12]);
+        let mut values = vec![0f32; 12];
+        values[5] = f32::NAN;
+        let bad = Tensor::from_vec(values, (1, 3, 2, 2), &dev)?;
+        let err = to_rgb8(&bad).expect_err("NaN must not become a pixel");
+        assert!(err.to_string().contains("non-finite"), "{err}");
+        Ok(())
+    }
 }
