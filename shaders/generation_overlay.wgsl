@@ -3,35 +3,10 @@
 // about it (its token's probability, or the step it was decided at), and an optional grid marks
 // token boundaries.
 
-struct View {
-    rect: vec4<f32>,
-    size: vec4<f32>,
-    params: vec4<f32>,
-};
-
-@group(0) @binding(0) var<uniform> view: View;
 // One texel per token cell: r = 1 undecided, g = 1 decided in the latest step, b = the
 // probability of its token, a = 0 nothing recorded, else 1/255 + the step scaled to the run.
 // view.params: time, highlight strength, grid on, map (0 none, 1 confidence, 2 order).
 @group(0) @binding(1) var state_tex: texture_2d<f32>;
-
-struct VertexOut {
-    @builtin(position) position: vec4<f32>,
-    @location(0) uv: vec2<f32>,
-};
-
-@vertex
-fn vs_main(@builtin(vertex_index) i: u32) -> VertexOut {
-    var corners = array<vec2<f32>, 6>(
-        vec2(0.0, 0.0), vec2(1.0, 0.0), vec2(0.0, 1.0),
-        vec2(0.0, 1.0), vec2(1.0, 0.0), vec2(1.0, 1.0),
-    );
-    let uv = corners[i];
-    var out: VertexOut;
-    out.position = vec4(mix(view.rect.x, view.rect.z, uv.x), mix(view.rect.y, view.rect.w, uv.y), 0.0, 1.0);
-    out.uv = uv;
-    return out;
-}
 
 @fragment
 fn fs_main(in: VertexOut) -> @location(0) vec4<f32> {

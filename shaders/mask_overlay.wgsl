@@ -1,35 +1,10 @@
 // The mask overlay: a translucent tint over painted pixels, a crisp outline where the mask ends,
 // and a faint fill of the token cells the mask touches (what will actually be regenerated).
 
-struct View {
-    rect: vec4<f32>,
-    size: vec4<f32>,
-    params: vec4<f32>,
-};
-
-@group(0) @binding(0) var<uniform> view: View;
 // One byte per pixel: 255 = masked.
 @group(0) @binding(1) var mask_tex: texture_2d<f32>;
 // One byte per token cell: 255 = the cell will be regenerated.
 @group(0) @binding(2) var cells_tex: texture_2d<f32>;
-
-struct VertexOut {
-    @builtin(position) position: vec4<f32>,
-    @location(0) uv: vec2<f32>,
-};
-
-@vertex
-fn vs_main(@builtin(vertex_index) i: u32) -> VertexOut {
-    var corners = array<vec2<f32>, 6>(
-        vec2(0.0, 0.0), vec2(1.0, 0.0), vec2(0.0, 1.0),
-        vec2(0.0, 1.0), vec2(1.0, 0.0), vec2(1.0, 1.0),
-    );
-    let uv = corners[i];
-    var out: VertexOut;
-    out.position = vec4(mix(view.rect.x, view.rect.z, uv.x), mix(view.rect.y, view.rect.w, uv.y), 0.0, 1.0);
-    out.uv = uv;
-    return out;
-}
 
 fn masked(px: vec2<i32>) -> f32 {
     let p = clamp(px, vec2(0), vec2<i32>(view.size.xy) - 1);

@@ -1032,3 +1032,76 @@ fn the_decoded_live_preview_paints_decodes_and_never_changes_the_tokens() {
     }
     assert_eq!(tokens[0], tokens[1], "the preview changed the sampling");
 }
+
+/// An image with transparent pixels opens over white with a notice, and its wholly transparent
+/// area becomes the mask: what Inpaint fills, as in the CLI.
+#[test]
+fn a_transparent_area_is_the_mask_when_an_image_opens() {
+    let mut h = harness();
+    let mut img = image::open(common::fixtures().join("../field/photo_32x32.png"))
+        .expect("photo")
+        .to_rgba8();
+    for (x, _, p) in img.enumerate_pixels_mut() {
+        if x < 8 {
+            *p = image::Rgba([255, 0, 0, 0]);
+        }
+    }
+    let path = common::temp_dir("studio-transparent").join("cut-out.png");
+    img.save(&path).expect("save");
+    drop_file(&mut h, path);
+    wait(&mut h, "the image", |app| app.doc.is_some());
+    let notice = h.state().errors.last().cloned().expect("a notice");
+    assert!(notice.contains("transparent"), "{notice}");
+    let app = h.state();
+    let doc = app.doc.as_ref().expect("doc");
+    assert_eq!(doc.size, [32, 32]);
+    for y in 0..32 {
+        for x in 0..32 {
+            let masked = app.mask.pixels[y * 32 + x] > 127;
+            assert_eq!(masked, x < 8, "mask at ({x}, {y})");
+            if x < 8 {
+                let i = (y * 32 + x) * 3;
+                assert_eq!(&doc.rgb[i..i + 3], &[255, 255, 255], "the hidden red shows");
+            }
+        }
+    }
+}
+
+/// Another tokenizer loaded while an image is open: the image is kept as pixels and encoded
+/// again with it (its old tokens are the previous tokenizer's codes), never decoded by it.
+#[test]
+fn an_open_image_is_encoded_again_when_the_tokenizer_changes() {
+    let mut h = harness();
+    generate(&mut h);
+    let before = h.state().doc.clone().expect("doc");
+    let shipped = h.state().model.as_ref().expect("model").tokenizer.clone();
+    let tiny = common::tiny();
+    h.state_mut().load_models(ModelSpec {
+        gpt: Some(tiny.join("tiny_gpt.pt")),
+        vq: Some(tiny.join("tiny_vq.pt")),
+        config: Some(tiny.join("manifest.json")),
+        ..model_args()
+    });
+    wait(
+        &mut h,
+        "the new tokenizer and the image encoded again",
+        |app| app.model.as_ref().is_some_and(|m| m.tokenizer != shipped) && app.doc.is_some(),
+    );
+    let app = h.state();
+    let notice = app.errors.last().cloned().expect("a notice");
+    assert!(notice.contains("tokenizer changed"), "{notice}");
+    let doc = app.doc.as_ref().expect("doc");
+    assert_eq!(doc.size, before.size, "the image keeps its size");
+    // Its tokens are the new tokenizer's encoding of the kept pixels.
+    let vq = arpg_core::loader::load_vq(tiny.join("tiny_vq.pt"), None, &candle_core::Device::Cpu)
+        .expect("tiny vq");
+    let p = vq.config().downsample();
+    let (w, h_px) = (doc.canvas.cols * p, doc.canvas.rows * p);
+    let [sw, sh] = before.size;
+    let padded = arpg_core::pixels::pad_edge(&before.rgb, sw, sh, 3, w, h_px);
+    assert_eq!(doc.rgb, padded, "the pixels are kept");
+    let tokens = vq
+        .encode_rgb8(&padded, w, h_px, arpg_core::vq::Tiling::default())
+        .expect("encode");
+    assert_eq!(doc.canvas.tokens().expect("all known"), tokens);
+}

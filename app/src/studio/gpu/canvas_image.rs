@@ -5,7 +5,8 @@ use eframe::egui_wgpu::wgpu;
 
 use super::{Extent, PassDesc, QuadPass, TextureSpec};
 
-pub const SOURCE: &str = include_str!("../../../../shaders/canvas_image.wgsl");
+/// The shader as built: the canvas prelude, then `shaders/canvas_image.wgsl`.
+pub const SOURCE: &str = canvas_shader!("canvas_image.wgsl");
 
 pub(crate) fn pass(
     device: &wgpu::Device,

@@ -5,7 +5,8 @@ use eframe::egui_wgpu::wgpu;
 
 use super::{Extent, PassDesc, QuadPass, TextureSpec};
 
-pub const SOURCE: &str = include_str!("../../../../shaders/mask_overlay.wgsl");
+/// The shader as built: the canvas prelude, then `shaders/mask_overlay.wgsl`.
+pub const SOURCE: &str = canvas_shader!("mask_overlay.wgsl");
 
 pub(crate) fn pass(
     device: &wgpu::Device,

@@ -2,9 +2,28 @@
 //! shader in `shaders/`. Resources live in egui's `callback_resources`; each frame's callback
 //! carries the view uniform and only the texture regions that changed since the last frame.
 
+/// A canvas shader's source as built: `shaders/canvas_prelude.wgsl` (the `View` uniform at
+/// binding 0, `VertexOut` and the quad's `vs_main`) followed by the shader's own file. WGSL has no
+/// include, so the owning module prepends the prelude; the naga test validates the result.
+macro_rules! canvas_shader {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../../../shaders/canvas_prelude.wgsl"),
+            include_str!(concat!("../../../../shaders/", $file))
+        )
+    };
+}
+
 mod canvas_image;
 mod generation_overlay;
 mod mask_overlay;
+
+/// Every canvas shader as built (name, WGSL source), for validation.
+pub const SHADERS: [(&str, &str); 3] = [
+    ("canvas_image", canvas_image::SOURCE),
+    ("generation_overlay", generation_overlay::SOURCE),
+    ("mask_overlay", mask_overlay::SOURCE),
+];
 
 use eframe::egui_wgpu::{self, wgpu};
 
@@ -16,7 +35,8 @@ pub struct ViewUniform {
     pub rect: [f32; 4],
     /// Canvas size in pixels (x, y) and in token cells (z, w).
     pub size: [f32; 4],
-    /// Time, highlight strength, show grid, unused.
+    /// Time, highlight strength, show grid, the generation overlay's map (0 none, 1 confidence,
+    /// 2 order).
     pub params: [f32; 4],
 }
 
