@@ -518,28 +518,6 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
         .collect();
     torch::write_safetensors(&fp8, &fp8_tensors);
     let fp8_bytes = std::fs::read(&fp8).expect("read");
-    for (what, b) in truncations(&fp8_bytes).into_iter().skip(1) {
-        let p = file("gpt_fp8.safetensors", &b);
-        let out = out_for(cases.len(), "png");
-        cases.push(Case {
-            what: format!("fp8 safetensors {what}"),
-            args: [
-                "generate",
-                "--gpt",
-                s(&p),
-                "--vq",
-                &vq,
-                "--config",
-                &manifest,
-                "--out",
-                s(&out),
-                "--quiet",
-            ]
-            .map(String::from)
-            .to_vec(),
-            out,
-        });
-    }
     for (source, role) in [
         (tiny.join("tiny_gpt.pt"), "--gpt"),
         (field().join("gpt_orig_mod_prefix.pt"), "--gpt"),
@@ -586,6 +564,12 @@ fn malformed_inputs_end_in_one_clear_error_and_no_output() {
     b.extend_from_slice(&st[8 + hn..]);
     let mut st_variants = vec![("with a resized tensor".to_string(), b)];
     st_variants.extend(truncations(&st).into_iter().skip(1));
+    st_variants.extend(
+        truncations(&fp8_bytes)
+            .into_iter()
+            .skip(1)
+            .map(|(what, b)| (format!("in 8-bit floats, {what}"), b)),
+    );
     for (what, b) in st_variants {
         let p = file("gpt.safetensors", &b);
         let out = out_for(cases.len(), "png");

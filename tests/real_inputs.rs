@@ -35,20 +35,25 @@ fn json_tokens(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).expect("read json")).expect("json")
 }
 
-/// Tiny reference model flags (its transformer, the given tokenizer).
-fn tiny_with_vq(vq: &Path) -> Vec<String> {
-    let tiny = common::tiny();
+/// Tiny reference model flags with the given transformer and tokenizer checkpoints.
+fn tiny_flags(gpt: &Path, vq: &Path) -> Vec<String> {
+    let manifest = common::tiny().join("manifest.json");
     [
         "--gpt",
-        s(&tiny.join("tiny_gpt.pt")),
+        s(gpt),
         "--vq",
         s(vq),
         "--config",
-        s(&tiny.join("manifest.json")),
+        s(&manifest),
         "--quiet",
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// Tiny reference model flags (its transformer, the given tokenizer).
+fn tiny_with_vq(vq: &Path) -> Vec<String> {
+    tiny_flags(&common::tiny().join("tiny_gpt.pt"), vq)
 }
 
 fn with(args: &[&str], extra: &[String]) -> std::process::Output {
@@ -565,23 +570,9 @@ fn tiny_gpt_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
 /// The tokens `arpg generate` makes with the tiny transformer at `gpt` (class 3, seed 5).
 fn tiny_tokens(dir: &Path, gpt: &Path, name: &str) -> Vec<u32> {
     let out = dir.join(name);
-    let tiny = common::tiny();
-    ok(&arpg(&[
-        "generate",
-        "--gpt",
-        s(gpt),
-        "--vq",
-        s(&tiny.join("tiny_vq.pt")),
-        "--config",
-        s(&tiny.join("manifest.json")),
-        "--class",
-        "3",
-        "--seed",
-        "5",
-        "--out",
-        s(&out),
-        "--quiet",
-    ]));
+    let vq = common::tiny().join("tiny_vq.pt");
+    let args = ["generate", "--class", "3", "--seed", "5", "--out", s(&out)];
+    ok(&with(&args, &tiny_flags(gpt, &vq)));
     metadata(&out).tokens
 }
 
@@ -678,21 +669,8 @@ fn fp8_weights_load_widened_and_scaled_or_unknown_dtypes_are_named() {
     ));
     let scaled = as_st(scaled, "gpt_scaled.safetensors");
     let out = dir.join("never.png");
-    let tiny = common::tiny();
-    let generate = |gpt: &Path| {
-        arpg(&[
-            "generate",
-            "--gpt",
-            s(gpt),
-            "--vq",
-            s(&tiny.join("tiny_vq.pt")),
-            "--config",
-            s(&tiny.join("manifest.json")),
-            "--out",
-            s(&out),
-            "--quiet",
-        ])
-    };
+    let vq = common::tiny().join("tiny_vq.pt");
+    let generate = |gpt: &Path| with(&["generate", "--out", s(&out)], &tiny_flags(gpt, &vq));
     clean_error(&generate(&scaled), "head.weight_scale");
     // A needed tensor of a dtype that cannot be weights: one error naming both.
     let i16: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
