@@ -1105,3 +1105,73 @@ fn an_open_image_is_encoded_again_when_the_tokenizer_changes() {
         .expect("encode");
     assert_eq!(doc.canvas.tokens().expect("all known"), tokens);
 }
+
+/// A VQ-16-shaped tokenizer (16384 codes, random weights) with a small transformer: its preview
+/// palette takes minutes on a CPU, so it is computed in the background while the app is idle;
+/// the model is usable as soon as its weights are in and generates before any palette exists.
+#[test]
+fn a_vq16_shaped_tokenizer_generates_before_its_palette_exists() {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    let dir = common::temp_dir("studio-vq16");
+    let vq_path = dir.join("vq16.safetensors");
+    let varmap = VarMap::new();
+    arpg_core::VqModel::new(
+        &arpg_core::VqConfig::vq_16(),
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("a VQ-16-shaped tokenizer");
+    varmap.save(&vq_path).expect("save vq");
+    let cfg = arpg_core::ArpgConfig {
+        dim: 64,
+        n_layer: 2,
+        n_head: 2,
+        num_classes: 10,
+        multiple_of: 32,
+        ..arpg_core::ArpgConfig::arpg_l()
+    };
+    let gpt_path = dir.join("small.safetensors");
+    let varmap = VarMap::new();
+    arpg_core::Arpg::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("a small transformer");
+    varmap.save(&gpt_path).expect("save gpt");
+    std::fs::write(
+        dir.join("small.json"),
+        serde_json::to_string(&cfg).expect("json"),
+    )
+    .expect("config");
+
+    let mut h = harness();
+    h.state_mut().load_models(ModelSpec {
+        gpt: Some(gpt_path),
+        vq: Some(vq_path),
+        config: None,
+        ..model_args()
+    });
+    wait(&mut h, "the VQ-16-shaped model", |app| {
+        app.model.as_ref().is_some_and(|m| m.codebook_size == 16384)
+    });
+    assert!(
+        h.state().status.palette.is_some(),
+        "the palette is being computed in the background"
+    );
+    h.state_mut().settings.settings.steps = 4;
+    generate(&mut h);
+    let app = h.state();
+    let doc = app.doc.as_ref().expect("a generated image");
+    assert_eq!((doc.canvas.rows, doc.canvas.cols), (16, 16));
+    assert_eq!(doc.canvas.unknown_count(), 0);
+    assert_eq!(
+        doc.rgb.len(),
+        256 * 256 * 3,
+        "decoded by the VQ-16-shaped tokenizer"
+    );
+    assert!(
+        app.status.palette.is_some_and(|(done, total)| done < total),
+        "the image came before the palette: {:?}",
+        app.status.palette
+    );
+}

@@ -158,6 +158,8 @@ pub struct ModelInfo {
     pub working_limit: usize,
     /// The tokenizer's identity (see [`arpg_core::vq::VqModel::identity`]).
     pub tokenizer: String,
+    /// Codes in the tokenizer's codebook.
+    pub codebook_size: usize,
     /// Milliseconds one decode of the model's grid takes (what a decoded live preview costs),
     /// once the preview thread has measured it after the load (`None` until then).
     pub decode_ms: Option<f64>,
@@ -165,8 +167,21 @@ pub struct ModelInfo {
 
 #[derive(Debug, Clone)]
 pub enum WorkerEvent {
+    /// The models are loaded and usable. `palette`: the preview palette when it was cached or
+    /// cheap; otherwise it follows in `PaletteReady` (see [`crate::studio::palette`]).
     ModelsLoaded {
         info: ModelInfo,
+        palette: Option<Arc<Palette>>,
+    },
+    /// The background palette of tokenizer `tokenizer` has `done` of `total` codes.
+    PaletteProgress {
+        tokenizer: String,
+        done: usize,
+        total: usize,
+    },
+    /// The background palette of tokenizer `tokenizer` is ready.
+    PaletteReady {
+        tokenizer: String,
         palette: Arc<Palette>,
     },
     Started(RunStarted),

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod downloads;
 pub mod gpu;
 pub mod messages;
+pub mod palette;
 pub mod preview;
 pub mod ui;
 pub mod worker;

@@ -20,24 +20,46 @@ const MAGIC: &[u8; 8] = b"ARPGPAL1";
 impl Palette {
     /// Decodes every code as a 1x1 latent, `batch` codes at a time.
     pub fn compute(vq: &VqModel, batch: usize) -> Result<Self> {
-        Self::decode_uniform(vq, batch, 1)
+        Self::compute_with(vq, batch, false, &mut |_, _| true)?
+            .ok_or_else(|| Error::Internal("palette computation stopped".into()))
     }
 
     /// Decodes every code in the middle of a 3x3 latent of itself, `batch` codes at a time, and
     /// keeps the middle tile: the code as it looks among similar codes (a sky among sky), not
     /// alone, where the decoder's edge handling shifts its colours.
     pub fn compute_in_context(vq: &VqModel, batch: usize) -> Result<Self> {
-        Self::decode_uniform(vq, batch, 3)
+        Self::compute_with(vq, batch, true, &mut |_, _| true)?
+            .ok_or_else(|| Error::Internal("palette computation stopped".into()))
+    }
+
+    /// [`Palette::compute`] (or [`Palette::compute_in_context`] when `in_context`), calling
+    /// `go(done, total)` (codes) before each batch; `Ok(None)` when it returns `false` (stopped:
+    /// the app computes large palettes in the background and drops them when the model changes).
+    pub fn compute_with(
+        vq: &VqModel,
+        batch: usize,
+        in_context: bool,
+        go: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Option<Self>> {
+        Self::decode_uniform(vq, batch, if in_context { 3 } else { 1 }, go)
     }
 
     /// Each code decoded as a `side x side` latent of itself; its middle tile kept.
-    fn decode_uniform(vq: &VqModel, batch: usize, side: usize) -> Result<Self> {
+    fn decode_uniform(
+        vq: &VqModel,
+        batch: usize,
+        side: usize,
+        go: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Result<Option<Self>> {
         let codes = vq.config().codebook_size;
         let p = vq.config().downsample();
         let (cells, w, mid) = (side * side, side * p, side / 2 * p);
         let mut tiles = Vec::with_capacity(codes * p * p * 3);
         let mut start = 0;
         while start < codes {
+            if !go(start, codes) {
+                return Ok(None);
+            }
             let n = batch.max(1).min(codes - start);
             let ids: Vec<u32> = (start as u32..(start + n) as u32)
                 .flat_map(|c| std::iter::repeat_n(c, cells))
@@ -50,7 +72,7 @@ impl Palette {
             }
             start += n;
         }
-        Ok(Self { patch: p, tiles })
+        Ok(Some(Self { patch: p, tiles }))
     }
 
     pub fn codes(&self) -> usize {

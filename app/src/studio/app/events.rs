@@ -50,6 +50,29 @@ impl StudioApp {
     pub(super) fn on_event(&mut self, ev: WorkerEvent) {
         match ev {
             WorkerEvent::ModelsLoaded { info, palette } => self.on_models_loaded(info, palette),
+            WorkerEvent::PaletteProgress {
+                tokenizer,
+                done,
+                total,
+            } => {
+                if self
+                    .model
+                    .as_ref()
+                    .is_some_and(|m| m.tokenizer == tokenizer)
+                {
+                    self.status.palette = Some((done, total));
+                }
+            }
+            WorkerEvent::PaletteReady { tokenizer, palette } => {
+                if self
+                    .model
+                    .as_ref()
+                    .is_some_and(|m| m.tokenizer == tokenizer)
+                {
+                    self.palette = Some(palette);
+                    self.status.palette = None;
+                }
+            }
             WorkerEvent::Started(ev) => self.on_started(ev),
             WorkerEvent::Step(ev) => self.on_step(ev),
             WorkerEvent::DecodeTimed { ms } => self.on_decode_timed(ms),
@@ -63,7 +86,7 @@ impl StudioApp {
     fn on_models_loaded(
         &mut self,
         info: ModelInfo,
-        palette: std::sync::Arc<arpg_core::vq::Palette>,
+        palette: Option<std::sync::Arc<arpg_core::vq::Palette>>,
     ) {
         if let Some(args) = self.loading.take() {
             self.model_args = args;
@@ -111,7 +134,8 @@ impl StudioApp {
         } else {
             "Ready".into()
         };
-        self.palette = Some(palette);
+        self.status.palette = palette.is_none().then_some((0, info.codebook_size));
+        self.palette = palette;
         // The open image's tokens are the previous tokenizer's codes: keep its pixels and
         // encode them again, never decode them with this one.
         let changed = self

@@ -10,6 +10,8 @@ pub struct StatusBar {
     pub decided: usize,
     pub elapsed: f64,
     pub message: String,
+    /// The preview palette being computed in the background: codes done of all.
+    pub palette: Option<(usize, usize)>,
 }
 
 impl StatusBar {
@@ -46,6 +48,17 @@ impl StatusBar {
             ui.label(format!("{rate:.0} tokens/s"));
             ui.separator();
             ui.label(format!("{:.2} s", self.elapsed));
+            if let Some((done, total)) = self.palette {
+                ui.separator();
+                ui.label(format!(
+                    "Preview palette {}% (previews show plain cells until then)",
+                    done * 100 / total.max(1)
+                ))
+                .on_hover_text(
+                    "Each code's preview tile is decoded once per tokenizer while the app is \
+                     idle, then cached; generating does not wait for it.",
+                );
+            }
             if !self.message.is_empty() {
                 ui.separator();
                 ui.label(&self.message);

@@ -1,12 +1,8 @@
 //! What the worker loads and opens: the model pair's facts and preview palette, class names
 //! beside a checkpoint, and pictures made into documents.
 
-use std::path::PathBuf;
-
 use arpg_core::document;
-use arpg_core::pair::ModelPair;
 use arpg_core::pixels;
-use arpg_core::vq::Palette;
 
 use super::Worker;
 use crate::studio::messages::{ImageOpened, WorkerEvent};
@@ -90,45 +86,6 @@ pub(super) fn class_names_beside(checkpoint: &std::path::Path, n: usize) -> Opti
             .collect();
         (names.len() == n).then_some(names)
     })
-}
-
-/// Codebooks up to this size get the in-context palette (see [`load_palette`]).
-pub(super) const IN_CONTEXT_PALETTE_CODES: usize = 4096;
-
-/// The preview palette, cached on disk per tokenizer (keyed by its identity).
-pub(super) fn load_palette(models: &ModelPair) -> anyhow::Result<Palette> {
-    // Codes decoded among copies of themselves preview closer to the final decode (measured on
-    // the shipped model: 27 instead of 48 levels of mean error, `arpg eval --seams`), at nine
-    // times the decoding; large codebooks (VQ-16's 16384 codes) keep codes decoded alone.
-    let in_context = models.vq.config().codebook_size <= IN_CONTEXT_PALETTE_CODES;
-    let key = format!(
-        "{}{}",
-        if in_context { "ctx-" } else { "" },
-        models.vq.identity()
-    );
-    let dir = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("arpg-studio"));
-    if let Some(dir) = &dir {
-        if let Ok(bytes) = std::fs::read(dir.join(format!("palette-{key}.bin"))) {
-            if let Ok(p) = Palette::from_bytes(&bytes) {
-                return Ok(p);
-            }
-        }
-    }
-    let palette = if in_context {
-        Palette::compute_in_context(&models.vq, 256)?
-    } else {
-        Palette::compute(&models.vq, 256)?
-    };
-    if let Some(dir) = dir {
-        // A cache that cannot be written is only slower next time.
-        let _ = std::fs::create_dir_all(&dir).and_then(|_| {
-            std::fs::write(dir.join(format!("palette-{key}.bin")), palette.to_bytes())
-        });
-    }
-    Ok(palette)
 }
 
 /// `text` with its first letter in upper case (core's sentences start in lower case, to follow

@@ -17,7 +17,7 @@ use crate::studio::messages::{Job, ModelInfo, RunStep, WorkerCommand, WorkerEven
 mod documents;
 mod jobs;
 
-use documents::{class_names_beside, load_palette};
+use documents::class_names_beside;
 use jobs::resume_request;
 
 /// The UI's handle on the worker thread.
@@ -76,6 +76,10 @@ struct Worker {
     models: Option<ModelPair>,
     /// The live preview's decoder thread (with the loaded tokenizer).
     preview: Option<crate::studio::preview::PreviewDecoder>,
+    /// The preview palette being computed in the background, if it is.
+    palette: Option<crate::studio::palette::PaletteThread>,
+    /// Set while a command is handled: the background palette waits meanwhile.
+    busy: Arc<AtomicBool>,
     /// The last generate job that stopped early or is forkable: (id, state).
     last: Option<(u64, Generation, Job)>,
     pending: Option<WorkerEvent>,
@@ -93,6 +97,8 @@ impl Worker {
             repaint,
             models: None,
             preview: None,
+            palette: None,
+            busy: Arc::new(AtomicBool::new(false)),
             last: None,
             pending: None,
         }
@@ -105,8 +111,10 @@ impl Worker {
             }
             // The cancel flag is reset by the UI before it sends a job, never here: a cancel sent
             // right after a job must not be lost.
+            self.busy.store(true, Ordering::Relaxed);
             let result =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(cmd)));
+            self.busy.store(false, Ordering::Relaxed);
             let err = match result {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(format!("{e:#}")),
@@ -185,8 +193,18 @@ impl Worker {
     fn handle(&mut self, cmd: WorkerCommand) -> anyhow::Result<()> {
         match cmd {
             WorkerCommand::LoadModels(args) => {
+                // A palette still being computed for the previous tokenizer stops.
+                self.palette = None;
                 let models = ModelPair::load(&args)?;
-                let palette = Arc::new(load_palette(&models)?);
+                let palette = crate::studio::palette::on_load(&models.vq)?.map(Arc::new);
+                if palette.is_none() {
+                    self.palette = Some(crate::studio::palette::PaletteThread::spawn(
+                        models.vq.clone(),
+                        self.busy.clone(),
+                        self.events.clone(),
+                        self.repaint.clone(),
+                    ));
+                }
                 let info = ModelInfo {
                     name: models.arpg.name.clone(),
                     device: args.device.clone(),
@@ -204,6 +222,7 @@ impl Worker {
                     sampling: models.arpg.sampling.clone(),
                     working_limit: models.working_limit(),
                     tokenizer: models.vq.identity().to_string(),
+                    codebook_size: models.vq.config().codebook_size,
                     // Measured by the preview thread, off the load path (`DecodeTimed`).
                     decode_ms: None,
                 };
