@@ -320,6 +320,29 @@ fn tokens_made_by_another_tokenizer_are_never_used_by_this_one() {
     let (again, _, err) = encode_with(&legacy, &other, &dir.join("legacy-other.json"));
     assert!(err.contains("warning"), "{err}");
     assert_eq!(again, fresh_other);
+
+    // The transformer is recorded too: the same weights in another format are the same model
+    // (the image regenerates, silently); a quantized copy is another, and `--from` says so.
+    let made_by = meta
+        .transformer
+        .clone()
+        .expect("the PNG records its transformer");
+    let st = tiny.join("gpt.safetensors");
+    let again = dir.join("again.png");
+    let regen = |extra: &[&str]| {
+        let mut args = vec!["generate", "--from", s(&made), "--out", s(&again)];
+        args.extend_from_slice(extra);
+        ok(&with(&args, &tiny_flags(&st, &vq)))
+    };
+    let err = regen(&[]);
+    assert!(!err.contains("warning"), "{err}");
+    assert_eq!(metadata(&again).tokens, meta.tokens);
+    assert_eq!(
+        metadata(&again).transformer.as_deref(),
+        Some(made_by.as_str())
+    );
+    let err = regen(&["--quant", "q8_0"]);
+    assert!(err.contains("another transformer"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -139,6 +139,7 @@ impl ModelPair {
         if let (Some(q), Some(name)) = (q, spec.quant.as_deref()) {
             arpg.model.quantize(q)?;
             arpg.name = format!("{} ({name})", arpg.name);
+            arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
         let vq = loader::load_vq(&vq_path, None, &device)?;
         if vq.config().codebook_size != arpg.config.vocab_size {

@@ -99,6 +99,7 @@ fn save_edit(models: &ModelPair, out: &Path, class: Option<usize>, done: Done) -
         Some(done.provenance),
         Some(done.edited.rgb),
         Some(done.edited.size),
+        Some(&models.arpg.identity),
     )
 }
 
@@ -366,5 +367,6 @@ pub fn decode(models: &ModelPair, tokens: &Path, out: &Path) -> Result<()> {
         meta.provenance.clone(),
         None,
         meta.size,
+        meta.transformer.as_deref(),
     )
 }

@@ -1,5 +1,6 @@
 //! `generate` (a batch, or again from a PNG's metadata) and writing a finished canvas as a PNG.
 
+use crate::errln;
 use anyhow::{bail, Context, Result};
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::document;
@@ -15,7 +16,8 @@ use std::path::{Path, PathBuf};
 use super::args::SamplerArgs;
 
 /// Writes a finished canvas as a PNG with its metadata, decoding it unless its pixels are
-/// given, cropped to `size` (`[width, height]`, at most the canvas's pixels) when given.
+/// given, cropped to `size` (`[width, height]`, at most the canvas's pixels) when given;
+/// `transformer`: the identity of the transformer that made its tokens, when one did.
 #[allow(clippy::too_many_arguments)] // one per metadata field
 pub fn save(
     models: &ModelPair,
@@ -26,6 +28,7 @@ pub fn save(
     provenance: Option<Provenance>,
     rgb: Option<Vec<u8>>,
     size: Option<[usize; 2]>,
+    transformer: Option<&str>,
 ) -> Result<()> {
     let rgb = match rgb {
         Some(rgb) => rgb,
@@ -41,6 +44,7 @@ pub fn save(
     };
     let mut meta = models.metadata(canvas, class, settings)?;
     meta.provenance = provenance;
+    meta.transformer = transformer.map(str::to_string);
     document::write_png(path, w, h, &rgb, Some(&meta))?;
     Ok(())
 }
@@ -111,6 +115,7 @@ pub fn generate(
             Some(prov),
             None,
             None,
+            Some(&models.arpg.identity),
         )?;
         written.push(path);
     }
@@ -141,6 +146,18 @@ pub fn regenerate(
         .clone()
         .unwrap_or_else(|| Provenance::new(Task::Generate, Order::Random));
     let class = class.or(meta.class);
+    if let Some(made_by) = meta
+        .transformer
+        .as_deref()
+        .filter(|id| *id != models.arpg.identity)
+    {
+        errln!(
+            "warning: {} was made by another transformer ({made_by}; the loaded one is {}): \
+             the same settings make another image",
+            from.display(),
+            models.arpg.identity
+        );
+    }
     let gen = provenance::regenerate(&models.arpg.model, class, &settings, &prov)?;
     let g = models.grid();
     let tokens = run_generation(gen, quiet)?;
@@ -154,6 +171,7 @@ pub fn regenerate(
         Some(prov),
         None,
         None,
+        Some(&models.arpg.identity),
     )
 }
 

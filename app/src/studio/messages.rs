@@ -158,6 +158,8 @@ pub struct ModelInfo {
     pub working_limit: usize,
     /// The tokenizer's identity (see [`arpg_core::vq::VqModel::identity`]).
     pub tokenizer: String,
+    /// The transformer's identity (see [`arpg_core::loader::transformer_identity`]).
+    pub transformer: String,
     /// Codes in the tokenizer's codebook.
     pub codebook_size: usize,
     /// Milliseconds one decode of the model's grid takes (what a decoded live preview costs),

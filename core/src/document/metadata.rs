@@ -52,6 +52,11 @@ pub struct Metadata {
     /// using them. `None` in PNGs written before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
+    /// The identity of the transformer that made the tokens (see
+    /// [`crate::loader::transformer_identity`]); `None` when unknown (an encoded photo, an older
+    /// PNG).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transformer: Option<String>,
     /// `[width, height]` of the image the tokens stand for, when it is not a whole number of
     /// tokens (the token grid covers it with less than one token of padding right and bottom).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +95,7 @@ impl Metadata {
             patch,
             model: model.to_string(),
             tokenizer: None,
+            transformer: None,
             size: None,
             pixels_sha256: None,
         })
@@ -106,6 +112,7 @@ impl Metadata {
             patch: 0,
             model: String::new(),
             tokenizer: None,
+            transformer: None,
             size: None,
             pixels_sha256: None,
         }

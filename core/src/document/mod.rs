@@ -366,6 +366,7 @@ mod tests {
             patch: 4,
             model: String::new(),
             tokenizer: None,
+            transformer: None,
             size: None,
             pixels_sha256: None,
         };

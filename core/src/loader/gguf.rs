@@ -219,6 +219,10 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
     // Built in f32 whatever `dtype` asks: the quantized layers are quantized again from the
     // dequantized values, which for q8_0 gives back the file's blocks exactly only from f32.
     let _ = dtype;
+    let head = tensors
+        .get("head.weight")
+        .ok_or_else(|| Error::Internal("head.weight was checked above".into()))?;
+    let identity = loader::transformer_identity(&config, head)?;
     let mut model = Arpg::new(
         &config,
         VarBuilder::from_tensors(tensors, DType::F32, device),
@@ -242,5 +246,6 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
         name: format!("{stem} ({})", quant_name(q)),
         file_dtype: DType::F32,
         sampling,
+        identity,
     })
 }

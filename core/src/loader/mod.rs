@@ -7,7 +7,7 @@ pub mod gguf;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde::de::DeserializeOwned;
 
 use crate::checkpoint::Checkpoint;
@@ -253,6 +253,37 @@ pub struct LoadedArpg {
     /// Sampler settings recommended by the JSON beside the weights (empty for official
     /// checkpoints, which use the reference's defaults).
     pub sampling: SamplingDefaults,
+    /// The transformer's identity (see [`transformer_identity`]), computed once at load.
+    pub identity: String,
+}
+
+/// A transformer's identity: 16 hex digits of a SHA-256 of its config and its head's weights
+/// (as f32, whatever the file stores). Two trainings, or a quantized copy, differ in their head;
+/// the same weights saved as `.pt` or `.safetensors` have the same identity. Hashing the head
+/// alone (vocabulary x width: 64 MiB for ARPG-L) keeps it to tens of milliseconds at load, where
+/// a digest of every weight would cost most of a second. Quantizing on load gives another
+/// identity ([`with_quant`]).
+pub fn transformer_identity(config: &ArpgConfig, head: &Tensor) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(config).map_err(|e| Error::Json {
+        context: "config".into(),
+        err: e,
+    })?);
+    for v in head.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? {
+        h.update(v.to_le_bytes());
+    }
+    Ok(h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// The identity of a transformer quantized on load to `quant` from one of identity `identity`.
+pub fn with_quant(identity: &str, quant: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{identity}+{quant}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The `"sampling"` object of the first JSON config beside `path` that has one. A malformed one
@@ -300,6 +331,10 @@ pub fn load_arpg(
     ckpt.validate(&config.expected_shapes(), &name)?;
     let file_dtype = ckpt.dtype();
     let sampling = sampling_beside(ckpt.path())?;
+    let identity = transformer_identity(
+        &config,
+        &ckpt.read("head.weight", DType::F32, &Device::Cpu)?,
+    )?;
     let model = Arpg::new(&config, ckpt.var_builder(dtype, device))?;
     Ok(LoadedArpg {
         model,
@@ -307,6 +342,7 @@ pub fn load_arpg(
         name,
         file_dtype,
         sampling,
+        identity,
     })
 }
 

@@ -33,6 +33,12 @@ impl StudioApp {
         )?;
         meta.provenance = doc.provenance.clone();
         meta.tokenizer = self.model.as_ref().map(|m| m.tokenizer.clone());
+        // Made by sampling here (an opened picture without settings was only encoded).
+        meta.transformer = doc
+            .settings
+            .as_ref()
+            .and(self.model.as_ref())
+            .map(|m| m.transformer.clone());
         // The user's size, as the CLI writes it: the padding to whole tokens is not the image.
         let (pw, ph) = (doc.canvas.cols * p, doc.canvas.rows * p);
         let [w, h] = doc.size;

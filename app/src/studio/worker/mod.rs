@@ -222,6 +222,7 @@ impl Worker {
                     sampling: models.arpg.sampling.clone(),
                     working_limit: models.working_limit(),
                     tokenizer: models.vq.identity().to_string(),
+                    transformer: models.arpg.identity.clone(),
                     codebook_size: models.vq.config().codebook_size,
                     // Measured by the preview thread, off the load path (`DecodeTimed`).
                     decode_ms: None,
