@@ -324,6 +324,11 @@ impl CanvasJob {
         self
     }
 
+    /// The settings the job was asked to run with (each wave draws from its own window seed).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     pub fn canvas(&self) -> &TokenCanvas {
         &self.canvas
     }

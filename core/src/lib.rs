@@ -21,6 +21,7 @@ pub mod pair;
 pub mod pixels;
 pub mod provenance;
 pub mod reference;
+pub mod run;
 pub mod sampler;
 pub mod schedule;
 pub mod shipped;

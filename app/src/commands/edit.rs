@@ -5,15 +5,14 @@ use crate::errln;
 use anyhow::{bail, Context, Result};
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::document::{self, Metadata, Picture};
-use arpg_core::edit::{self, Edit, EditPlan, Edited};
-use arpg_core::generator::Settings;
+use arpg_core::edit::{self, Edit, EditPlan};
 use arpg_core::pair::{carries_tokens, ModelPair};
 use arpg_core::pixels::{self, resize};
-use arpg_core::provenance::Provenance;
 use std::path::Path;
 
 use super::args::{MaskArgs, Region, SamplerArgs};
-use super::generate::{progress, save};
+use super::generate::{run_to_end, save};
+use arpg_core::run::{Made, Run};
 
 /// [`document::import_image`] over the pair's background colour, saying on stderr when the
 /// image had transparent pixels.
@@ -40,67 +39,21 @@ pub fn to_working_size(models: &ModelPair, pic: Picture, path: &Path) -> Result<
     Ok(pic)
 }
 
-/// An edit's result with the settings and provenance that made it.
-struct Done {
-    edited: Edited,
-    settings: Settings,
-    provenance: Provenance,
-}
-
-/// Runs an edit plan: its canvas job with a progress bar over the cells (and the window in
-/// the message), then decode and composite.
+/// Runs an edit plan through the CLI's loop: its canvas job with a progress bar, then decode
+/// and composite; the one image it makes.
 fn run_edit(
     models: &ModelPair,
-    plan: &EditPlan,
+    plan: EditPlan,
     class: Option<usize>,
     sampler: &SamplerArgs,
     quiet: bool,
-) -> Result<Done> {
+) -> Result<Made> {
     let settings = sampler.settings(plan.unknown(), &models.arpg.sampling)?;
-    let order = sampler.order()?;
-    let mut job = plan.job(&models.arpg.model, class, settings.clone(), order)?;
-    let total = plan.unknown() as u64;
     let what = format!("{:?}", plan.task).to_lowercase();
-    let bar = progress(total, quiet, &what);
-    while let Some(step) = job.step()? {
-        bar.set_position(total - step.remaining as u64);
-        let (first, n) = (step.window_index + 1, step.windows.len());
-        let windows = if n == 1 {
-            format!("window {first}")
-        } else {
-            format!("windows {first}-{}", first + n - 1)
-        };
-        bar.set_message(format!(
-            "{windows} step {}/{}",
-            step.step + 1,
-            step.window_steps
-        ));
-    }
-    bar.finish_and_clear();
-    let mut provenance = Provenance::new(plan.task, order);
-    provenance.windows = Some(job.windows_done());
-    let filled = job.canvas().clone();
-    let decoded = models.decode(&filled)?;
-    Ok(Done {
-        edited: plan.finish(filled, decoded)?,
-        settings,
-        provenance,
-    })
-}
-
-/// Writes an edit's result with its settings and provenance.
-fn save_edit(models: &ModelPair, out: &Path, class: Option<usize>, done: Done) -> Result<()> {
-    save(
-        models,
-        out,
-        &done.edited.canvas,
-        class,
-        Some(&done.settings),
-        Some(done.provenance),
-        Some(done.edited.rgb),
-        Some(done.edited.size),
-        Some(&models.arpg.identity),
-    )
+    let run = Run::edit(models, plan, class, settings, sampler.order()?, None)?;
+    run_to_end(models, run, quiet, &what)?
+        .pop()
+        .context("the edit made no image")
 }
 
 /// `inpaint`: regenerate the masked part (white, or opaque when the mask's alpha varies), keep
@@ -153,8 +106,9 @@ pub fn inpaint(
     let pic = to_working_size(models, pic, image)?;
     let mask_px =
         resize::<image::Luma<u8>>(mask.px, (mask.width, mask.height), (pic.width, pic.height))?;
-    let done = inpaint_pixels(models, &pic, mask_px, class, sampler, opts, quiet)?;
-    save_edit(models, out, class, done)
+    let made = inpaint_pixels(models, &pic, mask_px, class, sampler, opts, quiet)?;
+    made.write_png(models, out)?;
+    Ok(())
 }
 
 /// Inpaints `pic` where `mask_px` (one byte per pixel, its size) is set, through the core's
@@ -167,7 +121,7 @@ fn inpaint_pixels(
     sampler: &SamplerArgs,
     opts: &MaskArgs,
     quiet: bool,
-) -> Result<Done> {
+) -> Result<Made> {
     let imported = models.canvas_of(pic)?;
     warn(imported.warning.as_deref());
     let p = models.patch();
@@ -178,7 +132,7 @@ fn inpaint_pixels(
         options: opts.options(),
     };
     let plan = edit.plan(imported.source(p))?;
-    run_edit(models, &plan, class, sampler, quiet)
+    run_edit(models, plan, class, sampler, quiet)
 }
 
 fn warn(warning: Option<&str>) {
@@ -225,9 +179,9 @@ fn inpaint_region(
         transparency: None,
     };
     let small_mask = region.scaled_mask(mask, w);
-    let done = inpaint_pixels(models, &small, small_mask, class, sampler, opts, quiet)?;
-    let padded_w = done.edited.canvas.cols * models.patch();
-    let generated = pixels::crop(&done.edited.rgb, padded_w, 3, (0, 0), (sw, sh));
+    let made = inpaint_pixels(models, &small, small_mask, class, sampler, opts, quiet)?;
+    let padded_w = made.canvas.cols * models.patch();
+    let generated = pixels::crop(&made.rgb, padded_w, 3, (0, 0), (sw, sh));
     let mut rgb = pic.rgb.clone();
     region.composite(&mut rgb, w, mask, generated, opts.feather)?;
     document::write_png(out, w, h, &rgb, None)?;
@@ -251,8 +205,9 @@ fn edit_file(
     let class = class.or(pic.metadata.as_ref().and_then(|m| m.class));
     let p = models.patch();
     let plan = edit(p).plan(imported.source(p))?;
-    let done = run_edit(models, &plan, class, sampler, quiet)?;
-    save_edit(models, out, class, done)
+    let made = run_edit(models, plan, class, sampler, quiet)?;
+    made.write_png(models, out)?;
+    Ok(())
 }
 
 /// `outpaint`: extend the canvas by whole tokens on any side and fill the new cells.

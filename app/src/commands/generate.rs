@@ -4,13 +4,13 @@ use crate::errln;
 use anyhow::{bail, Context, Result};
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::document;
-use arpg_core::generator::{Generation, KnownCells, Request, Settings};
+use arpg_core::generator::Settings;
 use arpg_core::order::Order;
 use arpg_core::pair::ModelPair;
 use arpg_core::pixels;
 use arpg_core::provenance::Task;
-use arpg_core::provenance::{self, BatchPlace, Provenance};
-use arpg_core::sampler;
+use arpg_core::provenance::{self, Provenance};
+use arpg_core::run::{Made, Run};
 use std::path::{Path, PathBuf};
 
 use super::args::SamplerArgs;
@@ -65,7 +65,7 @@ pub(super) fn progress(total: u64, quiet: bool, what: &str) -> indicatif::Progre
     bar
 }
 
-/// `generate`: B images of a class from scratch. Image i is the single image of
+/// `generate`: a batch of images of `class` from scratch. Image i is the single image of
 /// `image_seed(seed, i)`: its PNG records that seed and its place in the batch.
 pub fn generate(
     models: &ModelPair,
@@ -80,43 +80,18 @@ pub fn generate(
     }
     let g = models.grid();
     let settings = sampler.settings(g * g, &models.arpg.sampling)?;
-    let order = sampler.order()?;
-    let request = Request {
-        classes: vec![Some(class); batch],
-        settings: settings.clone(),
-        order: order.mode(&TokenCanvas::empty(g, g)),
-        known: KnownCells::Nothing,
-    };
-    let gen = Generation::new(&models.arpg.model, &request)?;
-    let tokens = run_generation(gen, quiet)?;
+    let run = Run::generate(models, Some(class), settings, sampler.order()?, None, batch)?;
     let mut written = Vec::new();
-    for (i, tokens) in tokens.into_iter().enumerate() {
+    for (i, made) in run_to_end(models, run, quiet, "generate")?
+        .iter()
+        .enumerate()
+    {
         let path = if batch == 1 {
             out.to_path_buf()
         } else {
             numbered(out, i)
         };
-        let mut own = settings.clone();
-        own.seed = sampler::image_seed(settings.seed, i as u64);
-        let mut prov = Provenance::new(Task::Generate, order);
-        if batch > 1 {
-            prov.batch = Some(BatchPlace {
-                seed: settings.seed,
-                index: i,
-            });
-        }
-        let canvas = TokenCanvas::from_tokens(g, g, &tokens)?;
-        save(
-            models,
-            &path,
-            &canvas,
-            Some(class),
-            Some(&own),
-            Some(prov),
-            None,
-            None,
-            Some(&models.arpg.identity),
-        )?;
+        made.write_png(models, &path)?;
         written.push(path);
     }
     Ok(written)
@@ -159,31 +134,35 @@ pub fn regenerate(
         );
     }
     let gen = provenance::regenerate(&models.arpg.model, class, &settings, &prov)?;
-    let g = models.grid();
-    let tokens = run_generation(gen, quiet)?;
-    let canvas = TokenCanvas::from_tokens(g, g, &tokens[0])?;
-    save(
-        models,
-        out,
-        &canvas,
-        class,
-        Some(&settings),
-        Some(prov),
-        None,
-        None,
-        Some(&models.arpg.identity),
-    )
+    let run = Run::generation(gen, vec![class], prov, models.grid());
+    run_to_end(models, run, quiet, "generate")?
+        .first()
+        .context("the regenerated run made no image")?
+        .write_png(models, out)?;
+    Ok(())
 }
 
-/// Runs a generation to the end with a progress bar over its steps.
-fn run_generation(mut gen: Generation, quiet: bool) -> Result<Vec<Vec<u32>>> {
-    let bar = progress(gen.total_steps() as u64, quiet, "generate");
-    bar.set_position(gen.steps_done() as u64);
-    while gen.step()?.is_some() {
-        bar.inc(1);
+/// The CLI's one loop over a run: steps it with a progress bar over its cells (the window and
+/// step in the message), then finishes it.
+pub(super) fn run_to_end(
+    models: &ModelPair,
+    mut run: Run,
+    quiet: bool,
+    what: &str,
+) -> Result<Vec<Made>> {
+    let total = run.unknown() as u64;
+    let bar = progress(total, quiet, what);
+    while let Some(p) = run.step()? {
+        bar.set_position(total.saturating_sub(p.remaining as u64));
+        let windows = match p.windows {
+            Some((first, 1)) => format!("window {} ", first + 1),
+            Some((first, n)) => format!("windows {}-{} ", first + 1, first + n),
+            None => String::new(),
+        };
+        bar.set_message(format!("{windows}step {}/{}", p.step + 1, p.total_steps));
     }
     bar.finish_and_clear();
-    Ok(gen.finished_tokens()?)
+    Ok(run.finish(models)?.0)
 }
 
 /// `out.png` → `out_3.png`. Built from the name's bytes (`OsStr`), never lossily: two names
