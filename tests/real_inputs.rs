@@ -321,6 +321,21 @@ fn tokens_made_by_another_tokenizer_are_never_used_by_this_one() {
     assert!(err.contains("warning"), "{err}");
     assert_eq!(again, fresh_other);
 
+    // A token JSON of one tokenizer is never decoded by another.
+    let out = dir.join("never.png");
+    let o = with(
+        &[
+            "decode",
+            "--tokens",
+            s(&dir.join("same.json")),
+            "--out",
+            s(&out),
+        ],
+        &tiny_with_vq(&other),
+    );
+    clean_error(&o, "another tokenizer");
+    assert!(!out.exists());
+
     // The transformer is recorded too: the same weights in another format are the same model
     // (the image regenerates, silently); a quantized copy is another, and `--from` says so.
     let made_by = meta
@@ -506,6 +521,51 @@ fn a_full_disk_is_one_error_and_leaves_no_empty_file() {
         // What was written is whole.
         image::open(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
     }
+}
+
+/// An output that is a device or a symbolic link: written into (a full device is one error),
+/// never replaced by a regular file.
+#[cfg(unix)]
+#[test]
+fn an_output_that_is_a_device_or_a_link_is_written_through() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = common::temp_dir("device-out");
+    let photo = field().join("photo_32x32.png");
+    let encode = |out: &Path| arpg(&["encode", "--image", s(&photo), "--out", s(out), "--quiet"]);
+    // Our own device nodes (root only), so a regression never replaces the system's.
+    let full = dir.join("full.json");
+    let null = dir.join("null.json");
+    let made = |p: &Path, minor: &str| {
+        Command::new("mknod")
+            .arg(p)
+            .args(["c", "1", minor])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if made(&full, "7") && made(&null, "3") {
+        clean_error(&encode(&full), "No space left on device");
+        ok(&encode(&null));
+        for p in [&full, &null] {
+            let kind = std::fs::symlink_metadata(p).expect("meta").file_type();
+            assert!(kind.is_char_device(), "{} was replaced", p.display());
+        }
+    } else {
+        eprintln!("not root: the device part of this test is skipped");
+    }
+    // A symbolic link: its target gets the output, the link stays.
+    let target = dir.join("target.json");
+    std::fs::write(&target, "old").expect("write");
+    let link = dir.join("link.json");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    ok(&encode(&link));
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("meta")
+        .file_type()
+        .is_symlink());
+    assert!(
+        json_tokens(&target)["tokens"].is_array(),
+        "the target holds the output"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -711,4 +771,23 @@ fn fp8_weights_load_widened_and_scaled_or_unknown_dtypes_are_named() {
     clean_error(&o, "head.weight");
     clean_error(&o, "I16");
     assert!(!out.exists());
+    // Nor is it dropped from a converted copy.
+    let copy = dir.join("copy.safetensors");
+    let o = arpg(&["convert", s(&i16), "--out", s(&copy)]);
+    clean_error(&o, "head.weight");
+    assert!(!copy.exists());
+    // Integers that could be read as numbers are not weights either.
+    let u8s: Vec<(&str, &str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, sh, v)| {
+            if n == "head.weight" {
+                (n.as_str(), "U8", sh.clone(), vec![1u8; v.len()])
+            } else {
+                (n.as_str(), "F32", sh.clone(), torch::f32_bytes(v))
+            }
+        })
+        .collect();
+    let o = generate(&as_st(u8s, "gpt_u8.safetensors"));
+    clean_error(&o, "head.weight");
+    clean_error(&o, "integers");
 }

@@ -101,6 +101,7 @@ pub fn write_random(name: &str, out: &Path) -> Result<()> {
     let (_, cfg) = preset(name)?;
     let (_, varmap) = random_model(DType::F32, |vb| Arpg::new(&cfg, vb))?;
     // Through a temporary file, so a full disk never leaves a truncated checkpoint.
+    let out = &arpg_core::document::regular_output(out)?;
     let tmp = out.with_extension("safetensors.part");
     let saved = varmap
         .save(&tmp)

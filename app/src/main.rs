@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            errln!("error: {e:#}");
+            errln!("error: {}", output::message(&e));
             ExitCode::FAILURE
         }
     }

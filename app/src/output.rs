@@ -27,11 +27,8 @@ impl fmt::Display for StdoutError {
     }
 }
 
-impl std::error::Error for StdoutError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
-    }
-}
+// The message already states the cause; a `source` would print it twice in `{:#}`.
+impl std::error::Error for StdoutError {}
 
 /// Writes one line to standard output and flushes it (so a full device is seen at this line,
 /// not at exit, where the error would be lost).
@@ -47,6 +44,23 @@ pub fn write_line(args: fmt::Arguments<'_>) -> Result<(), StdoutError> {
 pub fn write_err_line(args: fmt::Arguments<'_>) {
     let mut err = io::stderr().lock();
     let _ = err.write_fmt(args).and_then(|()| err.write_all(b"\n"));
+}
+
+/// An error and its causes on one line, each cause that the text before it already states left
+/// out (libraries often put their cause into their own message as well).
+pub fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// The error chain's [`StdoutError`], if the command failed writing its output.

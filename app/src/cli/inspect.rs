@@ -49,9 +49,38 @@ pub(super) fn convert(
             out.display()
         );
     }
+    let out = &arpg_core::document::regular_output(out)?;
     let ckpt = Checkpoint::open(input)?;
     // Only ARPG or VQ weights are converted; every tensor is read before anything is written.
-    loader::detect_kind(&ckpt)?;
+    // A tensor the model needs in an element type that cannot be weights is an error (as when
+    // loading), never dropped from the copy.
+    match loader::detect_kind(&ckpt)? {
+        ModelKind::Arpg => {
+            if let Ok((config, name)) = loader::arpg_config(&ckpt, None) {
+                ckpt.validate(&config.expected_shapes(), &name)?;
+            }
+        }
+        ModelKind::Vq => {
+            if let Ok(config) = loader::vq_config(&ckpt, None) {
+                ckpt.validate(&config.expected_shapes(), "VQ")?;
+            }
+        }
+    }
+    // Without a config to say which tensors are weights, a weight or bias by name is one.
+    if let Some(name) = ckpt
+        .skipped()
+        .iter()
+        .find(|n| n.ends_with(".weight") || n.ends_with(".bias"))
+    {
+        bail!(
+            "{}: tensor `{name}` is stored in an element type that cannot be model weights, so \
+             the copy would lose it; nothing was written",
+            input.display()
+        );
+    }
+    for name in ckpt.skipped() {
+        errln!("note: `{name}` is not converted: its element type cannot be model weights");
+    }
     let device = candle_core::Device::Cpu;
     // A tensor stored in a layout that cannot be read (an unused transposed buffer) is left out,
     // as the model loader leaves it unread.

@@ -286,6 +286,18 @@ pub fn decode(models: &ModelPair, tokens: &Path, out: &Path) -> Result<()> {
     }
     meta.validate()
         .map_err(|why| anyhow::anyhow!("{}: {why}", tokens.display()))?;
+    if let Some(id) = meta
+        .tokenizer
+        .as_deref()
+        .filter(|id| *id != models.vq.identity())
+    {
+        bail!(
+            "{}: these tokens are codes of another tokenizer ({id}; the loaded one is {}): \
+             decode them with that tokenizer (--vq)",
+            tokens.display(),
+            models.vq.identity()
+        );
+    }
     if meta.patch != p {
         bail!(
             "{}: the tokens are for a tokenizer with {}px tokens; this one has {p}px tokens",

@@ -453,6 +453,17 @@ impl Checkpoint {
         if let Some(why) = &entry.unreadable {
             return Err(damaged(why.clone()));
         }
+        if dtype.is_float() && !entry.dtype.is_float() {
+            return Err(Error::UnusableTensor {
+                path: self.path.clone(),
+                key: name.to_string(),
+                reason: format!(
+                    "is stored as {} (integers), which cannot be loaded as model weights; \
+                     convert the checkpoint to f32, f16 or bf16",
+                    entry.dtype.as_str()
+                ),
+            });
+        }
         let num_bytes = entry
             .num_bytes()
             .ok_or_else(|| damaged(format!("shape {:?} overflows", entry.shape)))?;

@@ -26,7 +26,7 @@ mod metadata;
 mod write;
 
 pub use metadata::{pixel_digest, read_metadata, Metadata, MetadataState, KEYWORD};
-pub use write::{write_atomic, write_image, write_png};
+pub use write::{regular_output, write_atomic, write_image, write_png};
 
 /// Largest image side (pixels) this build opens or writes.
 pub const MAX_SIDE: usize = 8192;
@@ -74,7 +74,8 @@ impl Transparency {
     pub fn notice(&self) -> String {
         let [r, g, b] = self.background;
         let mut s = format!(
-            "the image has transparent pixels ({} wholly, {} partly): they are shown over              #{r:02x}{g:02x}{b:02x}",
+            "the image has transparent pixels ({} wholly, {} partly): they are shown over \
+             #{r:02x}{g:02x}{b:02x}",
             self.clear_pixels, self.partial_pixels
         );
         if self.clear_pixels > 0 {

@@ -8,9 +8,47 @@ use super::metadata::{pixel_digest, Metadata, KEYWORD};
 use super::{check_size, image_error};
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, renamed over the
-/// target once complete: a failed write leaves no truncated file behind.
+/// target once complete: a failed write leaves no truncated file behind. A symbolic link is
+/// written through (its target is replaced, the link stays); a target that is not a regular file
+/// (a device such as `/dev/null`, a FIFO) is written into directly, never replaced by a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
+    // The temporary file's own name in a message would only confuse: the target is named.
+    let plain = |e: std::io::Error| {
+        Error::io(
+            path,
+            e.raw_os_error()
+                .map_or_else(|| e.kind().into(), std::io::Error::from_raw_os_error),
+        )
+    };
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
+            Error::io(
+                path,
+                std::io::Error::new(
+                    e.kind(),
+                    format!("a symbolic link whose target cannot be written ({e})"),
+                ),
+            )
+        })?,
+        _ => path.to_path_buf(),
+    };
+    if let Ok(m) = std::fs::metadata(&target) {
+        if !m.is_file() {
+            if m.is_dir() {
+                return Err(Error::io(
+                    path,
+                    std::io::Error::other("is a directory, not a file"),
+                ));
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&target)
+                .map_err(plain)?;
+            f.write_all(bytes).map_err(plain)?;
+            return f.flush().map_err(plain);
+        }
+    }
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -23,23 +61,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    let mut tmp = builder.tempfile_in(&dir).map_err(|e| Error::io(&dir, e))?;
-    if let Ok(existing) = std::fs::metadata(path) {
+    let mut tmp = builder.tempfile_in(&dir).map_err(plain)?;
+    if let Ok(existing) = std::fs::metadata(&target) {
         // Best effort: the content is what matters; a mode we cannot copy stays the default.
         let _ = tmp.as_file().set_permissions(existing.permissions());
     }
-    // The temporary file's own name in the message would only confuse: the target is named.
-    let plain = |e: std::io::Error| {
-        Error::io(
-            path,
-            e.raw_os_error()
-                .map_or_else(|| e.kind().into(), std::io::Error::from_raw_os_error),
-        )
-    };
     tmp.write_all(bytes).map_err(plain)?;
     tmp.as_file().sync_all().map_err(plain)?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    tmp.persist(&target).map_err(|e| plain(e.error))?;
     Ok(())
+}
+
+/// The file a large output (a checkpoint written through its own temporary file) goes to:
+/// `path`, or the target of the symbolic link `path` is; an error when it is a device, a FIFO
+/// or a directory (a checkpoint is never written into one, nor replaces one with a file).
+pub fn regular_output(path: &Path) -> Result<PathBuf> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?
+        }
+        _ => path.to_path_buf(),
+    };
+    match std::fs::metadata(&target) {
+        Ok(m) if !m.is_file() => Err(Error::io(
+            path,
+            std::io::Error::other("not a regular file: name a file to write"),
+        )),
+        _ => Ok(target),
+    }
 }
 
 /// Writes an RGB8 PNG with optional metadata (its pixel digest set to these pixels), atomically.

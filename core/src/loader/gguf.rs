@@ -103,6 +103,7 @@ pub fn convert_arpg(
         path: out.to_path_buf(),
         err,
     };
+    let out = &crate::document::regular_output(out)?;
     let tmp = out.with_extension("gguf.tmp");
     let write = || -> Result<()> {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
