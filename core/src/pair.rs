@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canvas::TokenCanvas;
 use crate::document::{self, Metadata, MetadataState, Picture, Transparency};
+use crate::edit::{Edit, EditPlan, MaskOptions, Region};
 use crate::error::{Error, Result};
 use crate::loader::{self, quant, LoadedArpg};
 use crate::pixels::{self, resize};
@@ -366,6 +367,40 @@ impl ModelPair {
             h,
             warning,
         ))
+    }
+
+    /// Inpainting by region (see [`Region`]), the one recipe of the CLI and the app: the
+    /// region around `mask` (one byte per pixel) of the `w x h` image `rgb`, scaled to the
+    /// model's resolution, and the plan that inpaints it there. After its run,
+    /// [`Region::blend_back`] puts the result into the full image.
+    pub fn region_plan(
+        &self,
+        rgb: &[u8],
+        (w, h): (usize, usize),
+        mask: &[u8],
+        options: MaskOptions,
+    ) -> Result<(Region, EditPlan)> {
+        let p = self.patch();
+        let region = Region::around(mask, w, h, self.grid() * p, options.feather)?;
+        let [sw, sh] = region.scaled;
+        let (cw, ch) = (region.width, region.height);
+        let small = Picture {
+            width: sw,
+            height: sh,
+            rgb: resize::<image::Rgb<u8>>(region.crop(rgb, w, 3), (cw, ch), (sw, sh))?,
+            metadata: None,
+            metadata_state: MetadataState::Absent,
+            transparency: None,
+        };
+        let small_mask = region.scaled_mask(mask, w);
+        let imported = self.canvas_of(&small)?;
+        let (pw, ph) = (imported.canvas.cols * p, imported.canvas.rows * p);
+        let plan = Edit::Inpaint {
+            mask: pixels::pad_zero(&small_mask, sw, sh, pw, ph),
+            options,
+        }
+        .plan(imported.source(p))?;
+        Ok((region, plan))
     }
 
     /// Whether `canvas` decodes to `rgb` (padded to whole tokens; `w x h` of it compared) within

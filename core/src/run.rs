@@ -196,6 +196,11 @@ impl Run {
         })
     }
 
+    /// The provenance every image of the run will record (a batch place, say, is set here).
+    pub fn provenance_mut(&mut self) -> &mut Provenance {
+        &mut self.provenance
+    }
+
     /// Image 0's canvas as it stands (undecided cells `None`).
     pub fn canvas(&self) -> TokenCanvas {
         match &self.work {

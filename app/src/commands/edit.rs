@@ -5,7 +5,7 @@ use crate::errln;
 use anyhow::{bail, Context, Result};
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::document::{self, Metadata, Picture};
-use arpg_core::edit::{self, Edit, EditPlan};
+use arpg_core::edit::{Edit, EditPlan};
 use arpg_core::pair::{carries_tokens, ModelPair};
 use arpg_core::pixels::{self, resize};
 use std::path::Path;
@@ -141,9 +141,9 @@ fn warn(warning: Option<&str>) {
     }
 }
 
-/// Inpainting by region (see [`edit::Region`]): the mask's box plus context at the model's
-/// resolution, inpainted there and blended back; every pixel outside the mask keeps its full
-/// resolution. The output carries no tokens (they would be those of the whole image).
+/// Inpainting by region (see [`ModelPair::region_plan`]): the mask's box plus context at the
+/// model's resolution, inpainted there and blended back; every pixel outside the mask keeps its
+/// full resolution. The output carries no tokens (they would be those of the whole image).
 #[allow(clippy::too_many_arguments)] // the same flag groups as `inpaint`
 fn inpaint_region(
     models: &ModelPair,
@@ -156,10 +156,9 @@ fn inpaint_region(
     quiet: bool,
 ) -> Result<()> {
     let (w, h) = (pic.width, pic.height);
-    let model_side = models.grid() * models.patch();
-    let region = edit::Region::around(mask, w, h, model_side, opts.feather)?;
-    let [sw, sh] = region.scaled;
+    let (region, plan) = models.region_plan(&pic.rgb, (w, h), mask, opts.options())?;
     if !quiet {
+        let [sw, sh] = region.scaled;
         errln!(
             "note: inpainting the {}x{} region at ({}, {}) around the mask at {sw}x{sh} (the \
              model's resolution); the rest of the {w}x{h} image is kept",
@@ -169,21 +168,10 @@ fn inpaint_region(
             region.y
         );
     }
-    let (cw, ch) = (region.width, region.height);
-    let small = Picture {
-        width: sw,
-        height: sh,
-        rgb: resize::<image::Rgb<u8>>(region.crop(&pic.rgb, w, 3), (cw, ch), (sw, sh))?,
-        metadata: None,
-        metadata_state: document::MetadataState::Absent,
-        transparency: None,
-    };
-    let small_mask = region.scaled_mask(mask, w);
-    let made = inpaint_pixels(models, &small, small_mask, class, sampler, opts, quiet)?;
-    let padded_w = made.canvas.cols * models.patch();
-    let generated = pixels::crop(&made.rgb, padded_w, 3, (0, 0), (sw, sh));
+    let made = run_edit(models, plan, class, sampler, quiet)?;
     let mut rgb = pic.rgb.clone();
-    region.composite(&mut rgb, w, mask, generated, opts.feather)?;
+    let made_w = made.canvas.cols * models.patch();
+    region.blend_back(&mut rgb, w, mask, &made.rgb, made_w, opts.feather)?;
     document::write_png(out, w, h, &rgb, None)?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::edit::{EditPlan, MaskOptions};
-use arpg_core::generator::{OrderMode, Settings};
+use arpg_core::generator::Settings;
 use arpg_core::order::Order;
 use arpg_core::pair::ModelSpec;
 use arpg_core::provenance::{BatchPlace, Provenance};
@@ -91,14 +91,6 @@ impl Job {
         self.priority
             .as_ref()
             .filter(|p| p.len() == canvas.cells.len())
-    }
-
-    /// The sampler's order for `canvas`: the painted priorities, else the order's own.
-    pub(crate) fn order_mode(&self, canvas: &TokenCanvas) -> OrderMode {
-        match self.painted(canvas) {
-            Some(levels) => OrderMode::Priority(levels.clone()),
-            None => self.order.mode(canvas),
-        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! blended back at full resolution.
 
 use crate::error::{Error, Result};
-use crate::pixels::feathered_blend;
+use crate::pixels::{self, feathered_blend};
 
 /// Inpainting by region (as canvas apps do for large images): the mask's bounding box plus a
 /// context margin, squared up where the image allows, is worked on at the model's resolution and
@@ -111,6 +111,23 @@ impl Region {
     /// crop, blended into the crop's original pixels with the feathered crop mask, and pasted
     /// into `rgb` (the full image, `image_width` wide). Pixels outside the mask keep their
     /// values exactly.
+    /// Puts the region's inpainted result back: `inpainted` is the decoded plan's canvas
+    /// (`inpainted_width` pixels a row, padded to whole tokens), of which the `scaled` part is
+    /// scaled back and blended into `rgb` (`image_width` pixels a row) with the feathered mask.
+    pub fn blend_back(
+        &self,
+        rgb: &mut [u8],
+        image_width: usize,
+        mask: &[u8],
+        inpainted: &[u8],
+        inpainted_width: usize,
+        feather: usize,
+    ) -> Result<()> {
+        let [sw, sh] = self.scaled;
+        let generated = pixels::crop(inpainted, inpainted_width, 3, (0, 0), (sw, sh));
+        self.composite(rgb, image_width, mask, generated, feather)
+    }
+
     pub fn composite(
         &self,
         rgb: &mut [u8],

@@ -1,15 +1,17 @@
-//! Running jobs on the worker thread: generations (with fork, pause and resume), canvas edits
-//! and region inpainting, step by step with events.
+//! Running jobs on the worker thread: one loop over a core [`Run`] (a generation, its fork or
+//! resumption, an edit, a region inpainting) with a step event per step and the made image at
+//! its end.
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use anyhow::Context;
 use arpg_core::canvas::TokenCanvas;
-use arpg_core::document;
-use arpg_core::edit::{self, Edit, MaskOptions};
+use arpg_core::edit::MaskOptions;
 use arpg_core::generator::{Generation, KnownCells, OrderMode, Request};
-use arpg_core::pixels::{self, resize};
+use arpg_core::pixels;
 use arpg_core::provenance::{Provenance, Task};
+use arpg_core::run::Run;
 
 use super::Worker;
 use crate::studio::messages::{Job, JobKind, RunFinished, RunStarted, RunStep, WorkerEvent};
@@ -17,19 +19,28 @@ use crate::studio::messages::{Job, JobKind, RunFinished, RunStarted, RunStep, Wo
 impl Worker {
     pub(super) fn run_job(&mut self, job: Job) -> anyhow::Result<()> {
         let models = self.models()?;
-        let plan = match &job.kind {
-            JobKind::Generate { .. } => {
-                let g = models.grid();
-                let req = Request {
-                    classes: vec![job.class],
-                    settings: job.settings.clone(),
-                    order: job.order_mode(&TokenCanvas::empty(g, g)),
-                    known: KnownCells::Nothing,
-                };
-                let gen = Generation::new(&models.arpg.model, &req)?;
-                return self.continue_generation(job, gen);
+        let priority = job.priority.as_deref();
+        let run = match &job.kind {
+            JobKind::Generate { batch } => {
+                let mut run = Run::generate(
+                    models,
+                    job.class,
+                    job.settings.clone(),
+                    job.order,
+                    priority,
+                    1,
+                )?;
+                run.provenance_mut().batch = *batch;
+                run
             }
-            JobKind::Edit(plan) => plan,
+            JobKind::Edit(plan) => Run::edit(
+                models,
+                (**plan).clone(),
+                job.class,
+                job.settings.clone(),
+                job.order,
+                priority,
+            )?,
             JobKind::InpaintRegion {
                 canvas,
                 rgb,
@@ -42,105 +53,104 @@ impl Worker {
                 return self.inpaint_region(&job, canvas, rgb, &mask, options, size);
             }
         };
+        self.drive(job, run)
+    }
+
+    /// A generation the worker kept, forked or resumed, as the run of `job`.
+    pub(super) fn continue_generation(&mut self, job: Job, gen: Generation) -> anyhow::Result<()> {
+        let g = self.models()?.grid();
+        let task = if job.resumed {
+            Task::Resume
+        } else {
+            Task::Generate
+        };
+        let mut provenance = Provenance::new(task, job.order);
+        provenance.priority = job.painted(&TokenCanvas::empty(g, g)).cloned();
+        if let JobKind::Generate { batch } = &job.kind {
+            provenance.batch = *batch;
+        }
+        let run = Run::generation(gen, vec![job.class], provenance, g);
+        self.drive(job, run)
+    }
+
+    /// The worker's one loop over a run: `Started`, a `Step` per step, then `Finished` with the
+    /// made image; a generation is kept to fork or resume.
+    fn drive(&mut self, job: Job, mut run: Run) -> anyhow::Result<()> {
         let start = Instant::now();
-        let mut cjob = plan.job_ordered(
-            &models.arpg.model,
-            job.class,
-            job.settings.clone(),
-            job.order_mode(&plan.canvas),
-        )?;
+        let canvas = run.canvas();
         self.emit(WorkerEvent::Started(RunStarted {
             id: job.id,
-            rows: plan.canvas.rows,
-            cols: plan.canvas.cols,
-            unknown: plan.unknown(),
-            canvas: plan.canvas.clone(),
+            rows: canvas.rows,
+            cols: canvas.cols,
+            unknown: run.unknown(),
+            canvas,
         }));
-        let cancelled = self.run_canvas_job(&job, &mut cjob, start, true)?;
-        let filled = cjob.canvas().clone();
-        let mut provenance = Provenance::new(plan.task, job.order);
-        provenance.priority = job.painted(&plan.canvas).cloned();
-        provenance.windows = Some(cjob.windows_done());
-        let models = self.models()?;
-        let (canvas, rgb) = if cancelled && filled.unknown_count() > 0 {
-            (filled, Vec::new())
-        } else {
-            let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
-            (edited.canvas, edited.rgb)
-        };
-        self.finish_edit(&job, canvas, rgb, plan.size, cancelled, start, provenance);
+        let cancelled = self.step_loop(&job, &mut run, start, true)?;
+        let (made, gen) = run.finish(self.models()?)?;
+        let made = made.into_iter().next().context("the run made no image")?;
+        let id = job.id;
+        if let Some(gen) = gen {
+            self.last = Some((id, gen, job));
+        }
+        self.emit(WorkerEvent::Finished(RunFinished {
+            id,
+            canvas: made.canvas,
+            rgb: made.rgb,
+            size: made.size,
+            cancelled,
+            elapsed: start.elapsed().as_secs_f64(),
+            settings: made.settings,
+            provenance: made.provenance,
+        }));
         Ok(())
     }
 
-    /// Reports an edit's result with the settings it ran with.
-    #[allow(clippy::too_many_arguments)] // one per field of the event
-    pub(super) fn finish_edit(
+    /// Steps `run` to its end or a cancel, emitting a step event per step (with the decided and
+    /// revised cells, and a live preview decode when the job asks, when `cells`); returns
+    /// whether it was cancelled.
+    fn step_loop(
         &mut self,
         job: &Job,
-        canvas: TokenCanvas,
-        rgb: Vec<u8>,
-        size: [usize; 2],
-        cancelled: bool,
-        start: Instant,
-        provenance: Provenance,
-    ) {
-        self.emit(WorkerEvent::Finished(RunFinished {
-            id: job.id,
-            rgb,
-            canvas,
-            size,
-            cancelled,
-            elapsed: start.elapsed().as_secs_f64(),
-            settings: job.settings.clone(),
-            provenance,
-        }));
-    }
-
-    /// Steps a canvas job to its end or a cancel, emitting a step event per step (with the
-    /// decided and revised cells, and a live preview decode when the job asks, when `cells`);
-    /// returns whether it was cancelled.
-    pub(super) fn run_canvas_job(
-        &mut self,
-        job: &Job,
-        cjob: &mut arpg_core::canvas::CanvasJob,
+        run: &mut Run,
         start: Instant,
         cells: bool,
     ) -> anyhow::Result<bool> {
-        let (id, delay_ms, live_decode) = (job.id, job.step_delay_ms, job.live_decode);
-        let mut decided = 0;
+        let unknown = run.unknown();
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Ok(true);
             }
-            let Some(step) = cjob.step()? else {
+            let Some(progress) = run.step()? else {
                 return Ok(false);
             };
-            decided += step.cells.len();
-            pause(delay_ms);
             let mut changed = Vec::new();
             if cells {
-                changed = step.cells;
-                changed.extend(step.revised);
-                if live_decode {
-                    if let Some(p) = &self.preview {
-                        p.submit(id, cjob.canvas().clone());
-                    }
+                changed = progress
+                    .decided
+                    .iter()
+                    .map(|d| (d.row, d.col, d.token, d.probability))
+                    .collect();
+                if let (true, Some(p)) = (job.live_decode, &self.preview) {
+                    p.submit(job.id, run.canvas());
                 }
             }
+            pause(job.step_delay_ms);
             self.emit_step(WorkerEvent::Step(RunStep {
-                id,
+                id: job.id,
                 cells: changed,
-                step: step.step,
-                total_steps: step.window_steps,
-                decided,
+                step: progress.step,
+                total_steps: progress.total_steps,
+                decided: unknown.saturating_sub(progress.remaining),
                 elapsed: start.elapsed().as_secs_f64(),
             }));
         }
     }
 
-    /// Runs a [`JobKind::InpaintRegion`]: the region's canvas job reports its steps (the
-    /// document's cells do not change until the end), then the result is blended back.
-    pub(super) fn inpaint_region(
+    /// Runs a [`JobKind::InpaintRegion`] with the core's region recipe
+    /// ([`arpg_core::pair::ModelPair::region_plan`]): the region's run reports its steps (the
+    /// document's cells do not change until the end), then the result is blended back and the
+    /// cells whose pixels changed are encoded again.
+    fn inpaint_region(
         &mut self,
         job: &Job,
         mut canvas: TokenCanvas,
@@ -153,51 +163,37 @@ impl Worker {
         let models = self.models()?;
         let p = models.patch();
         let (w, h) = (canvas.cols * p, canvas.rows * p);
-        let region = edit::Region::around(mask, w, h, models.grid() * p, options.feather)?;
-        let [sw, sh] = region.scaled;
-        let (cw, ch) = (region.width, region.height);
-        let small = document::Picture {
-            width: sw,
-            height: sh,
-            rgb: resize::<image::Rgb<u8>>(region.crop(&rgb, w, 3), (cw, ch), (sw, sh))?,
-            metadata: None,
-            metadata_state: document::MetadataState::Absent,
-            transparency: None,
-        };
-        let small_mask = region.scaled_mask(mask, w);
-        let imported = models.canvas_of(&small)?;
-        let (pw, ph) = (imported.canvas.cols * p, imported.canvas.rows * p);
-        let plan = Edit::Inpaint {
-            mask: pixels::pad_zero(&small_mask, sw, sh, pw, ph),
-            options,
-        }
-        .plan(imported.source(p))?;
-        let mut cjob = plan.job(
-            &models.arpg.model,
+        let (region, plan) = models.region_plan(&rgb, (w, h), mask, options)?;
+        let unknown = plan.unknown();
+        let mut run = Run::edit(
+            models,
+            plan,
             job.class,
             job.settings.clone(),
             job.order,
+            None,
         )?;
         self.emit(WorkerEvent::Started(RunStarted {
             id: job.id,
             rows: canvas.rows,
             cols: canvas.cols,
-            unknown: plan.unknown(),
+            unknown,
             canvas: canvas.clone(),
         }));
         // The region's cells are not the document's: report progress only.
-        let cancelled = self.run_canvas_job(job, &mut cjob, start, false)?;
+        let cancelled = self.step_loop(job, &mut run, start, false)?;
         let mut provenance = Provenance::new(Task::Inpaint, job.order);
-        provenance.windows = Some(cjob.windows_done());
         if !cancelled {
             let models = self.models()?;
-            let filled = cjob.canvas().clone();
-            let edited = plan.finish(filled.clone(), models.decode(&filled)?)?;
-            let generated = pixels::crop(&edited.rgb, pw, 3, (0, 0), (sw, sh));
+            let (made, _) = run.finish(models)?;
+            let made = made.into_iter().next().context("the run made no image")?;
+            provenance = made.provenance.clone();
             let before = rgb.clone();
-            region.composite(&mut rgb, w, mask, generated, options.feather)?;
+            let made_w = made.canvas.cols * p;
+            region.blend_back(&mut rgb, w, mask, &made.rgb, made_w, options.feather)?;
             // The cells whose pixels changed are encoded again from the new pixels; every other
             // cell keeps its token.
+            let (cw, ch) = (region.width, region.height);
             let (r0, c0) = (region.y / p, region.x / p);
             let r1 = (region.y + ch).div_ceil(p).min(canvas.rows);
             let c1 = (region.x + cw).div_ceil(p).min(canvas.cols);
@@ -223,102 +219,14 @@ impl Worker {
                 }
             }
         }
-        self.finish_edit(job, canvas, rgb, size, cancelled, start, provenance);
-        Ok(())
-    }
-
-    pub(super) fn continue_generation(
-        &mut self,
-        job: Job,
-        mut gen: Generation,
-    ) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let g = self.models()?.grid();
-        let canvas = TokenCanvas {
-            rows: g,
-            cols: g,
-            cells: gen.tokens()[0].clone(),
-        };
-        let unknown = canvas.unknown_count();
-        self.emit(WorkerEvent::Started(RunStarted {
-            id: job.id,
-            rows: g,
-            cols: g,
-            unknown,
-            canvas,
-        }));
-        let mut cancelled = false;
-        loop {
-            if self.cancel.load(Ordering::Relaxed) {
-                cancelled = true;
-                break;
-            }
-            let Some(out) = gen.step()? else { break };
-            let revised = out.revised[0].iter().map(|&(c, t, p)| (c / g, c % g, t, p));
-            let cells = out.cells[0]
-                .iter()
-                .zip(&out.tokens[0])
-                .zip(&out.probs[0])
-                .map(|((&c, &t), &p)| (c / g, c % g, t, p))
-                .chain(revised)
-                .collect();
-            let decided = gen.tokens()[0].iter().filter(|t| t.is_some()).count();
-            if let (true, Some(p)) = (job.live_decode, &self.preview) {
-                p.submit(
-                    job.id,
-                    TokenCanvas {
-                        rows: g,
-                        cols: g,
-                        cells: gen.tokens()[0].clone(),
-                    },
-                );
-            }
-            pause(job.step_delay_ms);
-            self.emit_step(WorkerEvent::Step(RunStep {
-                id: job.id,
-                cells,
-                step: out.step,
-                total_steps: out.total_steps,
-                decided,
-                elapsed: start.elapsed().as_secs_f64(),
-            }));
-        }
-        let canvas = TokenCanvas {
-            rows: g,
-            cols: g,
-            cells: gen.tokens()[0].clone(),
-        };
-        // Cancelled while polishing: every cell is decided, so the image is whole.
-        let rgb = if canvas.unknown_count() == 0 {
-            self.models()?.decode(&canvas)?
-        } else {
-            Vec::new()
-        };
-        // What the generation actually used: a fork's own seed and the forks that led here.
-        let settings = gen.settings().clone();
-        let task = if job.resumed {
-            Task::Resume
-        } else {
-            Task::Generate
-        };
-        let mut provenance = Provenance::new(task, job.order);
-        provenance.priority = job.painted(&TokenCanvas::empty(g, g)).cloned();
-        provenance.forked_from = gen.snapshot().forked_from;
-        if let JobKind::Generate { batch } = &job.kind {
-            provenance.batch = *batch;
-        }
-        let id = job.id;
-        self.last = Some((id, gen, job));
-        let p = self.models()?.patch();
-        let size = [canvas.cols * p, canvas.rows * p];
         self.emit(WorkerEvent::Finished(RunFinished {
-            id,
-            size,
-            canvas,
+            id: job.id,
             rgb,
+            canvas,
+            size,
             cancelled,
             elapsed: start.elapsed().as_secs_f64(),
-            settings,
+            settings: job.settings.clone(),
             provenance,
         }));
         Ok(())
