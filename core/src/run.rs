@@ -29,6 +29,8 @@ pub struct Decided {
     pub token: u32,
     /// The drawn token's probability under the processed distribution.
     pub probability: f32,
+    /// The 0-based step that decided it (in a canvas job, the step of its wave).
+    pub step: usize,
     /// Decided before and drawn again (settling, polishing).
     pub revision: bool,
 }
@@ -246,6 +248,7 @@ impl Run {
                         col: c % cols,
                         token,
                         probability,
+                        step: out.step,
                         revision: false,
                     })
                     .collect();
@@ -257,6 +260,7 @@ impl Run {
                             col: c % cols,
                             token,
                             probability,
+                            step: out.step,
                             revision: true,
                         }),
                 );
@@ -273,12 +277,14 @@ impl Run {
                 let Some(step) = job.step()? else {
                     return Ok(None);
                 };
+                let at = step.step;
                 let cell = |revision: bool| {
                     move |&(row, col, token, probability): &(usize, usize, u32, f32)| Decided {
                         row,
                         col,
                         token,
                         probability,
+                        step: at,
                         revision,
                     }
                 };

@@ -11,6 +11,7 @@ use arpg_core::generator::Settings;
 use arpg_core::order::Order;
 use arpg_core::pair::ModelSpec;
 use arpg_core::provenance::{BatchPlace, Provenance};
+use arpg_core::run::Decided;
 use arpg_core::vq::Palette;
 
 /// What a run is. The app's record of a running job and the worker agree on it: whether a run
@@ -212,8 +213,8 @@ pub struct RunStarted {
 #[derive(Debug, Clone)]
 pub struct RunStep {
     pub id: u64,
-    /// `(row, col, token, probability)`.
-    pub cells: Vec<(usize, usize, u32, f32)>,
+    /// Each cell with its token, probability, step and whether it was drawn again.
+    pub cells: Vec<Decided>,
     pub step: usize,
     pub total_steps: usize,
     pub decided: usize,

@@ -220,17 +220,19 @@ impl StudioApp {
                 .as_ref()
                 .map(|r| r.latest.clone())
                 .unwrap_or_default();
-            for &(r, c, t, prob) in &cells {
-                self.cell_map.record(r, c, t, prob, step, total_steps);
+            for d in &cells {
+                // Merged steps keep each cell's own step.
+                self.cell_map
+                    .record(d.row, d.col, d.token, d.probability, d.step, total_steps);
                 if let Some(run) = self.running.as_mut() {
                     let cols = run.canvas.cols;
-                    run.canvas.cells[r * cols + c] = Some(t);
+                    run.canvas.cells[d.row * cols + d.col] = Some(d.token);
                 }
                 if let Some(palette) = &self.palette {
-                    self.image.paint_cell(r, c, t, palette);
+                    self.image.paint_cell(d.row, d.col, d.token, palette);
                 }
             }
-            let latest: Vec<(usize, usize)> = cells.iter().map(|&(r, c, _, _)| (r, c)).collect();
+            let latest: Vec<(usize, usize)> = cells.iter().map(|d| (d.row, d.col)).collect();
             for &(r, c) in previous.iter().chain(&latest) {
                 let texel = self.cell_map.texel(r, c);
                 self.image

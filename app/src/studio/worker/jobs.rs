@@ -125,11 +125,7 @@ impl Worker {
             };
             let mut changed = Vec::new();
             if cells {
-                changed = progress
-                    .decided
-                    .iter()
-                    .map(|d| (d.row, d.col, d.token, d.probability))
-                    .collect();
+                changed = progress.decided;
                 if let (true, Some(p)) = (job.live_decode, &self.preview) {
                     p.submit(job.id, run.canvas());
                 }
