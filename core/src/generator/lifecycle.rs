@@ -136,7 +136,7 @@ impl Generation {
                 .sum();
             if pending > decided {
                 return Err(Error::InvalidRequest(
-                    "the snapshot feeds more cells than it has decided".into(),
+                    "the snapshot holds more pending cells than it has decided".into(),
                 ));
             }
             gen.rebuild_cache(decided - pending)?;

@@ -5,8 +5,9 @@
 //! Batch-1 decoding with CFG multiplies a few to a few dozen rows by every weight matrix, so the
 //! step is bound by reading the weights. The kernel reads each weight once from memory for all
 //! rows: the weights are cut into chunks that fit in L2 (one chunk per task of a persistent
-//! thread pool), and a register tile of up to 4 rows x 4 weight rows is accumulated in vector
-//! registers. Reduced-precision weights are widened exactly to f32 in registers (bf16 by a
+//! thread pool), and a register tile of rows x weight rows is accumulated in vector registers
+//! (up to 8 x 2 on AVX-512, 4 x 2 on AVX2/FMA and the portable tier; `tile_rows`,
+//! `tile_cols`). Reduced-precision weights are widened exactly to f32 in registers (bf16 by a
 //! 16-bit shift, f16 by the F16C conversion), so f16/bf16 weights halve the bytes read and give
 //! the same arithmetic as f32 weights holding the same values.
 //!
