@@ -58,7 +58,7 @@ pub fn order_mode(order: Order, priority: Option<&[u8]>, canvas: &TokenCanvas) -
 }
 
 enum Work {
-    Generation(Generation),
+    Generation(Box<Generation>),
     Canvas { job: Box<CanvasJob>, plan: EditPlan },
 }
 
@@ -162,7 +162,7 @@ impl Run {
         grid: usize,
     ) -> Self {
         Self {
-            work: Work::Generation(gen),
+            work: Work::Generation(Box::new(gen)),
             classes,
             provenance,
             rows: grid,
@@ -226,7 +226,7 @@ impl Run {
     /// The generation a fresh or resumed run works on (what fork and pause keep).
     pub fn generation_state(&self) -> Option<&Generation> {
         match &self.work {
-            Work::Generation(gen) => Some(gen),
+            Work::Generation(gen) => Some(gen.as_ref()),
             Work::Canvas { .. } => None,
         }
     }
@@ -350,7 +350,7 @@ impl Run {
                         provenance: prov,
                     });
                 }
-                Ok((made, Some(gen)))
+                Ok((made, Some(*gen)))
             }
             Work::Canvas { job, plan } => {
                 let mut provenance = self.provenance;

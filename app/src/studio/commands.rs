@@ -3,6 +3,8 @@
 
 use eframe::egui::{Key, KeyboardShortcut, Modifiers};
 
+use super::ui::history_panel::HistoryAction;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UiCommand {
     Generate,
@@ -45,6 +47,8 @@ pub enum UiCommand {
     ReplayForward,
     ZoomToFit,
     ShowShortcuts,
+    /// What the history strip asked (restore, discard, accept); no label or shortcut of its own.
+    History(HistoryAction),
 }
 
 impl UiCommand {
@@ -135,6 +139,7 @@ impl UiCommand {
             Self::ReplayForward => "Replay: step forward",
             Self::ZoomToFit => "Zoom to fit",
             Self::ShowShortcuts => "Keyboard shortcuts",
+            Self::History(_) => "History",
         }
     }
 

@@ -310,9 +310,7 @@ impl StudioApp {
         egui::Panel::bottom("history")
             .resizable(false)
             .show(ui, |ui| {
-                if let Some(action) = self.history.ui(ui) {
-                    self.apply_history(action);
-                }
+                self.history.ui(ui, &mut self.commands);
             });
         egui::Panel::left("controls")
             .resizable(true)
@@ -321,15 +319,11 @@ impl StudioApp {
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     self.actions(ui);
                     ui.separator();
-                    let mut random = false;
                     let names = self.class_names.clone();
                     let synonyms = std::mem::take(&mut self.class_synonyms);
                     self.class_panel
-                        .ui(ui, &names, &synonyms, &mut self.class, &mut random);
+                        .ui(ui, &names, &synonyms, &mut self.class, &mut self.commands);
                     self.class_synonyms = synonyms;
-                    if random {
-                        self.commands.push(UiCommand::RandomClass);
-                    }
                     ui.separator();
                     let max_steps = self.model.as_ref().map_or(256, |m| m.grid * m.grid);
                     self.settings.ui(ui, max_steps);
@@ -337,9 +331,7 @@ impl StudioApp {
                     let (u, r) = (self.mask.can_undo(), self.mask.can_redo());
                     let last = self.cell_map.last_step().filter(|_| self.running.is_none());
                     let painted = !self.priority.is_empty();
-                    for cmd in self.tools.ui(ui, u, r, last, painted) {
-                        self.commands.push(cmd);
-                    }
+                    self.tools.ui(ui, u, r, last, painted, &mut self.commands);
                 });
             });
         egui::CentralPanel::default().show(ui, |ui| {

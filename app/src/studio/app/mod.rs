@@ -284,6 +284,7 @@ impl StudioApp {
             UiCommand::ReplayBack | UiCommand::ReplayForward => {}
             UiCommand::ZoomToFit => self.view = CanvasView::default(),
             UiCommand::ShowShortcuts => self.show_shortcuts = !self.show_shortcuts,
+            UiCommand::History(action) => self.apply_history(action),
         }
     }
 

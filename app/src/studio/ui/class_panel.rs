@@ -2,6 +2,8 @@
 
 use eframe::egui;
 
+use crate::studio::commands::UiCommand;
+
 #[derive(Default)]
 pub struct ClassPanel {
     pub search: String,
@@ -15,7 +17,7 @@ impl ClassPanel {
         names: &[String],
         synonyms: &[Vec<String>],
         class: &mut usize,
-        random: &mut bool,
+        commands: &mut Vec<UiCommand>,
     ) -> bool {
         let before = *class;
         ui.heading("Class");
@@ -32,7 +34,7 @@ impl ClassPanel {
                 .on_hover_text("Pick a random class (R)")
                 .clicked()
             {
-                *random = true;
+                commands.push(UiCommand::RandomClass);
             }
         });
         let needle = self.search.to_lowercase();

@@ -6,6 +6,8 @@ use arpg_core::generator::Settings;
 use arpg_core::provenance::Provenance;
 use eframe::egui;
 
+use crate::studio::commands::UiCommand;
+
 /// One result.
 pub struct HistoryItem {
     pub label: String,
@@ -40,7 +42,8 @@ pub struct HistoryPanel {
 }
 
 impl HistoryPanel {
-    pub fn ui(&mut self, ui: &mut egui::Ui) -> Option<HistoryAction> {
+    /// Draws the strip; what the user asks goes into `commands` (run at the end of the frame).
+    pub fn ui(&mut self, ui: &mut egui::Ui, commands: &mut Vec<UiCommand>) {
         let mut action = None;
         ui.horizontal(|ui| {
             ui.strong("History");
@@ -111,6 +114,6 @@ impl HistoryPanel {
                     }
                 });
             });
-        action
+        commands.extend(action.map(UiCommand::History));
     }
 }

@@ -135,8 +135,8 @@ impl ToolsPanel {
         can_redo: bool,
         last_step: Option<usize>,
         priority_painted: bool,
-    ) -> Vec<UiCommand> {
-        let mut out = Vec::new();
+        out: &mut Vec<UiCommand>,
+    ) {
         let tool = |ui: &mut egui::Ui, current: &mut Tool, t: Tool, cmd: UiCommand, hint: &str| {
             let key = cmd
                 .shortcut()
@@ -285,7 +285,6 @@ impl ToolsPanel {
                 ui.weak("Replay: generate here to record the steps");
             }
         }
-        out
     }
 }
 
