@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Generation, Settings, POLISH_GROUPS};
+use super::{Generation, KnownCells, OrderMode, Request, Settings, POLISH_GROUPS};
 use crate::error::{Error, Result};
 use crate::model::Arpg;
 use crate::sampler::{self, stream, Rng};
@@ -63,6 +63,64 @@ pub struct ForkPoint {
 }
 
 impl Generation {
+    /// The request that resumes a paused single-image generation with the decided cells `erase`
+    /// (raster; cells it had as context count too) erased: every other decided token is known
+    /// context (never resampled, so settling and polishing leave it alone); the erased cells come
+    /// first in raster order, then the cells the generation had not reached, in its order, over as
+    /// many steps as it had left (at least one). The schedule and the CFG ramp start again over those
+    /// steps.
+    pub fn resume_request(&self, erase: &[usize]) -> Result<Request> {
+        let state = self.snapshot();
+        let (Some(order), Some(tokens), [class]) = (
+            state.orders.first(),
+            state.tokens.first(),
+            state.classes.as_slice(),
+        ) else {
+            return Err(Error::InvalidRequest(
+                "only a single image can be resumed".into(),
+            ));
+        };
+        let parallel = state.tokens_per_step.len();
+        let done = state.step.min(parallel);
+        let decided: usize = state.tokens_per_step[..done].iter().sum();
+        let mut erased: Vec<usize> = erase
+            .iter()
+            .copied()
+            .filter(|&c| tokens.get(c).is_some_and(Option::is_some))
+            .collect();
+        erased.sort_unstable();
+        erased.dedup();
+        let mut known = tokens.clone();
+        for &c in &erased {
+            known[c] = None;
+        }
+        let rest: Vec<usize> = erased
+            .iter()
+            .chain(
+                order
+                    .iter()
+                    .skip(decided)
+                    .filter(|&&c| tokens.get(c).is_some_and(Option::is_none)),
+            )
+            .copied()
+            .collect();
+        if rest.is_empty() {
+            return Err(Error::InvalidRequest(
+                "every cell is decided: erase some (paint over them, or pick them with K) before \
+                 resuming"
+                    .into(),
+            ));
+        }
+        let mut settings = self.settings().clone();
+        settings.steps = (parallel - done).max(1).min(rest.len());
+        Ok(Request {
+            classes: vec![*class],
+            settings,
+            order: OrderMode::Fixed(rest),
+            known: KnownCells::Shared(known),
+        })
+    }
+
     /// The state of this generation (see [`State`]).
     pub fn snapshot(&self) -> State {
         self.state.clone()

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::edit::MaskOptions;
-use arpg_core::generator::{Generation, KnownCells, OrderMode, Request};
+use arpg_core::generator::Generation;
 use arpg_core::pixels;
 use arpg_core::provenance::{Provenance, Task};
 use arpg_core::run::Run;
@@ -227,61 +227,6 @@ impl Worker {
         }));
         Ok(())
     }
-}
-
-/// The request that resumes a paused single-image generation with the decided cells `erase`
-/// (raster; cells it had as context count too) erased: every other decided token is known
-/// context (never resampled, so settling and polishing leave it alone); the erased cells come
-/// first in raster order, then the cells the generation had not reached, in its order, over as
-/// many steps as it had left (at least one). The schedule and the CFG ramp start again over those
-/// steps.
-pub(super) fn resume_request(gen: &Generation, erase: &[usize]) -> anyhow::Result<Request> {
-    let state = gen.snapshot();
-    let (Some(order), Some(tokens), [class]) = (
-        state.orders.first(),
-        state.tokens.first(),
-        state.classes.as_slice(),
-    ) else {
-        anyhow::bail!("only a single image can be resumed");
-    };
-    let parallel = state.tokens_per_step.len();
-    let done = state.step.min(parallel);
-    let decided: usize = state.tokens_per_step[..done].iter().sum();
-    let mut erased: Vec<usize> = erase
-        .iter()
-        .copied()
-        .filter(|&c| tokens.get(c).is_some_and(Option::is_some))
-        .collect();
-    erased.sort_unstable();
-    erased.dedup();
-    let mut known = tokens.clone();
-    for &c in &erased {
-        known[c] = None;
-    }
-    let rest: Vec<usize> = erased
-        .iter()
-        .chain(
-            order
-                .iter()
-                .skip(decided)
-                .filter(|&&c| tokens.get(c).is_some_and(Option::is_none)),
-        )
-        .copied()
-        .collect();
-    if rest.is_empty() {
-        anyhow::bail!(
-            "every cell is decided: erase some (paint over them, or pick them with K) before \
-             resuming"
-        );
-    }
-    let mut settings = gen.settings().clone();
-    settings.steps = (parallel - done).max(1).min(rest.len());
-    Ok(Request {
-        classes: vec![*class],
-        settings,
-        order: OrderMode::Fixed(rest),
-        known: KnownCells::Shared(known),
-    })
 }
 
 pub(super) fn pause(ms: u64) {

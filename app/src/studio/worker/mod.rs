@@ -18,7 +18,6 @@ mod documents;
 mod jobs;
 
 use documents::class_names_beside;
-use jobs::resume_request;
 
 /// The UI's handle on the worker thread.
 pub struct WorkerHandle {
@@ -302,7 +301,7 @@ impl Worker {
                 if *last_id != id {
                     anyhow::bail!("that generation is no longer available to resume");
                 }
-                let request = resume_request(gen, &erase)?;
+                let request = gen.resume_request(&erase)?;
                 let models = self.models()?;
                 let gen = Generation::new(&models.arpg.model, &request)?;
                 let mut job = job.clone();
