@@ -732,6 +732,21 @@ fn bench_prints_one_json_object_for_scripts() {
             .expect("spawn"),
         "unknown quantization",
     );
+    // The load benchmark: load time and peak memory, in the asked dtype.
+    let gpt = common::tiny().join("gpt.safetensors");
+    let out = arpg()
+        .args(["bench", "--load"])
+        .arg(&gpt)
+        .args(["--dtype", "bf16", "--json"])
+        .output()
+        .expect("spawn");
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a line")).expect("JSON on the last line");
+    assert!(v["load_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    assert!(v["peak_rss_mib"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    assert_eq!(v["dtype"], "bf16");
 }
 
 #[test]

@@ -121,14 +121,28 @@ pub fn write_random(name: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads `gpt` and reports the load time and peak RSS.
-pub fn load(gpt: &Path, dtype: DType) -> Result<()> {
+/// Loads `gpt` and reports the load time and peak RSS; with `json`, one JSON object on the last
+/// line (`model`, `dtype`, `load_s`, `weights_mib`, `peak_rss_mib`).
+pub fn load(gpt: &Path, dtype: DType, json: bool) -> Result<()> {
     let before = peak_rss_mib();
     let t = Instant::now();
     let loaded = arpg_core::loader::load_arpg(gpt, None, dtype, &Device::Cpu)?;
     let secs = t.elapsed().as_secs_f64();
     let weights =
         loaded.config.num_params() as f64 * dtype.size_in_bytes() as f64 / (1 << 20) as f64;
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "model": loaded.name,
+                "dtype": dtype.as_str(),
+                "load_s": secs,
+                "weights_mib": weights,
+                "peak_rss_mib": peak_rss_mib(),
+            })
+        )?;
+        return Ok(());
+    }
     outln!(
         "| model | weights (MiB) | load (s) | peak RSS before (MiB) | peak RSS after load (MiB) |"
     )?;
@@ -465,6 +479,38 @@ pub fn scale_table() -> Result<()> {
 }
 
 /// One row of [`scale_table`]: `spec` is `shipped:WxH` or `vq-16:WxH`; prints one JSON object.
+/// `--model vq-16`: the VQ-16-shaped tokenizer (random weights) encoding and decoding one
+/// 256x256 image, in f32 (the tokenizer's only compute dtype in this build); with `json`, one
+/// JSON object on the last line (`decode_s`, `encode_s` per image, `peak_rss_mib`).
+pub fn tokenizer_one(dtype: &str, json: bool) -> Result<()> {
+    if dtype != "f32" {
+        bail!("the tokenizer computes in f32 in this build (--dtype {dtype} is not available)");
+    }
+    let (w, h, encode_s, decode_s) = tokenizer_times("vq-16", 256, 256)?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "model": "vq-16",
+                "dtype": dtype,
+                "width": w,
+                "height": h,
+                "encode_s": encode_s,
+                "decode_s": decode_s,
+                "peak_rss_mib": peak_rss_mib(),
+            })
+        )?;
+    } else {
+        outln!("| tokenizer | image | dtype | encode s | decode s | peak RSS MiB |")?;
+        outln!("|---|---|---|---|---|---|")?;
+        outln!(
+            "| vq-16 | {w}x{h} | {dtype} | {encode_s:.3} | {decode_s:.3} | {:.0} |",
+            peak_rss_mib()
+        )?;
+    }
+    Ok(())
+}
+
 pub fn scale_row(spec: &str) -> Result<()> {
     let (tokenizer, size) = spec
         .split_once(':')

@@ -228,7 +228,8 @@ enum Command {
         /// Instead: write a random checkpoint of the first preset to this `.safetensors` file.
         #[arg(long)]
         write_random: Option<PathBuf>,
-        /// Instead: load this checkpoint and report load time and peak memory.
+        /// Instead: load this checkpoint (in the first --dtype) and report load time and peak
+        /// memory (with --json: `load_s`, `peak_rss_mib` on the last line).
         #[arg(long)]
         load: Option<PathBuf>,
         /// Instead: the tokenizer's encode/decode seconds and peak memory by image size (the
@@ -238,7 +239,8 @@ enum Command {
         /// One row of `--scale` (`shipped|vq-16:WxH`), printed as JSON.
         #[arg(long, hide = true)]
         scale_row: Option<String>,
-        /// One configuration, for scripts: arpg-l, arpg-xl, arpg-xxl or shipped (with --json).
+        /// One configuration, for scripts: arpg-l, arpg-xl, arpg-xxl or shipped (with --json);
+        /// vq-16: the tokenizer's encode and decode of one 256x256 image.
         #[arg(long)]
         model: Option<String>,
         /// Images per batch (with --model).
@@ -433,7 +435,12 @@ pub fn run() -> Result<ExitCode> {
             quant,
             json,
         } => {
-            if let Some(model) = model {
+            if model.as_deref() == Some("vq-16") {
+                crate::bench::tokenizer_one(dtype.first().map_or("f32", String::as_str), json)?;
+            } else if let Some(path) = load {
+                let d = arpg_core::pair::dtype(dtype.first().map_or("f32", String::as_str))?;
+                crate::bench::load(&path, d, json)?;
+            } else if let Some(model) = model {
                 let one = crate::bench::One {
                     model: &model,
                     batch,
@@ -445,15 +452,15 @@ pub fn run() -> Result<ExitCode> {
                 };
                 crate::bench::one(&one, json)?;
             } else if json {
-                anyhow::bail!("--json needs --model (arpg-l, arpg-xl, arpg-xxl or shipped)");
+                anyhow::bail!(
+                    "--json needs --model (arpg-l, arpg-xl, arpg-xxl, shipped or vq-16) or --load"
+                );
             } else if let Some(spec) = scale_row {
                 crate::bench::scale_row(&spec)?;
             } else if scale {
                 crate::bench::scale_table()?;
             } else if let Some(out) = write_random {
                 crate::bench::write_random(&preset[0], &out)?;
-            } else if let Some(path) = load {
-                crate::bench::load(&path, candle_core::DType::F32)?;
             } else {
                 crate::bench::run(&preset, &dtype, steps, repeats)?;
             }
