@@ -747,6 +747,25 @@ fn bench_prints_one_json_object_for_scripts() {
     assert!(v["load_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
     assert!(v["peak_rss_mib"].as_f64().is_some_and(|x| x > 0.0), "{v}");
     assert_eq!(v["dtype"], "bf16");
+    // The app's worker measured headless against the same run through the core.
+    let out = arpg()
+        .args(["bench", "--app", "--steps", "4", "--json"])
+        .output()
+        .expect("spawn");
+    ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a line")).expect("JSON on the last line");
+    for key in [
+        "load_s",
+        "first_step_s",
+        "image_s",
+        "direct_s",
+        "app_over_direct",
+    ] {
+        assert!(v[key].as_f64().is_some_and(|x| x > 0.0), "{key} in {v}");
+    }
+    assert!(v["first_step_s"].as_f64() <= v["image_s"].as_f64(), "{v}");
 }
 
 #[test]

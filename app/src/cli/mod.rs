@@ -252,6 +252,17 @@ enum Command {
         /// Quantized linear layers: q8_0 or q4k (with --model; candle's quantized matmul).
         #[arg(long)]
         quant: Option<String>,
+        /// Instead: time the app's worker headless (load until Generate is possible, first
+        /// step, image) against the same run through the core, for --gpt/--vq (default: the
+        /// shipped model) and --steps.
+        #[arg(long)]
+        app: bool,
+        /// The transformer for --app (default: the shipped one).
+        #[arg(long, requires = "app")]
+        gpt: Option<PathBuf>,
+        /// The tokenizer for --app (default: the shipped one).
+        #[arg(long, requires = "app")]
+        vq: Option<PathBuf>,
         /// Print one JSON object on the last line (with --model): seconds_per_image,
         /// images_per_s, step_ms_median, peak_rss_mib, floor_s, kernel.
         #[arg(long)]
@@ -434,7 +445,13 @@ pub fn run() -> Result<ExitCode> {
             device,
             quant,
             json,
+            app,
+            gpt,
+            vq,
         } => {
+            if app {
+                return bench_app(gpt, vq, &dtype, &device, steps, json);
+            }
             if model.as_deref() == Some("vq-16") {
                 crate::bench::tokenizer_one(dtype.first().map_or("f32", String::as_str), json)?;
             } else if let Some(path) = load {
@@ -487,4 +504,63 @@ fn png_output(out: &std::path::Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `arpg bench --app`: the app's worker measured headless (see `arpg_app::studio::measure`).
+#[cfg(feature = "studio")]
+fn bench_app(
+    gpt: Option<PathBuf>,
+    vq: Option<PathBuf>,
+    dtype: &[String],
+    device: &str,
+    steps: usize,
+    json: bool,
+) -> Result<ExitCode> {
+    let spec = arpg_core::pair::ModelSpec {
+        gpt,
+        vq,
+        device: device.to_string(),
+        dtype: dtype.first().cloned().unwrap_or_else(|| "f32".into()),
+        ..arpg_core::pair::ModelSpec::shipped()
+    };
+    let t = arpg_app::studio::measure::measure(spec, steps)?;
+    if json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "load_s": t.load_s,
+                "first_step_s": t.first_step_s,
+                "image_s": t.image_s,
+                "direct_s": t.direct_s,
+                "app_over_direct": t.image_s / t.direct_s,
+                "live_decode": t.live_decode,
+            })
+        )?;
+    } else {
+        outln!("| load until Generate (s) | first step (s) | image in the app (s) | same run direct (s) | app / direct | live decode |")?;
+        outln!("|---|---|---|---|---|---|")?;
+        outln!(
+            "| {:.2} | {:.3} | {:.2} | {:.2} | {:.2} | {} |",
+            t.load_s,
+            t.first_step_s,
+            t.image_s,
+            t.direct_s,
+            t.image_s / t.direct_s,
+            t.live_decode
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Without the app there is no worker to measure.
+#[cfg(not(feature = "studio"))]
+fn bench_app(
+    _gpt: Option<PathBuf>,
+    _vq: Option<PathBuf>,
+    _dtype: &[String],
+    _device: &str,
+    _steps: usize,
+    _json: bool,
+) -> Result<ExitCode> {
+    bail!("this build has no app (built without the `studio` feature): --app is not available")
 }

@@ -11,6 +11,7 @@ pub mod canvas;
 pub mod commands;
 pub mod downloads;
 pub mod gpu;
+pub mod measure;
 pub mod messages;
 pub mod palette;
 pub mod preview;
