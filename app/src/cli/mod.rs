@@ -562,5 +562,7 @@ fn bench_app(
     _steps: usize,
     _json: bool,
 ) -> Result<ExitCode> {
-    bail!("this build has no app (built without the `studio` feature): --app is not available")
+    anyhow::bail!(
+        "this build has no app (built without the `studio` feature): --app is not available"
+    )
 }
