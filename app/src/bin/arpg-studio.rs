@@ -30,8 +30,8 @@ fn main() -> std::process::ExitCode {
     let remember = last_model_path();
     let remembered = remember
         .as_ref()
-        .and_then(|p| std::fs::read(p).ok())
-        .and_then(|b| serde_json::from_slice::<arpg_core::pair::ModelSpec>(&b).ok())
+        .and_then(|p| arpg_core::text::read(p, arpg_core::text::MAX_CONFIG_BYTES).ok())
+        .and_then(|t| serde_json::from_str::<arpg_core::pair::ModelSpec>(&t).ok())
         .filter(|s| s.gpt.iter().chain(&s.vq).all(|p| p.exists()));
     let model = match (&args.model.gpt, &args.model.vq, remembered) {
         (None, None, Some(last)) => ModelSpec {
