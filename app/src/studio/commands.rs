@@ -3,7 +3,13 @@
 
 use eframe::egui::{Key, KeyboardShortcut, Modifiers};
 
-use super::ui::history_panel::HistoryAction;
+/// What the user asked of the history strip.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryAction {
+    Restore(usize),
+    Discard(usize),
+    Accept,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UiCommand {

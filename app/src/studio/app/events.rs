@@ -9,10 +9,11 @@ use super::{class_names, Document, StudioApp};
 use crate::studio::canvas::cell_map::CellMap;
 use crate::studio::canvas::mask::MaskDocument;
 use crate::studio::canvas::priority::PriorityMap;
+use crate::studio::commands::HistoryAction;
 use crate::studio::messages::{
     ImageOpened, ModelInfo, RunFinished, RunStarted, RunStep, WorkerCommand, WorkerEvent,
 };
-use crate::studio::ui::history_panel::{HistoryAction, HistoryItem};
+use crate::studio::ui::history_panel::HistoryItem;
 use crate::studio::worker::WorkerHandle;
 
 impl StudioApp {

@@ -6,7 +6,7 @@ use arpg_core::generator::Settings;
 use arpg_core::provenance::Provenance;
 use eframe::egui;
 
-use crate::studio::commands::UiCommand;
+use crate::studio::commands::{HistoryAction, UiCommand};
 
 /// One result.
 pub struct HistoryItem {
@@ -24,14 +24,6 @@ pub struct HistoryItem {
     pub provenance: Provenance,
     pub partial: bool,
     pub thumbnail: Option<egui::TextureHandle>,
-}
-
-/// What the user asked of the strip.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryAction {
-    Restore(usize),
-    Discard(usize),
-    Accept,
 }
 
 #[derive(Default)]

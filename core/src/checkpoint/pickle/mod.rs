@@ -16,6 +16,9 @@
 //! number of values created is capped, so a malformed input is an error, never a panic or an
 //! allocation larger than a small multiple of the input.
 
+mod opcodes;
+
+use opcodes::{long_le, unsupported_name};
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -677,43 +680,6 @@ impl<'a> Machine<'a> {
             None => self.err(format!("memo entry {i} is read before it is written")),
         }
     }
-}
-
-/// A little-endian two's-complement integer (LONG1 / LONG4).
-fn long_le(bytes: &[u8]) -> Value {
-    let negative = bytes.last().is_some_and(|b| b & 0x80 != 0);
-    let fill = if negative { 0xff } else { 0x00 };
-    // Wider than 8 bytes fits only when the extra bytes merely repeat the sign.
-    let (low, high) = bytes.split_at(bytes.len().min(8));
-    if high.iter().any(|&b| b != fill) {
-        return Value::BigInt;
-    }
-    let mut a = [fill; 8];
-    a[..low.len()].copy_from_slice(low);
-    let v = i64::from_le_bytes(a);
-    if (v < 0) != negative {
-        return Value::BigInt;
-    }
-    Value::Int(v)
-}
-
-/// Names of the opcodes Python knows that this reader refuses: they either need code execution
-/// (`INST`, `OBJ`, the extension registry), out-of-band buffers, or escape decoding that torch
-/// never writes.
-fn unsupported_name(op: u8) -> Option<&'static str> {
-    Some(match op {
-        b'P' => "PERSID",
-        b'S' => "STRING",
-        b'V' => "UNICODE",
-        b'i' => "INST",
-        b'o' => "OBJ",
-        0x82 => "EXT1",
-        0x83 => "EXT2",
-        0x84 => "EXT4",
-        0x97 => "NEXT_BUFFER",
-        0x98 => "READONLY_BUFFER",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]
