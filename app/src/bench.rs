@@ -488,18 +488,10 @@ pub fn tokenizer_one(dtype: &str, json: bool) -> Result<()> {
     }
     let (w, h, encode_s, decode_s) = tokenizer_times("vq-16", 256, 256)?;
     if json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "model": "vq-16",
-                "dtype": dtype,
-                "width": w,
-                "height": h,
-                "encode_s": encode_s,
-                "decode_s": decode_s,
-                "peak_rss_mib": peak_rss_mib(),
-            })
-        )?;
+        let mut row = tokenizer_json("vq-16", w, h, encode_s, decode_s);
+        row["model"] = "vq-16".into();
+        row["dtype"] = dtype.into();
+        outln!("{row}")?;
     } else {
         outln!("| tokenizer | image | dtype | encode s | decode s | peak RSS MiB |")?;
         outln!("|---|---|---|---|---|---|")?;
@@ -520,18 +512,26 @@ pub fn scale_row(spec: &str) -> Result<()> {
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .with_context(|| format!("`{size}`: expected WxH"))?;
     let (w, h, encode_s, decode_s) = tokenizer_times(tokenizer, w, h)?;
-    outln!(
-        "{}",
-        serde_json::json!({
-            "tokenizer": tokenizer,
-            "width": w,
-            "height": h,
-            "encode_s": encode_s,
-            "decode_s": decode_s,
-            "peak_rss_mib": peak_rss_mib(),
-        })
-    )?;
+    outln!("{}", tokenizer_json(tokenizer, w, h, encode_s, decode_s))?;
     Ok(())
+}
+
+/// One tokenizer measurement as JSON (what `--scale` rows and `--model vq-16` print).
+fn tokenizer_json(
+    tokenizer: &str,
+    w: usize,
+    h: usize,
+    encode_s: f64,
+    decode_s: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "tokenizer": tokenizer,
+        "width": w,
+        "height": h,
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+        "peak_rss_mib": peak_rss_mib(),
+    })
 }
 
 /// Encode and decode seconds of one `w x h` image (snapped up to whole tokens) through the

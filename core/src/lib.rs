@@ -12,6 +12,7 @@ pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod generator;
+pub mod identity;
 pub mod imagenet;
 pub mod kernels;
 pub mod loader;

@@ -264,26 +264,16 @@ pub struct LoadedArpg {
 /// a digest of every weight would cost most of a second. Quantizing on load gives another
 /// identity ([`with_quant`]).
 pub fn transformer_identity(config: &ArpgConfig, head: &Tensor) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(config).map_err(|e| Error::Json {
+    let header = serde_json::to_vec(config).map_err(|e| Error::Json {
         context: "config".into(),
         err: e,
-    })?);
-    for v in head.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? {
-        h.update(v.to_le_bytes());
-    }
-    Ok(h.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    })?;
+    crate::identity::of(&header, head)
 }
 
 /// The identity of a transformer quantized on load to `quant` from one of identity `identity`.
 pub fn with_quant(identity: &str, quant: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(format!("{identity}+{quant}").as_bytes());
-    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+    crate::identity::of_text(&format!("{identity}+{quant}"))
 }
 
 /// The `"sampling"` object of the first JSON config beside `path` that has one. A malformed one

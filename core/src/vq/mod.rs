@@ -444,25 +444,16 @@ pub(crate) fn conv_cfg(padding: usize, stride: usize) -> Conv2dConfig {
 /// (little-endian), so the same tokenizer has the same identity whatever file or dtype it was
 /// loaded from.
 fn identity(cfg: &VqConfig, codebook: &Tensor) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    for v in [
+    let header: Vec<u8> = [
         cfg.codebook_size,
         cfg.codebook_embed_dim,
         cfg.downsample(),
         cfg.z_channels,
-    ] {
-        h.update((v as u64).to_le_bytes());
-    }
-    let values = codebook
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    for v in values {
-        h.update(v.to_le_bytes());
-    }
-    let digest = h.finalize();
-    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
+    ]
+    .iter()
+    .flat_map(|&v| (v as u64).to_le_bytes())
+    .collect();
+    crate::identity::of(&header, codebook).map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
 #[cfg(test)]
