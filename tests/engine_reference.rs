@@ -2,14 +2,15 @@
 
 mod common;
 
+use arpg_core::backend::Ids;
 use arpg_core::checkpoint::Checkpoint;
 use arpg_core::loader::{self, ModelKind};
 use arpg_core::reference::{check_reference, FixtureSet, WeightFormat};
-use arpg_core::Error;
+use arpg_core::{Backend, Error};
 use candle_core::{DType, Device, Tensor};
 
 fn assert_all_pass(format: WeightFormat) {
-    let results = check_reference(common::tiny(), format, &Device::Cpu).expect("fixture set runs");
+    let results = check_reference(common::tiny(), format, Backend::Cpu).expect("fixture set runs");
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.passed)
@@ -52,11 +53,14 @@ fn tf_logits(path: &std::path::Path, dtype: DType) -> (Tensor, Tensor) {
         .to_dtype(DType::U32)
         .expect("u32");
     let orders = cases.read_native("tf_orders").expect("orders");
+    let ids = Ids::from_tensor(&ids).expect("ids");
+    let class_ids: Vec<u32> = class_ids.to_vec1().expect("class ids");
+    let orders = Ids::from_tensor(&orders).expect("orders");
     let ours = model
         .forward_teacher(&ids, &class_ids, &orders, true)
         .expect("forward");
     (
-        ours,
+        ours.to_tensor().expect("tensor"),
         cases.read_native("tf_causal_logits").expect("expected"),
     )
 }

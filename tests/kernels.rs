@@ -187,7 +187,10 @@ fn model_logits_match_candle_path_at_every_tier() {
         let path = common::tiny().join("gpt.safetensors");
         let model = loader::load_arpg(&path, Some(cfg), dtype, &Device::Cpu)
             .expect("tiny model")
-            .model;
+            .model
+            .candle()
+            .cloned()
+            .expect("a candle model");
         kernels::set_choice(Choice::Candle).expect("candle");
         let want = logits(&model);
         for tier in Tier::supported() {

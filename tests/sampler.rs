@@ -86,7 +86,7 @@ fn one_token_per_step_matches_teacher_forcing() {
     let mut g = Generation::new(&m, &req).expect("new");
     let mut stepped = Vec::new();
     while let Some(out) = g.step().expect("step") {
-        stepped.push(out.logits.to_vec3::<f32>().expect("logits")[0][0].clone());
+        stepped.push(out.logits.row(0, 0).to_vec());
         if stepped.len() == n / 2 {
             // A restore rebuilds the cache causally in generation order: still training's view.
             g = Generation::restore(&m, &g.snapshot()).expect("restore");
@@ -143,7 +143,7 @@ fn read_as_a_sequence(m: &Arpg, known: &[Option<u32>]) {
     let mut g = Generation::new(m, &request).expect("new");
     let mut stepped = Vec::new();
     while let Some(out) = g.step().expect("step") {
-        stepped.push(out.logits.to_vec3::<f32>().expect("logits")[0][0].clone());
+        stepped.push(out.logits.row(0, 0).to_vec());
     }
     let order: Vec<usize> = (0..n)
         .filter(|&c| known[c].is_some())

@@ -11,7 +11,7 @@ use arpg_core::provenance::Task;
 use arpg_core::provenance::{self, Provenance};
 use arpg_core::reference::{FixtureSet, WeightFormat};
 use arpg_core::sampler::{image_seed, window_seed};
-use arpg_core::{shipped, Arpg};
+use arpg_core::{shipped, Arpg, Transformer};
 use candle_core::{DType, Device};
 
 fn tiny() -> Arpg {
@@ -21,7 +21,7 @@ fn tiny() -> Arpg {
         .expect("model")
 }
 
-fn shipped_model() -> (Arpg, Settings) {
+fn shipped_model() -> (Transformer, Settings) {
     let arpg = loader::load_arpg(shipped::arpg_path(), None, DType::F32, &Device::Cpu)
         .expect("shipped ARPG in assets/");
     let settings = arpg
@@ -31,7 +31,7 @@ fn shipped_model() -> (Arpg, Settings) {
     (arpg.model, settings)
 }
 
-fn single(model: &Arpg, class: usize, settings: &Settings) -> Vec<u32> {
+fn single(model: impl Into<Transformer>, class: usize, settings: &Settings) -> Vec<u32> {
     Generation::new(model, &Request::new(vec![class], settings.clone()))
         .expect("request")
         .run()
@@ -48,7 +48,7 @@ fn golden_tokens_of_one_seed() {
         seed: 42,
         ..Settings::default()
     };
-    let tiny_tokens = single(&tiny(), 3, &settings);
+    let tiny_tokens = single(tiny(), 3, &settings);
     assert_eq!(tiny_tokens, GOLDEN_TINY, "tiny fixture, seed 42, class 3");
 
     let (model, mut settings) = shipped_model();

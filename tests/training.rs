@@ -251,6 +251,8 @@ fn arpg_loss_falls_on_a_handful_of_images() {
     let classes = Tensor::new(&[3u32, 10], &Device::Cpu).expect("classes");
     let shallow = loaded
         .model
+        .candle()
+        .expect("a candle model")
         .forward_teacher(&ids, &classes, &orders, true)
         .expect("shallow forward");
     let grown = deep

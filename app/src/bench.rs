@@ -273,7 +273,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     }
     let (label, cfg) = preset(o.model)?;
     let dtype = arpg_core::pair::dtype(o.dtype)?;
-    let device = arpg_core::pair::device(o.device)?;
+    let device = arpg_core::Backend::parse(o.device)?.candle_device()?;
     let (mut model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
     drop(varmap);
     if let Some(q) = o.quant {

@@ -11,9 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Transformer;
 use crate::error::{Error, Result};
 use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
-use crate::model::Arpg;
 
 /// A grid of tokens in raster order; `None` marks a cell still to generate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,7 +257,7 @@ pub const MAX_WAVE: usize = 16;
 /// Fills the unknown cells of a canvas with grid-sized windows (see the module docs).
 #[derive(Debug)]
 pub struct CanvasJob {
-    model: Arpg,
+    model: Transformer,
     canvas: TokenCanvas,
     class: Option<usize>,
     settings: Settings,
@@ -273,12 +273,13 @@ impl CanvasJob {
     /// `class`: `None` generates unconditionally. `order` applies inside each window
     /// (`Priority` maps are given over the whole canvas).
     pub fn new(
-        model: &Arpg,
+        model: impl Into<Transformer>,
         canvas: TokenCanvas,
         class: Option<usize>,
         settings: Settings,
         order: OrderMode,
     ) -> Result<Self> {
+        let model: Transformer = model.into();
         let g = model.config().grid_size();
         if canvas.rows < g || canvas.cols < g {
             return Err(Error::InvalidRequest(format!(
@@ -306,7 +307,7 @@ impl CanvasJob {
         }
         settings.validate()?;
         Ok(Self {
-            model: model.clone(),
+            model,
             canvas,
             class,
             settings,

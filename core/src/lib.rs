@@ -2,6 +2,7 @@
 //! Randomized Parallel Decoding", arXiv 2503.10568; reference hp-l33/ARPG) and the LlamaGen VQ
 //! tokenizer on candle, checkpoint loading, and the randomized parallel sampler.
 
+pub mod backend;
 pub mod canvas;
 pub mod checkpoint;
 pub mod config;
@@ -31,6 +32,7 @@ pub mod text;
 pub mod train;
 pub mod vq;
 
+pub use backend::{Backend, Tokenizer, Transformer};
 pub use config::{ArpgConfig, VqConfig};
 pub use error::{Error, Result};
 pub use generator::{Generation, KnownCells, OrderMode, Request, Settings, StepOutput};

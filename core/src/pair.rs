@@ -5,16 +5,16 @@
 
 use std::path::PathBuf;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Backend, Tokenizer};
 use crate::canvas::TokenCanvas;
 use crate::document::{self, Metadata, MetadataState, Picture, Transparency};
 use crate::edit::{Edit, EditPlan, MaskOptions, Region};
 use crate::error::{Error, Result};
 use crate::loader::{self, quant, LoadedArpg};
 use crate::pixels::{self, resize};
-use crate::vq::{Tiling, VqModel};
 
 /// Which checkpoints to load and where to run them (the CLI's model flags, the app's model
 /// menu).
@@ -26,7 +26,8 @@ pub struct ModelSpec {
     pub vq: Option<PathBuf>,
     /// Config JSON for a custom ARPG checkpoint.
     pub config: Option<PathBuf>,
-    /// `cpu`, `cuda[:N]` or `metal[:N]`.
+    /// `cpu`, `cuda[:N]` or `metal[:N]`: the one place the engine is chosen (parsed by
+    /// [`ModelSpec::backend`]).
     pub device: String,
     /// Transformer compute dtype: `f32`, `f16` or `bf16` (the tokenizer runs in f32).
     pub dtype: String,
@@ -52,6 +53,11 @@ impl ModelSpec {
             ..Self::default()
         }
     }
+
+    /// The engine [`ModelSpec::device`] names.
+    pub fn backend(&self) -> Result<Backend> {
+        Backend::parse(&self.device)
+    }
 }
 
 /// Parses `f32`, `f16` or `bf16`.
@@ -68,39 +74,10 @@ pub fn dtype(name: &str) -> Result<DType> {
     })
 }
 
-/// Parses `cpu`, `cuda[:N]` or `metal[:N]` and opens the device.
-pub fn device(name: &str) -> Result<Device> {
-    let bad = |m: String| Error::InvalidRequest(m);
-    let (kind, ordinal) = match name.split_once(':') {
-        Some((k, n)) => (
-            k,
-            n.parse::<usize>()
-                .map_err(|_| bad(format!("bad device ordinal in `{name}`")))?,
-        ),
-        None => (name, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(ordinal).map_err(|e| {
-            bad(format!(
-                "CUDA is not available in this build or on this machine: {e}"
-            ))
-        }),
-        "metal" => Device::new_metal(ordinal).map_err(|e| {
-            bad(format!(
-                "Metal is not available in this build or on this machine: {e}"
-            ))
-        }),
-        _ => Err(bad(format!(
-            "unknown device `{name}` (expected cpu, cuda or metal)"
-        ))),
-    }
-}
-
 /// A loaded transformer and tokenizer.
 pub struct ModelPair {
     pub arpg: LoadedArpg,
-    pub vq: VqModel,
+    pub vq: Tokenizer,
     /// See [`ModelSpec::max_side`].
     pub max_side: Option<usize>,
     /// See [`ModelSpec::background`].
@@ -115,7 +92,8 @@ pub const LEGACY_TOLERANCE: f64 = 12.0;
 impl ModelPair {
     /// Loads the pair a spec names; errors name the flag or file to change.
     pub fn load(spec: &ModelSpec) -> Result<Self> {
-        let device = device(&spec.device)?;
+        let backend = spec.backend()?;
+        let device = backend.candle_device()?;
         let dtype = dtype(&spec.dtype)?;
         let gpt = spec.gpt.clone().unwrap_or_else(crate::shipped::arpg_path);
         let vq_path = spec.vq.clone().unwrap_or_else(crate::shipped::vq_path);
@@ -142,7 +120,7 @@ impl ModelPair {
             arpg.name = format!("{} ({name})", arpg.name);
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
-        let vq = loader::load_vq(&vq_path, None, &device)?;
+        let vq = Tokenizer::from(loader::load_vq(&vq_path, None, &device)?);
         if vq.config().codebook_size != arpg.config.vocab_size {
             return Err(Error::InvalidRequest(format!(
                 "the tokenizer has {} codes but the transformer expects {}: they do not belong \
@@ -271,14 +249,10 @@ impl ModelPair {
         Ok(c)
     }
 
-    /// Tokens → RGB8 (`cols·patch x rows·patch`); large canvases in tiles (see [`Tiling`]).
+    /// Tokens → RGB8 (`cols·patch x rows·patch`); large canvases in tiles (see [`crate::vq::Tiling`]).
     pub fn decode(&self, canvas: &TokenCanvas) -> Result<Vec<u8>> {
-        Ok(self.vq.decode_rgb8(
-            &canvas.tokens()?,
-            canvas.rows,
-            canvas.cols,
-            Tiling::default(),
-        )?)
+        self.vq
+            .decode_rgb8(&canvas.tokens()?, canvas.rows, canvas.cols)
     }
 
     /// The metadata of a finished canvas made by this pair.
@@ -359,7 +333,7 @@ impl ModelPair {
                 ));
             }
         }
-        let tokens = self.vq.encode_rgb8(&rgb, pw, ph, Tiling::default())?;
+        let tokens = self.vq.encode_rgb8(&rgb, pw, ph)?;
         Ok(Imported::new(
             TokenCanvas::from_tokens(rows, cols, &tokens)?,
             rgb,

@@ -3,11 +3,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Transformer;
 use crate::canvas::TokenCanvas;
 use crate::error::{Error, Result};
 use crate::generator::lifecycle::ForkPoint;
 use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
-use crate::model::Arpg;
 use crate::order::Order;
 
 /// The kind of work that made an image (recorded in its provenance).
@@ -88,7 +88,7 @@ impl Provenance {
 /// Errors: the image was made by an edit (its source image is needed, not only its metadata),
 /// or the fork points do not fit the settings.
 pub fn regenerate(
-    model: &Arpg,
+    model: impl Into<Transformer>,
     class: Option<usize>,
     settings: &Settings,
     provenance: &Provenance,
@@ -107,6 +107,7 @@ pub fn regenerate(
             provenance.task
         )));
     }
+    let model: Transformer = model.into();
     let forks = &provenance.forked_from;
     let mut first = settings.clone();
     first.seed = forks.first().map_or(settings.seed, |f| f.seed);
@@ -124,7 +125,7 @@ pub fn regenerate(
         order: provenance.order_mode(&TokenCanvas::empty(g, g)),
         known: KnownCells::Nothing,
     };
-    let mut gen = Generation::new(model, &request)?;
+    let mut gen = Generation::new(&model, &request)?;
     for (j, fork) in forks.iter().enumerate() {
         while gen.steps_done() < fork.step {
             if gen.step()?.is_none() {

@@ -10,11 +10,13 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde_json::Value;
 
+use crate::backend::{Backend, Ids, Tokenizer, Transformer};
 use crate::checkpoint::Checkpoint;
 use crate::config::{ArpgConfig, VqConfig};
 use crate::error::{Error, Result};
 use crate::generator::{Generation, KnownCells, OrderMode, Request, Settings};
 use crate::loader;
+use crate::model::rope::RopeTable;
 use crate::model::Arpg;
 use crate::schedule::{self, CfgSchedule, Schedule};
 use crate::vq::VqModel;
@@ -167,15 +169,37 @@ impl FixtureSet {
         loader::config_from_json(&self.dir.join("manifest.json"), "vq")
     }
 
+    /// The candle model on `device` (tests of its layers).
     pub fn load_arpg(&self, format: WeightFormat, device: &Device) -> Result<Arpg> {
+        let cfg = self.arpg_config()?;
+        let loaded = loader::load_arpg(
+            self.weights_path("gpt", format),
+            Some(cfg),
+            DType::F32,
+            device,
+        )?;
+        loaded
+            .model
+            .candle()
+            .cloned()
+            .ok_or_else(|| Error::Internal("the loader made no candle model".into()))
+    }
+
+    /// The transformer on `backend` (what [`FixtureSet::run`] checks).
+    pub fn load_transformer(&self, format: WeightFormat, backend: Backend) -> Result<Transformer> {
         let cfg = self.arpg_config()?;
         Ok(loader::load_arpg(
             self.weights_path("gpt", format),
             Some(cfg),
             DType::F32,
-            device,
+            &backend.candle_device()?,
         )?
         .model)
+    }
+
+    /// The tokenizer on `backend`.
+    pub fn load_tokenizer(&self, format: WeightFormat, backend: Backend) -> Result<Tokenizer> {
+        Ok(self.load_vq(format, &backend.candle_device()?)?.into())
     }
 
     pub fn load_vq(&self, format: WeightFormat, device: &Device) -> Result<VqModel> {
@@ -191,11 +215,12 @@ impl FixtureSet {
         }
     }
 
-    /// Runs every case present in the set.
-    pub fn run(&self, format: WeightFormat, device: &Device) -> Result<Vec<CaseResult>> {
+    /// Runs every case present in the set on `backend` (the tokenizer's encoder on the candle
+    /// model, whichever the backend).
+    pub fn run(&self, format: WeightFormat, backend: Backend) -> Result<Vec<CaseResult>> {
         let mut results = Vec::new();
         results.extend(self.schedule_cases()?);
-        let model = self.load_arpg(format, device)?;
+        let model = self.load_transformer(format, backend)?;
         results.push(self.rope_case(&model)?);
         results.extend(self.teacher_forced_cases(&model)?);
         for run in ["a", "b", "c", "d", "e", "f"] {
@@ -203,7 +228,7 @@ impl FixtureSet {
                 results.extend(self.greedy_case(&model, run)?);
             }
         }
-        let vq = self.load_vq(format, device)?;
+        let vq = self.load_tokenizer(format, backend)?;
         results.extend(self.vq_cases(&vq)?);
         Ok(results)
     }
@@ -236,11 +261,13 @@ impl FixtureSet {
         Ok(out)
     }
 
-    fn rope_case(&self, model: &Arpg) -> Result<CaseResult> {
+    fn rope_case(&self, model: &Transformer) -> Result<CaseResult> {
         let expected = self.tensor("rope_freqs_cis")?;
-        let rows = model.rope().rows();
+        let cfg = model.config();
+        let rope = RopeTable::new(cfg.grid_size(), cfg.head_dim(), cfg.rope_base, &Device::Cpu)?;
+        let rows = rope.rows();
         let idx = Tensor::arange(0u32, rows as u32, &Device::Cpu)?.reshape((1, rows))?;
-        let (cos, sin) = model.rope().gather(&idx.to_device(model.device())?)?;
+        let (cos, sin) = rope.gather(&idx)?;
         let ours = Tensor::stack(
             &[cos.squeeze(0)?.squeeze(0)?, sin.squeeze(0)?.squeeze(0)?],
             2,
@@ -259,25 +286,26 @@ impl FixtureSet {
         })
     }
 
-    fn teacher_forced_cases(&self, model: &Arpg) -> Result<Vec<CaseResult>> {
+    fn teacher_forced_cases(&self, model: &Transformer) -> Result<Vec<CaseResult>> {
         let tol = Tol::from_manifest(&self.manifest, "transformer_logits", (1e-5, 1e-4));
-        let dev = model.device();
-        let ids = self.tensor("tf_ids")?.to_device(dev)?;
-        let classes = self.tensor("tf_classes")?.to_dtype(DType::U32)?;
-        let class_ids = classes
-            .broadcast_add(&Tensor::new(
-                model.config().vocab_size as u32 + 1,
-                &Device::Cpu,
-            )?)?
-            .to_device(dev)?;
-        let orders = self.tensor("tf_orders")?.to_device(dev)?;
+        let ids = Ids::from_tensor(&self.tensor("tf_ids")?)?;
+        let classes: Vec<u32> = self
+            .tensor("tf_classes")?
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let class_ids: Vec<u32> = classes
+            .iter()
+            .map(|&c| c + model.config().vocab_size as u32 + 1)
+            .collect();
+        let orders = Ids::from_tensor(&self.tensor("tf_orders")?)?;
         let mut out = Vec::new();
         for (name, causal) in [("tf_causal_logits", true), ("tf_eval_logits", false)] {
             if !self.has(name) {
                 continue;
             }
             let logits = model.forward_teacher(&ids, &class_ids, &orders, causal)?;
-            let ours = self.select_cols(&logits.to_device(&Device::Cpu)?)?;
+            let ours = self.select_cols(&logits.to_tensor()?)?;
             let (err, ok) = compare(&ours, &self.tensor(name)?, tol)?;
             out.push(CaseResult {
                 name: name.into(),
@@ -291,7 +319,7 @@ impl FixtureSet {
     }
 
     /// Greedy generation with the stored order, through the sampler's step machine.
-    fn greedy_case(&self, model: &Arpg, run: &str) -> Result<Vec<CaseResult>> {
+    fn greedy_case(&self, model: &Transformer, run: &str) -> Result<Vec<CaseResult>> {
         let spec = &self.manifest["cases"]["generate_greedy"][run];
         let tol = Tol::from_manifest(&self.manifest, "transformer_logits", (1e-5, 1e-4));
         let t = |s: &str| self.tensor(&format!("gen_{run}_{s}"));
@@ -349,7 +377,7 @@ impl FixtureSet {
             let n = out.cells[0].len();
             if !diverged {
                 let theirs = step_logits.narrow(1, offset, n)?;
-                let ours = self.select_cols(&out.logits.to_device(&Device::Cpu)?)?;
+                let ours = self.select_cols(&out.logits.to_tensor()?)?;
                 let (e, ok) = compare(&ours, &theirs, tol)?;
                 logit_err = logit_err.max(e);
                 logits_ok &= ok;
@@ -415,7 +443,8 @@ impl FixtureSet {
         ])
     }
 
-    fn vq_cases(&self, vq: &VqModel) -> Result<Vec<CaseResult>> {
+    fn vq_cases(&self, tokenizer: &Tokenizer) -> Result<Vec<CaseResult>> {
+        let vq = tokenizer.model();
         let dev = vq.device().clone();
         let img_tol = Tol::from_manifest(&self.manifest, "vq_image", (1e-4, 1e-4));
         let lat_tol = Tol::from_manifest(&self.manifest, "vq_latent", (2e-5, 1e-4));
@@ -430,19 +459,16 @@ impl FixtureSet {
             })
         };
         if self.has("vq_decode_tokens") {
-            let tokens = self
-                .tensor("vq_decode_tokens")?
-                .to_dtype(DType::U32)?
-                .to_device(&dev)?;
+            let tokens = Ids::from_tensor(&self.tensor("vq_decode_tokens")?)?;
             let expected = self.tensor("vq_decode_image")?;
             let grid = self.manifest["cases"]["vq_decode"]["shape_arg"]
                 .as_array()
                 .and_then(|a| Some((a.get(2)?.as_u64()? as usize, a.get(3)?.as_u64()? as usize)))
                 .unwrap_or_else(|| {
-                    let side = (tokens.dims()[1] as f64).sqrt() as usize;
+                    let side = (tokens.len as f64).sqrt() as usize;
                     (side, side)
                 });
-            let image = vq.decode(&tokens, grid)?.to_device(&Device::Cpu)?;
+            let image = tokenizer.decode(&tokens, grid)?;
             push(
                 "vq_decode_image",
                 compare(&image, &expected, img_tol)?,
@@ -520,7 +546,7 @@ impl FixtureSet {
 pub fn check_reference(
     dir: impl AsRef<Path>,
     format: WeightFormat,
-    device: &Device,
+    backend: Backend,
 ) -> Result<Vec<CaseResult>> {
-    FixtureSet::open(dir)?.run(format, device)
+    FixtureSet::open(dir)?.run(format, backend)
 }

@@ -269,13 +269,13 @@ pub(super) fn check_reference(
     safetensors: bool,
     device_name: &str,
 ) -> Result<ExitCode> {
-    let device = arpg_core::pair::device(device_name)?;
+    let backend = arpg_core::Backend::parse(device_name)?;
     let format = if safetensors {
         WeightFormat::Safetensors
     } else {
         WeightFormat::Pt
     };
-    let results = reference::check_reference(dir, format, &device)
+    let results = reference::check_reference(dir, format, backend)
         .with_context(|| format!("checking against {}", dir.display()))?;
     let failed = results.iter().filter(|r| !r.passed).count();
     for r in &results {

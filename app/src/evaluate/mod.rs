@@ -2,12 +2,14 @@
 
 use anyhow::{bail, Result};
 use arpg_app::{errln, outln};
+use arpg_core::backend::Ids;
 use arpg_core::canvas::TokenCanvas;
 use arpg_core::dataset::CLASS_NAMES;
 use arpg_core::eval::{frechet_distance, psnr, train_classifier, Classifier};
 use arpg_core::generator::{Generation, KnownCells, OrderMode, Request};
 use arpg_core::sampler::{stream, Rng};
 use arpg_core::train::image_batch;
+use arpg_core::Transformer;
 use candle_core::{Device, Tensor};
 
 use arpg_app::commands::SamplerArgs;
@@ -93,7 +95,7 @@ fn accuracy(pred: &[u32], labels: &[usize]) -> f64 {
 fn decode_all(models: &Models, canvases: &[TokenCanvas]) -> Result<Tensor> {
     let mut images = Vec::new();
     for c in canvases {
-        let t = Tensor::from_vec(c.tokens()?, (1, c.rows * c.cols), models.vq.device())?;
+        let t = Ids::new(c.tokens()?, 1)?;
         images.push(models.vq.decode(&t, (c.rows, c.cols))?);
     }
     Ok(Tensor::cat(&images, 0)?)
@@ -139,8 +141,8 @@ pub fn run(models: &Models, args: &EvalArgs, sampler: &SamplerArgs) -> Result<()
     let floor = frechet_distance(&features(&judge, &real_b)?, &feats_a);
 
     // VQ reconstruction.
-    let tokens_a = models.vq.encode(&real_a)?;
-    let recon = models.vq.decode(&tokens_a, (g, g))?;
+    let tokens_a = models.vq.model().encode(&real_a)?;
+    let recon = models.vq.model().decode(&tokens_a, (g, g))?;
     let rec_psnr = psnr(&recon, &real_a)?;
     // The ceiling for generated images: how well the judge recognises VQ reconstructions.
     let recon_pred = judge.predict(&recon)?;
@@ -439,7 +441,6 @@ fn agreement(models: &Models, format: &str, n: usize) -> Result<()> {
     };
     let tokens = Generation::new(exact, &Request::new(classes.clone(), settings))?.run()?;
     let cells = cfg.block_size;
-    let device = exact.device().clone();
     let mut rng = Rng::stream(0, stream::EVAL_AGREE, 0);
     let mut orders = Vec::with_capacity(n * cells);
     for _ in 0..n {
@@ -447,13 +448,13 @@ fn agreement(models: &Models, format: &str, n: usize) -> Result<()> {
         rng.shuffle(&mut o);
         orders.extend(o);
     }
-    let ids = Tensor::from_vec(tokens.concat(), (n, cells), &device)?;
-    let orders = Tensor::from_vec(orders, (n, cells), &device)?;
+    let ids = Ids::new(tokens.concat(), n)?;
+    let orders = Ids::new(orders, n)?;
     let class_ids: Vec<u32> = classes.iter().map(|c| cfg.class_token_id(*c)).collect();
-    let class_ids = Tensor::from_vec(class_ids, n, &device)?;
-    let greedy = |m: &arpg_core::Arpg| -> Result<Vec<u32>> {
+    let greedy = |m: &Transformer| -> Result<Vec<u32>> {
         let logits = m.forward_teacher(&ids, &class_ids, &orders, true)?;
         Ok(logits
+            .to_tensor()?
             .argmax(candle_core::D::Minus1)?
             .flatten_all()?
             .to_vec1::<u32>()?)
@@ -461,7 +462,7 @@ fn agreement(models: &Models, format: &str, n: usize) -> Result<()> {
     let (a, b) = (greedy(exact)?, greedy(&quantized)?);
     let same = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     // Row k of image i predicts cell orders[i][k]: the image's own token there.
-    let order_v = orders.flatten_all()?.to_vec1::<u32>()?;
+    let order_v = &orders.data;
     let truth: Vec<u32> = order_v
         .iter()
         .enumerate()

@@ -122,8 +122,8 @@ pub(super) fn seams(models: &Models, sampler: &SamplerArgs) -> Result<()> {
     // over the steps (each step's decided cells only), for tiles alone and for a decode of the
     // partial canvas (unknown cells filled from their nearest decided ones) every k steps, with
     // tiles for the cells decided since.
-    let alone = arpg_core::vq::Palette::compute(&models.vq, 256)?;
-    let in_context = arpg_core::vq::Palette::compute_in_context(&models.vq, 256)?;
+    let alone = arpg_core::vq::Palette::compute(models.vq.model(), 256)?;
+    let in_context = arpg_core::vq::Palette::compute_in_context(models.vq.model(), 256)?;
     const POLICIES: [(&str, usize); 5] = [
         ("codes decoded alone (tiles)", 0),
         ("codes decoded among themselves (3x3 tiles)", 0),

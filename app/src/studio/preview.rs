@@ -7,7 +7,7 @@
 use std::sync::{Arc, Condvar, Mutex};
 
 use arpg_core::canvas::TokenCanvas;
-use arpg_core::vq::{Tiling, VqModel};
+use arpg_core::Tokenizer;
 use crossbeam_channel::Sender;
 
 use super::messages::WorkerEvent;
@@ -29,7 +29,7 @@ impl PreviewDecoder {
     /// [`WorkerEvent::DecodeTimed`]; then each decode is sent as [`WorkerEvent::Preview`].
     /// `repaint` is called after each event.
     pub fn spawn(
-        vq: VqModel,
+        vq: Tokenizer,
         grid: usize,
         events: Sender<WorkerEvent>,
         repaint: Arc<dyn Fn() + Send + Sync>,
@@ -40,10 +40,7 @@ impl PreviewDecoder {
             .name("arpg-preview".into())
             .spawn(move || {
                 let blank = vec![0u32; grid * grid];
-                let decode = || {
-                    vq.decode_rgb8(&blank, grid, grid, Tiling::default())
-                        .is_ok()
-                };
+                let decode = || vq.decode_rgb8(&blank, grid, grid).is_ok();
                 if decode() {
                     let timer = std::time::Instant::now();
                     if decode() {
@@ -62,9 +59,7 @@ impl PreviewDecoder {
                     };
                     let Ok(tokens) = full.tokens() else { continue };
                     // A failed preview only leaves the tiles in place; the final decode reports.
-                    if let Ok(rgb) =
-                        vq.decode_rgb8(&tokens, full.rows, full.cols, Tiling::default())
-                    {
+                    if let Ok(rgb) = vq.decode_rgb8(&tokens, full.rows, full.cols) {
                         if events
                             .send(WorkerEvent::Preview { id, canvas, rgb })
                             .is_err()

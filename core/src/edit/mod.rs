@@ -9,10 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Transformer;
 use crate::canvas::{token_mask, CanvasJob, TokenCanvas};
 use crate::error::{Error, Result};
 use crate::generator::{OrderMode, Settings};
-use crate::model::Arpg;
 use crate::order::Order;
 use crate::pixels::feathered_blend;
 use crate::provenance::Task;
@@ -268,7 +268,7 @@ impl EditPlan {
     /// The canvas job that fills the plan's canvas (see [`CanvasJob::new`]).
     pub fn job(
         &self,
-        model: &Arpg,
+        model: impl Into<Transformer>,
         class: Option<usize>,
         settings: Settings,
         order: Order,
@@ -280,11 +280,12 @@ impl EditPlan {
     /// canvas, for one).
     pub fn job_ordered(
         &self,
-        model: &Arpg,
+        model: impl Into<Transformer>,
         class: Option<usize>,
         settings: Settings,
         order: OrderMode,
     ) -> Result<CanvasJob> {
+        let model: Transformer = model.into();
         let g = model.config().grid_size();
         if self.canvas.rows < g || self.canvas.cols < g {
             return Err(Error::InvalidRequest(format!(

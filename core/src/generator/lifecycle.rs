@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Generation, KnownCells, OrderMode, Request, Settings, POLISH_GROUPS};
+use crate::backend::Transformer;
 use crate::error::{Error, Result};
-use crate::model::Arpg;
 use crate::sampler::{self, stream, Rng};
 
 /// Everything that defines a generation's future except its KV cache. A [`Generation`] holds
@@ -131,7 +131,8 @@ impl Generation {
     /// generation order, except those still to be fed), read as training reads a sequence. An
     /// uninterrupted run reads each step's tokens together, so the continuation is a valid
     /// sample but not bit-identical to it; two restores of the same snapshot are identical.
-    pub fn restore(model: &Arpg, snap: &State) -> Result<Self> {
+    pub fn restore(model: impl Into<Transformer>, snap: &State) -> Result<Self> {
+        let model: Transformer = model.into();
         let cfg = model.config();
         let n = cfg.block_size;
         let b = snap.classes.len();
@@ -171,7 +172,7 @@ impl Generation {
         let batch_rows = if guided { 2 * b } else { b };
         let cache = model.new_cache(batch_rows, 1 + n)?;
         let mut gen = Self {
-            model: model.clone(),
+            model,
             guided,
             cache,
             state: snap.clone(),

@@ -18,11 +18,10 @@
 //! request with seed `s` is sampled exactly as a single image with seed
 //! [`sampler::image_seed`]`(s, i)`.
 
-use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Cache, Ids, Logits, Transformer};
 use crate::error::{Error, Result};
-use crate::model::{Arpg, KvCache};
 use crate::sampler::{self, stream, Rng};
 use crate::schedule;
 
@@ -103,7 +102,7 @@ pub struct StepOutput {
     pub cfg_scale: f64,
     /// Raw head output `(rows, n, V)` of the step's new cells (of the polished group in a
     /// polishing step), rows `0..B` conditional then `B..2B` unconditional when guidance is on.
-    pub logits: Tensor,
+    pub logits: Logits,
     /// `revised[image]`: cells decided before and drawn again in this step (settling or
     /// polishing), as `(cell, token, probability)`; empty in the reference's steps.
     pub revised: Vec<Vec<(usize, u32, f32)>>,
@@ -112,16 +111,17 @@ pub struct StepOutput {
 /// A generation in progress: its [`State`], the model and the KV cache of what it has read.
 #[derive(Debug)]
 pub struct Generation {
-    model: Arpg,
+    model: Transformer,
     /// Whether classifier-free guidance runs (an unconditional half of the batch rows).
     guided: bool,
-    cache: KvCache,
+    cache: Cache,
     state: State,
 }
 
 impl Generation {
     /// Validates a request and prepares its first step (nothing runs yet).
-    pub fn new(model: &Arpg, request: &Request) -> Result<Self> {
+    pub fn new(model: impl Into<Transformer>, request: &Request) -> Result<Self> {
+        let model: Transformer = model.into();
         let cfg = model.config();
         let n = cfg.block_size;
         let settings = request.settings.clone();
@@ -324,17 +324,12 @@ impl Generation {
         let query: Vec<u32> = (0..batch_rows)
             .flat_map(|r| targets[r % b].iter().map(|&c| c as u32 + 1))
             .collect();
-        let dev = self.model.device().clone();
-        let ids = Tensor::from_vec(ids, (batch_rows, m), &dev)?;
-        let pos = Tensor::from_vec(pos, (batch_rows, m), &dev)?;
-        let query = Tensor::from_vec(query, (batch_rows, count), &dev)?;
+        let ids = Ids::new(ids, batch_rows)?;
+        let pos = Ids::new(pos, batch_rows)?;
+        let query = Ids::new(query, batch_rows)?;
 
         // 2. One forward over the new tokens and the queries of the cells to decide.
-        let logits = self
-            .model
-            .step(&mut self.cache, &ids, &pos, &query)?
-            .ok_or_else(|| Error::Internal("a parallel step with no query".into()))?;
-        let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+        let host = self.model.step(&mut self.cache, &ids, &pos, &query)?;
         ensure_finite(&host, self.state.step)?;
 
         // 3. Combine the CFG halves and draw one token per target cell.
@@ -345,9 +340,9 @@ impl Generation {
         for i in 0..b {
             for (j, &cell) in targets[i].iter().enumerate() {
                 let combined = if self.guided {
-                    sampler::cfg_combine(&host[i][j], &host[b + i][j], scale as f32)
+                    sampler::cfg_combine(host.row(i, j), host.row(b + i, j), scale as f32)
                 } else {
-                    host[i][j].clone()
+                    host.row(i, j).to_vec()
                 };
                 let d = sampler::draw(&combined, &draw, &mut self.state.token_rngs[i]);
                 self.state.tokens[i][cell] = Some(d.token);
@@ -375,7 +370,7 @@ impl Generation {
             tokens,
             probs,
             cfg_scale: scale,
-            logits,
+            logits: host,
             revised,
         };
         self.state.step += 1;
@@ -394,7 +389,7 @@ impl Generation {
 
     /// Embedding ids and RoPE rows `(rows, 1 + m)`: the class slot (null class in the
     /// unconditional half), then `cells[image]` (all of length m) with their tokens.
-    fn context(&self, cells: &[Vec<usize>]) -> Result<(Tensor, Tensor)> {
+    fn context(&self, cells: &[Vec<usize>]) -> Result<(Ids, Ids)> {
         let cfg = self.model.config();
         let b = self.state.classes.len();
         let batch_rows = self.batch_rows();
@@ -415,46 +410,41 @@ impl Generation {
                 pos.push(c as u32 + 1);
             }
         }
-        let dev = self.model.device();
-        Ok((
-            Tensor::from_vec(ids, (batch_rows, m), dev)?,
-            Tensor::from_vec(pos, (batch_rows, m), dev)?,
-        ))
+        Ok((Ids::new(ids, batch_rows)?, Ids::new(pos, batch_rows)?))
     }
 
     /// Guided logits `[image][query]` for `queries[image]` after reading `cells[image]` (see
-    /// [`Arpg::predict`]), and the raw head output.
+    /// [`Transformer::predict`]), and the raw head output.
     fn predict(
         &self,
         cells: &[Vec<usize>],
         queries: &[Vec<usize>],
         scale: f32,
-    ) -> Result<(Vec<Vec<Vec<f32>>>, Tensor)> {
+    ) -> Result<(Vec<Vec<Vec<f32>>>, Logits)> {
         let b = self.state.classes.len();
         let (ids, pos) = self.context(cells)?;
-        let batch_rows = ids.dim(0)?;
+        let batch_rows = ids.batch;
         let nq = queries.first().map_or(0, Vec::len);
         let query: Vec<u32> = (0..batch_rows)
             .flat_map(|r| queries[r % b].iter().map(|&c| c as u32 + 1))
             .collect();
-        let query = Tensor::from_vec(query, (batch_rows, nq), self.model.device())?;
-        let logits = self.model.predict(&ids, &pos, &query)?;
-        let host = logits.to_dtype(DType::F32)?.to_vec3::<f32>()?;
+        let query = Ids::new(query, batch_rows)?;
+        let host = self.model.predict(&ids, &pos, &query)?;
         ensure_finite(&host, self.state.step)?;
         let combined = (0..b)
             .map(|i| {
                 (0..nq)
                     .map(|j| {
                         if self.guided {
-                            sampler::cfg_combine(&host[i][j], &host[b + i][j], scale)
+                            sampler::cfg_combine(host.row(i, j), host.row(b + i, j), scale)
                         } else {
-                            host[i][j].clone()
+                            host.row(i, j).to_vec()
                         }
                     })
                     .collect()
             })
             .collect();
-        Ok((combined, logits))
+        Ok((combined, host))
     }
 
     /// Rebuilds the KV cache from the class slot, the known cells and the first `cached` cells
@@ -503,7 +493,7 @@ impl Generation {
         let (ids, pos) = self.context(cells)?;
         let mut cache = self
             .model
-            .new_cache(ids.dim(0)?, 1 + self.model.config().block_size)?;
+            .new_cache(ids.batch, 1 + self.model.config().block_size)?;
         self.model.prefill(&mut cache, &ids, &pos)?;
         self.cache = cache;
         Ok(())
@@ -618,8 +608,8 @@ fn order_cells(
 
 /// Stops a generation whose logits are not finite: drawing from them would pick the last code
 /// every time and produce a flat image with no error.
-fn ensure_finite(logits: &[Vec<Vec<f32>>], step: usize) -> Result<()> {
-    let bad = logits.iter().flatten().flatten().any(|l| !l.is_finite());
+fn ensure_finite(logits: &Logits, step: usize) -> Result<()> {
+    let bad = !logits.all_finite();
     if bad {
         return Err(Error::NonFinite(format!(
             "step {}: the model's logits are not finite (NaN or infinity); its weights or \

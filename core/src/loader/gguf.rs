@@ -242,7 +242,7 @@ pub fn load_arpg(path: &Path, dtype: DType, device: &Device) -> Result<LoadedArp
     sampling.apply(&crate::generator::Settings::default())?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("ARPG");
     Ok(LoadedArpg {
-        model,
+        model: model.into(),
         config,
         name: format!("{stem} ({})", quant_name(q)),
         file_dtype: DType::F32,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use serde::de::DeserializeOwned;
 
+use crate::backend::Transformer;
 use crate::checkpoint::Checkpoint;
 use crate::config::{ArpgConfig, VqConfig};
 use crate::error::{Error, Result};
@@ -245,7 +246,7 @@ pub fn vq_config_from_shapes(shapes: &ShapeMap, path: &Path) -> Result<VqConfig>
 /// A loaded ARPG transformer with what is known about its file.
 #[derive(Debug, Clone)]
 pub struct LoadedArpg {
-    pub model: Arpg,
+    pub model: Transformer,
     pub config: ArpgConfig,
     pub name: String,
     /// dtype stored in the file (the model computes in `model.dtype()`).
@@ -325,7 +326,7 @@ pub fn load_arpg(
         &config,
         &ckpt.read("head.weight", DType::F32, &Device::Cpu)?,
     )?;
-    let model = Arpg::new(&config, ckpt.var_builder(dtype, device))?;
+    let model = Arpg::new(&config, ckpt.var_builder(dtype, device))?.into();
     Ok(LoadedArpg {
         model,
         config,

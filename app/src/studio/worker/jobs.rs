@@ -194,12 +194,7 @@ impl Worker {
             let r1 = (region.y + ch).div_ceil(p).min(canvas.rows);
             let c1 = (region.x + cw).div_ceil(p).min(canvas.cols);
             let crop = pixels::crop(&rgb, w, 3, (c0 * p, r0 * p), ((c1 - c0) * p, (r1 - r0) * p));
-            let tokens = models.vq.encode_rgb8(
-                &crop,
-                (c1 - c0) * p,
-                (r1 - r0) * p,
-                arpg_core::vq::Tiling::default(),
-            )?;
+            let tokens = models.vq.encode_rgb8(&crop, (c1 - c0) * p, (r1 - r0) * p)?;
             let changed = |r: usize, c: usize| {
                 (r * p..(r + 1) * p).any(|y| {
                     let row = (y * w + c * p) * 3..(y * w + (c + 1) * p) * 3;

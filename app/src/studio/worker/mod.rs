@@ -195,10 +195,10 @@ impl Worker {
                 // A palette still being computed for the previous tokenizer stops.
                 self.palette = None;
                 let models = ModelPair::load(&args)?;
-                let palette = crate::studio::palette::on_load(&models.vq)?.map(Arc::new);
+                let palette = crate::studio::palette::on_load(models.vq.model())?.map(Arc::new);
                 if palette.is_none() {
                     self.palette = Some(crate::studio::palette::PaletteThread::spawn(
-                        models.vq.clone(),
+                        models.vq.model().clone(),
                         self.busy.clone(),
                         self.events.clone(),
                         self.repaint.clone(),

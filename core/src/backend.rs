@@ -1,0 +1,437 @@
+//! The seam between a run and the engine that computes it.
+//!
+//! The sampler ([`crate::Generation`]), the canvas jobs, the edits and `check-reference` call
+//! the transformer only through [`Transformer`] (the parallel step, the causal prefill,
+//! `predict` for settling and polishing, the teacher-forced forward) with its [`Cache`], and the
+//! tokenizer only through [`Tokenizer`] (encode and decode of RGB8 pixels). Inputs and outputs
+//! cross the seam as host arrays ([`Ids`] in, [`Logits`] out): the logits of the query rows come
+//! back every step and are sampled on the host with the generation's own streams, so a seed
+//! means the same image on every engine up to float ties.
+//!
+//! Which engine runs is decided in one place: [`Backend`], parsed from
+//! [`ModelSpec::device`](crate::pair::ModelSpec::device). Today every engine is candle's (CPU,
+//! CUDA, Metal): [`Transformer::Candle`], [`Cache::Candle`], [`Tokenizer::Candle`]. An engine
+//! that is not a candle device adds a variant here and nothing above this module changes.
+
+use std::fmt;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::{ArpgConfig, VqConfig};
+use crate::error::{Error, Result};
+use crate::model::{Arpg, KvCache};
+use crate::vq::{Tiling, VqModel};
+
+/// Where the engine runs: `cpu`, `cuda[:N]` or `metal[:N]` (N: the device's ordinal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Cpu,
+    Cuda(usize),
+    Metal(usize),
+}
+
+impl Backend {
+    /// Parses `cpu`, `cuda[:N]` or `metal[:N]` (the CLI's `--device`, the app's Model menu).
+    pub fn parse(name: &str) -> Result<Self> {
+        let bad = |m: String| Error::InvalidRequest(m);
+        let (kind, ordinal) = match name.trim().split_once(':') {
+            Some((k, n)) => (
+                k,
+                n.parse::<usize>()
+                    .map_err(|_| bad(format!("bad device ordinal in `{name}`")))?,
+            ),
+            None => (name.trim(), 0),
+        };
+        match kind.to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(ordinal)),
+            "metal" => Ok(Self::Metal(ordinal)),
+            _ => Err(bad(format!(
+                "unknown device `{name}` (expected cpu, cuda[:N] or metal[:N])"
+            ))),
+        }
+    }
+
+    /// Opens the candle device this backend computes on; an error says when this build or this
+    /// machine lacks it.
+    pub fn candle_device(&self) -> Result<Device> {
+        let unavailable = |what: &str, e: candle_core::Error| {
+            Error::InvalidRequest(format!(
+                "{what} is not available in this build or on this machine: {e}"
+            ))
+        };
+        match *self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| unavailable("CUDA", e)),
+            Self::Metal(n) => Device::new_metal(n).map_err(|e| unavailable("Metal", e)),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Metal(n) => write!(f, "metal:{n}"),
+        }
+    }
+}
+
+/// A `(batch, len)` grid of ids or RoPE rows on the host, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ids {
+    pub data: Vec<u32>,
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl Ids {
+    /// `data` read as `batch` rows; an error when it does not divide.
+    pub fn new(data: Vec<u32>, batch: usize) -> Result<Self> {
+        if batch == 0 || !data.len().is_multiple_of(batch) {
+            return Err(Error::Internal(format!(
+                "{} ids do not make {batch} equal rows",
+                data.len()
+            )));
+        }
+        let len = data.len() / batch;
+        Ok(Self { data, batch, len })
+    }
+
+    /// A host tensor's values (`(B, T)`, any integer dtype) as ids.
+    pub fn from_tensor(t: &Tensor) -> Result<Self> {
+        let (batch, len) = t.dims2()?;
+        let data = t
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::U32)?
+            .flatten_all()?
+            .to_vec1()?;
+        Ok(Self { data, batch, len })
+    }
+
+    fn to_tensor(&self, device: &Device) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.data.clone(),
+            (self.batch, self.len),
+            device,
+        )?)
+    }
+}
+
+/// Logits on the host: `(batch, queries, vocab)` f32, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logits {
+    pub data: Vec<f32>,
+    pub batch: usize,
+    pub queries: usize,
+    pub vocab: usize,
+}
+
+impl Logits {
+    fn from_tensor(t: &Tensor) -> Result<Self> {
+        let (batch, queries, vocab) = t.dims3()?;
+        let data = t
+            .to_dtype(DType::F32)?
+            .to_device(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1()?;
+        Ok(Self {
+            data,
+            batch,
+            queries,
+            vocab,
+        })
+    }
+
+    /// The logits of query `q` of batch row `b`.
+    pub fn row(&self, b: usize, q: usize) -> &[f32] {
+        let start = (b * self.queries + q) * self.vocab;
+        &self.data[start..start + self.vocab]
+    }
+
+    /// Whether every value is finite.
+    pub fn all_finite(&self) -> bool {
+        self.data.iter().all(|l| l.is_finite())
+    }
+
+    /// The logits as a `(batch, queries, vocab)` tensor on the CPU.
+    pub fn to_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::from_vec(
+            self.data.clone(),
+            (self.batch, self.queries, self.vocab),
+            &Device::Cpu,
+        )?)
+    }
+}
+
+/// The ARPG transformer on one engine: the forwards the sampler, the edits and
+/// `check-reference` call (each mirrors the [`Arpg`] method of the same name).
+#[derive(Debug, Clone)]
+pub enum Transformer {
+    /// candle's model on a candle device (our CPU kernels on the CPU).
+    Candle(Arpg),
+}
+
+impl From<Arpg> for Transformer {
+    fn from(m: Arpg) -> Self {
+        Self::Candle(m)
+    }
+}
+
+impl From<&Arpg> for Transformer {
+    fn from(m: &Arpg) -> Self {
+        Self::Candle(m.clone())
+    }
+}
+
+impl From<&Transformer> for Transformer {
+    fn from(m: &Transformer) -> Self {
+        m.clone()
+    }
+}
+
+impl Transformer {
+    pub fn config(&self) -> &ArpgConfig {
+        match self {
+            Self::Candle(m) => m.config(),
+        }
+    }
+
+    /// The compute dtype of activations and the KV cache.
+    pub fn dtype(&self) -> DType {
+        match self {
+            Self::Candle(m) => m.dtype(),
+        }
+    }
+
+    /// The candle model, where this engine is candle's (training, benchmarks of its layers).
+    pub fn candle(&self) -> Option<&Arpg> {
+        match self {
+            Self::Candle(m) => Some(m),
+        }
+    }
+
+    /// Quantizes the linear layers (see [`Arpg::quantize`]); `(quantized, total)` layers.
+    pub fn quantize(&mut self, dtype: candle_core::quantized::GgmlDType) -> Result<(usize, usize)> {
+        match self {
+            Self::Candle(m) => Ok(m.quantize(dtype)?),
+        }
+    }
+
+    /// A KV cache for `batch` rows and `capacity` fed tokens (class slot included), on this
+    /// engine.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<Cache> {
+        match self {
+            Self::Candle(m) => Ok(Cache::Candle(m.new_cache(batch, capacity)?)),
+        }
+    }
+
+    /// One parallel step (see [`Arpg::step`]): feeds `ids` at RoPE rows `rows` (both
+    /// `(B, m)`) into `cache` and returns the logits `(B, n, V)` of the cells at `query_rows`
+    /// `(B, n)`, `n ≥ 1`.
+    pub fn step(
+        &self,
+        cache: &mut Cache,
+        ids: &Ids,
+        rows: &Ids,
+        query_rows: &Ids,
+    ) -> Result<Logits> {
+        if query_rows.len == 0 {
+            return Err(Error::Internal("a parallel step with no query".into()));
+        }
+        match (self, cache) {
+            (Self::Candle(m), Cache::Candle(c)) => {
+                let dev = m.device();
+                let logits = m
+                    .step(
+                        c,
+                        &ids.to_tensor(dev)?,
+                        &rows.to_tensor(dev)?,
+                        &query_rows.to_tensor(dev)?,
+                    )?
+                    .ok_or_else(|| Error::Internal("a parallel step with no query".into()))?;
+                Logits::from_tensor(&logits)
+            }
+        }
+    }
+
+    /// Feeds `ids` at `rows` (both `(B, m)`) into `cache` causally, as training reads a
+    /// sequence (see [`Arpg::prefill`]).
+    pub fn prefill(&self, cache: &mut Cache, ids: &Ids, rows: &Ids) -> Result<()> {
+        match (self, cache) {
+            (Self::Candle(m), Cache::Candle(c)) => {
+                let dev = m.device();
+                Ok(m.prefill(c, &ids.to_tensor(dev)?, &rows.to_tensor(dev)?)?)
+            }
+        }
+    }
+
+    /// What the model predicts at `query_rows` `(B, n)` after reading `ids` at `ctx_rows`
+    /// `(B, T)` causally, every query seeing the whole context (see [`Arpg::predict`]).
+    pub fn predict(&self, ids: &Ids, ctx_rows: &Ids, query_rows: &Ids) -> Result<Logits> {
+        match self {
+            Self::Candle(m) => {
+                let dev = m.device();
+                Logits::from_tensor(&m.predict(
+                    &ids.to_tensor(dev)?,
+                    &ctx_rows.to_tensor(dev)?,
+                    &query_rows.to_tensor(dev)?,
+                )?)
+            }
+        }
+    }
+
+    /// The reference's teacher-forced forward (see [`Arpg::forward_teacher`]): `ids` `(B, N)`
+    /// raster tokens, `class_ids` the `B` embedding ids of the condition, `orders` `(B, N)`;
+    /// logits `(B, N, V)` in shuffled order.
+    pub fn forward_teacher(
+        &self,
+        ids: &Ids,
+        class_ids: &[u32],
+        orders: &Ids,
+        causal: bool,
+    ) -> Result<Logits> {
+        match self {
+            Self::Candle(m) => {
+                let dev = m.device();
+                let class_ids = Tensor::from_vec(class_ids.to_vec(), class_ids.len(), dev)?;
+                Logits::from_tensor(&m.forward_teacher(
+                    &ids.to_tensor(dev)?,
+                    &class_ids,
+                    &orders.to_tensor(dev)?,
+                    causal,
+                )?)
+            }
+        }
+    }
+}
+
+/// The KV cache of a [`Transformer`], living on its engine. Not `Clone`: use
+/// [`Cache::deep_clone`].
+#[derive(Debug)]
+pub enum Cache {
+    Candle(KvCache),
+}
+
+impl Cache {
+    /// Filled slots.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Candle(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// An independent copy (forking a generation).
+    pub fn deep_clone(&self) -> Result<Self> {
+        match self {
+            Self::Candle(c) => Ok(Self::Candle(c.deep_clone()?)),
+        }
+    }
+}
+
+/// The VQ tokenizer on one engine: RGB8 pixels ↔ tokens. The candle model is always there
+/// ([`Tokenizer::model`]): its identity, its codebook (preview palettes) and training use it.
+#[derive(Debug, Clone)]
+pub enum Tokenizer {
+    Candle(VqModel),
+}
+
+impl From<VqModel> for Tokenizer {
+    fn from(m: VqModel) -> Self {
+        Self::Candle(m)
+    }
+}
+
+impl Tokenizer {
+    /// The candle model (see the type's docs).
+    pub fn model(&self) -> &VqModel {
+        match self {
+            Self::Candle(m) => m,
+        }
+    }
+
+    pub fn config(&self) -> &VqConfig {
+        self.model().config()
+    }
+
+    /// See [`VqModel::identity`].
+    pub fn identity(&self) -> &str {
+        self.model().identity()
+    }
+
+    /// Tokens `(B, rows·cols)` (raster order) → images `(B, 3, rows·p, cols·p)` on the CPU, f32,
+    /// about `[-1, 1]`: the decoder's raw output. Mirrors `VQModel.decode_code`.
+    pub fn decode(&self, tokens: &Ids, grid: (usize, usize)) -> Result<Tensor> {
+        match self {
+            Self::Candle(m) => Ok(m
+                .decode(&tokens.to_tensor(m.device())?, grid)?
+                .to_device(&Device::Cpu)?),
+        }
+    }
+
+    /// Tokens `rows x cols` (raster order) → RGB8 pixels `cols·p x rows·p`; large canvases in
+    /// tiles (see [`Tiling`]). Mirrors `VQModel.decode_code`.
+    pub fn decode_rgb8(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<Vec<u8>> {
+        match self {
+            Self::Candle(m) => Ok(m.decode_rgb8(tokens, rows, cols, Tiling::default())?),
+        }
+    }
+
+    /// RGB8 pixels `width x height` (whole tokens) → tokens in raster order; large images in
+    /// tiles. Mirrors `VQModel.encode` and the codebook's nearest-code lookup.
+    pub fn encode_rgb8(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<u32>> {
+        match self {
+            Self::Candle(m) => Ok(m.encode_rgb8(rgb, width, height, Tiling::default())?),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_names_parse_and_print_back() {
+        for (name, want) in [
+            ("cpu", Backend::Cpu),
+            ("CUDA", Backend::Cuda(0)),
+            ("cuda:1", Backend::Cuda(1)),
+            ("metal:0", Backend::Metal(0)),
+        ] {
+            let b = Backend::parse(name).expect(name);
+            assert_eq!(b, want);
+            assert_eq!(Backend::parse(&b.to_string()).expect("round trip"), b);
+        }
+        for bad in ["gpu", "cuda:x", "", "cpu:-1"] {
+            assert!(Backend::parse(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn ids_must_fill_equal_rows() {
+        assert!(Ids::new(vec![1, 2, 3], 2).is_err());
+        assert!(Ids::new(vec![1, 2], 0).is_err());
+        let ids = Ids::new(vec![1, 2, 3, 4, 5, 6], 2).expect("2 rows");
+        assert_eq!((ids.batch, ids.len), (2, 3));
+    }
+
+    #[test]
+    fn logits_rows_index_batch_then_query() {
+        let t = Tensor::arange(0f32, 24.0, &Device::Cpu)
+            .and_then(|t| t.reshape((2, 3, 4)))
+            .expect("tensor");
+        let l = Logits::from_tensor(&t).expect("logits");
+        assert_eq!(l.row(1, 2), &[20.0, 21.0, 22.0, 23.0]);
+        assert_eq!(l.row(0, 1), &[4.0, 5.0, 6.0, 7.0]);
+        assert!(l.all_finite());
+        assert_eq!(
+            l.to_tensor().expect("back").to_vec3::<f32>().expect("vec"),
+            t.to_vec3::<f32>().expect("vec")
+        );
+    }
+}
