@@ -482,21 +482,23 @@ pub fn scale_table() -> Result<()> {
 /// `--model vq-16`: the VQ-16-shaped tokenizer (random weights) encoding and decoding one
 /// 256x256 image, in f32 (the tokenizer's only compute dtype in this build); with `json`, one
 /// JSON object on the last line (`decode_s`, `encode_s` per image, `peak_rss_mib`).
-pub fn tokenizer_one(dtype: &str, json: bool) -> Result<()> {
+pub fn tokenizer_one(dtype: &str, device: &str, json: bool) -> Result<()> {
     if dtype != "f32" {
         bail!("the tokenizer computes in f32 in this build (--dtype {dtype} is not available)");
     }
-    let (w, h, encode_s, decode_s) = tokenizer_times("vq-16", 256, 256)?;
+    let backend = arpg_core::Backend::parse(device)?;
+    let (w, h, encode_s, decode_s) = tokenizer_times_on("vq-16", 256, 256, backend)?;
     if json {
         let mut row = tokenizer_json("vq-16", w, h, encode_s, decode_s);
         row["model"] = "vq-16".into();
         row["dtype"] = dtype.into();
+        row["device"] = backend.to_string().into();
         outln!("{row}")?;
     } else {
-        outln!("| tokenizer | image | dtype | encode s | decode s | peak RSS MiB |")?;
-        outln!("|---|---|---|---|---|---|")?;
+        outln!("| tokenizer | image | dtype | device | encode s | decode s | peak RSS MiB |")?;
+        outln!("|---|---|---|---|---|---|---|")?;
         outln!(
-            "| vq-16 | {w}x{h} | {dtype} | {encode_s:.3} | {decode_s:.3} | {:.0} |",
+            "| vq-16 | {w}x{h} | {dtype} | {backend} | {encode_s:.3} | {decode_s:.3} | {:.0} |",
             peak_rss_mib()
         )?;
     }
@@ -538,6 +540,18 @@ fn tokenizer_json(
 /// product's path: `shipped` (the shipped tokenizer) or `vq-16` (random weights). Returns the
 /// snapped size and the two times.
 fn tokenizer_times(tokenizer: &str, w: usize, h: usize) -> Result<(usize, usize, f64, f64)> {
+    tokenizer_times_on(tokenizer, w, h, arpg_core::Backend::Cpu)
+}
+
+/// [`tokenizer_times`] with the decoder on `backend`: on `wgpu`, the decoder is built and run
+/// once before the timed decode (pipelines and weights are set up once per model, not per
+/// image); the encoder always runs on the CPU.
+fn tokenizer_times_on(
+    tokenizer: &str,
+    w: usize,
+    h: usize,
+    backend: arpg_core::Backend,
+) -> Result<(usize, usize, f64, f64)> {
     let dev = Device::Cpu;
     let vq = match tokenizer {
         "shipped" => arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &dev)?,
@@ -552,13 +566,33 @@ fn tokenizer_times(tokenizer: &str, w: usize, h: usize) -> Result<(usize, usize,
     // Random pixels through the product's path (tiles above the threshold, see `Tiling`).
     let mut rng = arpg_core::sampler::Rng::new(1);
     let rgb: Vec<u8> = (0..w * h * 3).map(|_| rng.below(256) as u8).collect();
-    let tiling = arpg_core::vq::Tiling::default();
+    let tokenizer = on_backend(vq, backend)?;
     let t = Instant::now();
-    let tokens = vq.encode_rgb8(&rgb, w, h, tiling)?;
+    let tokens = tokenizer.encode_rgb8(&rgb, w, h)?;
     let encode_s = t.elapsed().as_secs_f64();
+    if !matches!(tokenizer, arpg_core::Tokenizer::Candle(_)) {
+        tokenizer.decode_rgb8(&tokens, h / p, w / p)?;
+    }
     let t = Instant::now();
-    let decoded = vq.decode_rgb8(&tokens, h / p, w / p, tiling)?;
+    let decoded = tokenizer.decode_rgb8(&tokens, h / p, w / p)?;
     std::hint::black_box(decoded.len());
     let decode_s = t.elapsed().as_secs_f64();
+    if let Some(fault) = tokenizer.take_fault() {
+        bail!("the GPU decoder failed: {fault}");
+    }
     Ok((w, h, encode_s, decode_s))
+}
+
+/// The tokenizer on `backend`; an error when a GPU was asked for and cannot be used (a
+/// benchmark never falls back).
+fn on_backend(vq: arpg_core::VqModel, backend: arpg_core::Backend) -> Result<arpg_core::Tokenizer> {
+    match backend {
+        arpg_core::Backend::Cpu => Ok(vq.into()),
+        arpg_core::Backend::Wgpu(index) => {
+            let index = index.or_else(arpg_core::gpu::default_hardware).unwrap_or(0);
+            let gpu = arpg_core::gpu::Gpu::open(index)?;
+            Ok(arpg_core::Tokenizer::on_gpu(vq, &gpu)?)
+        }
+        other => bail!("the tokenizer benchmark runs on cpu or wgpu[:N], not {other}"),
+    }
 }

@@ -9,9 +9,11 @@
 //! means the same image on every engine up to float ties.
 //!
 //! Which engine runs is decided in one place: [`Backend`], parsed from
-//! [`ModelSpec::device`](crate::pair::ModelSpec::device). Today every engine is candle's (CPU,
-//! CUDA, Metal): [`Transformer::Candle`], [`Cache::Candle`], [`Tokenizer::Candle`]. An engine
-//! that is not a candle device adds a variant here and nothing above this module changes.
+//! [`ModelSpec::device`](crate::pair::ModelSpec::device). The transformer's engine is candle's
+//! (CPU, CUDA, Metal): [`Transformer::Candle`], [`Cache::Candle`]. The tokenizer is candle's
+//! ([`Tokenizer::Candle`]) or, with `wgpu[:N]`, decodes with compute shaders on any GPU
+//! ([`Tokenizer::Wgpu`], feature `wgpu`; the transformer then runs on the CPU). An engine adds
+//! a variant here and nothing above this module changes.
 
 use std::fmt;
 
@@ -22,12 +24,15 @@ use crate::error::{Error, Result};
 use crate::model::{Arpg, KvCache};
 use crate::vq::{Tiling, VqModel};
 
-/// Where the engine runs: `cpu`, `cuda[:N]` or `metal[:N]` (N: the device's ordinal).
+/// Where the engine runs: `cpu`, `cuda[:N]`, `metal[:N]` (N: the device's ordinal) or
+/// `wgpu[:N]` (N: the adapter's index in `arpg info --devices`; without it, the first hardware
+/// adapter, else the first one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Cpu,
     Cuda(usize),
     Metal(usize),
+    Wgpu(Option<usize>),
 }
 
 impl Backend {
@@ -37,23 +42,26 @@ impl Backend {
         let (kind, ordinal) = match name.trim().split_once(':') {
             Some((k, n)) => (
                 k,
-                n.parse::<usize>()
-                    .map_err(|_| bad(format!("bad device ordinal in `{name}`")))?,
+                Some(
+                    n.parse::<usize>()
+                        .map_err(|_| bad(format!("bad device ordinal in `{name}`")))?,
+                ),
             ),
-            None => (name.trim(), 0),
+            None => (name.trim(), None),
         };
         match kind.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda(ordinal)),
-            "metal" => Ok(Self::Metal(ordinal)),
+            "cuda" => Ok(Self::Cuda(ordinal.unwrap_or(0))),
+            "metal" => Ok(Self::Metal(ordinal.unwrap_or(0))),
+            "wgpu" => Ok(Self::Wgpu(ordinal)),
             _ => Err(bad(format!(
-                "unknown device `{name}` (expected cpu, cuda[:N] or metal[:N])"
+                "unknown device `{name}` (expected cpu, cuda[:N], metal[:N] or wgpu[:N])"
             ))),
         }
     }
 
-    /// Opens the candle device this backend computes on; an error says when this build or this
-    /// machine lacks it.
+    /// Opens the candle device this backend's transformer computes on (the CPU for `wgpu`); an
+    /// error says when this build or this machine lacks it.
     pub fn candle_device(&self) -> Result<Device> {
         let unavailable = |what: &str, e: candle_core::Error| {
             Error::InvalidRequest(format!(
@@ -64,6 +72,7 @@ impl Backend {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(n) => Device::new_cuda(n).map_err(|e| unavailable("CUDA", e)),
             Self::Metal(n) => Device::new_metal(n).map_err(|e| unavailable("Metal", e)),
+            Self::Wgpu(_) => Ok(Device::Cpu),
         }
     }
 }
@@ -74,6 +83,8 @@ impl fmt::Display for Backend {
             Self::Cpu => write!(f, "cpu"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
             Self::Metal(n) => write!(f, "metal:{n}"),
+            Self::Wgpu(Some(n)) => write!(f, "wgpu:{n}"),
+            Self::Wgpu(None) => write!(f, "wgpu"),
         }
     }
 }
@@ -335,10 +346,27 @@ impl Cache {
 }
 
 /// The VQ tokenizer on one engine: RGB8 pixels ↔ tokens. The candle model is always there
-/// ([`Tokenizer::model`]): its identity, its codebook (preview palettes) and training use it.
+/// ([`Tokenizer::model`]): its identity, its codebook (preview palettes), encoding and training
+/// use it.
 #[derive(Debug, Clone)]
 pub enum Tokenizer {
     Candle(VqModel),
+    /// Decoding on a GPU through wgpu; encoding on the candle model. After a GPU fault (device
+    /// lost, out of memory) every decode runs on the CPU and [`Tokenizer::take_fault`] says why.
+    #[cfg(feature = "wgpu")]
+    Wgpu {
+        cpu: VqModel,
+        gpu: std::sync::Arc<std::sync::Mutex<GpuDecode>>,
+    },
+}
+
+/// The GPU decoder of a [`Tokenizer::Wgpu`], or why it stopped.
+#[cfg(feature = "wgpu")]
+#[derive(Debug)]
+pub struct GpuDecode {
+    decoder: Option<crate::gpu::vq_decoder::VqDecoder>,
+    adapter: String,
+    fault: Option<String>,
 }
 
 impl From<VqModel> for Tokenizer {
@@ -352,6 +380,71 @@ impl Tokenizer {
     pub fn model(&self) -> &VqModel {
         match self {
             Self::Candle(m) => m,
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu { cpu, .. } => cpu,
+        }
+    }
+
+    /// `vq` decoding on `gpu` (weights uploaded, pipelines built now). Errors: the device
+    /// fails or its limits cannot hold the decoder.
+    #[cfg(feature = "wgpu")]
+    pub fn on_gpu(vq: VqModel, gpu: &crate::gpu::Gpu) -> Result<Self> {
+        let decoder = crate::gpu::vq_decoder::VqDecoder::new(&vq, gpu)?;
+        Ok(Self::Wgpu {
+            cpu: vq,
+            gpu: std::sync::Arc::new(std::sync::Mutex::new(GpuDecode {
+                decoder: Some(decoder),
+                adapter: gpu.adapter().name.clone(),
+                fault: None,
+            })),
+        })
+    }
+
+    /// Where decoding runs, for status lines: `CPU` or the GPU adapter's name.
+    pub fn decoder_device(&self) -> String {
+        match self {
+            Self::Candle(_) => "CPU".into(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu { gpu, .. } => match gpu.lock() {
+                Ok(g) if g.decoder.is_some() => g.adapter.clone(),
+                _ => "CPU (after a GPU fault)".into(),
+            },
+        }
+    }
+
+    /// Why the GPU decoder stopped, once (then decoding runs on the CPU).
+    pub fn take_fault(&self) -> Option<String> {
+        match self {
+            Self::Candle(_) => None,
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu { gpu, .. } => gpu.lock().ok().and_then(|mut g| g.fault.take()),
+        }
+    }
+
+    /// Runs `f` on the GPU decoder; `None` when there is none (any more). A GPU fault drops the
+    /// decoder and records why; other errors are returned.
+    #[cfg(feature = "wgpu")]
+    fn with_gpu<T>(
+        &self,
+        f: impl FnOnce(&crate::gpu::vq_decoder::VqDecoder) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let Self::Wgpu { gpu, .. } = self else {
+            return Ok(None);
+        };
+        let mut g = gpu
+            .lock()
+            .map_err(|_| Error::Internal("the GPU decoder's lock is poisoned".into()))?;
+        let Some(decoder) = g.decoder.as_ref() else {
+            return Ok(None);
+        };
+        match f(decoder) {
+            Ok(v) => Ok(Some(v)),
+            Err(Error::Gpu(msg)) => {
+                g.decoder = None;
+                g.fault = Some(format!("{msg}; decoding on the CPU from now on"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -367,27 +460,66 @@ impl Tokenizer {
     /// Tokens `(B, rows·cols)` (raster order) → images `(B, 3, rows·p, cols·p)` on the CPU, f32,
     /// about `[-1, 1]`: the decoder's raw output. Mirrors `VQModel.decode_code`.
     pub fn decode(&self, tokens: &Ids, grid: (usize, usize)) -> Result<Tensor> {
-        match self {
-            Self::Candle(m) => Ok(m
-                .decode(&tokens.to_tensor(m.device())?, grid)?
-                .to_device(&Device::Cpu)?),
+        #[cfg(feature = "wgpu")]
+        {
+            let (rows, cols) = grid;
+            let gpu = self.with_gpu(|d| {
+                if rows > d.max_tile() || cols > d.max_tile() {
+                    return Ok(None);
+                }
+                let mut planes = Vec::new();
+                for b in 0..tokens.batch {
+                    let row = &tokens.data[b * tokens.len..(b + 1) * tokens.len];
+                    planes.extend(d.decode_planes(row, rows, cols)?);
+                }
+                Ok(Some(planes))
+            })?;
+            if let Some(Some(planes)) = gpu {
+                let p = self.config().downsample();
+                return Ok(Tensor::from_vec(
+                    planes,
+                    (tokens.batch, 3, rows * p, cols * p),
+                    &Device::Cpu,
+                )?);
+            }
         }
+        let m = self.model();
+        Ok(m.decode(&tokens.to_tensor(m.device())?, grid)?
+            .to_device(&Device::Cpu)?)
     }
 
     /// Tokens `rows x cols` (raster order) → RGB8 pixels `cols·p x rows·p`; large canvases in
     /// tiles (see [`Tiling`]). Mirrors `VQModel.decode_code`.
     pub fn decode_rgb8(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<Vec<u8>> {
-        match self {
-            Self::Candle(m) => Ok(m.decode_rgb8(tokens, rows, cols, Tiling::default())?),
+        #[cfg(feature = "wgpu")]
+        {
+            let p = self.config().downsample();
+            let gpu = self.with_gpu(|d| {
+                let t = d.max_tile();
+                let tiling = Tiling {
+                    tile: t,
+                    overlap: (t / 4).max(1),
+                    threshold: 0,
+                };
+                crate::vq::decode_tiled(tokens, rows, cols, p, tiling, |sub, r, c| {
+                    d.decode_rgb8(&sub, r, c)
+                })
+            })?;
+            if let Some(rgb) = gpu {
+                return Ok(rgb);
+            }
         }
+        Ok(self
+            .model()
+            .decode_rgb8(tokens, rows, cols, Tiling::default())?)
     }
 
     /// RGB8 pixels `width x height` (whole tokens) → tokens in raster order; large images in
     /// tiles. Mirrors `VQModel.encode` and the codebook's nearest-code lookup.
     pub fn encode_rgb8(&self, rgb: &[u8], width: usize, height: usize) -> Result<Vec<u32>> {
-        match self {
-            Self::Candle(m) => Ok(m.encode_rgb8(rgb, width, height, Tiling::default())?),
-        }
+        Ok(self
+            .model()
+            .encode_rgb8(rgb, width, height, Tiling::default())?)
     }
 }
 

@@ -69,6 +69,11 @@ pub enum Error {
     #[error("{0}")]
     NonFinite(String),
 
+    /// The GPU path failed (no adapter, device lost, out of memory, limits too small); callers
+    /// fall back to the CPU.
+    #[error("GPU: {0}")]
+    Gpu(String),
+
     /// A broken invariant of this crate (a bug, not bad input).
     #[error("internal error: {0}")]
     Internal(String),

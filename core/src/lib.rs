@@ -13,6 +13,8 @@ pub mod error;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod generator;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 pub mod identity;
 pub mod imagenet;
 pub mod kernels;

@@ -74,6 +74,44 @@ pub fn dtype(name: &str) -> Result<DType> {
     })
 }
 
+/// The tokenizer on `backend`'s engine, with what the user should know about it. A GPU that
+/// cannot be used leaves the tokenizer on the CPU with a notice, never an error.
+fn tokenizer_on(backend: Backend, vq: crate::vq::VqModel) -> (Tokenizer, Vec<String>) {
+    match backend {
+        #[cfg(feature = "wgpu")]
+        Backend::Wgpu(index) => {
+            let opened =
+                crate::gpu::Gpu::open(index.or_else(crate::gpu::default_hardware).unwrap_or(0));
+            match opened.and_then(|gpu| Ok((Tokenizer::on_gpu(vq.clone(), &gpu)?, gpu))) {
+                Ok((t, gpu)) => {
+                    let a = gpu.adapter();
+                    let mut notices = vec![format!(
+                        "the tokenizer decodes on {} (wgpu {}); the transformer runs on the CPU",
+                        a.name, a.backend
+                    )];
+                    if a.software {
+                        notices.push(format!(
+                            "{} is a software renderer: decoding there is slower than on the CPU",
+                            a.name
+                        ));
+                    }
+                    (t, notices)
+                }
+                Err(e) => (
+                    Tokenizer::from(vq),
+                    vec![format!("{e}; everything runs on the CPU")],
+                ),
+            }
+        }
+        #[cfg(not(feature = "wgpu"))]
+        Backend::Wgpu(_) => (
+            Tokenizer::from(vq),
+            vec!["this build has no wgpu support; everything runs on the CPU".into()],
+        ),
+        _ => (Tokenizer::from(vq), Vec::new()),
+    }
+}
+
 /// A loaded transformer and tokenizer.
 pub struct ModelPair {
     pub arpg: LoadedArpg,
@@ -82,6 +120,10 @@ pub struct ModelPair {
     pub max_side: Option<usize>,
     /// See [`ModelSpec::background`].
     pub background: [u8; 3],
+    /// What the user should know about where the models run (a GPU that could not be used and
+    /// the CPU taking over, a software renderer, the transformer staying on the CPU); the CLI
+    /// prints them, the app shows them.
+    pub notices: Vec<String>,
 }
 
 /// Largest mean difference (8-bit levels) in any token cell between an older PNG's pixels and
@@ -120,7 +162,7 @@ impl ModelPair {
             arpg.name = format!("{} ({name})", arpg.name);
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
-        let vq = Tokenizer::from(loader::load_vq(&vq_path, None, &device)?);
+        let (vq, notices) = tokenizer_on(backend, loader::load_vq(&vq_path, None, &device)?);
         if vq.config().codebook_size != arpg.config.vocab_size {
             return Err(Error::InvalidRequest(format!(
                 "the tokenizer has {} codes but the transformer expects {}: they do not belong \
@@ -134,6 +176,7 @@ impl ModelPair {
             vq,
             max_side: spec.max_side,
             background: spec.background.unwrap_or(document::DEFAULT_BACKGROUND),
+            notices,
         })
     }
 

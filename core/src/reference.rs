@@ -197,9 +197,20 @@ impl FixtureSet {
         .model)
     }
 
-    /// The tokenizer on `backend`.
+    /// The tokenizer on `backend` (its decoder on the GPU for `wgpu[:N]`; an error when that
+    /// GPU cannot be used: a check never falls back).
     pub fn load_tokenizer(&self, format: WeightFormat, backend: Backend) -> Result<Tokenizer> {
-        Ok(self.load_vq(format, &backend.candle_device()?)?.into())
+        let vq = self.load_vq(format, &backend.candle_device()?)?;
+        match backend {
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu(index) => {
+                let gpu = crate::gpu::Gpu::open(
+                    index.or_else(crate::gpu::default_hardware).unwrap_or(0),
+                )?;
+                Tokenizer::on_gpu(vq, &gpu)
+            }
+            _ => Ok(vq.into()),
+        }
     }
 
     pub fn load_vq(&self, format: WeightFormat, device: &Device) -> Result<VqModel> {
@@ -448,14 +459,20 @@ impl FixtureSet {
         let dev = vq.device().clone();
         let img_tol = Tol::from_manifest(&self.manifest, "vq_image", (1e-4, 1e-4));
         let lat_tol = Tol::from_manifest(&self.manifest, "vq_latent", (2e-5, 1e-4));
+        let on_gpu = !matches!(tokenizer, Tokenizer::Candle(_));
         let mut out = Vec::new();
         let mut push = |name: &str, r: (f64, bool), tol: &Tol| {
+            let note = match (on_gpu, name == "vq_decode_image") {
+                (false, _) => String::new(),
+                (true, true) => format!("decoded on {} (wgpu)", tokenizer.decoder_device()),
+                (true, false) => "the encoder runs on the CPU".into(),
+            };
             out.push(CaseResult {
                 name: name.into(),
                 passed: r.1,
                 max_err: r.0,
                 tolerance: tol.describe(),
-                note: String::new(),
+                note,
             })
         };
         if self.has("vq_decode_tokens") {

@@ -117,6 +117,39 @@ pub(super) fn convert(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `arpg info --devices`: what `--device` can name on this machine.
+pub(super) fn devices() -> Result<ExitCode> {
+    outln!(
+        "cpu        the CPU ({})",
+        arpg_core::kernels::Tier::detect().name()
+    )?;
+    if cfg!(feature = "cuda") {
+        outln!("cuda[:N]   CUDA (this build links it)")?;
+    }
+    if cfg!(feature = "metal") {
+        outln!("metal[:N]  Metal (this build links it)")?;
+    }
+    let adapters = arpg_core::gpu::adapters();
+    if adapters.is_empty() {
+        outln!("(wgpu found no adapter: no Vulkan, Metal or DX12 driver)")?;
+    }
+    for a in adapters {
+        outln!(
+            "wgpu:{:<4}  {} ({}, {}){}",
+            a.index,
+            a.name,
+            a.backend,
+            a.device_type,
+            if a.software {
+                ": software, slower than the CPU"
+            } else {
+                ""
+            }
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(super) fn info(file: &std::path::Path, config: Option<&std::path::Path>) -> Result<ExitCode> {
     let ckpt = Checkpoint::open(file)?;
     let stored: usize = ckpt

@@ -1,6 +1,7 @@
 //! Argument parsing and the subcommands.
 
-use arpg_app::outln;
+use arpg_app::{errln, outln};
+use arpg_core::pair::ModelPair;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -142,10 +143,16 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Print what a checkpoint holds: model, config, parameter count and dtype.
+    /// Print what a checkpoint holds: model, config, parameter count and dtype; or, with
+    /// `--devices`, the devices `--device` can name.
     Info {
         /// An ARPG (`arpg_300m.pt`, ...) or VQ (`vq_ds16_c2i.pt`) checkpoint, `.pt` or `.safetensors`.
-        file: PathBuf,
+        #[arg(required_unless_present = "devices")]
+        file: Option<PathBuf>,
+        /// List the devices instead: the CPU and every wgpu adapter (`wgpu:N`), software ones
+        /// included.
+        #[arg(long)]
+        devices: bool,
         /// Config JSON for a custom ARPG checkpoint (presets are recognised from shapes).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -281,11 +288,21 @@ enum Command {
     },
 }
 
-fn done(out: &std::path::Path, quiet: bool) -> Result<ExitCode> {
+/// Ends a command that wrote `out`: a GPU fault met on the way (the CPU took over) is said, then
+/// the output's name.
+fn done(models: &ModelPair, out: &std::path::Path, quiet: bool) -> Result<ExitCode> {
+    gpu_fault(models);
     if !quiet {
         outln!("wrote {}", out.display())?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says once why the GPU decoder stopped, if it did (decoding went on on the CPU).
+fn gpu_fault(models: &ModelPair) {
+    if let Some(fault) = models.vq.take_fault() {
+        errln!("warning: {fault}");
+    }
 }
 
 pub fn run() -> Result<ExitCode> {
@@ -313,10 +330,12 @@ pub fn run() -> Result<ExitCode> {
             if let Some(from) = from {
                 let class = class.map(|c| models.class(&c)).transpose()?;
                 commands::regenerate(&models, &from, class, &out, model.quiet)?;
-                return done(&out, model.quiet);
+                return done(&models, &out, model.quiet);
             }
             let class = models.class(class.as_deref().unwrap_or("0"))?;
-            for path in commands::generate(&models, class, batch, &sampler, &out, model.quiet)? {
+            let written = commands::generate(&models, class, batch, &sampler, &out, model.quiet)?;
+            gpu_fault(&models);
+            for path in written {
                 if !model.quiet {
                     outln!("wrote {}", path.display())?;
                 }
@@ -344,7 +363,7 @@ pub fn run() -> Result<ExitCode> {
                 &out,
                 model.quiet,
             )?;
-            done(&out, model.quiet)
+            done(&models, &out, model.quiet)
         }
         Command::Outpaint {
             image,
@@ -368,7 +387,7 @@ pub fn run() -> Result<ExitCode> {
                 &out,
                 model.quiet,
             )?;
-            done(&out, model.quiet)
+            done(&models, &out, model.quiet)
         }
         Command::Expand {
             image,
@@ -380,15 +399,17 @@ pub fn run() -> Result<ExitCode> {
             let models = model.load()?;
             let class = class.map(|c| models.class(&c)).transpose()?;
             commands::expand(&models, &image, class, &sampler, &out, model.quiet)?;
-            done(&out, model.quiet)
+            done(&models, &out, model.quiet)
         }
         Command::Encode { image, out, model } => {
-            commands::encode(&model.load()?, &image, &out)?;
-            done(&out, model.quiet)
+            let models = model.load()?;
+            commands::encode(&models, &image, &out)?;
+            done(&models, &out, model.quiet)
         }
         Command::Decode { tokens, out, model } => {
-            commands::decode(&model.load()?, &tokens, &out)?;
-            done(&out, model.quiet)
+            let models = model.load()?;
+            commands::decode(&models, &tokens, &out)?;
+            done(&models, &out, model.quiet)
         }
         Command::Fetch {
             names,
@@ -401,7 +422,14 @@ pub fn run() -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Info { file, config } => info(&file, config.as_deref()),
+        Command::Info {
+            file,
+            config,
+            devices,
+        } => match file {
+            Some(file) if !devices => info(&file, config.as_deref()),
+            _ => inspect::devices(),
+        },
         Command::Convert {
             input,
             out,
@@ -453,7 +481,11 @@ pub fn run() -> Result<ExitCode> {
                 return bench_app(gpt, vq, &dtype, &device, steps, json);
             }
             if model.as_deref() == Some("vq-16") {
-                crate::bench::tokenizer_one(dtype.first().map_or("f32", String::as_str), json)?;
+                crate::bench::tokenizer_one(
+                    dtype.first().map_or("f32", String::as_str),
+                    &device,
+                    json,
+                )?;
             } else if let Some(path) = load {
                 let d = arpg_core::pair::dtype(dtype.first().map_or("f32", String::as_str))?;
                 crate::bench::load(&path, d, json)?;

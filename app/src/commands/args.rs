@@ -24,7 +24,9 @@ pub struct ModelArgs {
     /// Config JSON for a custom ARPG checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// cpu, cuda[:N] or metal[:N].
+    /// cpu, cuda[:N], metal[:N] or wgpu[:N] (the tokenizer's decoder as compute shaders on any
+    /// GPU; N from `arpg info --devices`, default the first hardware adapter; the transformer
+    /// stays on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Transformer compute dtype: f32, f16 or bf16 (the tokenizer always runs in f32).
@@ -62,8 +64,14 @@ impl ModelArgs {
     }
 
     /// Loads the pair; official names resolve from the hub's cache.
+    /// Loads the pair and says where it runs when that is not what was asked (notes on
+    /// standard error).
     pub fn load(&self) -> Result<ModelPair> {
-        Ok(ModelPair::load(&crate::hub::resolve_names(self.spec())?)?)
+        let models = ModelPair::load(&crate::hub::resolve_names(self.spec())?)?;
+        for notice in &models.notices {
+            crate::errln!("note: {notice}");
+        }
+        Ok(models)
     }
 }
 

@@ -2,9 +2,9 @@
 //! `Upsample` in `vq_model.py`).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, GroupNorm, VarBuilder};
+use candle_nn::{Conv2d, VarBuilder};
 
-use super::{conv_cfg, group_norm, swish};
+use super::{conv_cfg, group_norm, swish, Norm};
 
 /// A biased convolution with `k x k` kernel and the given padding, stride 1.
 pub(crate) fn conv(
@@ -24,11 +24,11 @@ pub(crate) fn conv(
 /// Mirrors `ResnetBlock` (no conv shortcut: a 1x1 `nin_shortcut` when channels change).
 #[derive(Debug, Clone)]
 pub(crate) struct ResnetBlock {
-    norm1: GroupNorm,
-    conv1: Conv,
-    norm2: GroupNorm,
-    conv2: Conv,
-    nin_shortcut: Option<Conv>,
+    pub(crate) norm1: Norm,
+    pub(crate) conv1: Conv,
+    pub(crate) norm2: Norm,
+    pub(crate) conv2: Conv,
+    pub(crate) nin_shortcut: Option<Conv>,
 }
 
 impl ResnetBlock {
@@ -59,11 +59,11 @@ impl Module for ResnetBlock {
 /// Mirrors `AttnBlock`: single-head attention over the h*w positions, scale `1/sqrt(C)`.
 #[derive(Debug, Clone)]
 pub(crate) struct AttnBlock {
-    norm: GroupNorm,
-    q: Conv,
-    k: Conv,
-    v: Conv,
-    proj_out: Conv,
+    pub(crate) norm: Norm,
+    pub(crate) q: Conv,
+    pub(crate) k: Conv,
+    pub(crate) v: Conv,
+    pub(crate) proj_out: Conv,
 }
 
 impl AttnBlock {
@@ -178,7 +178,7 @@ impl Module for Downsample {
 /// Mirrors `Upsample` (with conv): nearest x2, then a 3x3 conv.
 #[derive(Debug, Clone)]
 pub(crate) struct Upsample {
-    conv: Conv,
+    pub(crate) conv: Conv,
 }
 
 impl Upsample {
@@ -212,6 +212,13 @@ impl Conv {
             padding,
             stride,
         }
+    }
+
+    /// Weight `(out, in, k, k)`, bias `(out,)` and padding (stride 1 only; the decoder's
+    /// convolutions), for other engines to upload.
+    pub(crate) fn parts(&self) -> Option<(&Tensor, &Tensor, usize)> {
+        (self.stride == 1).then_some(())?;
+        Some((self.inner.weight(), self.inner.bias()?, self.padding))
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {

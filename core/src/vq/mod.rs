@@ -10,14 +10,42 @@ pub use palette::Palette;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
+pub(crate) use tiles::decode_tiled;
 pub use tiles::Tiling;
 
 use crate::config::{VqConfig, VQ_GROUPNORM_EPS, VQ_GROUPS};
-use blocks::{conv, AttnBlock, Conv, Downsample, ResnetBlock, Upsample};
+pub(crate) use blocks::{conv, AttnBlock, Conv, Downsample, ResnetBlock, Upsample};
 
-/// `Normalize`: GroupNorm with 32 groups, eps 1e-6.
-fn group_norm(channels: usize, vb: VarBuilder) -> Result<candle_nn::GroupNorm> {
-    candle_nn::group_norm(VQ_GROUPS, channels, VQ_GROUPNORM_EPS, vb)
+/// `Normalize`: GroupNorm with 32 groups, eps 1e-6. Keeps its affine weights, which other
+/// engines (the wgpu decoder) upload.
+#[derive(Debug, Clone)]
+pub(crate) struct Norm {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    inner: candle_nn::GroupNorm,
+}
+
+impl Module for Norm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.inner.forward(x)
+    }
+}
+
+fn group_norm(channels: usize, vb: VarBuilder) -> Result<Norm> {
+    let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?;
+    let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?;
+    let inner = candle_nn::GroupNorm::new(
+        weight.clone(),
+        bias.clone(),
+        channels,
+        VQ_GROUPS,
+        VQ_GROUPNORM_EPS,
+    )?;
+    Ok(Norm {
+        weight,
+        bias,
+        inner,
+    })
 }
 
 fn swish(x: &Tensor) -> Result<Tensor> {
@@ -38,7 +66,7 @@ pub struct Encoder {
     conv_in: Conv,
     levels: Vec<EncoderLevel>,
     mid: (ResnetBlock, AttnBlock, ResnetBlock),
-    norm_out: candle_nn::GroupNorm,
+    norm_out: Norm,
     conv_out: Conv,
 }
 
@@ -109,20 +137,20 @@ impl Encoder {
 
 /// One decoder level (lowest resolution first).
 #[derive(Debug, Clone)]
-struct DecoderLevel {
-    res: Vec<ResnetBlock>,
-    attn: Vec<AttnBlock>,
-    upsample: Option<Upsample>,
+pub(crate) struct DecoderLevel {
+    pub(crate) res: Vec<ResnetBlock>,
+    pub(crate) attn: Vec<AttnBlock>,
+    pub(crate) upsample: Option<Upsample>,
 }
 
 /// Mirrors `Decoder`. Its `conv_blocks.0` is the lowest-resolution level.
 #[derive(Debug, Clone)]
 pub struct Decoder {
-    conv_in: Conv,
-    mid: (ResnetBlock, AttnBlock, ResnetBlock),
-    levels: Vec<DecoderLevel>,
-    norm_out: candle_nn::GroupNorm,
-    conv_out: Conv,
+    pub(crate) conv_in: Conv,
+    pub(crate) mid: (ResnetBlock, AttnBlock, ResnetBlock),
+    pub(crate) levels: Vec<DecoderLevel>,
+    pub(crate) norm_out: Norm,
+    pub(crate) conv_out: Conv,
 }
 
 impl Decoder {
@@ -208,9 +236,9 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
 pub struct VqModel {
     cfg: VqConfig,
     encoder: Encoder,
-    decoder: Decoder,
+    pub(crate) decoder: Decoder,
     quant_conv: Conv,
-    post_quant_conv: Conv,
+    pub(crate) post_quant_conv: Conv,
     /// Raw codebook, `(codebook_size, embed_dim)`.
     codebook: Tensor,
     /// l2-normalised rows, computed once.
@@ -398,25 +426,29 @@ impl VqModel {
 ///
 /// Errors when a value is not finite: clamping would turn NaN into a silently black pixel.
 pub fn to_rgb8(images: &Tensor) -> Result<Vec<Vec<u8>>> {
-    let (b, _, _, _) = images.dims4()?;
-    let x = ((images.to_dtype(DType::F32)? * 127.5)? + 128.0)?
-        .permute((0, 2, 3, 1))?
-        .contiguous()?;
+    let (b, _, h, w) = images.dims4()?;
+    let x = images.to_dtype(DType::F32)?.contiguous()?;
     (0..b)
-        .map(|i| {
-            let values = x.get(i)?.flatten_all()?.to_vec1::<f32>()?;
-            if values.iter().any(|v| !v.is_finite()) {
-                candle_core::bail!(
-                    "the decoded image holds non-finite values (NaN or infinity): the tokenizer's \
-                     weights are broken; no image was written"
-                );
-            }
-            Ok(values
-                .into_iter()
-                .map(|v| v.clamp(0.0, 255.0) as u8)
-                .collect())
-        })
+        .map(|i| rgb8_from_planes(&x.get(i)?.flatten_all()?.to_vec1::<f32>()?, h, w))
         .collect()
+}
+
+/// One decoded image as planes `[3][h][w]` (about `[-1, 1]`) to interleaved RGB8, the rule of
+/// [`to_rgb8`] (every engine's decode ends here). Errors on a non-finite value.
+pub fn rgb8_from_planes(planes: &[f32], h: usize, w: usize) -> Result<Vec<u8>> {
+    let hw = h * w;
+    if planes.len() != 3 * hw {
+        candle_core::bail!("{} values are not a 3x{h}x{w} image", planes.len());
+    }
+    if planes.iter().any(|v| !v.is_finite()) {
+        candle_core::bail!(
+            "the decoded image holds non-finite values (NaN or infinity): the tokenizer's \
+             weights are broken; no image was written"
+        );
+    }
+    Ok((0..hw * 3)
+        .map(|i| (planes[(i % 3) * hw + i / 3] * 127.5 + 128.0).clamp(0.0, 255.0) as u8)
+        .collect())
 }
 
 /// Interleaved 8-bit RGB `(H*W*3)` to a `(1, 3, H, W)` f32 image in `[-1, 1]`.

@@ -104,40 +104,7 @@ impl VqModel {
             let ids = Tensor::from_vec(tokens, (1, r * c), self.device())?;
             Ok(to_rgb8(&self.decode(&ids, (r, c))?)?.remove(0))
         };
-        if !t.applies(rows, cols) {
-            return whole(tokens.to_vec(), rows, cols);
-        }
-        let p = self.config().downsample();
-        let (w, h) = (cols * p, rows * p);
-        let mut sum = vec![0f32; w * h * 3];
-        let mut weights = vec![0f32; w * h];
-        let ramp = t.overlap * p;
-        let (tr, tc) = (t.tile.min(rows), t.tile.min(cols));
-        for &r0 in &t.starts(rows) {
-            for &c0 in &t.starts(cols) {
-                let sub: Vec<u32> = (0..tr * tc)
-                    .map(|i| tokens[(r0 + i / tc) * cols + c0 + i % tc])
-                    .collect();
-                let px = whole(sub, tr, tc)?;
-                let (tw, th) = (tc * p, tr * p);
-                for y in 0..th {
-                    let wy = weight(y, r0 * p, th, h, ramp);
-                    for x in 0..tw {
-                        let wgt = wy * weight(x, c0 * p, tw, w, ramp);
-                        let d = (r0 * p + y) * w + c0 * p + x;
-                        weights[d] += wgt;
-                        for k in 0..3 {
-                            sum[d * 3 + k] += wgt * px[(y * tw + x) * 3 + k] as f32;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(sum
-            .iter()
-            .enumerate()
-            .map(|(i, &s)| (s / weights[i / 3]).round().clamp(0.0, 255.0) as u8)
-            .collect())
+        decode_tiled(tokens, rows, cols, self.config().downsample(), t, whole)
     }
 
     /// RGB8 pixels `width x height` (whole tokens) → tokens, raster order, in tiles when the
@@ -182,6 +149,52 @@ impl VqModel {
         }
         Ok(tokens)
     }
+}
+
+/// Tokens `rows x cols` → RGB8 `cols·p x rows·p` through `whole` (one engine's decode of a
+/// grid no larger than a tile): whole when `t` does not apply, else tile by tile, blended with
+/// linear ramps across the overlaps. Every engine's decoder tiles here.
+pub(crate) fn decode_tiled<E>(
+    tokens: &[u32],
+    rows: usize,
+    cols: usize,
+    p: usize,
+    t: Tiling,
+    mut whole: impl FnMut(Vec<u32>, usize, usize) -> std::result::Result<Vec<u8>, E>,
+) -> std::result::Result<Vec<u8>, E> {
+    if !t.applies(rows, cols) {
+        return whole(tokens.to_vec(), rows, cols);
+    }
+    let (w, h) = (cols * p, rows * p);
+    let mut sum = vec![0f32; w * h * 3];
+    let mut weights = vec![0f32; w * h];
+    let ramp = t.overlap * p;
+    let (tr, tc) = (t.tile.min(rows), t.tile.min(cols));
+    for &r0 in &t.starts(rows) {
+        for &c0 in &t.starts(cols) {
+            let sub: Vec<u32> = (0..tr * tc)
+                .map(|i| tokens[(r0 + i / tc) * cols + c0 + i % tc])
+                .collect();
+            let px = whole(sub, tr, tc)?;
+            let (tw, th) = (tc * p, tr * p);
+            for y in 0..th {
+                let wy = weight(y, r0 * p, th, h, ramp);
+                for x in 0..tw {
+                    let wgt = wy * weight(x, c0 * p, tw, w, ramp);
+                    let d = (r0 * p + y) * w + c0 * p + x;
+                    weights[d] += wgt;
+                    for k in 0..3 {
+                        sum[d * 3 + k] += wgt * px[(y * tw + x) * 3 + k] as f32;
+                    }
+                }
+            }
+        }
+    }
+    Ok(sum
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| (s / weights[i / 3]).round().clamp(0.0, 255.0) as u8)
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,0 +1,210 @@
+//! The engine's wgpu path on Mesa's software Vulkan (lavapipe), named explicitly: the tokenizer's
+//! decoder as compute shaders against the CPU decode of the same tokens, `check-reference`'s
+//! decode case on wgpu, `arpg decode --device wgpu:N`, and the faults that fall back to the CPU.
+//! A VQ-16-shaped decode of 256² costs minutes on lavapipe, so it is decoded here at 2x3 tokens.
+
+#[path = "common/cli.rs"]
+mod cli;
+mod common;
+
+use arpg_core::gpu::{self, Gpu};
+use arpg_core::reference::{check_reference, WeightFormat};
+use arpg_core::sampler::Rng;
+use arpg_core::{Backend, Tokenizer, VqConfig, VqModel};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use cli::{arpg, ok, s};
+
+/// The lavapipe adapter's index in `arpg info --devices` (CI installs it).
+fn lavapipe() -> usize {
+    gpu::adapters()
+        .into_iter()
+        .find(|a| a.name.contains("llvmpipe") && a.backend == "Vulkan")
+        .map(|a| a.index)
+        .expect("no lavapipe adapter: install mesa-vulkan-drivers (CI does)")
+}
+
+fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.below(vocab) as u32).collect()
+}
+
+/// Mean and largest difference in 8-bit levels.
+fn level_diff(a: &[u8], b: &[u8]) -> (f64, u8) {
+    assert_eq!(a.len(), b.len());
+    let sum: u64 = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y) as u64).sum();
+    let max = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0);
+    (sum as f64 / a.len() as f64, max)
+}
+
+fn assert_gpu_matches_cpu(vq: VqModel, grids: &[(usize, usize)]) {
+    let gpu = Gpu::open(lavapipe()).expect("lavapipe opens");
+    let cpu = Tokenizer::from(vq.clone());
+    let on_gpu = Tokenizer::on_gpu(vq, &gpu).expect("the decoder builds on lavapipe");
+    let vocab = cpu.config().codebook_size;
+    for (i, &(rows, cols)) in grids.iter().enumerate() {
+        let tokens = random_tokens(rows * cols, vocab, i as u64);
+        let want = cpu.decode_rgb8(&tokens, rows, cols).expect("cpu decode");
+        let got = on_gpu.decode_rgb8(&tokens, rows, cols).expect("gpu decode");
+        assert!(on_gpu.take_fault().is_none(), "the GPU decoder fell back");
+        let (mean, max) = level_diff(&want, &got);
+        assert!(
+            mean <= 1.0,
+            "{rows}x{cols}: mean difference {mean} levels (max {max}) from the CPU decode"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_tokenizer_decodes_on_wgpu_as_on_the_cpu() {
+    let vq = arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &Device::Cpu)
+        .expect("shipped tokenizer");
+    // Square, wide and tall grids, and one cell.
+    assert_gpu_matches_cpu(vq, &[(8, 8), (8, 13), (11, 8), (1, 1)]);
+}
+
+#[test]
+fn a_vq16_shaped_tokenizer_decodes_on_wgpu_as_on_the_cpu() {
+    let varmap = VarMap::new();
+    let vq = VqModel::new(
+        &VqConfig::vq_16(),
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .expect("a VQ-16-shaped tokenizer with random weights");
+    assert_gpu_matches_cpu(vq, &[(2, 3)]);
+}
+
+/// Canvases wider than the GPU decoder's tile are decoded in tiles and blended (the CPU decodes
+/// them whole below its own threshold): still within a few levels of the whole decode.
+#[test]
+fn a_canvas_wider_than_the_gpu_tile_is_decoded_in_tiles() {
+    let vq = arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &Device::Cpu)
+        .expect("shipped tokenizer");
+    let gpu = Gpu::open(lavapipe()).expect("lavapipe opens");
+    let decoder = arpg_core::gpu::vq_decoder::VqDecoder::new(&vq, &gpu).expect("builds");
+    let cols = decoder.max_tile() + 5;
+    let tokens = random_tokens(8 * cols, vq.config().codebook_size, 7);
+    let on_gpu = Tokenizer::on_gpu(vq.clone(), &gpu).expect("builds");
+    let got = on_gpu
+        .decode_rgb8(&tokens, 8, cols)
+        .expect("tiled gpu decode");
+    let want = Tokenizer::from(vq)
+        .decode_rgb8(&tokens, 8, cols)
+        .expect("cpu decode");
+    let (mean, _) = level_diff(&want, &got);
+    assert!(
+        mean <= 3.0,
+        "tiled decode differs by {mean} levels on average"
+    );
+}
+
+#[test]
+fn check_reference_passes_with_the_decoder_on_wgpu() {
+    let results = check_reference(
+        common::tiny(),
+        WeightFormat::Safetensors,
+        Backend::Wgpu(Some(lavapipe())),
+    )
+    .expect("fixture set runs");
+    let decode = results
+        .iter()
+        .find(|r| r.name == "vq_decode_image")
+        .expect("the set has a decode case");
+    assert!(decode.note.contains("wgpu"), "{decode}");
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.passed)
+        .map(|r| r.to_string())
+        .collect();
+    assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
+}
+
+/// Token JSON of a generated image (seeded), then its decode by the CLI on the CPU and on
+/// lavapipe.
+#[test]
+fn arpg_decode_on_wgpu_writes_what_the_cpu_writes() {
+    let dir = common::temp_dir("gpu-decode");
+    let png = dir.join("g.png");
+    let json = dir.join("t.json");
+    ok(&arpg(&[
+        "generate",
+        "--class",
+        "3",
+        "--seed",
+        "5",
+        "--quiet",
+        "--out",
+        s(&png),
+    ]));
+    ok(&arpg(&["encode", "--image", s(&png), "--out", s(&json)]));
+    let cpu = dir.join("cpu.png");
+    let gpu_png = dir.join("gpu.png");
+    ok(&arpg(&[
+        "decode",
+        "--tokens",
+        s(&json),
+        "--out",
+        s(&cpu),
+        "--device",
+        "cpu",
+    ]));
+    let device = format!("wgpu:{}", lavapipe());
+    let err = ok(&arpg(&[
+        "decode",
+        "--tokens",
+        s(&json),
+        "--out",
+        s(&gpu_png),
+        "--device",
+        &device,
+    ]));
+    assert!(
+        err.contains("llvmpipe"),
+        "the note names the adapter: {err}"
+    );
+    let read = |p: &std::path::Path| image::open(p).expect("png").to_rgb8().into_raw();
+    let (mean, max) = level_diff(&read(&cpu), &read(&gpu_png));
+    assert!(mean <= 1.0, "mean {mean}, max {max}");
+}
+
+/// No such adapter: one note, and the CPU does the work (exit 0, the same image).
+#[test]
+fn a_missing_adapter_falls_back_to_the_cpu_with_a_note() {
+    let dir = common::temp_dir("gpu-missing");
+    let png = dir.join("g.png");
+    let json = dir.join("t.json");
+    ok(&arpg(&[
+        "generate",
+        "--class",
+        "1",
+        "--seed",
+        "2",
+        "--quiet",
+        "--out",
+        s(&png),
+    ]));
+    ok(&arpg(&["encode", "--image", s(&png), "--out", s(&json)]));
+    let out = dir.join("d.png");
+    let err = ok(&arpg(&[
+        "decode",
+        "--tokens",
+        s(&json),
+        "--out",
+        s(&out),
+        "--device",
+        "wgpu:99",
+    ]));
+    assert!(
+        err.contains("no adapter wgpu:99") && err.contains("runs on the CPU"),
+        "{err}"
+    );
+    assert!(out.is_file());
+    assert!(Backend::parse("wgpu:x").is_err());
+    // Asking for the decoder on an adapter that does not exist is an error, not a fallback.
+    assert!(Gpu::open(99).is_err());
+}
