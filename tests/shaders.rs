@@ -1,22 +1,41 @@
-//! Every canvas shader validates with naga as it is built (the prelude prepended by its owning
-//! module), on the CPU, no GPU needed; and every WGSL file in `shaders/` is one of them or the
-//! prelude, so none escapes validation.
+//! Every canvas shader and every engine compute shader validates with naga as it is built (the
+//! prelude prepended by its owning module), on the CPU, no GPU needed; and every WGSL file in
+//! `shaders/` is one of them or the prelude, so none escapes validation.
 
 use std::path::PathBuf;
 
 use arpg_app::studio::gpu::SHADERS;
 
+fn validate(name: &str, source: &str) -> naga::Module {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+    module
+}
+
+#[test]
+fn every_compute_shader_validates_with_its_entry_points() {
+    for (name, source) in arpg_core::gpu::SHADERS {
+        let module = validate(name, source);
+        let computes = module
+            .entry_points
+            .iter()
+            .filter(|e| e.stage == naga::ShaderStage::Compute)
+            .count();
+        let want = if name == "vq_attention" { 3 } else { 1 };
+        assert_eq!(computes, want, "{name}: compute entry points");
+    }
+}
+
 #[test]
 fn every_shader_validates_as_built() {
     for (name, source) in SHADERS {
-        let module = naga::front::wgsl::parse_str(source)
-            .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::empty(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let module = validate(name, source);
         for entry_point in ["vs_main", "fs_main"] {
             assert!(
                 module.entry_points.iter().any(|e| e.name == entry_point),
@@ -36,7 +55,9 @@ fn every_shader_validates_as_built() {
             continue;
         };
         assert!(
-            stem == "canvas_prelude" || SHADERS.iter().any(|(n, _)| *n == stem),
+            stem == "canvas_prelude"
+                || SHADERS.iter().any(|(n, _)| *n == stem)
+                || arpg_core::gpu::SHADERS.iter().any(|(n, _)| *n == stem),
             "{} is not built by any module, so it is never validated",
             path.display()
         );

@@ -1175,3 +1175,68 @@ fn a_vq16_shaped_tokenizer_generates_before_its_palette_exists() {
         app.status.palette
     );
 }
+
+/// The tokenizer's decoder on the window's own GPU (lavapipe here): the status bar names it,
+/// the live preview paints the decoded partial canvas at every step, and what it paints is the
+/// CPU decode of the same partial grid.
+#[test]
+fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
+    use arpg_app::studio::ui::tools_panel::LivePreview;
+    let mut h = harness();
+    h.state_mut().load_models(ModelSpec {
+        device: "wgpu".into(),
+        ..ModelSpec::shipped()
+    });
+    wait(&mut h, "the model on the GPU", |app| {
+        app.model
+            .as_ref()
+            .is_some_and(|m| m.device.contains("llvmpipe"))
+    });
+    assert!(
+        h.state().status.device.contains("(decoder)"),
+        "{}",
+        h.state().status.device
+    );
+    let steps = 6;
+    let app = h.state_mut();
+    app.tools.live_preview = LivePreview::Decoded;
+    app.settings.settings.steps = steps;
+    app.settings.settings.settle = 0;
+    app.settings.settings.polish = 0;
+    app.settings.step_delay_ms = 300;
+    let before = app.history.items.len();
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
+    wait(&mut h, "the generation", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    assert!(
+        app.previews_shown + 1 >= steps,
+        "{} live decodes painted for {steps} steps",
+        app.previews_shown
+    );
+    let (canvas, rgb) = app.last_preview.clone().expect("a live decode was painted");
+    let cpu = arpg_core::Tokenizer::from(
+        arpg_core::loader::load_vq(
+            arpg_core::shipped::vq_path(),
+            None,
+            &candle_core::Device::Cpu,
+        )
+        .expect("shipped tokenizer"),
+    );
+    let full = canvas.filled_nearest().expect("some cells decided");
+    let want = cpu
+        .decode_rgb8(&full.tokens().expect("filled"), full.rows, full.cols)
+        .expect("cpu decode");
+    let diff: u64 = want
+        .iter()
+        .zip(&rgb)
+        .map(|(a, b)| a.abs_diff(*b) as u64)
+        .sum();
+    let mean = diff as f64 / want.len() as f64;
+    assert!(
+        mean <= 1.0,
+        "the GPU preview differs from the CPU decode by {mean} levels"
+    );
+}

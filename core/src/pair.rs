@@ -76,12 +76,21 @@ pub fn dtype(name: &str) -> Result<DType> {
 
 /// The tokenizer on `backend`'s engine, with what the user should know about it. A GPU that
 /// cannot be used leaves the tokenizer on the CPU with a notice, never an error.
-fn tokenizer_on(backend: Backend, vq: crate::vq::VqModel) -> (Tokenizer, Vec<String>) {
+#[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
+fn tokenizer_on(
+    backend: Backend,
+    vq: crate::vq::VqModel,
+    shared: Option<&SharedGpu>,
+) -> (Tokenizer, Vec<String>) {
     match backend {
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(index) => {
-            let opened =
-                crate::gpu::Gpu::open(index.or_else(crate::gpu::default_hardware).unwrap_or(0));
+            let opened = match (index, shared) {
+                (None, Some(gpu)) => Ok(gpu.clone()),
+                _ => {
+                    crate::gpu::Gpu::open(index.or_else(crate::gpu::default_hardware).unwrap_or(0))
+                }
+            };
             match opened.and_then(|gpu| Ok((Tokenizer::on_gpu(vq.clone(), &gpu)?, gpu))) {
                 Ok((t, gpu)) => {
                     let a = gpu.adapter();
@@ -112,6 +121,13 @@ fn tokenizer_on(backend: Backend, vq: crate::vq::VqModel) -> (Tokenizer, Vec<Str
     }
 }
 
+/// A GPU device shared with the engine (see [`ModelPair::load_on`]).
+#[cfg(feature = "wgpu")]
+pub type SharedGpu = crate::gpu::Gpu;
+/// Without the `wgpu` feature there is no GPU to share.
+#[cfg(not(feature = "wgpu"))]
+pub type SharedGpu = std::convert::Infallible;
+
 /// A loaded transformer and tokenizer.
 pub struct ModelPair {
     pub arpg: LoadedArpg,
@@ -134,6 +150,12 @@ pub const LEGACY_TOLERANCE: f64 = 12.0;
 impl ModelPair {
     /// Loads the pair a spec names; errors name the flag or file to change.
     pub fn load(spec: &ModelSpec) -> Result<Self> {
+        Self::load_on(spec, None)
+    }
+
+    /// [`ModelPair::load`] where `wgpu` without an adapter index means `shared`, a device
+    /// someone else opened (the desktop app's renderer), when given.
+    pub fn load_on(spec: &ModelSpec, shared: Option<&SharedGpu>) -> Result<Self> {
         let backend = spec.backend()?;
         let device = backend.candle_device()?;
         let dtype = dtype(&spec.dtype)?;
@@ -162,7 +184,8 @@ impl ModelPair {
             arpg.name = format!("{} ({name})", arpg.name);
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
-        let (vq, notices) = tokenizer_on(backend, loader::load_vq(&vq_path, None, &device)?);
+        let (vq, notices) =
+            tokenizer_on(backend, loader::load_vq(&vq_path, None, &device)?, shared);
         if vq.config().codebook_size != arpg.config.vocab_size {
             return Err(Error::InvalidRequest(format!(
                 "the tokenizer has {} codes but the transformer expects {}: they do not belong \

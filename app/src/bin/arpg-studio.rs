@@ -17,7 +17,15 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Without --device the app chooses: its window's GPU when that is a hardware one.
+    let device_given = std::env::args_os().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == "--device" || a.starts_with("--device="))
+    });
+    if !device_given {
+        args.model.device = arpg_app::studio::app::AUTO_DEVICE.into();
+    }
     let options = eframe::NativeOptions {
         viewport: eframe::egui::ViewportBuilder::default()
             .with_inner_size([1200.0, 800.0])

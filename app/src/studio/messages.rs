@@ -137,7 +137,10 @@ pub enum WorkerCommand {
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub name: String,
+    /// Where the models run, for the status bar (e.g. `CPU`, or the GPU that decodes).
     pub device: String,
+    /// What the user should know about where they run (a GPU that could not be used).
+    pub notices: Vec<String>,
     pub grid: usize,
     pub patch: usize,
     pub num_classes: usize,

@@ -66,6 +66,19 @@ fn summary(index: usize, info: &wgpu::AdapterInfo) -> AdapterSummary {
     }
 }
 
+/// What [`adapters`] says of an adapter opened elsewhere (the desktop app's renderer): its index
+/// is the first listed adapter of the same name and backend (0 if none is).
+pub fn describe(info: &wgpu::AdapterInfo) -> AdapterSummary {
+    let index = enumerate()
+        .iter()
+        .position(|a| {
+            let i = a.get_info();
+            i.name == info.name && i.backend == info.backend
+        })
+        .unwrap_or(0);
+    summary(index, info)
+}
+
 /// Every adapter wgpu finds, in the order `--device wgpu:N` indexes.
 pub fn adapters() -> Vec<AdapterSummary> {
     enumerate()

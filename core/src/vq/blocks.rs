@@ -216,6 +216,7 @@ impl Conv {
 
     /// Weight `(out, in, k, k)`, bias `(out,)` and padding (stride 1 only; the decoder's
     /// convolutions), for other engines to upload.
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(crate) fn parts(&self) -> Option<(&Tensor, &Tensor, usize)> {
         (self.stride == 1).then_some(())?;
         Some((self.inner.weight(), self.inner.bias()?, self.padding))

@@ -10,6 +10,7 @@ pub use palette::Palette;
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2dConfig, VarBuilder};
+#[cfg(feature = "wgpu")]
 pub(crate) use tiles::decode_tiled;
 pub use tiles::Tiling;
 
@@ -19,6 +20,7 @@ pub(crate) use blocks::{conv, AttnBlock, Conv, Downsample, ResnetBlock, Upsample
 /// `Normalize`: GroupNorm with 32 groups, eps 1e-6. Keeps its affine weights, which other
 /// engines (the wgpu decoder) upload.
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
 pub(crate) struct Norm {
     pub(crate) weight: Tensor,
     pub(crate) bias: Tensor,

@@ -25,7 +25,7 @@ impl StudioApp {
             self.errors
                 .push("The worker stopped unexpectedly and was restarted.".into());
             let ctx = self.repaint.clone();
-            self.worker = WorkerHandle::spawn(move || ctx.request_repaint());
+            self.worker = WorkerHandle::spawn(move || ctx.request_repaint(), self.gpu.clone());
             self.running = None;
             self.queued.clear();
             let args = self.model_args.clone();
@@ -135,6 +135,9 @@ impl StudioApp {
         } else {
             "Ready".into()
         };
+        if !info.notices.is_empty() {
+            self.status.message = format!("{} · {}", self.status.message, info.notices.join("; "));
+        }
         self.status.palette = palette.is_none().then_some((0, info.codebook_size));
         self.palette = palette;
         // The open image's tokens are the previous tokenizer's codes: keep its pixels and
@@ -270,6 +273,7 @@ impl StudioApp {
                 .collect();
             if self.image.paint_decoded(&cells, &rgb) {
                 self.previews_shown += 1;
+                self.last_preview = Some((canvas, rgb));
             }
         }
     }

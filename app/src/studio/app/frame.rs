@@ -98,6 +98,8 @@ impl StudioApp {
                 ui.separator();
                 self.weights_menu(ui);
                 ui.separator();
+                self.device_menu(ui);
+                ui.separator();
                 ui.label("Official models (ImageNet 256x256, from the model hub)");
                 for o in &crate::hub::OFFICIAL[..3] {
                     self.official_model_row(ui, *o);
@@ -142,6 +144,45 @@ impl StudioApp {
     /// How the transformer's weights are held: exact f32, bf16 (half the memory, the same
     /// arithmetic on the CPU), or quantized (faster on the CPU, slightly different images).
     /// Choosing one reloads the current model with it.
+    /// Model → Device: the CPU, or the window's own GPU (by its adapter's name) for the
+    /// tokenizer's decoder, so the live preview decodes every step; the transformer stays on
+    /// the CPU. Choosing reloads the models.
+    fn device_menu(&mut self, ui: &mut egui::Ui) {
+        ui.label("Device");
+        let mut choices = vec![(
+            "cpu".to_string(),
+            "CPU".to_string(),
+            "The transformer and the tokenizer on the CPU".to_string(),
+        )];
+        if let Some(gpu) = &self.gpu {
+            let a = gpu.adapter();
+            let software = if a.software {
+                " (software renderer: slower than the CPU)"
+            } else {
+                ""
+            };
+            choices.push((
+                "wgpu".into(),
+                format!("GPU: {}{software}", a.name),
+                format!(
+                    "The tokenizer's decoder on this GPU ({}, the window's own device): the live \
+                     preview decodes the canvas at every step. The transformer stays on the CPU.",
+                    a.backend
+                ),
+            ));
+        }
+        for (device, label, hover) in choices {
+            let current = self.model_args.device == device;
+            if ui.radio(current, label).on_hover_text(hover).clicked() && !current {
+                let args = ModelSpec {
+                    device,
+                    ..self.model_args.clone()
+                };
+                self.load_models(args);
+            }
+        }
+    }
+
     fn weights_menu(&mut self, ui: &mut egui::Ui) {
         ui.label("Weights");
         // A quantized GGUF file fixes its own weights: nothing to choose.

@@ -39,6 +39,10 @@ use super::ui::status_bar::StatusBar;
 use super::ui::tools_panel::{Tool, ToolsPanel};
 use super::worker::WorkerHandle;
 
+/// The device the app chooses itself (`arpg-studio` without `--device`): the window's GPU when
+/// it is a hardware one, else the CPU.
+pub const AUTO_DEVICE: &str = "auto";
+
 /// The document on the canvas: tokens are the source of truth, pixels what is shown.
 #[derive(Clone)]
 pub struct Document {
@@ -94,6 +98,8 @@ pub struct StudioApp {
     /// Uploads handed to the paint callback and not yet applied.
     gpu_uploads: super::gpu::PendingUploads,
     has_gpu: bool,
+    /// The window's own GPU device, shared with the engine (see [`WorkerHandle::spawn`]).
+    pub(crate) gpu: Option<arpg_core::gpu::Gpu>,
     pub class_panel: ClassPanel,
     pub settings: SettingsPanel,
     pub tools: ToolsPanel,
@@ -119,6 +125,8 @@ pub struct StudioApp {
     pub regenerate_box: Option<[usize; 4]>,
     /// Live preview decodes painted on the canvas so far.
     pub previews_shown: usize,
+    /// The last live decode painted: the partial canvas it was for and its pixels.
+    pub last_preview: Option<(TokenCanvas, Vec<u8>)>,
     /// The Outpaint button under the pointer: its side, `[left, right, top, bottom]` as 0/1.
     outpaint_hover: Option<[usize; 4]>,
     /// The mask threshold and dilation the regenerated cells were last computed with.
@@ -135,10 +143,26 @@ impl StudioApp {
             }
             None => false,
         };
+        // The window's own device computes the engine's GPU work (`wgpu` in the Model menu).
+        let gpu = cc.wgpu_render_state.as_ref().map(|rs| {
+            arpg_core::gpu::Gpu::shared(
+                rs.device.clone(),
+                rs.queue.clone(),
+                arpg_core::gpu::describe(&rs.adapter.get_info()),
+            )
+        });
+        // `auto`: the window's GPU when it is a hardware one (a software renderer decodes
+        // slower than the CPU), else the CPU.
+        let mut model_args = model_args;
+        if model_args.device == AUTO_DEVICE {
+            let hardware = gpu.as_ref().is_some_and(|g| !g.adapter().software);
+            model_args.device = if hardware { "wgpu" } else { "cpu" }.into();
+        }
         let ctx = cc.egui_ctx.clone();
         let repaint = ctx.clone();
-        let worker = WorkerHandle::spawn(move || repaint.request_repaint());
+        let worker = WorkerHandle::spawn(move || repaint.request_repaint(), gpu.clone());
         let mut app = Self {
+            gpu,
             worker,
             repaint: ctx,
             model_args: model_args.clone(),
@@ -179,6 +203,7 @@ impl StudioApp {
             shown_replay: None,
             regenerate_box: None,
             previews_shown: 0,
+            last_preview: None,
             outpaint_hover: None,
             mask_selection: (f32::NAN, 0),
             gpu_uploads: Default::default(),

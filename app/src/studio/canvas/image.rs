@@ -42,6 +42,11 @@ impl CanvasImage {
         self.extent
     }
 
+    /// The RGBA8 mirror of the canvas texture, `extent.width x extent.height`.
+    pub fn rgba(&self) -> &[u8] {
+        &self.rgba
+    }
+
     /// The uploads queued since the last call (the paint callback applies them).
     pub fn take_uploads(&mut self) -> Vec<Upload> {
         std::mem::take(&mut self.uploads)

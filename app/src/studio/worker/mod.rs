@@ -29,14 +29,19 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Starts a worker; `repaint` is called after every event.
-    pub fn spawn(repaint: impl Fn() + Send + Sync + 'static) -> Self {
+    /// Starts the worker. `gpu`: the window's own device, which `wgpu` (no adapter index) in a
+    /// [`ModelSpec`](arpg_core::pair::ModelSpec) means.
+    pub fn spawn(
+        repaint: impl Fn() + Send + Sync + 'static,
+        gpu: Option<arpg_core::gpu::Gpu>,
+    ) -> Self {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(16);
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(64);
         let cancel = Arc::new(AtomicBool::new(false));
         let c = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("arpg-worker".into())
-            .spawn(move || Worker::new(ev_tx, c, Arc::new(repaint)).run(cmd_rx))
+            .spawn(move || Worker::new(ev_tx, c, Arc::new(repaint), gpu).run(cmd_rx))
             .ok();
         Self {
             commands: cmd_tx,
@@ -82,6 +87,8 @@ struct Worker {
     /// The last generate job that stopped early or is forkable: (id, state).
     last: Option<(u64, Generation, Job)>,
     pending: Option<WorkerEvent>,
+    /// The window's own GPU device (see [`WorkerHandle::spawn`]).
+    gpu: Option<arpg_core::gpu::Gpu>,
 }
 
 impl Worker {
@@ -89,8 +96,10 @@ impl Worker {
         events: Sender<WorkerEvent>,
         cancel: Arc<AtomicBool>,
         repaint: Arc<dyn Fn() + Send + Sync>,
+        gpu: Option<arpg_core::gpu::Gpu>,
     ) -> Self {
         Self {
+            gpu,
             events,
             cancel,
             repaint,
@@ -127,6 +136,10 @@ impl Worker {
             };
             if let Some(e) = err {
                 self.emit(WorkerEvent::Error(e));
+            }
+            // A GPU fault on this command or a live preview: said once; the CPU took over.
+            if let Some(fault) = self.models.as_ref().and_then(|m| m.vq.take_fault()) {
+                self.emit(WorkerEvent::Error(fault));
             }
         }
     }
@@ -194,7 +207,7 @@ impl Worker {
             WorkerCommand::LoadModels(args) => {
                 // A palette still being computed for the previous tokenizer stops.
                 self.palette = None;
-                let models = ModelPair::load(&args)?;
+                let models = ModelPair::load_on(&args, self.gpu.as_ref())?;
                 let palette = crate::studio::palette::on_load(models.vq.model())?.map(Arc::new);
                 if palette.is_none() {
                     self.palette = Some(crate::studio::palette::PaletteThread::spawn(
@@ -206,7 +219,8 @@ impl Worker {
                 }
                 let info = ModelInfo {
                     name: models.arpg.name.clone(),
-                    device: args.device.clone(),
+                    device: device_line(&args.device, &models),
+                    notices: models.notices.clone(),
                     grid: models.grid(),
                     patch: models.patch(),
                     num_classes: models.arpg.config.num_classes,
@@ -312,5 +326,18 @@ impl Worker {
             WorkerCommand::Shutdown => {}
         }
         Ok(())
+    }
+}
+
+/// The status bar's device: where the transformer runs and, when it is elsewhere, where the
+/// tokenizer decodes.
+fn device_line(asked: &str, models: &ModelPair) -> String {
+    let decoder = models.vq.decoder_device();
+    match arpg_core::Backend::parse(asked) {
+        Ok(arpg_core::Backend::Wgpu(_)) if decoder != "CPU" => {
+            format!("{decoder} (decoder) · CPU (transformer)")
+        }
+        Ok(arpg_core::Backend::Cpu) | Ok(arpg_core::Backend::Wgpu(_)) => "CPU".into(),
+        _ => asked.to_string(),
     }
 }
