@@ -32,6 +32,7 @@ fn main() -> std::process::ExitCode {
             .with_maximized(true)
             .with_title("ARPG Studio"),
         renderer: eframe::Renderer::Wgpu,
+        wgpu_options: wgpu_options(),
         ..Default::default()
     };
     // With no checkpoint given, the last model that loaded (if its files are still there).
@@ -71,6 +72,27 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// eframe's device, asking for the largest storage buffers the adapter allows: the tokenizer's
+/// decoder shares this device, and its tile grows with them (eframe's own limits otherwise).
+fn wgpu_options() -> eframe::egui_wgpu::WgpuConfiguration {
+    use eframe::egui_wgpu::{wgpu, WgpuConfiguration, WgpuSetup};
+    let mut options = WgpuConfiguration::default();
+    if let WgpuSetup::CreateNew(create) = &mut options.wgpu_setup {
+        let eframe_default = create.device_descriptor.clone();
+        create.device_descriptor = std::sync::Arc::new(move |adapter: &wgpu::Adapter| {
+            let mut desc = eframe_default(adapter);
+            let best = adapter.limits();
+            if adapter.get_info().backend != wgpu::Backend::Gl {
+                desc.required_limits.max_storage_buffer_binding_size =
+                    best.max_storage_buffer_binding_size;
+                desc.required_limits.max_buffer_size = best.max_buffer_size;
+            }
+            desc
+        });
+    }
+    options
 }
 
 /// `$XDG_CONFIG_HOME/arpg-studio/last_model.json` (or under `~/.config`).

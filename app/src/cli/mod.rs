@@ -253,7 +253,8 @@ enum Command {
         /// Images per batch (with --model).
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// cpu, cuda[:N] or metal[:N] (with --model).
+        /// cpu, cuda[:N] or metal[:N] (with --model); with --model vq-16, cpu or wgpu[:N] (the
+        /// decoder on that GPU, its set-up untimed).
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Quantized linear layers: q8_0 or q4k (with --model; candle's quantized matmul).
