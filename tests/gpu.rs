@@ -6,6 +6,8 @@
 #[path = "common/cli.rs"]
 mod cli;
 mod common;
+#[path = "common/texture.rs"]
+mod texture;
 
 use arpg_core::gpu::{self, Gpu};
 use arpg_core::reference::{check_reference, WeightFormat};
@@ -207,4 +209,67 @@ fn a_missing_adapter_falls_back_to_the_cpu_with_a_note() {
     assert!(Backend::parse("wgpu:x").is_err());
     // Asking for the decoder on an adapter that does not exist is an error, not a fallback.
     assert!(Gpu::open(99).is_err());
+}
+
+/// The live preview's path: the decode written into the marked cells of an RGBA8 storage
+/// texture with nothing read back, equal to the CPU decode there and untouched elsewhere.
+#[test]
+fn a_decode_written_into_a_texture_matches_the_cpu_in_the_marked_cells() {
+    let vq = arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &Device::Cpu)
+        .expect("shipped tokenizer");
+    let gpu = Gpu::open(lavapipe()).expect("lavapipe opens");
+    let (rows, cols) = (8, 10);
+    let p = vq.config().downsample();
+    let tokens = random_tokens(rows * cols, vq.config().codebook_size, 11);
+    let cells: Vec<bool> = (0..rows * cols).map(|i| i % 3 != 0).collect();
+    let want = Tokenizer::from(vq.clone())
+        .decode_rgb8(&tokens, rows, cols)
+        .expect("cpu decode");
+    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: None,
+        size: wgpu::Extent3d {
+            width: (cols * p) as u32,
+            height: (rows * p) as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_SRC,
+        view_formats: &[],
+    });
+    let tokenizer = Tokenizer::on_gpu(vq, &gpu).expect("builds");
+    let done = tokenizer
+        .decode_to_texture(&tokens, rows, cols, &cells, &texture, &gpu)
+        .expect("written");
+    assert!(done, "the decoder is on this device and the canvas fits");
+    let got = texture::read_rgba(&gpu, &texture);
+    let w = cols * p;
+    let (mut diff, mut n) = (0u64, 0u64);
+    for y in 0..rows * p {
+        for x in 0..w {
+            let cell = (y / p) * cols + x / p;
+            let t = &got[(y * w + x) * 4..(y * w + x) * 4 + 4];
+            if cells[cell] {
+                for k in 0..3 {
+                    diff += t[k].abs_diff(want[(y * w + x) * 3 + k]) as u64;
+                    n += 1;
+                }
+                assert_eq!(t[3], 255);
+            } else {
+                assert_eq!(t, &[0, 0, 0, 0], "an unmarked cell was written");
+            }
+        }
+    }
+    let mean = diff as f64 / n as f64;
+    assert!(
+        mean <= 1.0,
+        "mean difference {mean} levels in the written cells"
+    );
+    // Another device's texture is not written (the caller decodes on the host instead).
+    let other = Gpu::open(lavapipe()).expect("a second device");
+    assert!(!tokenizer
+        .decode_to_texture(&tokens, rows, cols, &cells, &texture, &other)
+        .expect("not an error"));
 }

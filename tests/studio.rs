@@ -3,6 +3,8 @@
 
 mod common;
 mod hub_server;
+#[path = "common/texture.rs"]
+mod texture;
 
 use std::time::{Duration, Instant};
 
@@ -1177,12 +1179,14 @@ fn a_vq16_shaped_tokenizer_generates_before_its_palette_exists() {
 }
 
 /// The tokenizer's decoder on the window's own GPU (lavapipe here): the status bar names it,
-/// the live preview paints the decoded partial canvas at every step, and what it paints is the
-/// CPU decode of the same partial grid.
+/// the live preview writes the decoded partial canvas straight into the canvas texture at every
+/// step (nothing read back), and what the texture holds then is the CPU decode of the same
+/// partial grid.
 #[test]
 fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
     use arpg_app::studio::ui::tools_panel::LivePreview;
     let mut h = harness();
+    assert!(h.state().gpu.is_some(), "the harness renders with wgpu");
     h.state_mut().load_models(ModelSpec {
         device: "wgpu".into(),
         ..ModelSpec::shipped()
@@ -1192,31 +1196,38 @@ fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
             .as_ref()
             .is_some_and(|m| m.device.contains("llvmpipe"))
     });
+    assert!(h.state().model.as_ref().is_some_and(|m| m.gpu_preview));
     assert!(
         h.state().status.device.contains("(decoder)"),
         "{}",
         h.state().status.device
     );
-    let steps = 6;
+    let steps = 4;
     let app = h.state_mut();
     app.tools.live_preview = LivePreview::Decoded;
     app.settings.settings.steps = steps;
     app.settings.settings.settle = 0;
     app.settings.settings.polish = 0;
-    app.settings.step_delay_ms = 300;
+    // Long enough to read the texture between two previews.
+    app.settings.step_delay_ms = 1500;
     let before = app.history.items.len();
     h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::Enter);
-    wait(&mut h, "the generation", |app| {
-        app.history.items.len() > before && !app.is_running()
-    });
+    // Painted frames size the canvas texture; the previews write into it.
+    let start = Instant::now();
+    while h.state().gpu_previews < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no GPU preview; errors: {:?}",
+            h.state().errors
+        );
+        h.step();
+        h.render().expect("render");
+    }
     let app = h.state();
-    assert!(app.errors.is_empty(), "{:?}", app.errors);
-    assert!(
-        app.previews_shown + 1 >= steps,
-        "{} live decodes painted for {steps} steps",
-        app.previews_shown
-    );
-    let (canvas, rgb) = app.last_preview.clone().expect("a live decode was painted");
+    let canvas = app.last_gpu_preview.clone().expect("a GPU preview");
+    let gpu = app.gpu.clone().expect("the window's GPU");
+    let texture = app.gpu_canvas.texture().expect("the canvas texture");
+    let got = texture::read_rgba(&gpu, &texture);
     let cpu = arpg_core::Tokenizer::from(
         arpg_core::loader::load_vq(
             arpg_core::shipped::vq_path(),
@@ -1229,14 +1240,38 @@ fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
     let want = cpu
         .decode_rgb8(&full.tokens().expect("filled"), full.rows, full.cols)
         .expect("cpu decode");
-    let diff: u64 = want
-        .iter()
-        .zip(&rgb)
-        .map(|(a, b)| a.abs_diff(*b) as u64)
-        .sum();
-    let mean = diff as f64 / want.len() as f64;
+    let p = h.state().model.as_ref().map_or(4, |m| m.patch);
+    let w = canvas.cols * p;
+    assert_eq!(
+        got.len(),
+        w * canvas.rows * p * 4,
+        "texture of the canvas size"
+    );
+    let (mut diff, mut n) = (0u64, 0u64);
+    for y in 0..canvas.rows * p {
+        for x in 0..w {
+            if canvas.cells[(y / p) * canvas.cols + x / p].is_some() {
+                for k in 0..3 {
+                    diff += got[(y * w + x) * 4 + k].abs_diff(want[(y * w + x) * 3 + k]) as u64;
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert!(n > 0);
+    let mean = diff as f64 / n as f64;
     assert!(
         mean <= 1.0,
-        "the GPU preview differs from the CPU decode by {mean} levels"
+        "the texture differs from the CPU decode by {mean} levels"
+    );
+    wait(&mut h, "the generation", |app| {
+        app.history.items.len() > before && !app.is_running()
+    });
+    let app = h.state();
+    assert!(app.errors.is_empty(), "{:?}", app.errors);
+    assert!(
+        app.gpu_previews + 1 >= steps,
+        "{} GPU previews for {steps} steps",
+        app.gpu_previews
     );
 }

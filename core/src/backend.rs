@@ -400,6 +400,19 @@ impl Tokenizer {
         })
     }
 
+    /// Whether this tokenizer decodes on `on` (and has not fallen back to the CPU).
+    #[cfg(feature = "wgpu")]
+    pub fn decodes_on(&self, on: &crate::gpu::Gpu) -> bool {
+        match self {
+            Self::Wgpu { gpu, .. } => gpu.lock().is_ok_and(|g| {
+                g.decoder
+                    .as_ref()
+                    .is_some_and(|d: &crate::gpu::vq_decoder::VqDecoder| d.is_on(on))
+            }),
+            _ => false,
+        }
+    }
+
     /// Where decoding runs, for status lines: `CPU` or the GPU adapter's name.
     pub fn decoder_device(&self) -> String {
         match self {
@@ -512,6 +525,31 @@ impl Tokenizer {
         Ok(self
             .model()
             .decode_rgb8(tokens, rows, cols, Tiling::default())?)
+    }
+
+    /// Decodes `tokens` (`rows x cols`) on the GPU straight into the cells `cells` marks of
+    /// `texture` (see [`crate::gpu::vq_decoder::VqDecoder::decode_to_texture`]), when this
+    /// tokenizer decodes on `gpu` and the canvas fits one pass. `Ok(false)`: not done (decode
+    /// on the host instead). A GPU fault stops the GPU decoder as in
+    /// [`Tokenizer::decode_rgb8`].
+    #[cfg(feature = "wgpu")]
+    pub fn decode_to_texture(
+        &self,
+        tokens: &[u32],
+        rows: usize,
+        cols: usize,
+        cells: &[bool],
+        texture: &wgpu::Texture,
+        gpu: &crate::gpu::Gpu,
+    ) -> Result<bool> {
+        let done = self.with_gpu(|d| {
+            if !d.is_on(gpu) || rows > d.max_tile() || cols > d.max_tile() {
+                return Ok(false);
+            }
+            d.decode_to_texture(tokens, rows, cols, cells, texture)?;
+            Ok(true)
+        })?;
+        Ok(done == Some(true))
     }
 
     /// RGB8 pixels `width x height` (whole tokens) → tokens in raster order; large images in

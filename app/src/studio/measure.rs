@@ -43,7 +43,7 @@ fn next(h: &WorkerHandle, deadline: Instant) -> Result<WorkerEvent> {
 /// the same run directly.
 pub fn measure(spec: ModelSpec, steps: usize) -> Result<AppTimes> {
     let deadline = Instant::now() + Duration::from_secs(3600);
-    let h = WorkerHandle::spawn(|| {}, None);
+    let h = WorkerHandle::spawn(|| {}, None, Default::default());
     let t = Instant::now();
     h.send(WorkerCommand::LoadModels(spec.clone()))
         .map_err(anyhow::Error::msg)?;

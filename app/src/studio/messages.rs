@@ -141,6 +141,9 @@ pub struct ModelInfo {
     pub device: String,
     /// What the user should know about where they run (a GPU that could not be used).
     pub notices: Vec<String>,
+    /// The tokenizer decodes on the window's own GPU: live previews are written into the canvas
+    /// texture there (per-code tiles are not painted meanwhile).
+    pub gpu_preview: bool,
     pub grid: usize,
     pub patch: usize,
     pub num_classes: usize,
@@ -196,6 +199,13 @@ pub enum WorkerEvent {
         id: u64,
         canvas: TokenCanvas,
         rgb: Vec<u8>,
+    },
+    /// A live decode of the run's partial canvas written straight into the canvas texture's
+    /// cells the run decided (on the window's GPU; nothing read back). `canvas`: the cells it
+    /// had.
+    PreviewOnGpu {
+        id: u64,
+        canvas: TokenCanvas,
     },
     Finished(RunFinished),
     ImageOpened(ImageOpened),

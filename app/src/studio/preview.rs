@@ -3,6 +3,11 @@
 //! [`TokenCanvas::filled_nearest`]) while the worker goes on sampling, so decided cells show
 //! their colours in context instead of a per-code tile. Requests never queue: a new one
 //! replaces the one not started yet, so the preview lags by at most one decode.
+//!
+//! When the tokenizer decodes on the window's own GPU, the decode is written straight into the
+//! canvas texture's cells that the run decided ([`GpuCanvas`]): nothing is read back, and
+//! [`WorkerEvent::PreviewOnGpu`] only says it happened. Otherwise (the CPU, another GPU, a
+//! canvas wider than one GPU pass) the pixels come back in [`WorkerEvent::Preview`].
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -10,13 +15,24 @@ use arpg_core::canvas::TokenCanvas;
 use arpg_core::Tokenizer;
 use crossbeam_channel::Sender;
 
+use super::gpu::GpuCanvas;
 use super::messages::WorkerEvent;
+
+/// One decode to do: the run, its partial canvas, and which cells the run decides.
+type Request = (u64, TokenCanvas, Arc<Vec<bool>>);
 
 /// The request slot: the newest canvas to decode, and whether the decoder should stop.
 #[derive(Default)]
 struct Slot {
-    next: Option<(u64, TokenCanvas)>,
+    next: Option<Request>,
     closed: bool,
+}
+
+/// Where the live preview may write on the GPU: the canvas texture and its device.
+#[derive(Clone)]
+pub struct GpuTarget {
+    pub canvas: GpuCanvas,
+    pub device: arpg_core::gpu::Gpu,
 }
 
 pub struct PreviewDecoder {
@@ -33,6 +49,7 @@ impl PreviewDecoder {
         grid: usize,
         events: Sender<WorkerEvent>,
         repaint: Arc<dyn Fn() + Send + Sync>,
+        target: Option<GpuTarget>,
     ) -> Self {
         let slot = Arc::new((Mutex::new(Slot::default()), Condvar::new()));
         let theirs = slot.clone();
@@ -53,11 +70,34 @@ impl PreviewDecoder {
                         repaint();
                     }
                 }
-                while let Some((id, canvas)) = next_request(&theirs) {
+                while let Some((id, canvas, to_decide)) = next_request(&theirs) {
                     let Some(full) = canvas.filled_nearest() else {
                         continue;
                     };
                     let Ok(tokens) = full.tokens() else { continue };
+                    if let Some(t) = &target {
+                        let cells: Vec<bool> = (0..canvas.cells.len())
+                            .map(|i| to_decide.get(i) == Some(&true) && canvas.cells[i].is_some())
+                            .collect();
+                        let written = t.canvas.texture().is_some_and(|texture| {
+                            matches!(
+                                vq.decode_to_texture(
+                                    &tokens, full.rows, full.cols, &cells, &texture, &t.device,
+                                ),
+                                Ok(true)
+                            )
+                        });
+                        if written {
+                            if events
+                                .send(WorkerEvent::PreviewOnGpu { id, canvas })
+                                .is_err()
+                            {
+                                break;
+                            }
+                            repaint();
+                            continue;
+                        }
+                    }
                     // A failed preview only leaves the tiles in place; the final decode reports.
                     if let Ok(rgb) = vq.decode_rgb8(&tokens, full.rows, full.cols) {
                         if events
@@ -86,11 +126,11 @@ impl PreviewDecoder {
 
     /// Asks for a decode of `canvas` (the run `id`'s cells so far), replacing any request not
     /// started yet.
-    pub fn submit(&self, id: u64, canvas: TokenCanvas) {
+    pub fn submit(&self, id: u64, canvas: TokenCanvas, to_decide: Arc<Vec<bool>>) {
         let (lock, wake) = &*self.slot;
         if let Ok(mut s) = lock.lock() {
             if !s.closed {
-                s.next = Some((id, canvas));
+                s.next = Some((id, canvas, to_decide));
                 wake.notify_one();
             }
         }
@@ -109,7 +149,7 @@ impl Drop for PreviewDecoder {
 }
 
 /// Waits for the next request; `None` once the decoder is closed.
-fn next_request(slot: &(Mutex<Slot>, Condvar)) -> Option<(u64, TokenCanvas)> {
+fn next_request(slot: &(Mutex<Slot>, Condvar)) -> Option<Request> {
     let (lock, wake) = slot;
     let mut s = lock.lock().ok()?;
     loop {

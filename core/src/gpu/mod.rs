@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 pub mod vq_decoder;
 
 /// Every compute shader of the engine, `(name, source)`, as its owning module builds it.
-pub const SHADERS: [(&str, &str); 4] = [
+pub const SHADERS: [(&str, &str); 5] = [
     ("vq_conv", include_str!("../../../shaders/vq_conv.wgsl")),
     (
         "vq_group_norm",
@@ -30,6 +30,10 @@ pub const SHADERS: [(&str, &str); 4] = [
         include_str!("../../../shaders/vq_attention.wgsl"),
     ),
     ("vq_lookup", include_str!("../../../shaders/vq_lookup.wgsl")),
+    (
+        "vq_to_texture",
+        include_str!("../../../shaders/vq_to_texture.wgsl"),
+    ),
 ];
 
 /// What `arpg info --devices` shows of one adapter.
@@ -104,6 +108,9 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     info: AdapterSummary,
     lost: Arc<AtomicBool>,
+    /// Which device this is: wgpu's handles compare equal across instances, so clones of one
+    /// `Gpu` share this number and nothing else does.
+    id: u64,
 }
 
 impl std::fmt::Debug for Gpu {
@@ -148,12 +155,19 @@ impl Gpu {
         let lost = Arc::new(AtomicBool::new(false));
         let flag = lost.clone();
         device.set_device_lost_callback(move |_, _| flag.store(true, Ordering::SeqCst));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             device,
             queue,
             info,
             lost,
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Whether `other` is this device (a clone of this `Gpu`).
+    pub fn same_device(&self, other: &Gpu) -> bool {
+        self.id == other.id
     }
 
     /// The adapter this device belongs to.

@@ -35,15 +35,17 @@ enum Pipe {
     Scores,
     Softmax,
     Weighted,
+    ToTexture,
 }
 
-const PIPES: [(Pipe, &str, &str); 6] = [
+const PIPES: [(Pipe, &str, &str); 7] = [
     (Pipe::Conv, "vq_conv", "main"),
     (Pipe::Norm, "vq_group_norm", "main"),
     (Pipe::Lookup, "vq_lookup", "main"),
     (Pipe::Scores, "vq_attention", "scores"),
     (Pipe::Softmax, "vq_attention", "softmax"),
     (Pipe::Weighted, "vq_attention", "weighted"),
+    (Pipe::ToTexture, "vq_to_texture", "main"),
 ];
 
 /// A buffer an op binds: an activation slot, an uploaded weight, or a fixed buffer.
@@ -116,6 +118,11 @@ pub struct VqDecoder {
     rows_per_block: usize,
     codebook_size: usize,
     patch: usize,
+    /// [`VqDecoder::decode_to_texture`]'s cell mask and parameters, and its bind group for the
+    /// last texture written (rebuilt when the texture changes).
+    cells: wgpu::Buffer,
+    texture_params: wgpu::Buffer,
+    texture_bind: std::sync::Mutex<Option<(wgpu::Texture, wgpu::BindGroup)>>,
 }
 
 impl std::fmt::Debug for VqDecoder {
@@ -434,7 +441,22 @@ impl VqDecoder {
             Some((_, Buf::Slot(s))) => *s,
             _ => return Err(Error::Internal("the decoder ends without an output".into())),
         };
+        let cells = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("vq preview cells"),
+            size: (n_max * 4) as u64,
+            usage: storage,
+            mapped_at_creation: false,
+        });
+        let texture_params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("vq preview parameters"),
+            size: 16,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
         Ok(Self {
+            cells,
+            texture_params,
+            texture_bind: std::sync::Mutex::new(None),
             gpu: gpu.clone(),
             pipelines,
             ops,
@@ -593,58 +615,13 @@ impl VqDecoder {
 
     /// [`VqDecoder::decode_rgb8`] before the conversion: the decoder's output `[3][H][W]`, f32.
     pub fn decode_planes(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<Vec<f32>> {
-        if tokens.len() != rows * cols || rows == 0 || cols == 0 {
-            return Err(Error::InvalidRequest(format!(
-                "{} tokens do not fill a {rows}x{cols} grid",
-                tokens.len()
-            )));
-        }
-        if rows > self.max_tile || cols > self.max_tile {
-            return Err(Error::Internal(format!(
-                "a {rows}x{cols} tile is above the GPU decoder's {0}x{0}",
-                self.max_tile
-            )));
-        }
-        if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.codebook_size) {
-            return Err(Error::InvalidRequest(format!(
-                "token {t} is outside the codebook (0..{})",
-                self.codebook_size
-            )));
-        }
+        self.check(tokens, rows, cols)?;
         let (h, w) = (rows * self.patch, cols * self.patch);
         let bytes = (3 * h * w * 4) as u64;
-        let values = self.gpu.scoped("decoding", || {
-            let queue = &self.gpu.queue;
-            queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
-            let mut encoder =
-                self.gpu
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("vq decode"),
-                    });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("vq decode"),
-                    timestamp_writes: None,
-                });
-                for op in &self.ops {
-                    let Some((params, groups)) = self.params(op.kind, rows, cols) else {
-                        continue;
-                    };
-                    queue.write_buffer(&op.params, 0, bytemuck::cast_slice(&params));
-                    let pipeline = &self
-                        .pipelines
-                        .iter()
-                        .find(|(p, _)| *p == op.pipe)
-                        .ok_or_else(|| Error::Internal("a pipeline is missing".into()))?
-                        .1;
-                    pass.set_pipeline(pipeline);
-                    pass.set_bind_group(0, &op.bind, &[]);
-                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-                }
-            }
+        self.gpu.scoped("decoding", || {
+            let mut encoder = self.record(tokens, rows, cols)?;
             encoder.copy_buffer_to_buffer(&self.slots[self.out_slot], 0, &self.staging, 0, bytes);
-            queue.submit([encoder.finish()]);
+            self.gpu.queue.submit([encoder.finish()]);
             let slice = self.staging.slice(..bytes);
             let (tx, rx) = std::sync::mpsc::channel();
             slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -664,7 +641,155 @@ impl VqDecoder {
             drop(view);
             self.staging.unmap();
             Ok(values)
-        })?;
-        Ok(values)
+        })
+    }
+
+    /// Decodes and writes the pixels of the cells `cells` marks (`rows x cols`, raster order)
+    /// into `texture` (RGBA8 unorm with storage binding, on this decoder's device, at least the
+    /// decoded size) with the conversion of [`crate::vq::rgb8_from_planes`]: one command buffer,
+    /// nothing read back. Returns when the GPU has run it.
+    pub fn decode_to_texture(
+        &self,
+        tokens: &[u32],
+        rows: usize,
+        cols: usize,
+        cells: &[bool],
+        texture: &wgpu::Texture,
+    ) -> Result<()> {
+        self.check(tokens, rows, cols)?;
+        let (h, w) = (rows * self.patch, cols * self.patch);
+        let size = texture.size();
+        if cells.len() != rows * cols
+            || (size.width as usize) < w
+            || (size.height as usize) < h
+            || texture.format() != wgpu::TextureFormat::Rgba8Unorm
+            || !texture
+                .usage()
+                .contains(wgpu::TextureUsages::STORAGE_BINDING)
+        {
+            return Err(Error::InvalidRequest(
+                "the texture does not fit this decode (RGBA8 storage of the decoded size)".into(),
+            ));
+        }
+        self.gpu.scoped("writing the preview", || {
+            let mask: Vec<u32> = cells.iter().map(|&c| u32::from(c)).collect();
+            let queue = &self.gpu.queue;
+            queue.write_buffer(&self.cells, 0, bytemuck::cast_slice(&mask));
+            let params = [h as u32, w as u32, cols as u32, self.patch as u32];
+            queue.write_buffer(&self.texture_params, 0, bytemuck::cast_slice(&params));
+            let mut encoder = self.record(tokens, rows, cols)?;
+            {
+                let mut bound = self
+                    .texture_bind
+                    .lock()
+                    .map_err(|_| Error::Internal("the preview bind group lock".into()))?;
+                if bound.as_ref().is_none_or(|(t, _)| t != texture) {
+                    let view = texture.create_view(&Default::default());
+                    let bind = self
+                        .gpu
+                        .device
+                        .create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("vq preview"),
+                            layout: &self.pipeline(Pipe::ToTexture)?.get_bind_group_layout(0),
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: self.texture_params.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: self.slots[self.out_slot].as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 2,
+                                    resource: self.cells.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 3,
+                                    resource: wgpu::BindingResource::TextureView(&view),
+                                },
+                            ],
+                        });
+                    *bound = Some((texture.clone(), bind));
+                }
+                let bind = &bound
+                    .as_ref()
+                    .ok_or_else(|| Error::Internal("no preview bind group".into()))?
+                    .1;
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("vq preview"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(self.pipeline(Pipe::ToTexture)?);
+                pass.set_bind_group(0, bind, &[]);
+                pass.dispatch_workgroups(w.div_ceil(8) as u32, h.div_ceil(8) as u32, 1);
+            }
+            queue.submit([encoder.finish()]);
+            self.gpu.wait()
+        })
+    }
+
+    fn pipeline(&self, pipe: Pipe) -> Result<&wgpu::ComputePipeline> {
+        self.pipelines
+            .iter()
+            .find(|(p, _)| *p == pipe)
+            .map(|(_, p)| p)
+            .ok_or_else(|| Error::Internal("a pipeline is missing".into()))
+    }
+
+    /// Whether `gpu` is the device this decoder computes on.
+    pub fn is_on(&self, gpu: &Gpu) -> bool {
+        self.gpu.same_device(gpu)
+    }
+
+    fn check(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<()> {
+        if tokens.len() != rows * cols || rows == 0 || cols == 0 {
+            return Err(Error::InvalidRequest(format!(
+                "{} tokens do not fill a {rows}x{cols} grid",
+                tokens.len()
+            )));
+        }
+        if rows > self.max_tile || cols > self.max_tile {
+            return Err(Error::Internal(format!(
+                "a {rows}x{cols} tile is above the GPU decoder's {0}x{0}",
+                self.max_tile
+            )));
+        }
+        if let Some(t) = tokens.iter().find(|&&t| t as usize >= self.codebook_size) {
+            return Err(Error::InvalidRequest(format!(
+                "token {t} is outside the codebook (0..{})",
+                self.codebook_size
+            )));
+        }
+        Ok(())
+    }
+
+    /// A command encoder holding the decode of `tokens` (one compute pass; each dispatch's
+    /// parameters written to the queue), its output in the output slot.
+    fn record(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<wgpu::CommandEncoder> {
+        let queue = &self.gpu.queue;
+        queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
+        let mut encoder = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("vq decode"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("vq decode"),
+                timestamp_writes: None,
+            });
+            for op in &self.ops {
+                let Some((params, groups)) = self.params(op.kind, rows, cols) else {
+                    continue;
+                };
+                queue.write_buffer(&op.params, 0, bytemuck::cast_slice(&params));
+                pass.set_pipeline(self.pipeline(op.pipe)?);
+                pass.set_bind_group(0, &op.bind, &[]);
+                pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+            }
+        }
+        Ok(encoder)
     }
 }

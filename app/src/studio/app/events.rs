@@ -25,7 +25,11 @@ impl StudioApp {
             self.errors
                 .push("The worker stopped unexpectedly and was restarted.".into());
             let ctx = self.repaint.clone();
-            self.worker = WorkerHandle::spawn(move || ctx.request_repaint(), self.gpu.clone());
+            self.worker = WorkerHandle::spawn(
+                move || ctx.request_repaint(),
+                self.gpu.clone(),
+                self.gpu_canvas.clone(),
+            );
             self.running = None;
             self.queued.clear();
             let args = self.model_args.clone();
@@ -78,6 +82,14 @@ impl StudioApp {
             WorkerEvent::Step(ev) => self.on_step(ev),
             WorkerEvent::DecodeTimed { ms } => self.on_decode_timed(ms),
             WorkerEvent::Preview { id, canvas, rgb } => self.on_preview(id, canvas, rgb),
+            WorkerEvent::PreviewOnGpu { id, canvas } => {
+                // Already in the texture; the CPU mirror catches up when the run finishes.
+                if self.running.as_ref().is_some_and(|r| r.id == id) {
+                    self.previews_shown += 1;
+                    self.gpu_previews += 1;
+                    self.last_gpu_preview = Some(canvas);
+                }
+            }
             WorkerEvent::Finished(ev) => self.on_finished(ev),
             WorkerEvent::ImageOpened(ev) => self.on_image_opened(ev),
             WorkerEvent::Error(e) => self.on_error(e),
@@ -219,6 +231,9 @@ impl StudioApp {
             elapsed,
         } = ev;
         if self.running.as_ref().is_some_and(|r| r.id == id) {
+            // The window's GPU writes each step's decode into the texture: no tiles meanwhile.
+            let gpu_paints =
+                self.live_decode() && self.model.as_ref().is_some_and(|m| m.gpu_preview);
             let previous: Vec<(usize, usize)> = self
                 .running
                 .as_ref()
@@ -232,7 +247,7 @@ impl StudioApp {
                     let cols = run.canvas.cols;
                     run.canvas.cells[d.row * cols + d.col] = Some(d.token);
                 }
-                if let Some(palette) = &self.palette {
+                if let Some(palette) = self.palette.as_ref().filter(|_| !gpu_paints) {
                     self.image.paint_cell(d.row, d.col, d.token, palette);
                 }
             }

@@ -30,7 +30,7 @@ use super::canvas::mask::MaskDocument;
 use super::canvas::priority::PriorityMap;
 use super::canvas::view::CanvasView;
 use super::commands::UiCommand;
-use super::gpu::CanvasResources;
+use super::gpu::{CanvasResources, GpuCanvas};
 use super::messages::{Job, JobKind, ModelInfo, RunKind, WorkerCommand};
 use super::ui::class_panel::ClassPanel;
 use super::ui::history_panel::HistoryPanel;
@@ -99,7 +99,13 @@ pub struct StudioApp {
     gpu_uploads: super::gpu::PendingUploads,
     has_gpu: bool,
     /// The window's own GPU device, shared with the engine (see [`WorkerHandle::spawn`]).
-    pub(crate) gpu: Option<arpg_core::gpu::Gpu>,
+    pub gpu: Option<arpg_core::gpu::Gpu>,
+    /// The canvas texture the live preview writes on that device (see [`GpuCanvas`]).
+    pub gpu_canvas: GpuCanvas,
+    /// Live decodes written straight into the canvas texture, and the partial canvas of the
+    /// last one.
+    pub gpu_previews: usize,
+    pub last_gpu_preview: Option<TokenCanvas>,
     pub class_panel: ClassPanel,
     pub settings: SettingsPanel,
     pub tools: ToolsPanel,
@@ -136,9 +142,10 @@ pub struct StudioApp {
 impl StudioApp {
     /// Creates the app and asks the worker to load `model_args` (the shipped model by default).
     pub fn new(cc: &eframe::CreationContext<'_>, model_args: ModelSpec) -> Self {
+        let gpu_canvas = GpuCanvas::default();
         let has_gpu = match cc.wgpu_render_state.as_ref() {
             Some(rs) => {
-                CanvasResources::install(rs);
+                CanvasResources::install(rs, &gpu_canvas);
                 true
             }
             None => false,
@@ -160,9 +167,16 @@ impl StudioApp {
         }
         let ctx = cc.egui_ctx.clone();
         let repaint = ctx.clone();
-        let worker = WorkerHandle::spawn(move || repaint.request_repaint(), gpu.clone());
+        let worker = WorkerHandle::spawn(
+            move || repaint.request_repaint(),
+            gpu.clone(),
+            gpu_canvas.clone(),
+        );
         let mut app = Self {
             gpu,
+            gpu_canvas,
+            gpu_previews: 0,
+            last_gpu_preview: None,
             worker,
             repaint: ctx,
             model_args: model_args.clone(),

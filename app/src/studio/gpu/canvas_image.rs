@@ -13,11 +13,13 @@ pub(crate) fn pass(
     format: wgpu::TextureFormat,
     uniform: &wgpu::Buffer,
     extent: Extent,
+    storage: bool,
 ) -> QuadPass {
     let image = TextureSpec {
         label: "canvas image",
         format: wgpu::TextureFormat::Rgba8Unorm,
         per_cell: false,
+        storage,
     };
     QuadPass::new(
         device,

@@ -18,6 +18,7 @@ pub(crate) fn pass(
         label: "cell state",
         format: wgpu::TextureFormat::Rgba8Unorm,
         per_cell: true,
+        storage: false,
     };
     QuadPass::new(
         device,

@@ -19,11 +19,13 @@ pub(crate) fn pass(
             label: "mask pixels",
             format: wgpu::TextureFormat::R8Unorm,
             per_cell: false,
+            storage: false,
         },
         TextureSpec {
             label: "mask cells",
             format: wgpu::TextureFormat::R8Unorm,
             per_cell: true,
+            storage: false,
         },
     ];
     QuadPass::new(

@@ -97,7 +97,12 @@ pub(crate) fn texture(
     w: u32,
     h: u32,
     format: wgpu::TextureFormat,
+    storage: bool,
 ) -> wgpu::Texture {
+    let mut usage = wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST;
+    if storage {
+        usage |= wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_SRC;
+    }
     device.create_texture(&wgpu::TextureDescriptor {
         label: Some(label),
         size: wgpu::Extent3d {
@@ -109,7 +114,7 @@ pub(crate) fn texture(
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
         format,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        usage,
         view_formats: &[],
     })
 }
@@ -192,6 +197,8 @@ pub(crate) struct TextureSpec {
     pub format: wgpu::TextureFormat,
     /// One texel per token cell (otherwise one per canvas pixel).
     pub per_cell: bool,
+    /// Also written by compute shaders (the live preview's decoder).
+    pub storage: bool,
 }
 
 /// What a pass is: its shader, the textures it reads and how it blends.
@@ -253,7 +260,7 @@ impl QuadPass {
                 } else {
                     (e.width, e.height)
                 };
-                texture(device, s.label, w, h, s.format)
+                texture(device, s.label, w, h, s.format, s.storage)
             })
             .collect();
         let views: Vec<wgpu::TextureView> = textures
@@ -294,10 +301,32 @@ impl QuadPass {
     }
 }
 
+/// The canvas image's texture as the live preview's decoder sees it: set by the renderer
+/// whenever it (re)creates the texture, read by the preview thread, which writes decoded cells
+/// into it with compute shaders (no read-back). Empty where the adapter cannot write RGBA8
+/// storage textures (then previews go through the CPU mirror).
+#[derive(Debug, Clone, Default)]
+pub struct GpuCanvas(std::sync::Arc<std::sync::Mutex<Option<wgpu::Texture>>>);
+
+impl GpuCanvas {
+    /// The current canvas image texture, if the GPU may write it.
+    pub fn texture(&self) -> Option<wgpu::Texture> {
+        self.0.lock().ok().and_then(|t| t.clone())
+    }
+
+    fn set(&self, texture: Option<wgpu::Texture>) {
+        if let Ok(mut t) = self.0.lock() {
+            *t = texture;
+        }
+    }
+}
+
 /// Everything the canvas needs on the GPU.
 pub struct CanvasResources {
     uniform: wgpu::Buffer,
     extent: Extent,
+    /// Where the live preview writes (see [`GpuCanvas`]), when the adapter allows.
+    target: Option<GpuCanvas>,
     image: QuadPass,
     mask: QuadPass,
     generation: QuadPass,
@@ -305,8 +334,15 @@ pub struct CanvasResources {
 
 impl CanvasResources {
     /// Registers the resources with eframe's wgpu renderer.
-    pub fn install(render_state: &egui_wgpu::RenderState) {
+    pub fn install(render_state: &egui_wgpu::RenderState, target: &GpuCanvas) {
         let device = &render_state.device;
+        // Compute may write the image texture where RGBA8 storage textures are supported.
+        let storage = render_state.adapter.get_info().backend != wgpu::Backend::Gl
+            && render_state
+                .adapter
+                .get_texture_format_features(wgpu::TextureFormat::Rgba8Unorm)
+                .allowed_usages
+                .contains(wgpu::TextureUsages::STORAGE_BINDING);
         let format = render_state.target_format;
         let uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("canvas view"),
@@ -321,12 +357,16 @@ impl CanvasResources {
             cols: 1,
         };
         let res = Self {
-            image: canvas_image::pass(device, format, &uniform, extent),
+            image: canvas_image::pass(device, format, &uniform, extent, storage),
+            target: storage.then(|| target.clone()),
             mask: mask_overlay::pass(device, format, &uniform, extent),
             generation: generation_overlay::pass(device, format, &uniform, extent),
             uniform,
             extent,
         };
+        if let Some(t) = &res.target {
+            t.set(Some(res.image.texture(0).clone()));
+        }
         render_state.renderer.write().callback_resources.insert(res);
     }
 
@@ -335,6 +375,9 @@ impl CanvasResources {
         self.mask.resize(device, &self.uniform, extent);
         self.generation.resize(device, &self.uniform, extent);
         self.extent = extent;
+        if let Some(t) = &self.target {
+            t.set(Some(self.image.texture(0).clone()));
+        }
     }
 
     fn write(&self, queue: &wgpu::Queue, u: &Upload) {

@@ -116,6 +116,14 @@ impl Worker {
         cells: bool,
     ) -> anyhow::Result<bool> {
         let unknown = run.unknown();
+        // The cells this run decides: the live preview paints only those.
+        let to_decide = std::sync::Arc::new(
+            run.canvas()
+                .cells
+                .iter()
+                .map(Option::is_none)
+                .collect::<Vec<bool>>(),
+        );
         loop {
             if self.cancel.load(Ordering::Relaxed) {
                 return Ok(true);
@@ -127,7 +135,7 @@ impl Worker {
             if cells {
                 changed = progress.decided;
                 if let (true, Some(p)) = (job.live_decode, &self.preview) {
-                    p.submit(job.id, run.canvas());
+                    p.submit(job.id, run.canvas(), to_decide.clone());
                 }
             }
             pause(job.step_delay_ms);

@@ -12,7 +12,9 @@ use arpg_core::generator::Generation;
 use arpg_core::pair::ModelPair;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use crate::studio::gpu::GpuCanvas;
 use crate::studio::messages::{Job, ModelInfo, RunStep, WorkerCommand, WorkerEvent};
+use crate::studio::preview::GpuTarget;
 
 mod documents;
 mod jobs;
@@ -34,6 +36,7 @@ impl WorkerHandle {
     pub fn spawn(
         repaint: impl Fn() + Send + Sync + 'static,
         gpu: Option<arpg_core::gpu::Gpu>,
+        canvas: GpuCanvas,
     ) -> Self {
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(16);
         let (ev_tx, ev_rx) = crossbeam_channel::bounded(64);
@@ -41,7 +44,7 @@ impl WorkerHandle {
         let c = cancel.clone();
         let thread = std::thread::Builder::new()
             .name("arpg-worker".into())
-            .spawn(move || Worker::new(ev_tx, c, Arc::new(repaint), gpu).run(cmd_rx))
+            .spawn(move || Worker::new(ev_tx, c, Arc::new(repaint), gpu, canvas).run(cmd_rx))
             .ok();
         Self {
             commands: cmd_tx,
@@ -89,6 +92,8 @@ struct Worker {
     pending: Option<WorkerEvent>,
     /// The window's own GPU device (see [`WorkerHandle::spawn`]).
     gpu: Option<arpg_core::gpu::Gpu>,
+    /// The canvas texture the live preview may write on that device.
+    canvas: GpuCanvas,
 }
 
 impl Worker {
@@ -97,9 +102,11 @@ impl Worker {
         cancel: Arc<AtomicBool>,
         repaint: Arc<dyn Fn() + Send + Sync>,
         gpu: Option<arpg_core::gpu::Gpu>,
+        canvas: GpuCanvas,
     ) -> Self {
         Self {
             gpu,
+            canvas,
             events,
             cancel,
             repaint,
@@ -196,6 +203,18 @@ impl Worker {
         }
     }
 
+    /// Where the live preview writes on the GPU: the canvas texture, when the tokenizer decodes
+    /// on the window's own device (and that device may write the texture).
+    fn gpu_target(&self, models: &ModelPair) -> Option<GpuTarget> {
+        let gpu = self.gpu.as_ref()?;
+        let on_window = models.vq.decodes_on(gpu);
+        let writable = self.canvas.texture().is_some();
+        (on_window && writable).then(|| GpuTarget {
+            canvas: self.canvas.clone(),
+            device: gpu.clone(),
+        })
+    }
+
     fn models(&self) -> anyhow::Result<&ModelPair> {
         self.models.as_ref().ok_or_else(|| {
             anyhow::anyhow!("no model is loaded: open checkpoints from the Model menu")
@@ -221,6 +240,7 @@ impl Worker {
                     name: models.arpg.name.clone(),
                     device: device_line(&args.device, &models),
                     notices: models.notices.clone(),
+                    gpu_preview: self.gpu_target(&models).is_some(),
                     grid: models.grid(),
                     patch: models.patch(),
                     num_classes: models.arpg.config.num_classes,
@@ -245,6 +265,7 @@ impl Worker {
                     models.grid(),
                     self.events.clone(),
                     self.repaint.clone(),
+                    self.gpu_target(&models),
                 ));
                 self.models = Some(models);
                 self.last = None;
