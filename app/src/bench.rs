@@ -273,7 +273,14 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     }
     let (label, cfg) = preset(o.model)?;
     let dtype = arpg_core::pair::dtype(o.dtype)?;
-    let device = arpg_core::Backend::parse(o.device)?.candle_device()?;
+    let backend = arpg_core::Backend::parse(o.device)?;
+    if let arpg_core::Backend::Wgpu(_) = backend {
+        bail!(
+            "the transformer runs on cpu, cuda[:N] or metal[:N]; wgpu decodes the tokenizer only \
+             (`--model vq-16 --device {backend}`)"
+        );
+    }
+    let device = backend.candle_device()?;
     let (mut model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
     drop(varmap);
     if let Some(q) = o.quant {

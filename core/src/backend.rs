@@ -404,11 +404,11 @@ impl Tokenizer {
     #[cfg(feature = "wgpu")]
     pub fn decodes_on(&self, on: &crate::gpu::Gpu) -> bool {
         match self {
-            Self::Wgpu { gpu, .. } => gpu.lock().is_ok_and(|g| {
-                g.decoder
-                    .as_ref()
-                    .is_some_and(|d: &crate::gpu::vq_decoder::VqDecoder| d.is_on(on))
-            }),
+            Self::Wgpu { .. } => self
+                .gpu_state()
+                .decoder
+                .as_ref()
+                .is_some_and(|d| d.is_on(on)),
             _ => false,
         }
     }
@@ -418,10 +418,13 @@ impl Tokenizer {
         match self {
             Self::Candle(_) => "CPU".into(),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu { gpu, .. } => match gpu.lock() {
-                Ok(g) if g.decoder.is_some() => g.adapter.clone(),
-                _ => "CPU (after a GPU fault)".into(),
-            },
+            Self::Wgpu { .. } => {
+                let g = self.gpu_state();
+                match g.decoder {
+                    Some(_) => g.adapter.clone(),
+                    None => "CPU (after a GPU fault)".into(),
+                }
+            }
         }
     }
 
@@ -430,8 +433,35 @@ impl Tokenizer {
         match self {
             Self::Candle(_) => None,
             #[cfg(feature = "wgpu")]
-            Self::Wgpu { gpu, .. } => gpu.lock().ok().and_then(|mut g| g.fault.take()),
+            Self::Wgpu { .. } => self.gpu_state().fault.take(),
         }
+    }
+
+    /// The GPU decoder's state. A panic while it was held (caught by the app's worker) leaves
+    /// no usable decoder: the lock is recovered, the decoder dropped and the fault recorded, so
+    /// decoding goes on on the CPU.
+    #[cfg(feature = "wgpu")]
+    fn gpu_state(&self) -> std::sync::MutexGuard<'_, GpuDecode> {
+        static NONE: std::sync::Mutex<GpuDecode> = std::sync::Mutex::new(GpuDecode {
+            decoder: None,
+            adapter: String::new(),
+            fault: None,
+        });
+        let Self::Wgpu { gpu, .. } = self else {
+            return NONE.lock().unwrap_or_else(|e| e.into_inner());
+        };
+        gpu.lock().unwrap_or_else(|poisoned| {
+            let mut g = poisoned.into_inner();
+            if g.decoder.take().is_some() {
+                g.fault = Some(
+                    "the GPU decoder stopped after an internal error; decoding on the CPU from \
+                     now on"
+                        .into(),
+                );
+            }
+            gpu.clear_poison();
+            g
+        })
     }
 
     /// Runs `f` on the GPU decoder; `None` when there is none (any more). A GPU fault drops the
@@ -441,12 +471,10 @@ impl Tokenizer {
         &self,
         f: impl FnOnce(&crate::gpu::vq_decoder::VqDecoder) -> Result<T>,
     ) -> Result<Option<T>> {
-        let Self::Wgpu { gpu, .. } = self else {
+        if !matches!(self, Self::Wgpu { .. }) {
             return Ok(None);
-        };
-        let mut g = gpu
-            .lock()
-            .map_err(|_| Error::Internal("the GPU decoder's lock is poisoned".into()))?;
+        }
+        let mut g = self.gpu_state();
         let Some(decoder) = g.decoder.as_ref() else {
             return Ok(None);
         };
@@ -502,29 +530,58 @@ impl Tokenizer {
     }
 
     /// Tokens `rows x cols` (raster order) → RGB8 pixels `cols·p x rows·p`; large canvases in
-    /// tiles (see [`Tiling`]). Mirrors `VQModel.decode_code`.
+    /// tiles (see [`Tiling`]). Mirrors `VQModel.decode_code`. The same tokens make the same image
+    /// on every engine (within a level): a GPU decodes a canvas whole when it fits one pass, in
+    /// the CPU's tiles when the CPU tiles it too and those fit, and otherwise leaves it to the
+    /// CPU (a GPU with smaller tiles would blend another image).
     pub fn decode_rgb8(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<Vec<u8>> {
+        self.decode_rgb8_tiled(tokens, rows, cols, false)
+    }
+
+    /// [`Tokenizer::decode_rgb8`] for a live preview: a GPU also decodes a canvas wider than one
+    /// pass, in tiles of its own size (a preview may differ from the final decode by a few
+    /// levels; it is never saved).
+    pub fn preview_rgb8(&self, tokens: &[u32], rows: usize, cols: usize) -> Result<Vec<u8>> {
+        self.decode_rgb8_tiled(tokens, rows, cols, true)
+    }
+
+    #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
+    fn decode_rgb8_tiled(
+        &self,
+        tokens: &[u32],
+        rows: usize,
+        cols: usize,
+        own_tiles: bool,
+    ) -> Result<Vec<u8>> {
+        let cpu = Tiling::default();
         #[cfg(feature = "wgpu")]
         {
             let p = self.config().downsample();
             let gpu = self.with_gpu(|d| {
                 let t = d.max_tile();
-                let tiling = Tiling {
-                    tile: t,
-                    overlap: (t / 4).max(1),
-                    threshold: 0,
+                // Whole when it fits one pass, or in the CPU's own tiles when those fit.
+                let fits = rows <= t && cols <= t;
+                let tiling = if fits || (cpu.applies(rows, cols) && cpu.tile <= t) {
+                    cpu
+                } else if own_tiles {
+                    Tiling {
+                        tile: t,
+                        overlap: (t / 4).max(1),
+                        threshold: 0,
+                    }
+                } else {
+                    return Ok(None);
                 };
                 crate::vq::decode_tiled(tokens, rows, cols, p, tiling, |sub, r, c| {
                     d.decode_rgb8(&sub, r, c)
                 })
+                .map(Some)
             })?;
-            if let Some(rgb) = gpu {
+            if let Some(Some(rgb)) = gpu {
                 return Ok(rgb);
             }
         }
-        Ok(self
-            .model()
-            .decode_rgb8(tokens, rows, cols, Tiling::default())?)
+        Ok(self.model().decode_rgb8(tokens, rows, cols, cpu)?)
     }
 
     /// Decodes `tokens` (`rows x cols`) on the GPU straight into the cells `cells` marks of

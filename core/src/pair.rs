@@ -75,14 +75,15 @@ pub fn dtype(name: &str) -> Result<DType> {
 }
 
 /// The tokenizer on `backend`'s engine, with what the user should know about it. A GPU that
-/// cannot be used leaves the tokenizer on the CPU with a notice, never an error.
+/// cannot be used leaves the tokenizer on the CPU with a notice; an adapter index this machine
+/// does not have is an error (a mistyped flag, not a fault).
 #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
 fn tokenizer_on(
     backend: Backend,
     vq: crate::vq::VqModel,
     shared: Option<&SharedGpu>,
-) -> (Tokenizer, Vec<String>) {
-    match backend {
+) -> Result<(Tokenizer, Vec<String>)> {
+    Ok(match backend {
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(index) => {
             let opened = match (index, shared) {
@@ -95,7 +96,8 @@ fn tokenizer_on(
                 Ok((t, gpu)) => {
                     let a = gpu.adapter();
                     let mut notices = vec![format!(
-                        "the tokenizer decodes on {} (wgpu {}); the transformer runs on the CPU",
+                        "the tokenizer decodes on {} (wgpu {}); the transformer and the encoder \
+                         run on the CPU",
                         a.name, a.backend
                     )];
                     if a.software {
@@ -106,6 +108,7 @@ fn tokenizer_on(
                     }
                     (t, notices)
                 }
+                Err(e @ Error::InvalidRequest(_)) => return Err(e),
                 Err(e) => (
                     Tokenizer::from(vq),
                     vec![format!("{e}; everything runs on the CPU")],
@@ -118,7 +121,7 @@ fn tokenizer_on(
             vec!["this build has no wgpu support; everything runs on the CPU".into()],
         ),
         _ => (Tokenizer::from(vq), Vec::new()),
-    }
+    })
 }
 
 /// A GPU device shared with the engine (see [`ModelPair::load_on`]).
@@ -185,7 +188,7 @@ impl ModelPair {
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
         let (vq, notices) =
-            tokenizer_on(backend, loader::load_vq(&vq_path, None, &device)?, shared);
+            tokenizer_on(backend, loader::load_vq(&vq_path, None, &device)?, shared)?;
         if vq.config().codebook_size != arpg.config.vocab_size {
             return Err(Error::InvalidRequest(format!(
                 "the tokenizer has {} codes but the transformer expects {}: they do not belong \

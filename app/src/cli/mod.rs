@@ -146,7 +146,8 @@ enum Command {
     /// Print what a checkpoint holds: model, config, parameter count and dtype; or, with
     /// `--devices`, the devices `--device` can name.
     Info {
-        /// An ARPG (`arpg_300m.pt`, ...) or VQ (`vq_ds16_c2i.pt`) checkpoint, `.pt` or `.safetensors`.
+        /// An ARPG (`arpg_300m.pt`, ...) or VQ (`vq_ds16_c2i.pt`) checkpoint, `.pt` or
+        /// `.safetensors` (or `--devices` instead).
         #[arg(required_unless_present = "devices")]
         file: Option<PathBuf>,
         /// List the devices instead: the CPU and every wgpu adapter (`wgpu:N`), software ones
@@ -283,7 +284,7 @@ enum Command {
         /// Load the `.safetensors` weights instead of the `.pt` files.
         #[arg(long)]
         safetensors: bool,
-        /// Device: cpu, cuda or metal.
+        /// Device: cpu, cuda[:N], metal[:N] or wgpu[:N] (the decode cases on that GPU).
         #[arg(long, default_value = "cpu")]
         device: String,
     },

@@ -99,7 +99,7 @@ impl PreviewDecoder {
                         }
                     }
                     // A failed preview only leaves the tiles in place; the final decode reports.
-                    if let Ok(rgb) = vq.decode_rgb8(&tokens, full.rows, full.cols) {
+                    if let Ok(rgb) = vq.preview_rgb8(&tokens, full.rows, full.cols) {
                         if events
                             .send(WorkerEvent::Preview { id, canvas, rgb })
                             .is_err()

@@ -36,6 +36,16 @@ pub const SHADERS: [(&str, &str); 5] = [
     ),
 ];
 
+/// The error of `wgpu:index` on a machine with `count` adapters (at least one).
+fn no_such_adapter(index: usize, count: usize) -> String {
+    let have = if count == 1 {
+        "wgpu:0".to_string()
+    } else {
+        format!("wgpu:0 to wgpu:{}", count - 1)
+    };
+    format!("there is no adapter wgpu:{index}: this machine has {have} (see `arpg info --devices`)")
+}
+
 /// What `arpg info --devices` shows of one adapter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdapterSummary {
@@ -132,11 +142,7 @@ impl Gpu {
             ));
         }
         if index >= all.len() {
-            return Err(Error::Gpu(format!(
-                "there is no adapter wgpu:{index}; `arpg info --devices` lists {} (0..{})",
-                all.len(),
-                all.len() - 1
-            )));
+            return Err(Error::InvalidRequest(no_such_adapter(index, all.len())));
         }
         let adapter = all.swap_remove(index);
         let info = summary(index, &adapter.get_info());
