@@ -17,6 +17,7 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 
 pub mod vq_decoder;
+mod vq_plan;
 
 /// Every compute shader of the engine, `(name, source)`, as its owning module builds it.
 pub const SHADERS: [(&str, &str); 5] = [
