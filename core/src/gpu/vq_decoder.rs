@@ -78,7 +78,7 @@ impl VqDecoder {
             .max_storage_buffer_binding_size
             .min(limits.max_buffer_size)
             .min(MAX_SLOT_BYTES);
-        let per_cell = Planner::decoder(vq, 1)?.per_cell;
+        let per_cell = Planner::decoder(vq, 1, false)?.per_cell;
         let max_tile = (((binding / 4) as f64 / per_cell as f64).sqrt() as usize).min(MAX_TILE);
         if max_tile == 0 {
             return Err(Error::Gpu(format!(
@@ -90,7 +90,7 @@ impl VqDecoder {
         let n_max = max_tile * max_tile;
         let rows_per_block = (SCORE_FLOATS / n_max).clamp(1, n_max);
         let blocks = n_max.div_ceil(rows_per_block);
-        let planner = Planner::decoder(vq, blocks)?;
+        let planner = Planner::decoder(vq, blocks, true)?;
 
         let device = &gpu.device;
         let modules: Vec<(&str, wgpu::ShaderModule)> = SHADERS

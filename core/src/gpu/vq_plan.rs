@@ -88,6 +88,9 @@ pub(super) struct Planner {
     pub(super) live: [bool; SLOTS],
     /// Largest `channels x scale²` of any activation (floats per latent cell).
     pub(super) per_cell: usize,
+    /// Whether the weights are copied to the host (`false`: a pass that only sizes the
+    /// activations, its weights left empty).
+    copy_weights: bool,
 }
 
 fn host(t: &Tensor) -> Result<Vec<f32>> {
@@ -110,7 +113,11 @@ impl Planner {
     }
 
     fn weight(&mut self, t: &Tensor) -> Result<Buf> {
-        self.weights.push(host(t)?);
+        self.weights.push(if self.copy_weights {
+            host(t)?
+        } else {
+            Vec::new()
+        });
         Ok(Buf::Weight(self.weights.len() - 1))
     }
 
@@ -130,11 +137,14 @@ impl Planner {
         // [cout][cin][k][k] → [cin][k][k][cout rounded up to 4] (the shader's vec4 loads).
         let quads = cout.div_ceil(4) * 4;
         let taps = cin * k * k;
-        let src = host(w)?;
-        let mut packed = vec![0f32; taps * quads];
-        for co in 0..cout {
-            for t in 0..taps {
-                packed[t * quads + co] = src[co * taps + t];
+        let mut packed = Vec::new();
+        if self.copy_weights {
+            let src = host(w)?;
+            packed = vec![0f32; taps * quads];
+            for co in 0..cout {
+                for t in 0..taps {
+                    packed[t * quads + co] = src[co * taps + t];
+                }
             }
         }
         self.weights.push(packed);
@@ -233,14 +243,17 @@ impl Planner {
 }
 
 impl Planner {
-    /// The dispatches of `decode_code` (mirrors `VQModel.decode_code` and `Decoder.forward`).
-    pub(super) fn decoder(vq: &VqModel, blocks: usize) -> Result<Planner> {
+    /// The dispatches of `decode_code` (mirrors `VQModel.decode_code` and `Decoder.forward`),
+    /// with `blocks` blocks of query rows per attention; `copy_weights: false` only sizes the
+    /// activations.
+    pub(super) fn decoder(vq: &VqModel, blocks: usize, copy_weights: bool) -> Result<Planner> {
         let dec = &vq.decoder;
         let mut pl = Planner {
             plan: Vec::new(),
             weights: Vec::new(),
             live: [false; SLOTS],
             per_cell: 0,
+            copy_weights,
         };
         let e = vq.config().codebook_embed_dim;
         let codebook = pl.weight(vq.codebook_normed())?;
