@@ -17,14 +17,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use cli::{arpg, ok, s};
 
-/// The lavapipe adapter's index in `arpg info --devices` (CI installs it).
-fn lavapipe() -> usize {
-    gpu::adapters()
-        .into_iter()
-        .find(|a| a.name.contains("llvmpipe") && a.backend == "Vulkan")
-        .map(|a| a.index)
-        .expect("no lavapipe adapter: install mesa-vulkan-drivers (CI does)")
-}
+use common::lavapipe;
 
 fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = Rng::new(seed);

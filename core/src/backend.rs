@@ -182,6 +182,10 @@ impl Logits {
 pub enum Transformer {
     /// candle's model on a candle device (our CPU kernels on the CPU).
     Candle(Arpg),
+    /// Compute shaders on a wgpu device (any GPU vendor), the candle model kept on the CPU for
+    /// after a fault (see [`crate::gpu::engine`]).
+    #[cfg(feature = "wgpu")]
+    Wgpu(std::sync::Arc<crate::gpu::engine::TransformerOnGpu>),
 }
 
 impl From<Arpg> for Transformer {
@@ -203,16 +207,58 @@ impl From<&Transformer> for Transformer {
 }
 
 impl Transformer {
-    pub fn config(&self) -> &ArpgConfig {
+    /// `model` computing on `gpu` (weights uploaded, pipelines built now). Errors: a quantized
+    /// model, a device whose limits cannot hold it, a device fault.
+    #[cfg(feature = "wgpu")]
+    pub fn on_gpu(model: Arpg, gpu: &crate::gpu::Gpu) -> Result<Self> {
+        Ok(Self::Wgpu(std::sync::Arc::new(
+            crate::gpu::engine::TransformerOnGpu::new(model, gpu)?,
+        )))
+    }
+
+    /// The candle model this engine holds (on the CPU for `Wgpu`).
+    fn cpu_model(&self) -> &Arpg {
         match self {
-            Self::Candle(m) => m.config(),
+            Self::Candle(m) => m,
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(t) => t.cpu(),
         }
     }
 
-    /// The compute dtype of activations and the KV cache.
-    pub fn dtype(&self) -> DType {
+    /// The GPU engine while it is up.
+    #[cfg(feature = "wgpu")]
+    fn gpu_up(&self) -> Option<&crate::gpu::engine::TransformerOnGpu> {
         match self {
-            Self::Candle(m) => m.dtype(),
+            Self::Wgpu(t) if !t.is_down() => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn config(&self) -> &ArpgConfig {
+        self.cpu_model().config()
+    }
+
+    /// The compute dtype of activations and the KV cache (f32 on the CPU and on wgpu).
+    pub fn dtype(&self) -> DType {
+        self.cpu_model().dtype()
+    }
+
+    /// Where the transformer computes, for status lines: `CPU`, or the GPU's name.
+    pub fn device_name(&self) -> String {
+        match self {
+            Self::Candle(m) if m.device().is_cpu() => "CPU".into(),
+            Self::Candle(m) => format!("{:?}", m.device().location()),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(t) => t.device(),
+        }
+    }
+
+    /// Why the GPU engine stopped (then the transformer runs on the CPU), once.
+    pub fn take_fault(&self) -> Option<String> {
+        match self {
+            Self::Candle(_) => None,
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(t) => t.take_fault(),
         }
     }
 
@@ -220,22 +266,33 @@ impl Transformer {
     pub fn candle(&self) -> Option<&Arpg> {
         match self {
             Self::Candle(m) => Some(m),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(_) => None,
         }
     }
 
-    /// Quantizes the linear layers (see [`Arpg::quantize`]); `(quantized, total)` layers.
+    /// Quantizes the linear layers (see [`Arpg::quantize`]); `(quantized, total)` layers. The
+    /// wgpu engine multiplies f32, f16 and bf16 weights only: an error there.
     pub fn quantize(&mut self, dtype: candle_core::quantized::GgmlDType) -> Result<(usize, usize)> {
         match self {
             Self::Candle(m) => Ok(m.quantize(dtype)?),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(_) => Err(Error::InvalidRequest(
+                "quantized weights (--quant) do not run on wgpu: use --dtype f16 or bf16 there, \
+                 or --quant on the CPU"
+                    .into(),
+            )),
         }
     }
 
     /// A KV cache for `batch` rows and `capacity` fed tokens (class slot included), on this
     /// engine.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<Cache> {
-        match self {
-            Self::Candle(m) => Ok(Cache::Candle(m.new_cache(batch, capacity)?)),
+        #[cfg(feature = "wgpu")]
+        if let Some(t) = self.gpu_up() {
+            return Ok(Cache::Wgpu(t.with(|g| g.new_cache(batch, capacity))?));
         }
+        Ok(Cache::Candle(self.cpu_model().new_cache(batch, capacity)?))
     }
 
     /// One parallel step (see [`Arpg::step`]): feeds `ids` at RoPE rows `rows` (both
@@ -251,8 +308,9 @@ impl Transformer {
         if query_rows.len == 0 {
             return Err(Error::Internal("a parallel step with no query".into()));
         }
-        match (self, cache) {
-            (Self::Candle(m), Cache::Candle(c)) => {
+        match cache {
+            Cache::Candle(c) => {
+                let m = self.cpu_model();
                 let dev = m.device();
                 let logits = m
                     .step(
@@ -264,33 +322,52 @@ impl Transformer {
                     .ok_or_else(|| Error::Internal("a parallel step with no query".into()))?;
                 Logits::from_tensor(&logits)
             }
+            #[cfg(feature = "wgpu")]
+            Cache::Wgpu(c) => self
+                .gpu_engine()?
+                .with(|g| g.step(c, ids, rows, query_rows)),
+        }
+    }
+
+    /// The GPU engine a GPU cache belongs to.
+    #[cfg(feature = "wgpu")]
+    fn gpu_engine(&self) -> Result<&crate::gpu::engine::TransformerOnGpu> {
+        match self {
+            Self::Wgpu(t) => Ok(t),
+            Self::Candle(_) => Err(Error::Internal(
+                "a GPU KV cache given to a CPU transformer".into(),
+            )),
         }
     }
 
     /// Feeds `ids` at `rows` (both `(B, m)`) into `cache` causally, as training reads a
     /// sequence (see [`Arpg::prefill`]).
     pub fn prefill(&self, cache: &mut Cache, ids: &Ids, rows: &Ids) -> Result<()> {
-        match (self, cache) {
-            (Self::Candle(m), Cache::Candle(c)) => {
+        match cache {
+            Cache::Candle(c) => {
+                let m = self.cpu_model();
                 let dev = m.device();
                 Ok(m.prefill(c, &ids.to_tensor(dev)?, &rows.to_tensor(dev)?)?)
             }
+            #[cfg(feature = "wgpu")]
+            Cache::Wgpu(c) => self.gpu_engine()?.with(|g| g.prefill(c, ids, rows)),
         }
     }
 
     /// What the model predicts at `query_rows` `(B, n)` after reading `ids` at `ctx_rows`
     /// `(B, T)` causally, every query seeing the whole context (see [`Arpg::predict`]).
     pub fn predict(&self, ids: &Ids, ctx_rows: &Ids, query_rows: &Ids) -> Result<Logits> {
-        match self {
-            Self::Candle(m) => {
-                let dev = m.device();
-                Logits::from_tensor(&m.predict(
-                    &ids.to_tensor(dev)?,
-                    &ctx_rows.to_tensor(dev)?,
-                    &query_rows.to_tensor(dev)?,
-                )?)
-            }
+        #[cfg(feature = "wgpu")]
+        if let Some(t) = self.gpu_up() {
+            return t.with(|g| g.predict(ids, ctx_rows, query_rows));
         }
+        let m = self.cpu_model();
+        let dev = m.device();
+        Logits::from_tensor(&m.predict(
+            &ids.to_tensor(dev)?,
+            &ctx_rows.to_tensor(dev)?,
+            &query_rows.to_tensor(dev)?,
+        )?)
     }
 
     /// The reference's teacher-forced forward (see [`Arpg::forward_teacher`]): `ids` `(B, N)`
@@ -303,18 +380,19 @@ impl Transformer {
         orders: &Ids,
         causal: bool,
     ) -> Result<Logits> {
-        match self {
-            Self::Candle(m) => {
-                let dev = m.device();
-                let class_ids = Tensor::from_vec(class_ids.to_vec(), class_ids.len(), dev)?;
-                Logits::from_tensor(&m.forward_teacher(
-                    &ids.to_tensor(dev)?,
-                    &class_ids,
-                    &orders.to_tensor(dev)?,
-                    causal,
-                )?)
-            }
+        #[cfg(feature = "wgpu")]
+        if let Some(t) = self.gpu_up() {
+            return t.with(|g| g.forward_teacher(ids, class_ids, orders, causal));
         }
+        let m = self.cpu_model();
+        let dev = m.device();
+        let class_ids = Tensor::from_vec(class_ids.to_vec(), class_ids.len(), dev)?;
+        Logits::from_tensor(&m.forward_teacher(
+            &ids.to_tensor(dev)?,
+            &class_ids,
+            &orders.to_tensor(dev)?,
+            causal,
+        )?)
     }
 }
 
@@ -323,6 +401,9 @@ impl Transformer {
 #[derive(Debug)]
 pub enum Cache {
     Candle(KvCache),
+    /// On the GPU of a [`Transformer::Wgpu`].
+    #[cfg(feature = "wgpu")]
+    Wgpu(crate::gpu::arpg::GpuCache),
 }
 
 impl Cache {
@@ -330,6 +411,8 @@ impl Cache {
     pub fn len(&self) -> usize {
         match self {
             Self::Candle(c) => c.len(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(c) => c.len(),
         }
     }
 
@@ -341,6 +424,8 @@ impl Cache {
     pub fn deep_clone(&self) -> Result<Self> {
         match self {
             Self::Candle(c) => Ok(Self::Candle(c.deep_clone()?)),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(c) => Ok(Self::Wgpu(c.deep_clone()?)),
         }
     }
 }

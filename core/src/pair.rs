@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use candle_core::DType;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, Tokenizer};
+use crate::backend::{Backend, Tokenizer, Transformer};
 use crate::canvas::TokenCanvas;
 use crate::document::{self, Metadata, MetadataState, Picture, Transparency};
 use crate::edit::{Edit, EditPlan, MaskOptions, Region};
@@ -74,15 +74,17 @@ pub fn dtype(name: &str) -> Result<DType> {
     })
 }
 
-/// The tokenizer on `backend`'s engine, with what the user should know about it. A GPU that
-/// cannot be used leaves the tokenizer on the CPU with a notice; an adapter index this machine
-/// does not have is an error (a mistyped flag, not a fault).
+/// The transformer and the tokenizer on `backend`'s engine, with what the user should know
+/// about it. A GPU that cannot be used leaves both on the CPU with a notice (one that cannot
+/// hold the transformer leaves only the transformer there); an adapter index this machine does
+/// not have, or a quantized transformer on wgpu, is an error (a flag to change, not a fault).
 #[cfg_attr(not(feature = "wgpu"), allow(unused_variables))]
-fn tokenizer_on(
+fn engines_on(
     backend: Backend,
+    arpg: Transformer,
     vq: crate::vq::VqModel,
     shared: Option<&SharedGpu>,
-) -> Result<(Tokenizer, Vec<String>)> {
+) -> Result<(Transformer, Tokenizer, Vec<String>)> {
     Ok(match backend {
         #[cfg(feature = "wgpu")]
         Backend::Wgpu(index) => {
@@ -92,35 +94,72 @@ fn tokenizer_on(
                     crate::gpu::Gpu::open(index.or_else(crate::gpu::default_hardware).unwrap_or(0))
                 }
             };
-            match opened.and_then(|gpu| Ok((Tokenizer::on_gpu(vq.clone(), &gpu)?, gpu))) {
-                Ok((t, gpu)) => {
-                    let a = gpu.adapter();
-                    let mut notices = vec![format!(
-                        "the tokenizer decodes on {} (wgpu {}); the transformer and the encoder \
-                         run on the CPU",
-                        a.name, a.backend
-                    )];
-                    if a.software {
-                        notices.push(format!(
-                            "{} is a software renderer: decoding there is slower than on the CPU",
-                            a.name
-                        ));
-                    }
-                    (t, notices)
-                }
+            let gpu = match opened {
+                Ok(gpu) => gpu,
                 Err(e @ Error::InvalidRequest(_)) => return Err(e),
-                Err(e) => (
-                    Tokenizer::from(vq),
-                    vec![format!("{e}; everything runs on the CPU")],
-                ),
+                Err(e) => {
+                    return Ok((
+                        arpg,
+                        Tokenizer::from(vq),
+                        vec![format!("{e}; everything runs on the CPU")],
+                    ))
+                }
+            };
+            let a = gpu.adapter().clone();
+            let mut notices = Vec::new();
+            let transformer = match arpg.candle().cloned() {
+                Some(cpu) => match Transformer::on_gpu(cpu, &gpu) {
+                    Ok(t) => Some(t),
+                    Err(e @ Error::InvalidRequest(_)) => return Err(e),
+                    Err(e) => {
+                        notices.push(format!("{e}; the transformer runs on the CPU"));
+                        None
+                    }
+                },
+                None => None,
+            };
+            let tokenizer = match Tokenizer::on_gpu(vq.clone(), &gpu) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    notices.push(format!("{e}; the tokenizer decodes on the CPU"));
+                    None
+                }
+            };
+            let on = match (transformer.is_some(), tokenizer.is_some()) {
+                (true, true) => "the transformer and the decoder run",
+                (true, false) => "the transformer runs",
+                (false, true) => "the decoder runs",
+                (false, false) => "",
+            };
+            if !on.is_empty() {
+                notices.insert(
+                    0,
+                    format!(
+                        "{on} on {} (wgpu {}); the encoder runs on the CPU",
+                        a.name, a.backend
+                    ),
+                );
+                if a.software {
+                    notices.push(format!(
+                        "{} is a software renderer: it computes correctly, but slower than the \
+                         CPU path",
+                        a.name
+                    ));
+                }
             }
+            (
+                transformer.unwrap_or(arpg),
+                tokenizer.unwrap_or_else(|| Tokenizer::from(vq)),
+                notices,
+            )
         }
         #[cfg(not(feature = "wgpu"))]
         Backend::Wgpu(_) => (
+            arpg,
             Tokenizer::from(vq),
             vec!["this build has no wgpu support; everything runs on the CPU".into()],
         ),
-        _ => (Tokenizer::from(vq), Vec::new()),
+        _ => (arpg, Tokenizer::from(vq), Vec::new()),
     })
 }
 
@@ -187,8 +226,13 @@ impl ModelPair {
             arpg.name = format!("{} ({name})", arpg.name);
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
-        let (vq, notices) =
-            tokenizer_on(backend, loader::load_vq(&vq_path, None, &device)?, shared)?;
+        let (model, vq, notices) = engines_on(
+            backend,
+            arpg.model,
+            loader::load_vq(&vq_path, None, &device)?,
+            shared,
+        )?;
+        arpg.model = model;
         if vq.config().codebook_size != arpg.config.vocab_size {
             return Err(Error::InvalidRequest(format!(
                 "the tokenizer has {} codes but the transformer expects {}: they do not belong \

@@ -188,13 +188,27 @@ impl FixtureSet {
     /// The transformer on `backend` (what [`FixtureSet::run`] checks).
     pub fn load_transformer(&self, format: WeightFormat, backend: Backend) -> Result<Transformer> {
         let cfg = self.arpg_config()?;
-        Ok(loader::load_arpg(
+        let model = loader::load_arpg(
             self.weights_path("gpt", format),
             Some(cfg),
             DType::F32,
             &backend.candle_device()?,
         )?
-        .model)
+        .model;
+        match backend {
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu(index) => {
+                let gpu = crate::gpu::Gpu::open(
+                    index.or_else(crate::gpu::default_hardware).unwrap_or(0),
+                )?;
+                let cpu = model
+                    .candle()
+                    .cloned()
+                    .ok_or_else(|| Error::Internal("the loader made no candle model".into()))?;
+                Transformer::on_gpu(cpu, &gpu)
+            }
+            _ => Ok(model),
+        }
     }
 
     /// The tokenizer on `backend` (its decoder on the GPU for `wgpu[:N]`; an error when that

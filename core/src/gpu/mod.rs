@@ -16,11 +16,40 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+pub mod arpg;
+pub mod engine;
 pub mod vq_decoder;
 mod vq_plan;
 
 /// Every compute shader of the engine, `(name, source)`, as its owning module builds it.
-pub const SHADERS: [(&str, &str); 5] = [
+pub const SHADERS: [(&str, &str); 11] = [
+    (
+        "arpg_matmul",
+        concat!(
+            include_str!("../../../shaders/arpg_matmul.wgsl"),
+            include_str!("../../../shaders/arpg_weights.wgsl")
+        ),
+    ),
+    (
+        "arpg_embed",
+        concat!(
+            include_str!("../../../shaders/arpg_embed.wgsl"),
+            include_str!("../../../shaders/arpg_weights.wgsl")
+        ),
+    ),
+    (
+        "arpg_rms_norm",
+        include_str!("../../../shaders/arpg_rms_norm.wgsl"),
+    ),
+    (
+        "arpg_swiglu",
+        include_str!("../../../shaders/arpg_swiglu.wgsl"),
+    ),
+    ("arpg_rope", include_str!("../../../shaders/arpg_rope.wgsl")),
+    (
+        "arpg_attention",
+        include_str!("../../../shaders/arpg_attention.wgsl"),
+    ),
     ("vq_conv", include_str!("../../../shaders/vq_conv.wgsl")),
     (
         "vq_group_norm",

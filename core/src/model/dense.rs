@@ -67,6 +67,15 @@ impl Dense {
         }
     }
 
+    /// The plain `(out, in)` weight; `None` when it is quantized.
+    #[cfg(feature = "wgpu")]
+    pub(crate) fn plain(&self) -> Option<&Tensor> {
+        match &self.weight {
+            Weight::Plain(w) => Some(w),
+            Weight::Quantized(_) => None,
+        }
+    }
+
     /// Replaces the weight by its quantized form (`q8_0`, `q4k`, ...). Weights whose input size
     /// the format's block does not divide stay as they are; returns whether it was quantized.
     pub(crate) fn quantize(&mut self, dtype: GgmlDType) -> Result<bool> {

@@ -17,9 +17,13 @@
 
 mod cache;
 mod dense;
+#[cfg(feature = "wgpu")]
+mod export;
 pub mod rope;
 
 pub use cache::KvCache;
+#[cfg(feature = "wgpu")]
+pub(crate) use export::{ArpgWeights, BlockWeights};
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};

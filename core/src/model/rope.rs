@@ -47,6 +47,11 @@ impl RopeTable {
         })
     }
 
+    /// The cos and sin tables, `(rows, head_dim/2)` f32 each.
+    pub fn tables(&self) -> (&Tensor, &Tensor) {
+        (&self.cos, &self.sin)
+    }
+
     pub fn grid(&self) -> usize {
         self.grid
     }
