@@ -103,7 +103,7 @@ fn a_canvas_wider_than_the_gpu_pass_decodes_as_on_the_cpu() {
 }
 
 #[test]
-fn check_reference_passes_with_the_decoder_on_wgpu() {
+fn check_reference_passes_with_the_transformer_and_decoder_on_wgpu() {
     let results = check_reference(
         common::tiny(),
         WeightFormat::Safetensors,
@@ -115,6 +115,19 @@ fn check_reference_passes_with_the_decoder_on_wgpu() {
         .find(|r| r.name == "vq_decode_image")
         .expect("the set has a decode case");
     assert!(decode.note.contains("wgpu"), "{decode}");
+    // The transformer's cases ran on the GPU too.
+    for name in [
+        "tf_causal_logits",
+        "tf_eval_logits",
+        "gen_a_step_logits",
+        "gen_a_tokens",
+    ] {
+        let case = results
+            .iter()
+            .find(|r| r.name == name)
+            .unwrap_or_else(|| panic!("the set has {name}"));
+        assert!(case.note.contains("llvmpipe"), "{case}");
+    }
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.passed)

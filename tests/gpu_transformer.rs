@@ -221,3 +221,52 @@ fn what_wgpu_cannot_run_is_a_clear_error() {
         "input errors are not GPU faults"
     );
 }
+
+/// The shipped model at its recommended settings (settling and polishing included), 8 images of
+/// 8 seeds (one batch: each batch image is the single image of its own seed), whole generations
+/// on wgpu and on the CPU: the same tokens for at least 99% of the cells (a float tie may flip
+/// a draw, and the rest of that image may follow it).
+#[test]
+fn the_shipped_model_generates_the_cpus_tokens_on_wgpu() {
+    use arpg_core::generator::{Generation, Request, Settings};
+    let loaded = arpg_core::loader::load_arpg(
+        arpg_core::shipped::arpg_path(),
+        None,
+        DType::F32,
+        &Device::Cpu,
+    )
+    .expect("shipped ARPG");
+    let settings = loaded
+        .sampling
+        .apply(&Settings::default())
+        .expect("recommended settings");
+    assert!(settings.settle > 0 && settings.polish > 0, "{settings:?}");
+    let (cpu, gpu) = pair(DType::F32);
+    let classes: Vec<usize> = (0..8).map(|i| i % cpu.config().num_classes).collect();
+    let request = Request::new(
+        classes,
+        Settings {
+            seed: 1000,
+            ..settings
+        },
+    );
+    let run = |m: &Transformer| {
+        Generation::new(m, &request)
+            .expect("request")
+            .run()
+            .expect("run")
+    };
+    let (want, got) = (run(&cpu), run(&gpu));
+    assert_eq!((want.len(), got.len()), (8, 8));
+    let total: usize = want.iter().map(Vec::len).sum();
+    let same: usize = want
+        .iter()
+        .zip(&got)
+        .map(|(w, g)| w.iter().zip(g).filter(|(a, b)| a == b).count())
+        .sum();
+    assert!(
+        same * 100 >= total * 99,
+        "{same} of {total} cells agree between wgpu and the CPU"
+    );
+    assert!(gpu.take_fault().is_none());
+}

@@ -253,6 +253,15 @@ impl FixtureSet {
                 results.extend(self.greedy_case(&model, run)?);
             }
         }
+        let on = model.device_name();
+        if on != "CPU" {
+            for r in results
+                .iter_mut()
+                .filter(|r| r.name.contains("logits") || r.name.ends_with("_tokens"))
+            {
+                r.note = format!("computed on {on}");
+            }
+        }
         let vq = self.load_tokenizer(format, backend)?;
         results.extend(self.vq_cases(&vq)?);
         Ok(results)
