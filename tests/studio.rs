@@ -1203,11 +1203,8 @@ fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
             .is_some_and(|m| m.device.contains(&adapter))
     });
     assert!(h.state().model.as_ref().is_some_and(|m| m.gpu_preview));
-    assert!(
-        h.state().status.device.contains("(decoder)"),
-        "{}",
-        h.state().status.device
-    );
+    // The transformer and the decoder both run there.
+    assert_eq!(h.state().status.device, adapter);
     let steps = 4;
     let app = h.state_mut();
     app.tools.live_preview = LivePreview::Decoded;
@@ -1280,4 +1277,93 @@ fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
         "{} GPU previews for {steps} steps",
         app.gpu_previews
     );
+}
+
+/// On the window's GPU (lavapipe in CI) the transformer's forwards run there too: the app
+/// generates (the tokens the CPU makes again from the image's metadata), inpaints a painted
+/// stroke and outpaints a side, with no fault and no fallback.
+#[test]
+fn on_the_gpu_the_app_generates_inpaints_and_outpaints() {
+    use arpg_core::{loader, provenance};
+    let mut h = harness();
+    let adapter = h
+        .state()
+        .gpu
+        .as_ref()
+        .map(|g| g.adapter().name.clone())
+        .expect("the harness renders with wgpu");
+    h.state_mut().load_models(ModelSpec {
+        device: "wgpu".into(),
+        ..ModelSpec::shipped()
+    });
+    wait(&mut h, "the model on the GPU", |app| {
+        app.model
+            .as_ref()
+            .is_some_and(|m| m.device.contains(&adapter))
+    });
+    assert_eq!(h.state().status.device, adapter, "transformer and decoder");
+    let app = h.state_mut();
+    app.settings.settings.steps = 8;
+    app.settings.settings.seed = 7;
+    app.settings.settings.polish = 1;
+    generate(&mut h);
+    let item = &h.state().history.items[0];
+    let (class, settings, prov, canvas) = (
+        item.class,
+        item.settings.clone(),
+        item.provenance.clone(),
+        item.canvas.clone(),
+    );
+    let arpg = loader::load_arpg(
+        arpg_core::shipped::arpg_path(),
+        None,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .expect("shipped model");
+    let again = provenance::regenerate(&arpg.model, class, &settings, &prov)
+        .expect("regenerate")
+        .run()
+        .expect("run");
+    let tokens = canvas.tokens().expect("a whole canvas");
+    let same = again[0].iter().zip(&tokens).filter(|(a, b)| a == b).count();
+    assert!(
+        same * 100 >= tokens.len() * 99,
+        "{same} of {} cells as the CPU makes them",
+        tokens.len()
+    );
+
+    let original = h.state().doc.as_ref().expect("doc").canvas.clone();
+    stroke(&mut h);
+    assert!(!h.state().mask.is_empty(), "the stroke painted nothing");
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::I);
+    wait(&mut h, "the inpainting", |app| {
+        app.history.items.len() == 2 && !app.is_running()
+    });
+    let inpainted = h.state().doc.as_ref().expect("doc").canvas.clone();
+    assert_eq!(inpainted.unknown_count(), 0);
+    assert_ne!(inpainted.cells, original.cells, "nothing was inpainted");
+
+    h.state_mut().settings.outpaint_px = 16;
+    h.get_by_label("Outpaint right").click();
+    wait(&mut h, "the outpaint", |app| {
+        app.history.items.len() == 3 && !app.is_running()
+    });
+    let grown = h.state().doc.as_ref().expect("doc").canvas.clone();
+    assert_eq!(
+        (grown.rows, grown.cols),
+        (inpainted.rows, inpainted.cols + 4)
+    );
+    assert_eq!(grown.unknown_count(), 0);
+    for r in 0..inpainted.rows {
+        for c in 0..inpainted.cols {
+            assert_eq!(
+                grown.get(r, c),
+                inpainted.get(r, c),
+                "cell ({r}, {c}) changed"
+            );
+        }
+    }
+    assert!(h.state().errors.is_empty(), "{:?}", h.state().errors);
+    assert_eq!(h.state().status.device, adapter, "no fallback to the CPU");
 }

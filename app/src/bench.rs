@@ -274,18 +274,27 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     let (label, cfg) = preset(o.model)?;
     let dtype = arpg_core::pair::dtype(o.dtype)?;
     let backend = arpg_core::Backend::parse(o.device)?;
-    if let arpg_core::Backend::Wgpu(_) = backend {
-        bail!(
-            "the transformer runs on cpu, cuda[:N] or metal[:N]; wgpu decodes the tokenizer only \
-             (`--model vq-16 --device {backend}`)"
-        );
-    }
     let device = backend.candle_device()?;
     let (mut model, varmap) = random_model_on(dtype, &device, |vb| Arpg::new(&cfg, vb))?;
     drop(varmap);
     if let Some(q) = o.quant {
         model.quantize(arpg_core::loader::quant(q)?)?;
     }
+    // On wgpu the weights are uploaded once and the CPU copy kept (the engine's fallback).
+    let (model, kernel_name) = match backend {
+        arpg_core::Backend::Wgpu(index) => {
+            let gpu = arpg_core::gpu::Gpu::open(
+                index.or_else(arpg_core::gpu::default_hardware).unwrap_or(0),
+            )?;
+            let name = format!("wgpu ({})", gpu.adapter().name);
+            (arpg_core::Transformer::on_gpu(model, &gpu)?, name)
+        }
+        _ => (
+            arpg_core::Transformer::from(model),
+            kernel(&device, o.quant, o.dtype),
+        ),
+    };
+    let on_wgpu = matches!(backend, arpg_core::Backend::Wgpu(_));
     // The random initialisation's temporaries are not the sampler's: the peak is measured from
     // here (Linux: writing 5 to clear_refs resets VmHWM to the current RSS; elsewhere it stays
     // the process's peak).
@@ -342,13 +351,18 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         as f64
         * model.dtype().size_in_bytes() as f64
         / (1024.0 * 1024.0);
-    let bandwidth_floor = if device.is_cpu() {
+    let bandwidth_floor = if device.is_cpu() && !on_wgpu {
         steps_run * bytes / (read_bandwidth(threads) * 1e9)
     } else {
         0.0
     };
     let flops = 2.0 * cfg.num_params() as f64 * (2 * o.batch) as f64 * cfg.block_size as f64;
-    let flops_floor = flops / gemm_flops(&device)?;
+    // No floor is measured for a wgpu device (its peak is not known here).
+    let flops_floor = if on_wgpu {
+        0.0
+    } else {
+        flops / gemm_flops(&device)?
+    };
     let floor = bandwidth_floor.max(flops_floor) / o.batch as f64;
     let seconds_per_image = best / o.batch as f64;
     let row = serde_json::json!({
@@ -362,7 +376,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         "step_ms_median": median,
         "peak_rss_mib": peak,
         "floor_s": floor,
-        "kernel": kernel(&device, o.quant, o.dtype),
+        "kernel": kernel_name,
         "weights_mib": bytes / (1024.0 * 1024.0),
         "kv_cache_mib": kv_mib,
     });
@@ -376,7 +390,12 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         } else {
             ("vq-16", 256)
         };
-        let (_, _, encode_s, decode_s) = tokenizer_times(tok, side, side)?;
+        let decoder = if on_wgpu {
+            backend
+        } else {
+            arpg_core::Backend::Cpu
+        };
+        let (_, _, encode_s, decode_s) = tokenizer_times_on(tok, side, side, decoder)?;
         outln!("| model | batch | dtype | device | image (s) | images/s | step median (ms) | floor/image (s) | peak RSS (MiB) | kernel |")?;
         outln!("|---|---|---|---|---|---|---|---|---|---|")?;
         outln!(
@@ -385,7 +404,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
             o.dtype,
             o.device,
             o.batch as f64 / best,
-            kernel(&device, o.quant, o.dtype)
+            kernel_name
         )?;
         outln!()?;
         outln!("| {tok} tokenizer, {side}x{side} | seconds per image |")?;

@@ -9,11 +9,12 @@
 //! means the same image on every engine up to float ties.
 //!
 //! Which engine runs is decided in one place: [`Backend`], parsed from
-//! [`ModelSpec::device`](crate::pair::ModelSpec::device). The transformer's engine is candle's
-//! (CPU, CUDA, Metal): [`Transformer::Candle`], [`Cache::Candle`]. The tokenizer is candle's
-//! ([`Tokenizer::Candle`]) or, with `wgpu[:N]`, decodes with compute shaders on any GPU
-//! ([`Tokenizer::Wgpu`], feature `wgpu`; the transformer then runs on the CPU). An engine adds
-//! a variant here and nothing above this module changes.
+//! [`ModelSpec::device`](crate::pair::ModelSpec::device). With `cpu`, `cuda[:N]` and
+//! `metal[:N]` the engine is candle's ([`Transformer::Candle`], [`Cache::Candle`],
+//! [`Tokenizer::Candle`]). With `wgpu[:N]` (feature `wgpu`) the transformer's forwards, its KV
+//! cache and the tokenizer's decoder are compute shaders on any GPU (`Transformer::Wgpu`,
+//! `Cache::Wgpu`, `Tokenizer::Wgpu`); the encoder stays on the CPU. An engine adds a variant
+//! here and nothing above this module changes.
 
 use std::fmt;
 
@@ -36,7 +37,8 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// Parses `cpu`, `cuda[:N]` or `metal[:N]` (the CLI's `--device`, the app's Model menu).
+    /// Parses `cpu`, `cuda[:N]`, `metal[:N]` or `wgpu[:N]` (the CLI's `--device`, the app's
+    /// Model menu).
     pub fn parse(name: &str) -> Result<Self> {
         let bad = |m: String| Error::InvalidRequest(m);
         let (kind, ordinal) = match name.trim().split_once(':') {

@@ -26,7 +26,7 @@ pub struct ModelSpec {
     pub vq: Option<PathBuf>,
     /// Config JSON for a custom ARPG checkpoint.
     pub config: Option<PathBuf>,
-    /// `cpu`, `cuda[:N]` or `metal[:N]`: the one place the engine is chosen (parsed by
+    /// `cpu`, `cuda[:N]`, `metal[:N]` or `wgpu[:N]`: the one place the engine is chosen (parsed by
     /// [`ModelSpec::backend`]).
     pub device: String,
     /// Transformer compute dtype: `f32`, `f16` or `bf16` (the tokenizer runs in f32).

@@ -254,8 +254,8 @@ enum Command {
         /// Images per batch (with --model).
         #[arg(long, default_value_t = 1)]
         batch: usize,
-        /// cpu, cuda[:N] or metal[:N] (with --model); with --model vq-16, cpu or wgpu[:N] (the
-        /// decoder on that GPU, its set-up untimed).
+        /// cpu, cuda[:N], metal[:N] or wgpu[:N] (with --model: the transformer there, and on
+        /// wgpu the decoder too, their set-up untimed); with --model vq-16, cpu or wgpu[:N].
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Quantized linear layers: q8_0 or q4k (with --model; candle's quantized matmul).
@@ -284,7 +284,8 @@ enum Command {
         /// Load the `.safetensors` weights instead of the `.pt` files.
         #[arg(long)]
         safetensors: bool,
-        /// Device: cpu, cuda[:N], metal[:N] or wgpu[:N] (the decode cases on that GPU).
+        /// Device: cpu, cuda[:N], metal[:N] or wgpu[:N] (the transformer and decode cases on
+        /// that GPU; the encoder's on the CPU).
         #[arg(long, default_value = "cpu")]
         device: String,
     },

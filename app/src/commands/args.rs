@@ -24,9 +24,9 @@ pub struct ModelArgs {
     /// Config JSON for a custom ARPG checkpoint.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// cpu, cuda[:N], metal[:N] or wgpu[:N] (the tokenizer's decoder as compute shaders on any
-    /// GPU; N from `arpg info --devices`, default the first hardware adapter; the transformer
-    /// stays on the CPU).
+    /// cpu, cuda[:N], metal[:N] or wgpu[:N] (the transformer and the tokenizer's decoder as
+    /// compute shaders on any GPU; N from `arpg info --devices`, default the first hardware
+    /// adapter; the encoder stays on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Transformer compute dtype: f32, f16 or bf16 (the tokenizer always runs in f32).

@@ -141,11 +141,21 @@ impl Worker {
                         .unwrap_or("panic")
                 )),
             };
+            // A GPU fault on this command or a live preview: said once; the CPU took over (a
+            // transformer fault also failed the run that met it, with the same message).
+            let faults: Vec<String> = self
+                .models
+                .as_ref()
+                .map(|m| [m.vq.take_fault(), m.arpg.model.take_fault()])
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|f| err.as_ref().is_none_or(|e| !e.contains(f.as_str())))
+                .collect();
             if let Some(e) = err {
                 self.emit(WorkerEvent::Error(e));
             }
-            // A GPU fault on this command or a live preview: said once; the CPU took over.
-            if let Some(fault) = self.models.as_ref().and_then(|m| m.vq.take_fault()) {
+            for fault in faults {
                 self.emit(WorkerEvent::Error(fault));
             }
         }
@@ -354,11 +364,13 @@ impl Worker {
 /// tokenizer decodes.
 fn device_line(asked: &str, models: &ModelPair) -> String {
     let decoder = models.vq.decoder_device();
+    let transformer = models.arpg.model.device_name();
     match arpg_core::Backend::parse(asked) {
-        Ok(arpg_core::Backend::Wgpu(_)) if decoder != "CPU" => {
-            format!("{decoder} (decoder) · CPU (transformer)")
+        Ok(arpg_core::Backend::Wgpu(_)) if decoder == transformer => transformer,
+        Ok(arpg_core::Backend::Wgpu(_)) => {
+            format!("{decoder} (decoder) · {transformer} (transformer)")
         }
-        Ok(arpg_core::Backend::Cpu) | Ok(arpg_core::Backend::Wgpu(_)) => "CPU".into(),
+        Ok(arpg_core::Backend::Cpu) => "CPU".into(),
         _ => asked.to_string(),
     }
 }
