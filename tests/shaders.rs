@@ -1,6 +1,6 @@
 //! Every canvas shader and every engine compute shader validates with naga as it is built (the
 //! prelude prepended by its owning module), on the CPU, no GPU needed; and every WGSL file in
-//! `shaders/` is one of them or the prelude, so none escapes validation.
+//! `shaders/` is one of them or a prelude, so none escapes validation.
 
 use std::path::PathBuf;
 
@@ -29,6 +29,13 @@ fn every_compute_shader_validates_with_its_entry_points() {
             .count();
         let want = if name == "vq_attention" { 3 } else { 1 };
         assert_eq!(computes, want, "{name}: compute entry points");
+        // The transformer's kernels that read weights take the prelude's `WEIGHT` constant.
+        let overridable = module
+            .overrides
+            .iter()
+            .any(|(_, o)| o.name.as_deref() == Some("WEIGHT"));
+        let reads_weights = name == "arpg_matmul" || name == "arpg_embed";
+        assert_eq!(overridable, reads_weights, "{name}: the WEIGHT override");
     }
 }
 
@@ -56,6 +63,7 @@ fn every_shader_validates_as_built() {
         };
         assert!(
             stem == "canvas_prelude"
+                || stem == "arpg_weights"
                 || SHADERS.iter().any(|(n, _)| *n == stem)
                 || arpg_core::gpu::SHADERS.iter().any(|(n, _)| *n == stem),
             "{} is not built by any module, so it is never validated",
