@@ -6,10 +6,12 @@
 #[path = "common/cli.rs"]
 mod cli;
 mod common;
+#[path = "common/lavapipe.rs"]
+mod lavapipe;
 #[path = "common/texture.rs"]
 mod texture;
 
-use arpg_core::gpu::{self, Gpu};
+use arpg_core::gpu::Gpu;
 use arpg_core::reference::{check_reference, WeightFormat};
 use arpg_core::sampler::Rng;
 use arpg_core::{Backend, Tokenizer, VqConfig, VqModel};
@@ -17,7 +19,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use cli::{arpg, ok, s};
 
-use common::lavapipe;
+use lavapipe::lavapipe;
 
 fn random_tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = Rng::new(seed);

@@ -4,13 +4,15 @@
 //! and the errors a GPU gives for what it cannot run.
 
 mod common;
+#[path = "common/lavapipe.rs"]
+mod lavapipe;
 
 use arpg_core::backend::{Ids, Logits};
 use arpg_core::gpu::Gpu;
 use arpg_core::sampler::Rng;
 use arpg_core::{Arpg, Transformer};
 use candle_core::{DType, Device};
-use common::lavapipe;
+use lavapipe::lavapipe;
 
 fn shipped(dtype: DType) -> Arpg {
     arpg_core::loader::load_arpg(arpg_core::shipped::arpg_path(), None, dtype, &Device::Cpu)

@@ -180,6 +180,9 @@ impl Logits {
 
 /// The ARPG transformer on one engine: the forwards the sampler, the edits and
 /// `check-reference` call (each mirrors the [`Arpg`] method of the same name).
+// One per loaded model, moved rather than copied on any hot path: the size of the candle
+// variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Transformer {
     /// candle's model on a candle device (our CPU kernels on the CPU).
@@ -292,7 +295,9 @@ impl Transformer {
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<Cache> {
         #[cfg(feature = "wgpu")]
         if let Some(t) = self.gpu_up() {
-            return Ok(Cache::Wgpu(t.with(|g| g.new_cache(batch, capacity))?));
+            return Ok(Cache::Wgpu(Box::new(
+                t.with(|g| g.new_cache(batch, capacity))?,
+            )));
         }
         Ok(Cache::Candle(self.cpu_model().new_cache(batch, capacity)?))
     }
@@ -405,7 +410,7 @@ pub enum Cache {
     Candle(KvCache),
     /// On the GPU of a [`Transformer::Wgpu`].
     #[cfg(feature = "wgpu")]
-    Wgpu(crate::gpu::arpg::GpuCache),
+    Wgpu(Box<crate::gpu::arpg::GpuCache>),
 }
 
 impl Cache {
@@ -427,7 +432,7 @@ impl Cache {
         match self {
             Self::Candle(c) => Ok(Self::Candle(c.deep_clone()?)),
             #[cfg(feature = "wgpu")]
-            Self::Wgpu(c) => Ok(Self::Wgpu(c.deep_clone()?)),
+            Self::Wgpu(c) => Ok(Self::Wgpu(Box::new(c.deep_clone()?))),
         }
     }
 }

@@ -55,12 +55,3 @@ pub fn tokens(meta: &serde_json::Value) -> Vec<u64> {
         .map(|t| t.as_u64().expect("u64"))
         .collect()
 }
-
-/// The lavapipe adapter's index in `arpg info --devices` (CI installs Mesa's software Vulkan).
-pub fn lavapipe() -> usize {
-    arpg_core::gpu::adapters()
-        .into_iter()
-        .find(|a| a.name.contains("llvmpipe") && a.backend == "Vulkan")
-        .map(|a| a.index)
-        .expect("no lavapipe adapter: install mesa-vulkan-drivers (CI does)")
-}

@@ -332,7 +332,7 @@ impl GpuArpg {
             )
         })?;
         let cfg = model.config().clone();
-        if cfg.head_dim() > MAX_HEAD_DIM || cfg.head_dim() % 2 != 0 {
+        if cfg.head_dim() > MAX_HEAD_DIM || !cfg.head_dim().is_multiple_of(2) {
             return Err(Error::InvalidRequest(format!(
                 "wgpu's attention takes even head dimensions up to {MAX_HEAD_DIM}; this model has \
                  {}",
@@ -380,15 +380,16 @@ impl GpuArpg {
             })
             .collect::<Result<Vec<_>>>()?;
         let limits = device.limits();
-        let max_binding =
-            u64::from(limits.max_storage_buffer_binding_size).min(limits.max_buffer_size);
+        let max_binding = limits
+            .max_storage_buffer_binding_size
+            .min(limits.max_buffer_size);
         let weight = |label: &str, t: &Tensor, f: WeightFormat| -> Result<wgpu::Buffer> {
             let data = words(t, f)?;
             if (data.len() * 4) as u64 > max_binding {
                 return Err(Error::Gpu(format!(
                     "{}: {label} takes {} MiB; one storage buffer may hold {} MiB on this device",
                     gpu.adapter().name,
-                    data.len() * 4 >> 20,
+                    (data.len() * 4) >> 20,
                     max_binding >> 20
                 )));
             }
@@ -557,10 +558,10 @@ impl GpuArpg {
         let mut input = Vec::with_capacity(b * n);
         let mut ctx = Vec::with_capacity(b * n);
         let mut query = Vec::with_capacity(b * n);
-        for r in 0..b {
+        for (r, &class) in class_ids.iter().enumerate() {
             let order = &orders.data[r * n..(r + 1) * n];
             let tokens = &ids.data[r * n..(r + 1) * n];
-            input.push(class_ids[r]);
+            input.push(class);
             ctx.push(0);
             for (k, &cell) in order.iter().enumerate() {
                 let cell_tokens = tokens.get(cell as usize).copied().ok_or_else(|| {
