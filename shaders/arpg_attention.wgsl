@@ -1,6 +1,7 @@
 // Scaled dot-product attention of query rows over a KV cache (mirrors the attention of
 // `Attention.forward` / `CrossAttention.forward`: softmax of q·k / sqrt(head_dim) in f32, then
-// the weighted sum of v), heads merged back into `[rows][heads·head_dim]`.
+// the weighted sum of v), heads merged back into `[rows][heads·head_dim]`. The cache is read in
+// its format (`arpg_kv.wgsl`).
 // One workgroup per (query row, head). Query row r is query `r % nq` of batch row `r / nq`, read
 // from q (row stride `q_stride`, head h at column h·head_dim). It sees cache slots
 // `0..keys`, and with `causal` only slots `j <= r % nq + offset`. Keys are taken in blocks of
@@ -23,8 +24,23 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
-@group(0) @binding(2) var<storage, read> cache_k: array<f32>;
-@group(0) @binding(3) var<storage, read> cache_v: array<f32>;
+@group(0) @binding(2) var<storage, read> cache_k: array<u32>;
+@group(0) @binding(3) var<storage, read> cache_v: array<u32>;
+
+// Element `i` of a cache, in its format (`arpg_kv.wgsl`).
+fn k_at(i: u32) -> f32 {
+    if (KV == 0u) {
+        return bitcast<f32>(cache_k[i]);
+    }
+    return kv_unpack(cache_k[i >> 1u], (i & 1u) == 1u);
+}
+
+fn v_at(i: u32) -> f32 {
+    if (KV == 0u) {
+        return bitcast<f32>(cache_v[i]);
+    }
+    return kv_unpack(cache_v[i >> 1u], (i & 1u) == 1u);
+}
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 const WG: u32 = 64u;
@@ -88,7 +104,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             let kb = (head + k0 + j) * d;
             var s = 0.0;
             for (var e = 0u; e < d; e++) {
-                s += qv[e] * cache_k[kb + e];
+                s += qv[e] * k_at(kb + e);
             }
             s = s * p.scale;
             scores[j] = s;
@@ -110,7 +126,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
             if (e < d) {
                 var s = acc[t] * correction;
                 for (var j = 0u; j < n; j++) {
-                    s += scores[j] * cache_v[(head + k0 + j) * d + e];
+                    s += scores[j] * v_at((head + k0 + j) * d + e);
                 }
                 acc[t] = s;
             }

@@ -2,7 +2,8 @@
 // table row of the token's cell) and the KV cache write of a projection's output.
 // src `[rows][..]` (row stride `stride`) holds q at column `q_col`, k at `k_col`, v at `v_col`
 // (`NONE`: absent); row r is token `r % m` of batch row `r / m`. q is rotated in place; k is
-// rotated and v copied into the cache `[batch][heads][cap][head_dim]` at slot `len + r % m`.
+// rotated and v copied into the cache `[batch][heads][cap][head_dim]` at slot `len + r % m`, in
+// the cache's format (`arpg_kv.wgsl`).
 // One invocation per (token, rotation pair of all heads).
 
 struct Params {
@@ -27,8 +28,27 @@ const NONE: u32 = 0xffffffffu;
 @group(0) @binding(2) var<storage, read> cos_t: array<f32>;
 @group(0) @binding(3) var<storage, read> sin_t: array<f32>;
 @group(0) @binding(4) var<storage, read> rope_rows: array<u32>;
-@group(0) @binding(5) var<storage, read_write> cache_k: array<f32>;
-@group(0) @binding(6) var<storage, read_write> cache_v: array<f32>;
+@group(0) @binding(5) var<storage, read_write> cache_k: array<u32>;
+@group(0) @binding(6) var<storage, read_write> cache_v: array<u32>;
+
+// Elements `i` and `i + 1` (i even) of a cache.
+fn store_k(i: u32, a: f32, b: f32) {
+    if (KV == 0u) {
+        cache_k[i] = bitcast<u32>(a);
+        cache_k[i + 1u] = bitcast<u32>(b);
+    } else {
+        cache_k[i / 2u] = kv_pack(a, b);
+    }
+}
+
+fn store_v(i: u32, a: f32, b: f32) {
+    if (KV == 0u) {
+        cache_v[i] = bitcast<u32>(a);
+        cache_v[i + 1u] = bitcast<u32>(b);
+    } else {
+        cache_v[i / 2u] = kv_pack(a, b);
+    }
+}
 
 @compute @workgroup_size(64, 1, 1)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -57,12 +77,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let i = base + p.k_col + col;
         let a = src[i];
         let b = src[i + 1u];
-        cache_k[slot] = a * c - b * s;
-        cache_k[slot + 1u] = b * c + a * s;
+        store_k(slot, a * c - b * s, b * c + a * s);
     }
     if (p.v_col != NONE) {
         let i = base + p.v_col + col;
-        cache_v[slot] = src[i];
-        cache_v[slot + 1u] = src[i + 1u];
+        store_v(slot, src[i], src[i + 1u]);
     }
 }

@@ -2,7 +2,8 @@
 // every weight is stored as 32-bit words, so one shader serves f32, f16 and bf16 weights with
 // no optional feature (`shader-f16`) or capability. `WEIGHT` (an override constant, fixed when
 // the pipeline is built): 0 = f32 (one element a word), 1 = f16, 2 = bf16 (two elements a word,
-// element 2i in the low half). Values are widened to f32 exactly; arithmetic is f32.
+// element 2i in the low half). Values are widened to f32 exactly (`arpg_half.wgsl`); arithmetic
+// is f32.
 
 override WEIGHT: u32 = 0u;
 
@@ -16,20 +17,4 @@ fn weight_at(i: u32) -> f32 {
         return f16_bits_to_f32(select(word & 0xffffu, word >> 16u, high));
     }
     return bitcast<f32>(select(word << 16u, word & 0xffff0000u, high));
-}
-
-// IEEE half → single, exactly (normals, subnormals, infinities, NaN), by bit arithmetic: no
-// device capability needed (`unpack2x16float` asks for one some backends lack).
-fn f16_bits_to_f32(h: u32) -> f32 {
-    let sign = (h & 0x8000u) << 16u;
-    let e = (h >> 10u) & 0x1fu;
-    let mant = h & 0x3ffu;
-    if (e == 0u) {
-        // Zero or subnormal: mant x 2^-24.
-        return bitcast<f32>(sign | bitcast<u32>(f32(mant) * 5.9604645e-8));
-    }
-    if (e == 31u) {
-        return bitcast<f32>(sign | 0x7f800000u | (mant << 13u));
-    }
-    return bitcast<f32>(sign | ((e + 112u) << 23u) | (mant << 13u));
 }

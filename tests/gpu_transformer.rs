@@ -191,8 +191,10 @@ fn reduced_precision_weights_on_wgpu_match_the_cpu_in_the_same_dtype() {
         let got = gpu
             .forward_teacher(&ids, &classes, &orders, true)
             .expect("gpu");
-        // Both widen the same 16-bit weights exactly and compute in f32.
-        assert_close(&format!("{dtype:?} weights"), &want, &got, 1e-4);
+        // Both widen the same 16-bit weights exactly and compute in f32; the GPU keeps its KV
+        // cache in the weights' format (rounded to 16 bits, as candle's GPU path does), the CPU
+        // in f32: logits within 2% of their range. The f32 cache is checked to 1e-4 above.
+        assert_close(&format!("{dtype:?} weights"), &want, &got, 2e-2);
     }
 }
 

@@ -29,13 +29,18 @@ fn every_compute_shader_validates_with_its_entry_points() {
             .count();
         let want = if name == "vq_attention" { 3 } else { 1 };
         assert_eq!(computes, want, "{name}: compute entry points");
-        // The transformer's kernels that read weights take the prelude's `WEIGHT` constant.
-        let overridable = module
-            .overrides
-            .iter()
-            .any(|(_, o)| o.name.as_deref() == Some("WEIGHT"));
+        // The transformer's kernels that read weights take the `WEIGHT` format constant, those
+        // that write or read the KV cache the `KV` one.
+        let has = |c: &str| {
+            module
+                .overrides
+                .iter()
+                .any(|(_, o)| o.name.as_deref() == Some(c))
+        };
         let reads_weights = name == "arpg_matmul" || name == "arpg_embed";
-        assert_eq!(overridable, reads_weights, "{name}: the WEIGHT override");
+        let uses_cache = name == "arpg_rope" || name == "arpg_attention";
+        assert_eq!(has("WEIGHT"), reads_weights, "{name}: the WEIGHT override");
+        assert_eq!(has("KV"), uses_cache, "{name}: the KV override");
     }
 }
 
@@ -63,7 +68,7 @@ fn every_shader_validates_as_built() {
         };
         assert!(
             stem == "canvas_prelude"
-                || stem == "arpg_weights"
+                || ["arpg_weights", "arpg_half", "arpg_kv"].contains(&stem)
                 || SHADERS.iter().any(|(n, _)| *n == stem)
                 || arpg_core::gpu::SHADERS.iter().any(|(n, _)| *n == stem),
             "{} is not built by any module, so it is never validated",

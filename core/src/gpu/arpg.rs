@@ -4,9 +4,10 @@
 //!
 //! - Weights are uploaded once, in the dtype the model was loaded in (f32, f16 or bf16, read as
 //!   32-bit words and widened exactly in the shaders, see `shaders/arpg_weights.wgsl`);
-//!   activations, the KV cache, norms, softmax and accumulation are f32.
+//!   activations, norms, softmax and accumulation are f32.
 //! - The KV cache lives on the GPU ([`GpuCache`], `(B, H, capacity, head_dim)` per self-decoder
-//!   layer plus the shared cross K/V); each cache owns scratch buffers sized for the largest
+//!   layer plus the shared cross K/V), in the weights' format (f32, or f16/bf16 for 16-bit
+//!   weights, as candle's GPU path keeps it; `shaders/arpg_kv.wgsl`); each cache owns scratch buffers sized for the largest
 //!   call it has seen, with every dispatch's bind group built with them, so a step allocates
 //!   nothing.
 //! - One call (a parallel step, a prefill chunk, a query chunk) writes its ids and every
@@ -55,7 +56,15 @@ impl WeightFormat {
         }
     }
 
-    /// The `WEIGHT` override constant of `arpg_weights.wgsl`.
+    /// Bytes of one element (of the weights, and of the KV cache, which takes their format).
+    fn bytes(self) -> u64 {
+        match self {
+            Self::F32 => 4,
+            Self::F16 | Self::Bf16 => 2,
+        }
+    }
+
+    /// The `WEIGHT` and `KV` override constants of `arpg_weights.wgsl` and `arpg_kv.wgsl`.
     fn code(self) -> f64 {
         match self {
             Self::F32 => 0.0,
@@ -109,14 +118,15 @@ enum Pipe {
     Attention,
 }
 
-/// `(pipe, shader name in SHADERS, whether it reads weights through `WEIGHT`)`.
-const PIPES: [(Pipe, &str, bool); 6] = [
-    (Pipe::Matmul, "arpg_matmul", true),
-    (Pipe::Embed, "arpg_embed", true),
-    (Pipe::Norm, "arpg_rms_norm", false),
-    (Pipe::Swiglu, "arpg_swiglu", false),
-    (Pipe::Rope, "arpg_rope", false),
-    (Pipe::Attention, "arpg_attention", false),
+/// `(pipe, shader name in SHADERS, its format constant: `WEIGHT` for the kernels that read
+/// weights, `KV` for those that write or read the cache; both take the weights' format code)`.
+const PIPES: [(Pipe, &str, Option<&str>); 6] = [
+    (Pipe::Matmul, "arpg_matmul", Some("WEIGHT")),
+    (Pipe::Embed, "arpg_embed", Some("WEIGHT")),
+    (Pipe::Norm, "arpg_rms_norm", None),
+    (Pipe::Swiglu, "arpg_swiglu", None),
+    (Pipe::Rope, "arpg_rope", Some("KV")),
+    (Pipe::Attention, "arpg_attention", Some("KV")),
 ];
 
 /// One decoder block's weights on the GPU (see [`crate::model::BlockWeights`]).
@@ -228,7 +238,8 @@ struct Scratch {
 }
 
 /// The KV cache of a [`GpuArpg`] (mirrors [`crate::model::KvCache`]): keys and values of every
-/// self-decoder layer and the shared cross K/V, each `(B, H, capacity, head_dim)` f32 on the GPU.
+/// self-decoder layer and the shared cross K/V, each `(B, H, capacity, head_dim)` on the GPU,
+/// in the weights' format.
 /// Not `Clone`: use [`GpuCache::deep_clone`].
 pub struct GpuCache {
     gpu: Gpu,
@@ -354,7 +365,7 @@ impl GpuArpg {
         let device = &gpu.device;
         let pipes = PIPES
             .iter()
-            .map(|(pipe, name, weighted)| {
+            .map(|(pipe, name, constant)| {
                 let src = SHADERS
                     .iter()
                     .find(|(n, _)| n == name)
@@ -364,14 +375,15 @@ impl GpuArpg {
                     label: Some(name),
                     source: wgpu::ShaderSource::Wgsl(Cow::Borrowed(src)),
                 });
-                let constants = [("WEIGHT", format.code())];
+                let constants: Vec<(&str, f64)> =
+                    constant.iter().map(|c| (*c, format.code())).collect();
                 let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(name),
                     layout: None,
                     module: &module,
                     entry_point: Some("main"),
                     compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: if *weighted { &constants } else { &[] },
+                        constants: &constants,
                         ..Default::default()
                     },
                     cache: None,
@@ -465,7 +477,8 @@ impl GpuArpg {
     /// A KV cache for `batch` rows and `capacity` fed tokens. Errors: one layer would not fit a
     /// storage buffer of this device, or the device fails.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<GpuCache> {
-        let bytes = (batch * self.cfg.n_head * capacity.max(1) * self.cfg.head_dim() * 4) as u64;
+        let bytes = (batch * self.cfg.n_head * capacity.max(1) * self.cfg.head_dim()) as u64
+            * self.format.bytes();
         if bytes > self.max_binding {
             return Err(Error::Gpu(format!(
                 "{}: a KV cache layer for batch {batch} and {capacity} tokens takes {} MiB; one \

@@ -27,14 +27,16 @@ pub const SHADERS: [(&str, &str); 11] = [
         "arpg_matmul",
         concat!(
             include_str!("../../../shaders/arpg_matmul.wgsl"),
-            include_str!("../../../shaders/arpg_weights.wgsl")
+            include_str!("../../../shaders/arpg_weights.wgsl"),
+            include_str!("../../../shaders/arpg_half.wgsl")
         ),
     ),
     (
         "arpg_embed",
         concat!(
             include_str!("../../../shaders/arpg_embed.wgsl"),
-            include_str!("../../../shaders/arpg_weights.wgsl")
+            include_str!("../../../shaders/arpg_weights.wgsl"),
+            include_str!("../../../shaders/arpg_half.wgsl")
         ),
     ),
     (
@@ -45,10 +47,21 @@ pub const SHADERS: [(&str, &str); 11] = [
         "arpg_swiglu",
         include_str!("../../../shaders/arpg_swiglu.wgsl"),
     ),
-    ("arpg_rope", include_str!("../../../shaders/arpg_rope.wgsl")),
+    (
+        "arpg_rope",
+        concat!(
+            include_str!("../../../shaders/arpg_rope.wgsl"),
+            include_str!("../../../shaders/arpg_kv.wgsl"),
+            include_str!("../../../shaders/arpg_half.wgsl")
+        ),
+    ),
     (
         "arpg_attention",
-        include_str!("../../../shaders/arpg_attention.wgsl"),
+        concat!(
+            include_str!("../../../shaders/arpg_attention.wgsl"),
+            include_str!("../../../shaders/arpg_kv.wgsl"),
+            include_str!("../../../shaders/arpg_half.wgsl")
+        ),
     ),
     ("vq_conv", include_str!("../../../shaders/vq_conv.wgsl")),
     (
