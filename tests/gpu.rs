@@ -1,6 +1,8 @@
 //! The engine's wgpu path on Mesa's software Vulkan (lavapipe), named explicitly: the tokenizer's
-//! decoder as compute shaders against the CPU decode of the same tokens, `check-reference`'s
-//! decode case on wgpu, `arpg decode --device wgpu:N`, and the faults that fall back to the CPU.
+//! decoder as compute shaders against the CPU decode of the same tokens, `check-reference` on
+//! wgpu (the transformer's cases and the decode), `arpg decode --device wgpu:N`, `arpg bench` on
+//! wgpu, and the faults that fall back to the CPU (the transformer's forwards themselves:
+//! `gpu_transformer.rs`).
 //! A VQ-16-shaped decode of 256² costs minutes on lavapipe, so it is decoded here at 2x3 tokens.
 
 #[path = "common/cli.rs"]
@@ -225,11 +227,57 @@ fn an_adapter_index_this_machine_lacks_is_one_error() {
     assert!(!out.exists());
     assert!(Backend::parse("wgpu:x").is_err());
     assert!(Gpu::open(99).is_err());
-    // The transformer's benchmark does not pretend to run on wgpu.
+    // The transformer's benchmark on an adapter the machine lacks, or quantized on wgpu: one
+    // clear error each.
     let bench = arpg(&[
-        "bench", "--model", "shipped", "--device", "wgpu", "--steps", "2",
+        "bench", "--model", "shipped", "--device", "wgpu:99", "--steps", "2",
     ]);
     assert!(!bench.status.success());
+    let quantized = arpg(&[
+        "bench", "--model", "shipped", "--device", "wgpu", "--quant", "q8_0", "--steps", "2",
+    ]);
+    let err = String::from_utf8_lossy(&quantized.stderr);
+    assert!(
+        !quantized.status.success() && err.contains("--quant"),
+        "{err}"
+    );
+}
+
+/// `arpg bench --model M --device wgpu:N --json` times the transformer on that GPU and names it.
+#[test]
+fn the_transformer_benchmark_runs_on_wgpu() {
+    let n = lavapipe().to_string();
+    let res = arpg(&[
+        "bench",
+        "--model",
+        "shipped",
+        "--device",
+        &format!("wgpu:{n}"),
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--json",
+    ]);
+    let out = String::from_utf8_lossy(&res.stdout);
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let row: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("a JSON line")).expect("JSON");
+    assert!(
+        row["kernel"]
+            .as_str()
+            .is_some_and(|k| k.contains("llvmpipe")),
+        "{row}"
+    );
+    assert_eq!(row["steps"], 2);
+    assert!(
+        row["images_per_s"].as_f64().is_some_and(|v| v > 0.0),
+        "{row}"
+    );
 }
 
 /// The live preview's path: the decode written into the marked cells of an RGBA8 storage
