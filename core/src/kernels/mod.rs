@@ -16,6 +16,8 @@
 //! and tests compare every supported tier with candle's own matmul.
 
 mod attention;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod bf16_gemm;
 mod conv;
 mod fused;
 mod portable;
@@ -520,6 +522,36 @@ impl CustomOp2 for Linear {
             ),
         };
         let y = transpose(&yt, n, m);
+        let mut shape = lead.to_vec();
+        shape.push(n);
+        Ok((CpuStorage::F32(y), Shape::from(shape)))
+    }
+}
+
+/// The product with bf16 weights packed for [`bf16_gemm::gemm`], as a candle op (no backward):
+/// `x` `(.., K)` f32 contiguous on the CPU; result `(.., N)` f32.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct LinearPacked(pub std::sync::Arc<bf16_gemm::PackedBf16>);
+
+#[cfg(target_arch = "x86_64")]
+impl candle_core::CustomOp1 for LinearPacked {
+    fn name(&self) -> &'static str {
+        "arpg-linear-bf16-packed"
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n, k) = (self.0.n(), self.0.k());
+        let Some((&kx, lead)) = xl.dims().split_last() else {
+            candle_core::bail!("linear kernel: input is a scalar");
+        };
+        if kx != k {
+            candle_core::bail!("linear kernel: input has {kx} features, the weight {k}");
+        }
+        let m: usize = lead.iter().product();
+        let x = f32_operand(xs, xl, "linear")?;
+        let Some(y) = bf16_gemm::gemm(Tier::Avx512Bf16, x, m, k, &self.0) else {
+            candle_core::bail!("linear kernel: packed bf16 weights need AVX512-BF16");
+        };
         let mut shape = lead.to_vec();
         shape.push(n);
         Ok((CpuStorage::F32(y), Shape::from(shape)))

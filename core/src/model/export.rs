@@ -34,7 +34,7 @@ pub(crate) struct ArpgWeights {
 }
 
 fn plain(d: &Dense) -> Result<Tensor> {
-    d.plain().cloned().ok_or_else(|| {
+    d.plain().ok_or_else(|| {
         candle_core::Error::Msg("a quantized layer has no plain weight to export".into())
     })
 }
