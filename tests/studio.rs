@@ -62,6 +62,39 @@ fn region_diff(a: &image::RgbaImage, b: &image::RgbaImage, rect: egui::Rect) -> 
     sum as f64 / n.max(1) as f64
 }
 
+/// The app with the shipped model loaded on its window's own adapter (lavapipe in CI, where
+/// `WGPU_BACKEND` pins Vulkan), and that adapter's name.
+fn on_the_windows_gpu() -> (Harness<'static, StudioApp>, String) {
+    let mut h = harness();
+    let adapter = h
+        .state()
+        .gpu
+        .as_ref()
+        .map(|g| g.adapter().name.clone())
+        .expect("the harness renders with wgpu");
+    h.state_mut().load_models(ModelSpec {
+        device: "wgpu".into(),
+        ..ModelSpec::shipped()
+    });
+    wait(&mut h, "the model on the GPU", |app| {
+        app.model
+            .as_ref()
+            .is_some_and(|m| m.device.contains(&adapter))
+    });
+    (h, adapter)
+}
+
+/// The shipped transformer on the CPU, f32 (to make again what the app made).
+fn shipped_on_cpu() -> arpg_core::loader::LoadedArpg {
+    arpg_core::loader::load_arpg(
+        arpg_core::shipped::arpg_path(),
+        None,
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .expect("shipped model")
+}
+
 fn generate(h: &mut Harness<'static, StudioApp>) {
     let before = h.state().history.items.len();
     h.get_by_label("Generate").click();
@@ -349,7 +382,7 @@ fn a_fork_records_the_class_it_continues_and_regenerates_from_its_png() {
 /// shows the next run's seed, and opening the PNG restores its settings.
 #[test]
 fn every_app_batch_image_regenerates_from_its_metadata_and_reopens_with_its_settings() {
-    use arpg_core::{document, loader, provenance, sampler};
+    use arpg_core::{document, provenance, sampler};
     let mut h = harness();
     h.state_mut().settings.batch = 2;
     h.state_mut().settings.settings.seed = 42;
@@ -360,13 +393,7 @@ fn every_app_batch_image_regenerates_from_its_metadata_and_reopens_with_its_sett
     let next = h.state().settings.settings.seed;
     assert_ne!(next, 42, "the seed field shows the next run's seed");
     let dir = common::temp_dir("studio-batch-regen");
-    let arpg = loader::load_arpg(
-        arpg_core::shipped::arpg_path(),
-        None,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )
-    .expect("shipped model");
+    let arpg = shipped_on_cpu();
     for i in 0..2 {
         let item = &h.state().history.items[i];
         assert_eq!(item.settings.seed, sampler::image_seed(42, i as u64));
@@ -1185,23 +1212,7 @@ fn a_vq16_shaped_tokenizer_generates_before_its_palette_exists() {
 #[test]
 fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
     use arpg_app::studio::ui::tools_panel::LivePreview;
-    let mut h = harness();
-    // The window's own adapter (lavapipe in CI, where WGPU_BACKEND pins Vulkan).
-    let adapter = h
-        .state()
-        .gpu
-        .as_ref()
-        .map(|g| g.adapter().name.clone())
-        .expect("the harness renders with wgpu");
-    h.state_mut().load_models(ModelSpec {
-        device: "wgpu".into(),
-        ..ModelSpec::shipped()
-    });
-    wait(&mut h, "the model on the GPU", |app| {
-        app.model
-            .as_ref()
-            .is_some_and(|m| m.device.contains(&adapter))
-    });
+    let (mut h, adapter) = on_the_windows_gpu();
     assert!(h.state().model.as_ref().is_some_and(|m| m.gpu_preview));
     // The transformer and the decoder both run there.
     assert_eq!(h.state().status.device, adapter);
@@ -1284,23 +1295,8 @@ fn on_the_gpu_the_live_preview_is_the_decoded_canvas_at_every_step() {
 /// stroke and outpaints a side, with no fault and no fallback.
 #[test]
 fn on_the_gpu_the_app_generates_inpaints_and_outpaints() {
-    use arpg_core::{loader, provenance};
-    let mut h = harness();
-    let adapter = h
-        .state()
-        .gpu
-        .as_ref()
-        .map(|g| g.adapter().name.clone())
-        .expect("the harness renders with wgpu");
-    h.state_mut().load_models(ModelSpec {
-        device: "wgpu".into(),
-        ..ModelSpec::shipped()
-    });
-    wait(&mut h, "the model on the GPU", |app| {
-        app.model
-            .as_ref()
-            .is_some_and(|m| m.device.contains(&adapter))
-    });
+    use arpg_core::provenance;
+    let (mut h, adapter) = on_the_windows_gpu();
     assert_eq!(h.state().status.device, adapter, "transformer and decoder");
     let app = h.state_mut();
     app.settings.settings.steps = 8;
@@ -1314,13 +1310,7 @@ fn on_the_gpu_the_app_generates_inpaints_and_outpaints() {
         item.provenance.clone(),
         item.canvas.clone(),
     );
-    let arpg = loader::load_arpg(
-        arpg_core::shipped::arpg_path(),
-        None,
-        candle_core::DType::F32,
-        &candle_core::Device::Cpu,
-    )
-    .expect("shipped model");
+    let arpg = shipped_on_cpu();
     let again = provenance::regenerate(&arpg.model, class, &settings, &prov)
         .expect("regenerate")
         .run()

@@ -283,9 +283,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
     // On wgpu the weights are uploaded once and the CPU copy kept (the engine's fallback).
     let (model, kernel_name) = match backend {
         arpg_core::Backend::Wgpu(index) => {
-            let gpu = arpg_core::gpu::Gpu::open(
-                index.or_else(arpg_core::gpu::default_hardware).unwrap_or(0),
-            )?;
+            let gpu = arpg_core::gpu::Gpu::open_named(index)?;
             let name = format!("wgpu ({})", gpu.adapter().name);
             (arpg_core::Transformer::on_gpu(model, &gpu)?, name)
         }
@@ -615,8 +613,7 @@ fn on_backend(vq: arpg_core::VqModel, backend: arpg_core::Backend) -> Result<arp
     match backend {
         arpg_core::Backend::Cpu => Ok(vq.into()),
         arpg_core::Backend::Wgpu(index) => {
-            let index = index.or_else(arpg_core::gpu::default_hardware).unwrap_or(0);
-            let gpu = arpg_core::gpu::Gpu::open(index)?;
+            let gpu = arpg_core::gpu::Gpu::open_named(index)?;
             Ok(arpg_core::Tokenizer::on_gpu(vq, &gpu)?)
         }
         other => bail!("the tokenizer benchmark runs on cpu or wgpu[:N], not {other}"),

@@ -90,9 +90,7 @@ fn engines_on(
         Backend::Wgpu(index) => {
             let opened = match (index, shared) {
                 (None, Some(gpu)) => Ok(gpu.clone()),
-                _ => {
-                    crate::gpu::Gpu::open(index.or_else(crate::gpu::default_hardware).unwrap_or(0))
-                }
+                _ => crate::gpu::Gpu::open_named(index),
             };
             let gpu = match opened {
                 Ok(gpu) => gpu,

@@ -198,9 +198,7 @@ impl FixtureSet {
         match backend {
             #[cfg(feature = "wgpu")]
             Backend::Wgpu(index) => {
-                let gpu = crate::gpu::Gpu::open(
-                    index.or_else(crate::gpu::default_hardware).unwrap_or(0),
-                )?;
+                let gpu = crate::gpu::Gpu::open_named(index)?;
                 let cpu = model
                     .candle()
                     .cloned()
@@ -218,9 +216,7 @@ impl FixtureSet {
         match backend {
             #[cfg(feature = "wgpu")]
             Backend::Wgpu(index) => {
-                let gpu = crate::gpu::Gpu::open(
-                    index.or_else(crate::gpu::default_hardware).unwrap_or(0),
-                )?;
+                let gpu = crate::gpu::Gpu::open_named(index)?;
                 Tokenizer::on_gpu(vq, &gpu)
             }
             _ => Ok(vq.into()),

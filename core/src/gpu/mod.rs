@@ -199,6 +199,12 @@ impl Gpu {
         Ok(Self::shared(device, queue, info))
     }
 
+    /// Opens the adapter `wgpu[:N]` names: `index`, or without one the first hardware adapter,
+    /// else the first adapter.
+    pub fn open_named(index: Option<usize>) -> Result<Self> {
+        Self::open(index.or_else(default_hardware).unwrap_or(0))
+    }
+
     /// A device and queue someone else opened (the desktop app's renderer).
     pub fn shared(device: wgpu::Device, queue: wgpu::Queue, info: AdapterSummary) -> Self {
         let lost = Arc::new(AtomicBool::new(false));
