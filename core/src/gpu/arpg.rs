@@ -10,6 +10,7 @@
 //!   weights, as candle's GPU path keeps it; `shaders/arpg_kv.wgsl`); each cache owns scratch buffers sized for the largest
 //!   call it has seen, with every dispatch's bind group built with them, so a step allocates
 //!   nothing.
+//! - `predict` and teacher forcing read their context into one cache kept between calls.
 //! - One call (a parallel step, a prefill chunk, a query chunk) writes its ids and every
 //!   dispatch's parameters, records **one command buffer** (one compute pass) and reads back the
 //!   logits of the query rows only. The host samples them with the generation's streams.
@@ -159,6 +160,9 @@ pub struct GpuArpg {
     max_rows: usize,
     /// Largest bytes of one storage binding (a KV cache layer must fit it).
     max_binding: u64,
+    /// The cache `predict` and teacher forcing read their context into, kept between calls so
+    /// that settling and polishing allocate nothing after their first call.
+    context: std::sync::Mutex<Option<GpuCache>>,
 }
 
 impl std::fmt::Debug for GpuArpg {
@@ -454,7 +458,31 @@ impl GpuArpg {
             pipes,
             max_rows,
             max_binding,
+            context: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Runs `f` on an empty cache of `batch` rows holding at least `capacity` tokens: the kept
+    /// one when it fits, else a new one (kept for the next call).
+    fn with_context<T>(
+        &self,
+        batch: usize,
+        capacity: usize,
+        f: impl FnOnce(&mut GpuCache) -> Result<T>,
+    ) -> Result<T> {
+        let mut kept = self.context.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = kept
+            .as_ref()
+            .is_some_and(|c| c.batch == batch && c.capacity >= capacity);
+        if !fits {
+            *kept = None;
+            *kept = Some(self.new_cache(batch, capacity)?);
+        }
+        let cache = kept
+            .as_mut()
+            .ok_or_else(|| Error::Internal("no context cache".into()))?;
+        cache.len = 0;
+        f(cache)
     }
 
     pub fn config(&self) -> &ArpgConfig {
@@ -549,8 +577,9 @@ impl GpuArpg {
 
     /// Mirrors [`Arpg::predict`]: a causal read of the context, every query seeing all of it.
     pub fn predict(&self, ids: &Ids, ctx_rows: &Ids, query_rows: &Ids) -> Result<Logits> {
-        let mut cache = self.new_cache(ids.batch, ids.len)?;
-        self.feed_and_query(&mut cache, ids, ctx_rows, true, query_rows, false, 0)
+        self.with_context(ids.batch, ids.len, |cache| {
+            self.feed_and_query(cache, ids, ctx_rows, true, query_rows, false, 0)
+        })
     }
 
     /// Mirrors [`Arpg::forward_teacher`]: `ids` `(B, N)` raster tokens, `class_ids` the `B`
@@ -588,8 +617,9 @@ impl GpuArpg {
             }
         }
         let (input, ctx, query) = (Ids::new(input, b)?, Ids::new(ctx, b)?, Ids::new(query, b)?);
-        let mut cache = self.new_cache(b, n)?;
-        self.feed_and_query(&mut cache, &input, &ctx, causal, &query, causal, 0)
+        self.with_context(b, n, |cache| {
+            self.feed_and_query(cache, &input, &ctx, causal, &query, causal, 0)
+        })
     }
 
     /// Feeds (in causal chunks where allowed) then asks the queries (in chunks), the last feed
