@@ -165,8 +165,9 @@ impl StudioApp {
                 "wgpu".into(),
                 format!("GPU: {}{software}", a.name),
                 format!(
-                    "The tokenizer's decoder on this GPU ({}, the window's own device): the live \
-                     preview decodes the canvas at every step. The transformer stays on the CPU.",
+                    "The transformer and the tokenizer's decoder on this GPU ({}, the window's \
+                     own device): every step computes there, and the live preview decodes the \
+                     canvas at every step. The encoder stays on the CPU.",
                     a.backend
                 ),
             ));
