@@ -15,6 +15,7 @@ pub mod eval;
 pub mod generator;
 #[cfg(feature = "wgpu")]
 pub mod gpu;
+pub mod host;
 pub mod identity;
 pub mod imagenet;
 pub mod kernels;

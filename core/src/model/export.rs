@@ -4,7 +4,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::{Arpg, Dense, Projection, RmsNorm};
+use super::{Arpg, Dense, FeedForward, Projection, RmsNorm};
 
 /// One decoder block's weights. `qkv` is the self-decoder's fused `(3·dim, dim)` q/k/v, or the
 /// cross-decoder's `to_q` `(dim, dim)`; `w13` is `(2·hidden, dim)` with w1's rows first.
@@ -51,6 +51,24 @@ fn norm(n: &RmsNorm) -> Tensor {
     n.weight.clone()
 }
 
+/// One block's weights, its attention's query (or q/k/v) projection given.
+fn block(
+    attn_norm: &RmsNorm,
+    qkv: Tensor,
+    proj: &Dense,
+    ffn_norm: &RmsNorm,
+    ffn: &FeedForward,
+) -> Result<BlockWeights> {
+    Ok(BlockWeights {
+        attn_norm: norm(attn_norm),
+        qkv,
+        proj: plain(proj)?,
+        ffn_norm: norm(ffn_norm),
+        w13: stacked(&ffn.w13)?,
+        w2: plain(&ffn.w2)?,
+    })
+}
+
 impl Arpg {
     /// The weights (see [`ArpgWeights`]). Errors when a layer is quantized.
     pub(crate) fn weights(&self) -> Result<ArpgWeights> {
@@ -58,28 +76,26 @@ impl Arpg {
             .self_dec
             .iter()
             .map(|b| {
-                Ok(BlockWeights {
-                    attn_norm: norm(&b.attn_norm),
-                    qkv: stacked(&b.attn.qkv)?,
-                    proj: plain(&b.attn.proj)?,
-                    ffn_norm: norm(&b.ffn_norm),
-                    w13: stacked(&b.ffn.w13)?,
-                    w2: plain(&b.ffn.w2)?,
-                })
+                block(
+                    &b.attn_norm,
+                    stacked(&b.attn.qkv)?,
+                    &b.attn.proj,
+                    &b.ffn_norm,
+                    &b.ffn,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let cross_dec = self
             .cross_dec
             .iter()
             .map(|b| {
-                Ok(BlockWeights {
-                    attn_norm: norm(&b.attn_norm),
-                    qkv: plain(&b.attn.to_q)?,
-                    proj: plain(&b.attn.proj)?,
-                    ffn_norm: norm(&b.ffn_norm),
-                    w13: stacked(&b.ffn.w13)?,
-                    w2: plain(&b.ffn.w2)?,
-                })
+                block(
+                    &b.attn_norm,
+                    plain(&b.attn.to_q)?,
+                    &b.attn.proj,
+                    &b.ffn_norm,
+                    &b.ffn,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let (cos, sin) = self.rope.tables();
