@@ -1,17 +1,13 @@
 //! Tiled encode and decode of large canvases against the whole-canvas pass, on a canvas where
 //! both fit: the shipped tokenizer on a 256x256 photo (64x64 cells) in tiles of 32 sharing 8.
 
+mod common;
+
 use arpg_core::vq::Tiling;
 use arpg_core::{loader, shipped};
 use candle_core::Device;
 
-fn photo(width: usize, height: usize) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/fixtures/field/photo_1000x700.jpg");
-    let pic = arpg_core::document::import_image(&path).expect("field photo");
-    arpg_core::pixels::resize::<image::Rgb<u8>>(pic.rgb, (pic.width, pic.height), (width, height))
-        .expect("resize")
-}
+use common::field_photo as photo;
 
 /// Mean absolute difference in 8-bit levels.
 fn mad(a: &[u8], b: &[u8]) -> f64 {

@@ -98,8 +98,20 @@ fn random_model_on<T>(
 
 /// Writes an ARPG checkpoint with random weights (for loading and memory measurements).
 pub fn write_random(name: &str, out: &Path) -> Result<()> {
-    let (_, cfg) = preset(name)?;
-    let (_, varmap) = random_model(DType::F32, |vb| Arpg::new(&cfg, vb))?;
+    let vq16 = name.eq_ignore_ascii_case("vq-16");
+    let (cfg, varmap) = if vq16 {
+        let cfg = arpg_core::VqConfig::vq_16();
+        (
+            None,
+            random_model(DType::F32, |vb| arpg_core::VqModel::new(&cfg, vb))?.1,
+        )
+    } else {
+        let (_, cfg) = preset(name)?;
+        (
+            Some(cfg.clone()),
+            random_model(DType::F32, |vb| Arpg::new(&cfg, vb))?.1,
+        )
+    };
     // Through a temporary file, so a full disk never leaves a truncated checkpoint.
     let out = &arpg_core::document::regular_output(out)?;
     let tmp = out.with_extension("safetensors.part");
@@ -113,6 +125,11 @@ pub fn write_random(name: &str, out: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
+    let Some(cfg) = cfg else {
+        // A tokenizer's config is read from its shapes.
+        outln!("wrote {} (a VQ-16-shaped tokenizer)", out.display())?;
+        return Ok(());
+    };
     arpg_core::document::write_atomic(
         &out.with_extension("json"),
         serde_json::to_string_pretty(&cfg)?.as_bytes(),
@@ -504,14 +521,16 @@ pub fn scale_table() -> Result<()> {
 
 /// One row of [`scale_table`]: `spec` is `shipped:WxH` or `vq-16:WxH`; prints one JSON object.
 /// `--model vq-16`: the VQ-16-shaped tokenizer (random weights) encoding and decoding one
-/// 256x256 image, in f32 (the tokenizer's only compute dtype in this build); with `json`, one
-/// JSON object on the last line (`decode_s`, `encode_s` per image, `peak_rss_mib`).
+/// 256x256 image; `dtype` is the decoder's (f32, or bf16 on a CPU with AVX512-BF16; the encoder
+/// computes in f32); with `json`, one JSON object on the last line (`decode_s`, `encode_s` per
+/// image, `peak_rss_mib`).
 pub fn tokenizer_one(dtype: &str, device: &str, json: bool) -> Result<()> {
-    if dtype != "f32" {
-        bail!("the tokenizer computes in f32 in this build (--dtype {dtype} is not available)");
-    }
+    let d = arpg_core::pair::dtype(dtype)?;
     let backend = arpg_core::Backend::parse(device)?;
-    let (w, h, encode_s, decode_s) = tokenizer_times_on("vq-16", 256, 256, backend)?;
+    if d != DType::F32 && backend != arpg_core::Backend::Cpu {
+        bail!("the decoder computes in f32 on {backend}; --dtype {dtype} is a CPU mode");
+    }
+    let (w, h, encode_s, decode_s) = tokenizer_times_with("vq-16", 256, 256, backend, d)?;
     if json {
         let mut row = tokenizer_json("vq-16", w, h, encode_s, decode_s);
         row["model"] = "vq-16".into();
@@ -567,17 +586,29 @@ fn tokenizer_times(tokenizer: &str, w: usize, h: usize) -> Result<(usize, usize,
     tokenizer_times_on(tokenizer, w, h, arpg_core::Backend::Cpu)
 }
 
-/// [`tokenizer_times`] with the decoder on `backend`: on `wgpu`, the decoder is built and run
-/// once before the timed decode (pipelines and weights are set up once per model, not per
-/// image); the encoder always runs on the CPU.
+/// [`tokenizer_times`] with the decoder on `backend`: the decoder runs once before the timed
+/// decode (as the reference's script warms up; on `wgpu` pipelines and weights are set up once
+/// per model, not per image); the encoder always runs on the CPU.
 fn tokenizer_times_on(
     tokenizer: &str,
     w: usize,
     h: usize,
     backend: arpg_core::Backend,
 ) -> Result<(usize, usize, f64, f64)> {
+    tokenizer_times_with(tokenizer, w, h, backend, DType::F32)
+}
+
+/// [`tokenizer_times_on`] with the CPU decoder in `decode_dtype` (packed before the clock
+/// starts, as at load).
+fn tokenizer_times_with(
+    tokenizer: &str,
+    w: usize,
+    h: usize,
+    backend: arpg_core::Backend,
+    decode_dtype: DType,
+) -> Result<(usize, usize, f64, f64)> {
     let dev = Device::Cpu;
-    let vq = match tokenizer {
+    let mut vq = match tokenizer {
         "shipped" => arpg_core::loader::load_vq(arpg_core::shipped::vq_path(), None, &dev)?,
         "vq-16" => {
             let cfg = arpg_core::VqConfig::vq_16();
@@ -585,6 +616,7 @@ fn tokenizer_times_on(
         }
         other => bail!("unknown tokenizer `{other}` (shipped or vq-16)"),
     };
+    vq.set_decode_dtype(decode_dtype)?;
     let p = vq.config().downsample();
     let (w, h) = (w.div_ceil(p) * p, h.div_ceil(p) * p);
     // Random pixels through the product's path (tiles above the threshold, see `Tiling`).
@@ -594,9 +626,9 @@ fn tokenizer_times_on(
     let t = Instant::now();
     let tokens = tokenizer.encode_rgb8(&rgb, w, h)?;
     let encode_s = t.elapsed().as_secs_f64();
-    if !matches!(tokenizer, arpg_core::Tokenizer::Candle(_)) {
-        tokenizer.decode_rgb8(&tokens, h / p, w / p)?;
-    }
+    // One decode before the clock (as the reference's script warms up): buffers, the thread
+    // pool, and on a GPU its pipelines.
+    tokenizer.decode_rgb8(&tokens, h / p, w / p)?;
     let t = Instant::now();
     let decoded = tokenizer.decode_rgb8(&tokens, h / p, w / p)?;
     std::hint::black_box(decoded.len());

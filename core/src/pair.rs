@@ -29,7 +29,8 @@ pub struct ModelSpec {
     /// `cpu`, `cuda[:N]`, `metal[:N]` or `wgpu[:N]`: the one place the engine is chosen (parsed by
     /// [`ModelSpec::backend`]).
     pub device: String,
-    /// Transformer compute dtype: `f32`, `f16` or `bf16` (the tokenizer runs in f32).
+    /// Transformer compute dtype: `f32`, `f16` or `bf16` (for the tokenizer see
+    /// [`ModelSpec::vq_dtype`]).
     pub dtype: String,
     /// Longer side (px) imported images are scaled down to (see [`ModelPair::working_size`]);
     /// `None`: 4x the model's image side; 0: never.
@@ -42,6 +43,11 @@ pub struct ModelSpec {
     /// [`document::DEFAULT_BACKGROUND`] (white).
     #[serde(default)]
     pub background: Option<[u8; 3]>,
+    /// The tokenizer's decode dtype on the CPU: `f32` (exact) or `bf16` (AVX512-BF16 CPUs; see
+    /// [`crate::vq::VqModel::set_decode_dtype`]); `None`: bf16 where the transformer is bf16
+    /// and the CPU has AVX512-BF16, else f32 (see [`decode_dtype`]).
+    #[serde(default)]
+    pub vq_dtype: Option<String>,
 }
 
 impl ModelSpec {
@@ -72,6 +78,35 @@ pub fn dtype(name: &str) -> Result<DType> {
             )))
         }
     })
+}
+
+/// The tokenizer's decode dtype for a spec whose transformer computes in `transformer`:
+/// [`ModelSpec::vq_dtype`] when given, else bf16 where the transformer is bf16 and the CPU has
+/// AVX512-BF16 (the user asked for the fast mode), else f32. Errors: an unknown name, or bf16
+/// asked for on a CPU without AVX512-BF16.
+pub fn decode_dtype(spec: &ModelSpec, transformer: DType) -> Result<DType> {
+    let supported = crate::vq::VqModel::bf16_decode_supported();
+    match spec
+        .vq_dtype
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("auto") => Ok(if transformer == DType::BF16 && supported {
+            DType::BF16
+        } else {
+            DType::F32
+        }),
+        Some("f32") => Ok(DType::F32),
+        Some("bf16") if supported => Ok(DType::BF16),
+        Some("bf16") => Err(Error::InvalidRequest(
+            "--vq-dtype bf16 needs a CPU with AVX512-BF16, which this one lacks: decode in f32"
+                .into(),
+        )),
+        Some(d) => Err(Error::InvalidRequest(format!(
+            "unknown tokenizer dtype `{d}` (expected f32, bf16 or auto)"
+        ))),
+    }
 }
 
 /// The transformer and the tokenizer on `backend`'s engine, with what the user should know
@@ -224,12 +259,18 @@ impl ModelPair {
             arpg.name = format!("{} ({name})", arpg.name);
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
-        let (model, vq, notices) = engines_on(
-            backend,
-            arpg.model,
-            loader::load_vq(&vq_path, None, &device)?,
-            shared,
-        )?;
+        let mut vq = loader::load_vq(&vq_path, None, &device)?;
+        let vq_dtype = decode_dtype(spec, dtype)?;
+        let mut cpu_only = Vec::new();
+        if device.is_cpu() {
+            vq.set_decode_dtype(vq_dtype)?;
+        } else if vq_dtype != DType::F32 {
+            cpu_only.push(format!(
+                "the tokenizer's bf16 decode is a CPU mode: on {backend} it decodes in f32"
+            ));
+        }
+        let (model, vq, mut notices) = engines_on(backend, arpg.model, vq, shared)?;
+        notices.extend(cpu_only);
         arpg.model = model;
         if vq.config().codebook_size != arpg.config.vocab_size {
             return Err(Error::InvalidRequest(format!(

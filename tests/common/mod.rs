@@ -55,3 +55,13 @@ pub fn tokens(meta: &serde_json::Value) -> Vec<u64> {
         .map(|t| t.as_u64().expect("u64"))
         .collect()
 }
+
+/// The field photo (`shared/fixtures/field/photo_1000x700.jpg`) resized to `width x height`,
+/// RGB8.
+pub fn field_photo(width: usize, height: usize) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/field/photo_1000x700.jpg");
+    let pic = arpg_core::document::import_image(&path).expect("field photo");
+    arpg_core::pixels::resize::<image::Rgb<u8>>(pic.rgb, (pic.width, pic.height), (width, height))
+        .expect("resize")
+}

@@ -46,6 +46,7 @@ fn main() -> std::process::ExitCode {
         (None, None, Some(last)) => ModelSpec {
             device: args.model.device.clone(),
             dtype: args.model.dtype.clone(),
+            vq_dtype: args.model.vq_dtype.clone(),
             max_side: args.model.max_side,
             ..last
         },

@@ -233,7 +233,8 @@ enum Command {
         steps: usize,
         #[arg(long, default_value_t = 1)]
         repeats: usize,
-        /// Instead: write a random checkpoint of the first preset to this `.safetensors` file.
+        /// Instead: write a random checkpoint of the first preset (or `vq-16`: a VQ-16-shaped
+        /// tokenizer) to this `.safetensors` file.
         #[arg(long)]
         write_random: Option<PathBuf>,
         /// Instead: load this checkpoint (in the first --dtype) and report load time and peak

@@ -24,7 +24,7 @@ use rayon::prelude::*;
 use super::Tier;
 
 /// Columns of one block (a 512-bit register of f32).
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 /// Column blocks of one register tile.
 const NB: usize = 3;
 /// Rows of one register tile.
@@ -75,6 +75,11 @@ impl PackedBf16 {
             }
         }
         out
+    }
+
+    /// The packed words (see the type's docs).
+    pub(crate) fn words(&self) -> &[u32] {
+        &self.data
     }
 
     pub(crate) fn n(&self) -> usize {
@@ -231,13 +236,7 @@ mod tests {
         if !Tier::Avx512Bf16.is_supported() {
             return;
         }
-        let mut seed = 1u64;
-        let mut next = || {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
-        };
+        let mut next = super::super::test_values(1);
         for (m, k, n) in [
             (1, 2, 1),
             (3, 7, 5),

@@ -17,9 +17,13 @@
 
 mod attention;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod bf16_conv;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod bf16_gemm;
 mod conv;
 mod fused;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod group_norm;
 mod portable;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -586,6 +590,17 @@ fn transpose(yt: &[f32], n: usize, m: usize) -> Vec<f32> {
 /// Whether the kernels can take weights of this dtype.
 pub fn takes(dtype: DType) -> bool {
     matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
+}
+
+/// A seeded stream of values in `[-0.5, 0.5)` for the kernels' unit tests (a 64-bit LCG).
+#[cfg(test)]
+pub(crate) fn test_values(mut seed: u64) -> impl FnMut() -> f32 {
+    move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+    }
 }
 
 #[cfg(test)]

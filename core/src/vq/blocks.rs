@@ -95,7 +95,7 @@ impl Module for AttnBlock {
 
 /// Bytes of one block of attention scores: the tokenizer's memory no longer grows with the
 /// square of the image area (a 1000x700 photo asked for 7.6 GB in one product).
-const SCORE_BLOCK_BYTES: usize = 32 << 20;
+pub(crate) const SCORE_BLOCK_BYTES: usize = 32 << 20;
 
 /// `softmax(q kᵀ / sqrt(C)) v` for `q, k, v` of shape `(B, N, C)`, computed for blocks of query
 /// rows so that each block's `(B, rows, N)` scores take at most `block_bytes`. Each row's result

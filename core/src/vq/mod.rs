@@ -2,6 +2,8 @@
 //! vq_model.py`, copied into hp-l33/ARPG as `models/vq_model.py`): a convolutional encoder, an
 //! l2-normalised codebook, and a convolutional decoder. Images are `(B, 3, H, W)` in `[-1, 1]`.
 
+#[cfg(target_arch = "x86_64")]
+mod bf16;
 mod blocks;
 pub mod palette;
 mod tiles;
@@ -247,6 +249,9 @@ pub struct VqModel {
     codebook_normed: Tensor,
     /// See [`VqModel::identity`].
     identity: String,
+    /// The bf16 decoder when [`VqModel::set_decode_dtype`] asked for it.
+    #[cfg(target_arch = "x86_64")]
+    bf16: Option<std::sync::Arc<bf16::Bf16Decoder>>,
 }
 
 impl VqModel {
@@ -284,7 +289,55 @@ impl VqModel {
             codebook_normed: l2_normalize(&codebook)?,
             identity: identity(cfg, &codebook)?,
             codebook,
+            #[cfg(target_arch = "x86_64")]
+            bf16: None,
         })
+    }
+
+    /// Whether this CPU can decode in bf16 (AVX512-BF16, detected at run time).
+    pub fn bf16_decode_supported() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return bf16::Bf16Decoder::supported();
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// The decoder's compute dtype on the CPU: `F32` (exact, the default) or `BF16` (products
+    /// of bf16-rounded activations and weights with f32 sums, as the reference's bf16 runs; the
+    /// weights are packed now, about half the decoder's f32 size). Errors: another dtype, or
+    /// bf16 on a CPU without AVX512-BF16 ([`VqModel::bf16_decode_supported`]). The encoder
+    /// and training always compute in f32; decoding on a GPU is not affected.
+    pub fn set_decode_dtype(&mut self, dtype: DType) -> Result<()> {
+        match dtype {
+            DType::F32 => {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    self.bf16 = None;
+                }
+                Ok(())
+            }
+            #[cfg(target_arch = "x86_64")]
+            DType::BF16 => {
+                if self.bf16.is_none() {
+                    self.bf16 = Some(std::sync::Arc::new(bf16::Bf16Decoder::new(&self.decoder)?));
+                }
+                Ok(())
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            DType::BF16 => candle_core::bail!(
+                "the bf16 decoder needs an x86-64 CPU with AVX512-BF16: decode in f32"
+            ),
+            d => candle_core::bail!("the tokenizer decodes in f32 or bf16, not {d:?}"),
+        }
+    }
+
+    /// See [`VqModel::set_decode_dtype`].
+    pub fn decode_dtype(&self) -> DType {
+        #[cfg(target_arch = "x86_64")]
+        if self.bf16.is_some() {
+            return DType::BF16;
+        }
+        DType::F32
     }
 
     /// The tokenizer's identity: 16 hex digits of a SHA-256 of its config and codebook (what a
@@ -419,7 +472,12 @@ impl VqModel {
     /// about `[-1, 1]` (mirrors `decode_code`).
     pub fn decode(&self, tokens: &Tensor, grid: (usize, usize)) -> Result<Tensor> {
         let q = self.lookup(tokens, grid)?;
-        self.decoder.forward(&self.post_quant_conv.forward(&q)?)
+        let z = self.post_quant_conv.forward(&q)?;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(d) = &self.bf16 {
+            return d.forward(&z)?.to_device(z.device());
+        }
+        self.decoder.forward(&z)
     }
 }
 

@@ -202,7 +202,8 @@ impl StudioApp {
                 "bf16",
                 None,
                 "bf16",
-                "Half the memory; on the CPU, f32 arithmetic on bf16 weights",
+                "Half the memory; on CPUs with AVX512-BF16 bf16 products with f32 sums, the \
+                 tokenizer's decoder too (images differ slightly from f32)",
             ),
             (
                 "f32",
