@@ -23,13 +23,14 @@ fn rows(l: &Layout) -> candle_core::Result<(usize, [usize; 3])> {
     Ok((l.start_offset(), [st[0], st[1], st[2]]))
 }
 
+/// `a · b`, 16 lanes of partial sums (one AVX-512 register where the caller is compiled for it).
 #[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let mut ac = a.chunks_exact(8);
-    let mut bc = b.chunks_exact(8);
+    let mut acc = [0f32; 16];
+    let mut ac = a.chunks_exact(16);
+    let mut bc = b.chunks_exact(16);
     for (x, y) in (&mut ac).zip(&mut bc) {
-        for l in 0..8 {
+        for l in 0..16 {
             acc[l] += x[l] * y[l];
         }
     }
@@ -39,11 +40,30 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
         .zip(bc.remainder())
         .map(|(x, y)| x * y)
         .sum();
-    acc.iter().sum::<f32>() + tail
+    hsum16(acc) + tail
 }
 
+/// The sum of 16 lanes as a tree (8, 4, 2, 1): a chain of 15 scalar adds, which the strict
+/// order of `Iterator::sum` would give, cost more than the products.
+#[inline(always)]
+fn hsum16(a: [f32; 16]) -> f32 {
+    let mut b = [0f32; 8];
+    for i in 0..8 {
+        b[i] = a[i] + a[i + 8];
+    }
+    let mut c = [0f32; 4];
+    for i in 0..4 {
+        c[i] = b[i] + b[i + 4];
+    }
+    (c[0] + c[2]) + (c[1] + c[3])
+}
+
+/// Queries taken together over one pass of the keys and values: each key and value row read
+/// from cache is used for this many queries.
+const QUERY_BLOCK: usize = 4;
+
 /// One (batch row, head): its queries, keys and values, each a run of rows `stride` apart.
-struct Rows<'a> {
+pub(super) struct Rows<'a> {
     q: &'a [f32],
     q_stride: usize,
     k: &'a [f32],
@@ -52,37 +72,62 @@ struct Rows<'a> {
     v_stride: usize,
 }
 
-struct Dims {
+pub(super) struct Dims {
     m: usize,
     len: usize,
     d: usize,
     scale: f32,
 }
 
-/// `out` `(m, d)` = softmax(q kᵀ · scale) v for one head.
+/// `out` `(m, d)` (zeroed) = softmax(q kᵀ · scale) v for one head, [`QUERY_BLOCK`] queries
+/// per pass over the keys and values; `exp` is [`super::fused::exp`] (vectorised).
 #[inline(always)]
 fn head(r: &Rows, n: &Dims, out: &mut [f32]) {
-    let d = n.d;
-    let mut p = vec![0f32; n.len];
-    for t in 0..n.m {
-        let qr = &r.q[t * r.q_stride..t * r.q_stride + d];
-        let mut max = f32::NEG_INFINITY;
-        for (j, pj) in p.iter_mut().enumerate() {
-            *pj = dot(qr, &r.k[j * r.k_stride..j * r.k_stride + d]) * n.scale;
-            max = max.max(*pj);
-        }
-        let mut sum = 0f32;
-        for pj in p.iter_mut() {
-            *pj = (*pj - max).exp();
-            sum += *pj;
-        }
-        let o = &mut out[t * d..(t + 1) * d];
-        for (j, pj) in p.iter().enumerate() {
-            let w = pj / sum;
-            for (oi, vi) in o.iter_mut().zip(&r.v[j * r.v_stride..j * r.v_stride + d]) {
-                *oi += w * vi;
+    let (d, len) = (n.d, n.len);
+    let mut p = vec![0f32; QUERY_BLOCK * len];
+    let mut t0 = 0;
+    while t0 < n.m {
+        let qb = QUERY_BLOCK.min(n.m - t0);
+        let q = |i: usize| &r.q[(t0 + i) * r.q_stride..(t0 + i) * r.q_stride + d];
+        for j in 0..len {
+            let kr = &r.k[j * r.k_stride..j * r.k_stride + d];
+            for i in 0..qb {
+                p[i * len + j] = dot(q(i), kr) * n.scale;
             }
         }
+        let mut inv = [0f32; QUERY_BLOCK];
+        for (i, row) in p.chunks_exact_mut(len).take(qb).enumerate() {
+            // Lane-wise max and sum (16 lanes, then a tree), and the exponentials in a loop of
+            // their own: a running scalar reduction would keep the loops from vectorising.
+            let mut m16 = [f32::NEG_INFINITY; 16];
+            for c in row.chunks(16) {
+                for (m, x) in m16.iter_mut().zip(c) {
+                    *m = m.max(*x);
+                }
+            }
+            let max = m16.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            for x in row.iter_mut() {
+                *x = super::fused::exp(*x - max);
+            }
+            let mut s16 = [0f32; 16];
+            for c in row.chunks(16) {
+                for (s, x) in s16.iter_mut().zip(c) {
+                    *s += x;
+                }
+            }
+            inv[i] = 1.0 / hsum16(s16);
+        }
+        let block = &mut out[t0 * d..(t0 + qb) * d];
+        for j in 0..len {
+            let vr = &r.v[j * r.v_stride..j * r.v_stride + d];
+            for (i, o) in block.chunks_exact_mut(d).enumerate() {
+                let w = p[i * len + j] * inv[i];
+                for (oi, vi) in o.iter_mut().zip(vr) {
+                    *oi += w * vi;
+                }
+            }
+        }
+        t0 += qb;
     }
 }
 
@@ -103,6 +148,9 @@ fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
         // SAFETY: `usable` checks the tier against the CPU (`Tier::is_supported`).
         unsafe {
             match tier.usable().base() {
+                super::Tier::Avx512 | super::Tier::Avx512Bf16 if n.d == x86::HEAD_DIM => {
+                    x86::head64(r, n, out)
+                }
                 super::Tier::Avx512 | super::Tier::Avx512Bf16 => avx512(r, n, out),
                 super::Tier::Avx2Fma => avx2(r, n, out),
                 super::Tier::Portable => head(r, n, out),
@@ -113,6 +161,87 @@ fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
     {
         let _ = tier;
         head(r, n, out);
+    }
+}
+
+/// [`head`] for heads of 64 in AVX-512 registers (every ARPG preset's head size).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Dims, Rows, QUERY_BLOCK};
+
+    pub(super) const HEAD_DIM: usize = 64;
+
+    /// [`super::head`] with `d = 64`: each block of [`QUERY_BLOCK`] queries sits in 16
+    /// registers while the keys stream past (a score is four FMAs and one reduction); after
+    /// the softmax, the block's 4 x 64 sums sit in 16 more while the values stream past once.
+    /// Rows past the block's end are computed from a zero query and not stored.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `n.d` must be 64 and `r`'s slices hold `n.m` queries and
+    /// `n.len` keys and values (as `head` reads them).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn head64(r: &Rows, n: &Dims, out: &mut [f32]) {
+        let len = n.len;
+        let mut p = vec![0f32; QUERY_BLOCK * len];
+        let mut t0 = 0;
+        while t0 < n.m {
+            let qb = QUERY_BLOCK.min(n.m - t0);
+            let mut q = [[_mm512_setzero_ps(); 4]; QUERY_BLOCK];
+            let scale = _mm512_set1_ps(n.scale);
+            for (i, qi) in q.iter_mut().enumerate().take(qb) {
+                let row = r.q[(t0 + i) * r.q_stride..][..HEAD_DIM].as_ptr();
+                for (c, v) in qi.iter_mut().enumerate() {
+                    *v = _mm512_mul_ps(_mm512_loadu_ps(row.add(16 * c)), scale);
+                }
+            }
+            for j in 0..len {
+                let kr = r.k[j * r.k_stride..][..HEAD_DIM].as_ptr();
+                let k = [0, 1, 2, 3].map(|c| _mm512_loadu_ps(kr.add(16 * c)));
+                for (i, qi) in q.iter().enumerate() {
+                    let mut s = _mm512_mul_ps(qi[0], k[0]);
+                    s = _mm512_fmadd_ps(qi[1], k[1], s);
+                    s = _mm512_fmadd_ps(qi[2], k[2], s);
+                    s = _mm512_fmadd_ps(qi[3], k[3], s);
+                    *p.get_unchecked_mut(i * len + j) = _mm512_reduce_add_ps(s);
+                }
+            }
+            let mut inv = [0f32; QUERY_BLOCK];
+            for (i, row) in p.chunks_exact_mut(len).enumerate() {
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                for x in row.iter_mut() {
+                    *x = crate::kernels::fused::exp(*x - max);
+                }
+                let mut s16 = [0f32; 16];
+                for c in row.chunks(16) {
+                    for (s, x) in s16.iter_mut().zip(c) {
+                        *s += x;
+                    }
+                }
+                inv[i] = 1.0 / super::hsum16(s16);
+            }
+            let mut acc = [[_mm512_setzero_ps(); 4]; QUERY_BLOCK];
+            for j in 0..len {
+                let vr = r.v[j * r.v_stride..][..HEAD_DIM].as_ptr();
+                let v = [0, 1, 2, 3].map(|c| _mm512_loadu_ps(vr.add(16 * c)));
+                for (i, a) in acc.iter_mut().enumerate() {
+                    let w = _mm512_set1_ps(*p.get_unchecked(i * len + j));
+                    for c in 0..4 {
+                        a[c] = _mm512_fmadd_ps(w, v[c], a[c]);
+                    }
+                }
+            }
+            for (i, a) in acc.iter().enumerate().take(qb) {
+                let o = out[(t0 + i) * HEAD_DIM..][..HEAD_DIM].as_mut_ptr();
+                let w = _mm512_set1_ps(inv[i]);
+                for (c, v) in a.iter().enumerate() {
+                    _mm512_storeu_ps(o.add(16 * c), _mm512_mul_ps(*v, w));
+                }
+            }
+            t0 += qb;
+        }
     }
 }
 
@@ -177,5 +306,63 @@ impl CustomOp3 for Attention {
             }
         }
         Ok((CpuStorage::F32(y), Shape::from((b, m, h * d))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The AVX-512 heads of 64 against plain arithmetic (f64 softmax), for query counts around
+    /// the block size and key counts around the 16-lane chunks.
+    #[test]
+    fn heads_of_64_match_plain_arithmetic() {
+        let mut next = super::super::test_values(3);
+        let d = 64;
+        for (m, len) in [(1, 1), (3, 17), (4, 16), (9, 40), (5, 257)] {
+            let q: Vec<f32> = (0..m * d).map(|_| next() * 4.0).collect();
+            let k: Vec<f32> = (0..len * d).map(|_| next() * 4.0).collect();
+            let v: Vec<f32> = (0..len * d).map(|_| next()).collect();
+            let rows = Rows {
+                q: &q,
+                q_stride: d,
+                k: &k,
+                k_stride: d,
+                v: &v,
+                v_stride: d,
+            };
+            let dims = Dims {
+                m,
+                len,
+                d,
+                scale: 0.125,
+            };
+            for tier in super::super::Tier::supported() {
+                let mut out = vec![0f32; m * d];
+                head_dispatch(tier, &rows, &dims, &mut out);
+                for t in 0..m {
+                    let s: Vec<f64> = (0..len)
+                        .map(|j| {
+                            (0..d)
+                                .map(|c| f64::from(q[t * d + c]) * f64::from(k[j * d + c]))
+                                .sum::<f64>()
+                                * 0.125
+                        })
+                        .collect();
+                    let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+                    let sum: f64 = e.iter().sum();
+                    for c in 0..d {
+                        let want: f64 =
+                            (0..len).map(|j| e[j] / sum * f64::from(v[j * d + c])).sum();
+                        let got = f64::from(out[t * d + c]);
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{tier:?} ({m}, {len}) at ({t}, {c}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

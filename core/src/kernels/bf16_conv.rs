@@ -96,8 +96,15 @@ impl Pairs {
             .for_each(|(oy, row)| {
                 let src = &x[(oy / up) * w * c..(oy / up + 1) * w * c];
                 let dst = &mut row[pad * cp..(pad + ow) * cp];
+                let fast = Tier::Avx512Bf16.is_supported();
                 for (ox, px) in dst.chunks_exact_mut(cp).enumerate() {
-                    pack_pixel(&src[(ox / up) * c..(ox / up + 1) * c], px);
+                    let s = &src[(ox / up) * c..(ox / up + 1) * c];
+                    if fast {
+                        // SAFETY: AVX512-BF16 was detected just above.
+                        unsafe { super::bf16_gemm::round_row(s, px) }
+                    } else {
+                        pack_pixel(s, px);
+                    }
                 }
             });
         out

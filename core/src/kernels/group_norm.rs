@@ -5,12 +5,14 @@
 //! Statistics are summed per channel in f32 along one image row, then in f64 over rows and
 //! channels of a group; the variance is the biased one, as PyTorch's. The normalised value is
 //! `x * scale + shift` per channel (the group's `1 / sqrt(var + eps)` folded into the affine
-//! weight), SiLU uses a polynomial `exp` (relative error about 2e-7, far below bf16's 4e-3),
+//! weight), SiLU uses a polynomial `exp` ([`super::fused::exp`], relative error about 2e-7,
+//! far below bf16's 4e-3),
 //! and each value is rounded to bf16 nearest even.
 
 use rayon::prelude::*;
 
 use super::bf16_conv::Pairs;
+use super::fused::{exp, LN2_HI, LN2_LO};
 
 /// GroupNorm's affine weight and bias `(C,)`, its group count and eps.
 #[derive(Debug, Clone)]
@@ -216,29 +218,6 @@ fn activate(t: f32, silu: bool) -> f32 {
     } else {
         t
     }
-}
-
-/// `ln 2` split so that `n · LN2_HI` is exact for the `n` of [`exp`].
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
-
-/// `e^x` in f32 without branches (so the loops above vectorise): `2^n · p(r)` with
-/// `x = n ln 2 + r`, `|r| ≤ ln 2 / 2`, `p` the degree-6 Taylor polynomial; `x` clamped to
-/// `[-87, 88]` (0 and infinity beyond are then within f32's range of the true value's effect
-/// on SiLU).
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // Adding and subtracting 1.5 · 2^23 rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    f32::from_bits(((n as i32 + 127) << 23) as u32) * p
 }
 
 /// `v` rounded to bf16 (nearest even), as the low 16 bits.

@@ -37,7 +37,7 @@ use rayon::prelude::*;
 
 pub(crate) use attention::Attention;
 pub(crate) use conv::Conv2d;
-pub(crate) use fused::{RmsNorm, RopeHeads};
+pub(crate) use fused::{add, RmsNorm, RopeHeads, SwiGlu};
 
 /// Whether the fused CPU ops may replace candle's chain for `x`: f32 on the CPU, no gradient
 /// to keep, and our kernels not switched off.

@@ -153,6 +153,13 @@ impl FeedForward {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if self.w13.fused {
+            let h = self.w13.parts[0].forward(x)?;
+            if crate::kernels::fuses(&h) {
+                let gated = h.contiguous()?.apply_op1_no_bwd(&crate::kernels::SwiGlu)?;
+                return self.w2.forward(&gated);
+            }
+        }
         let h = self.w13.forward(x, 2)?;
         self.w2.forward(&(candle_nn::ops::silu(&h[0])? * &h[1])?)
     }
@@ -312,8 +319,8 @@ impl SelfDecoderBlock {
             None => (k, v),
         };
         let a = attend(&q, &k, &v, mask, cache.is_some())?;
-        let h = (x + self.attn.proj.forward(&a)?)?;
-        &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
+        let h = crate::kernels::add(x, &self.attn.proj.forward(&a)?)?;
+        crate::kernels::add(&h, &self.ffn.forward(&self.ffn_norm.forward(&h)?)?)
     }
 }
 
@@ -350,8 +357,8 @@ impl CrossDecoderBlock {
         let q = self.attn.to_q.forward(&self.attn_norm.forward(x)?)?;
         let q = rope_heads(&q, self.attn.n_head, cos, sin)?;
         let a = attend(&q, k, v, mask, mask.is_none())?;
-        let h = (x + self.attn.proj.forward(&a)?)?;
-        &h + self.ffn.forward(&self.ffn_norm.forward(&h)?)?
+        let h = crate::kernels::add(x, &self.attn.proj.forward(&a)?)?;
+        crate::kernels::add(&h, &self.ffn.forward(&self.ffn_norm.forward(&h)?)?)
     }
 }
 
