@@ -24,7 +24,7 @@ use std::arch::x86_64::*;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::bf16_gemm::{PackedBf16, LANES};
+use super::bf16_gemm::{pack_pixel, PackedBf16, LANES};
 use super::Tier;
 
 /// Rows (output pixels) of one register tile (8 x 2 blocks measured fastest here: 6 x 4 and
@@ -108,17 +108,6 @@ impl Pairs {
                 }
             });
         out
-    }
-}
-
-/// One pixel's `c` channels as bf16 pairs (the last pair zero-padded when `c` is odd).
-pub(crate) fn pack_pixel(src: &[f32], dst: &mut [u32]) {
-    for (p, o) in dst.iter_mut().enumerate() {
-        let lo = bf16::from_f32(src[2 * p]).to_bits();
-        let hi = src
-            .get(2 * p + 1)
-            .map_or(0, |v| bf16::from_f32(*v).to_bits());
-        *o = u32::from(lo) | (u32::from(hi) << 16);
     }
 }
 

@@ -104,7 +104,7 @@ fn pairs(x: &[f32], m: usize, k: usize) -> Vec<u32> {
 }
 
 /// One row of f32 as bf16 pairs: 32 values a step by `vcvtne2ps2bf16` (round to nearest even,
-/// the pair layout in order), the tail as [`super::bf16_conv::pack_pixel`] does.
+/// the pair layout in order), the tail as [`pack_pixel`] does.
 ///
 /// # Safety
 /// The CPU must have AVX512-BF16.
@@ -117,7 +117,19 @@ pub(crate) unsafe fn round_row(src: &[f32], dst: &mut [u32]) {
         let v = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
         _mm512_storeu_si512(dst.as_mut_ptr().add(16 * i).cast(), v);
     }
-    super::bf16_conv::pack_pixel(&src[32 * whole..], &mut dst[16 * whole..]);
+    pack_pixel(&src[32 * whole..], &mut dst[16 * whole..]);
+}
+
+/// `src` as bf16 pairs, nearest even (the last pair zero-padded when its length is odd): one
+/// pixel's channels, or the tail of a row.
+pub(crate) fn pack_pixel(src: &[f32], dst: &mut [u32]) {
+    for (p, o) in dst.iter_mut().enumerate() {
+        let lo = bf16::from_f32(src[2 * p]).to_bits();
+        let hi = src
+            .get(2 * p + 1)
+            .map_or(0, |v| bf16::from_f32(*v).to_bits());
+        *o = u32::from(lo) | (u32::from(hi) << 16);
+    }
 }
 
 /// The output pointer, shared by the tasks: each writes only its own columns.

@@ -60,7 +60,7 @@ impl GroupNorm {
                     buf.extend_from_slice(src);
                     normalise_row(buf, &scale, &shift, silu);
                     for (px, o) in buf.chunks_exact(c).zip(dst.chunks_exact_mut(cp)) {
-                        super::bf16_conv::pack_pixel(px, o);
+                        super::bf16_gemm::pack_pixel(px, o);
                     }
                 }
             });
