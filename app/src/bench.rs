@@ -360,11 +360,11 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         None => dtype.size_in_bytes() as f64,
     };
     let bytes = cfg.num_params() as f64 * per_weight;
-    // K and V of every self-decoder layer plus the shared cross K/V, both CFG halves, f32 on the
-    // CPU (the compute dtype elsewhere).
+    // K and V of every self-decoder layer plus the shared cross K/V, both CFG halves, in the
+    // cache's dtype.
     let kv_mib = ((cfg.n_self_layers() + 1) * 2 * (2 * o.batch) * (cfg.block_size + 1) * cfg.dim)
         as f64
-        * model.dtype().size_in_bytes() as f64
+        * model.kv_dtype().size_in_bytes() as f64
         / (1024.0 * 1024.0);
     let bandwidth_floor = if device.is_cpu() && !on_wgpu {
         steps_run * bytes / (read_bandwidth(threads) * 1e9)

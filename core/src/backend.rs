@@ -158,9 +158,19 @@ impl Transformer {
         self.cpu_model().config()
     }
 
-    /// The compute dtype of activations and the KV cache (f32 on the CPU and on wgpu).
+    /// The compute dtype of activations (f32 on the CPU and on wgpu).
     pub fn dtype(&self) -> DType {
         self.cpu_model().dtype()
+    }
+
+    /// The KV cache's dtype: [`Arpg::kv_dtype`] on candle's engine; on wgpu the weights'
+    /// format.
+    pub fn kv_dtype(&self) -> DType {
+        match self {
+            Self::Candle(m) => m.kv_dtype(),
+            #[cfg(feature = "wgpu")]
+            Self::Wgpu(_) => self.cpu_model().weights_dtype(),
+        }
     }
 
     /// Where the transformer computes, for status lines: `CPU`, or the GPU's name.

@@ -10,8 +10,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
-/// The op: `q` `(B, H, m, D)`, `k` and `v` `(B, H, L, D)` f32 with unit stride along `D` (views of
-/// the cache are fine); result `(B, m, H·D)` f32.
+/// The op: `q` `(B, H, m, D)` f32, `k` and `v` `(B, H, L, D)` f32 or bf16 (a bf16 KV cache,
+/// widened exactly as it is read) with unit stride along `D` (views of the cache are fine);
+/// result `(B, m, H·D)` f32.
 pub(crate) struct Attention;
 
 /// Offset of row `(b, h, t)` in a 4-d layout with unit stride along the last dim.
@@ -25,20 +26,20 @@ fn rows(l: &Layout) -> candle_core::Result<(usize, [usize; 3])> {
 
 /// `a · b`, 16 lanes of partial sums (one AVX-512 register where the caller is compiled for it).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: Kv>(a: &[f32], b: &[T]) -> f32 {
     let mut acc = [0f32; 16];
     let mut ac = a.chunks_exact(16);
     let mut bc = b.chunks_exact(16);
     for (x, y) in (&mut ac).zip(&mut bc) {
         for l in 0..16 {
-            acc[l] += x[l] * y[l];
+            acc[l] += x[l] * y[l].widen();
         }
     }
     let tail: f32 = ac
         .remainder()
         .iter()
         .zip(bc.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| x * y.widen())
         .sum();
     hsum16(acc) + tail
 }
@@ -62,13 +63,32 @@ fn hsum16(a: [f32; 16]) -> f32 {
 /// from cache is used for this many queries.
 const QUERY_BLOCK: usize = 4;
 
+/// An element of the KV cache: f32, or bf16 widened exactly.
+pub(super) trait Kv: Copy + Send + Sync {
+    fn widen(self) -> f32;
+}
+
+impl Kv for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+}
+
+impl Kv for half::bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
+
 /// One (batch row, head): its queries, keys and values, each a run of rows `stride` apart.
-pub(super) struct Rows<'a> {
+pub(super) struct Rows<'a, T> {
     q: &'a [f32],
     q_stride: usize,
-    k: &'a [f32],
+    k: &'a [T],
     k_stride: usize,
-    v: &'a [f32],
+    v: &'a [T],
     v_stride: usize,
 }
 
@@ -82,7 +102,7 @@ pub(super) struct Dims {
 /// `out` `(m, d)` (zeroed) = softmax(q kᵀ · scale) v for one head, [`QUERY_BLOCK`] queries
 /// per pass over the keys and values; `exp` is [`super::fused::exp`] (vectorised).
 #[inline(always)]
-fn head(r: &Rows, n: &Dims, out: &mut [f32]) {
+fn head<T: Kv>(r: &Rows<T>, n: &Dims, out: &mut [f32]) {
     let (d, len) = (n.d, n.len);
     let mut p = vec![0f32; QUERY_BLOCK * len];
     let mut t0 = 0;
@@ -123,7 +143,7 @@ fn head(r: &Rows, n: &Dims, out: &mut [f32]) {
             for (i, o) in block.chunks_exact_mut(d).enumerate() {
                 let w = p[i * len + j] * inv[i];
                 for (oi, vi) in o.iter_mut().zip(vr) {
-                    *oi += w * vi;
+                    *oi += w * vi.widen();
                 }
             }
         }
@@ -134,15 +154,15 @@ fn head(r: &Rows, n: &Dims, out: &mut [f32]) {
 /// [`head`] compiled for the tier's vector width (the loops are plain Rust; the compiler
 /// vectorises them for the features enabled where `head` is inlined).
 #[allow(unsafe_code)] // Calls of functions compiled for features the CPU was checked to have.
-fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
+fn head_dispatch<T: x86::Wide>(tier: super::Tier, r: &Rows<T>, n: &Dims, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn avx512(r: &Rows, n: &Dims, out: &mut [f32]) {
+        unsafe fn avx512<T: Kv>(r: &Rows<T>, n: &Dims, out: &mut [f32]) {
             head(r, n, out)
         }
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn avx2(r: &Rows, n: &Dims, out: &mut [f32]) {
+        unsafe fn avx2<T: Kv>(r: &Rows<T>, n: &Dims, out: &mut [f32]) {
             head(r, n, out)
         }
         // SAFETY: `usable` checks the tier against the CPU (`Tier::is_supported`).
@@ -164,15 +184,46 @@ fn head_dispatch(tier: super::Tier, r: &Rows, n: &Dims, out: &mut [f32]) {
     }
 }
 
+/// Elsewhere every [`Kv`] goes through [`head`].
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub(crate) trait Wide: super::Kv {}
+    impl Wide for f32 {}
+    impl Wide for half::bf16 {}
+}
+
 /// [`head`] for heads of 64 in AVX-512 registers (every ARPG preset's head size).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Dims, Rows, QUERY_BLOCK};
+    use super::{Dims, Kv, Rows, QUERY_BLOCK};
 
     pub(super) const HEAD_DIM: usize = 64;
+
+    /// A [`Kv`] element loaded 16 at a time into f32 lanes.
+    pub(crate) trait Wide: Kv {
+        /// # Safety
+        /// AVX-512F; `p` points at 16 readable elements.
+        unsafe fn load16(p: *const Self) -> __m512;
+    }
+
+    impl Wide for f32 {
+        #[inline(always)]
+        unsafe fn load16(p: *const Self) -> __m512 {
+            _mm512_loadu_ps(p)
+        }
+    }
+
+    impl Wide for half::bf16 {
+        /// bf16 is the high half of an f32: widen to 32 bits and shift.
+        #[inline(always)]
+        unsafe fn load16(p: *const Self) -> __m512 {
+            let h = _mm256_loadu_si256(p.cast());
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(h)))
+        }
+    }
 
     /// [`super::head`] with `d = 64`: each block of [`QUERY_BLOCK`] queries sits in 16
     /// registers while the keys stream past (a score is four FMAs and one reduction); after
@@ -183,7 +234,7 @@ mod x86 {
     /// The CPU must have AVX-512F; `n.d` must be 64 and `r`'s slices hold `n.m` queries and
     /// `n.len` keys and values (as `head` reads them).
     #[target_feature(enable = "avx512f,avx2,fma")]
-    pub(super) unsafe fn head64(r: &Rows, n: &Dims, out: &mut [f32]) {
+    pub(super) unsafe fn head64<T: Wide>(r: &Rows<T>, n: &Dims, out: &mut [f32]) {
         let len = n.len;
         let mut p = vec![0f32; QUERY_BLOCK * len];
         let mut t0 = 0;
@@ -199,7 +250,7 @@ mod x86 {
             }
             for j in 0..len {
                 let kr = r.k[j * r.k_stride..][..HEAD_DIM].as_ptr();
-                let k = [0, 1, 2, 3].map(|c| _mm512_loadu_ps(kr.add(16 * c)));
+                let k = [0, 1, 2, 3].map(|c| T::load16(kr.add(16 * c)));
                 for (i, qi) in q.iter().enumerate() {
                     let mut s = _mm512_mul_ps(qi[0], k[0]);
                     s = _mm512_fmadd_ps(qi[1], k[1], s);
@@ -225,7 +276,7 @@ mod x86 {
             let mut acc = [[_mm512_setzero_ps(); 4]; QUERY_BLOCK];
             for j in 0..len {
                 let vr = r.v[j * r.v_stride..][..HEAD_DIM].as_ptr();
-                let v = [0, 1, 2, 3].map(|c| _mm512_loadu_ps(vr.add(16 * c)));
+                let v = [0, 1, 2, 3].map(|c| T::load16(vr.add(16 * c)));
                 for (i, a) in acc.iter_mut().enumerate() {
                     let w = _mm512_set1_ps(*p.get_unchecked(i * len + j));
                     for c in 0..4 {
@@ -269,8 +320,7 @@ impl CustomOp3 for Attention {
                 vl.dims()
             );
         }
-        let f32s = |s| super::f32_storage(s, "attention");
-        let (q, k, v) = (f32s(qs)?, f32s(ks)?, f32s(vs)?);
+        let q = super::f32_storage(qs, "attention")?;
         let (qo, qst) = rows(ql)?;
         let (ko, kst) = rows(kl)?;
         let (vo, vst) = rows(vl)?;
@@ -278,25 +328,43 @@ impl CustomOp3 for Attention {
         let tier = super::choice_tier();
         let dims = Dims { m, len, d, scale };
         // One task per (batch row, head); each writes its head's columns of every query row.
-        let heads: Vec<Vec<f32>> = (0..b * h)
-            .into_par_iter()
-            .map(|bh| {
-                let (bi, hi) = (bh / h, bh % h);
-                let at = |o: usize, st: [usize; 3]| o + bi * st[0] + hi * st[1];
-                let (qa, ka, va) = (at(qo, qst), at(ko, kst), at(vo, vst));
-                let rows = Rows {
-                    q: &q[qa..],
-                    q_stride: qst[2],
-                    k: &k[ka..],
-                    k_stride: kst[2],
-                    v: &v[va..],
-                    v_stride: vst[2],
-                };
-                let mut out = vec![0f32; m * d];
-                head_dispatch(tier, &rows, &dims, &mut out);
-                out
-            })
-            .collect();
+        fn heads<T: x86::Wide>(
+            tier: super::Tier,
+            dims: &Dims,
+            h: usize,
+            q: (&[f32], usize, [usize; 3]),
+            k: (&[T], usize, [usize; 3]),
+            v: (&[T], usize, [usize; 3]),
+            b: usize,
+        ) -> Vec<Vec<f32>> {
+            (0..b * h)
+                .into_par_iter()
+                .map(|bh| {
+                    let (bi, hi) = (bh / h, bh % h);
+                    let at = |o: usize, st: [usize; 3]| o + bi * st[0] + hi * st[1];
+                    let rows = Rows {
+                        q: &q.0[at(q.1, q.2)..],
+                        q_stride: q.2[2],
+                        k: &k.0[at(k.1, k.2)..],
+                        k_stride: k.2[2],
+                        v: &v.0[at(v.1, v.2)..],
+                        v_stride: v.2[2],
+                    };
+                    let mut out = vec![0f32; dims.m * dims.d];
+                    head_dispatch(tier, &rows, dims, &mut out);
+                    out
+                })
+                .collect()
+        }
+        let heads = match (ks, vs) {
+            (CpuStorage::F32(k), CpuStorage::F32(v)) => {
+                heads(tier, &dims, h, (q, qo, qst), (k, ko, kst), (v, vo, vst), b)
+            }
+            (CpuStorage::BF16(k), CpuStorage::BF16(v)) => {
+                heads(tier, &dims, h, (q, qo, qst), (k, ko, kst), (v, vo, vst), b)
+            }
+            _ => candle_core::bail!("attention kernel: keys and values must both be f32 or bf16"),
+        };
         let mut y = vec![0f32; b * m * h * d];
         for (bh, head) in heads.iter().enumerate() {
             let (bi, hi) = (bh / h, bh % h);
@@ -313,8 +381,9 @@ impl CustomOp3 for Attention {
 mod tests {
     use super::*;
 
-    /// The AVX-512 heads of 64 against plain arithmetic (f64 softmax), for query counts around
-    /// the block size and key counts around the 16-lane chunks.
+    /// Heads of 64 on every tier, from an f32 and a bf16 cache, against plain arithmetic (f64
+    /// softmax), for query counts around the block size and key counts around the 16-lane
+    /// chunks.
     #[test]
     fn heads_of_64_match_plain_arithmetic() {
         let mut next = super::super::test_values(3);
@@ -323,6 +392,20 @@ mod tests {
             let q: Vec<f32> = (0..m * d).map(|_| next() * 4.0).collect();
             let k: Vec<f32> = (0..len * d).map(|_| next() * 4.0).collect();
             let v: Vec<f32> = (0..len * d).map(|_| next()).collect();
+            // The same keys and values as a bf16 cache (the plain arithmetic below uses the
+            // rounded values).
+            let k: Vec<f32> = k
+                .iter()
+                .map(|x| half::bf16::from_f32(*x).to_f32())
+                .collect();
+            let v: Vec<f32> = v
+                .iter()
+                .map(|x| half::bf16::from_f32(*x).to_f32())
+                .collect();
+            let (kb, vb): (Vec<half::bf16>, Vec<half::bf16>) = (
+                k.iter().map(|x| half::bf16::from_f32(*x)).collect(),
+                v.iter().map(|x| half::bf16::from_f32(*x)).collect(),
+            );
             let rows = Rows {
                 q: &q,
                 q_stride: d,
@@ -331,15 +414,30 @@ mod tests {
                 v: &v,
                 v_stride: d,
             };
+            let rows_bf16 = Rows {
+                q: &q,
+                q_stride: d,
+                k: &kb,
+                k_stride: d,
+                v: &vb,
+                v_stride: d,
+            };
             let dims = Dims {
                 m,
                 len,
                 d,
                 scale: 0.125,
             };
-            for tier in super::super::Tier::supported() {
+            for (tier, bf16) in super::super::Tier::supported()
+                .into_iter()
+                .flat_map(|t| [(t, false), (t, true)])
+            {
                 let mut out = vec![0f32; m * d];
-                head_dispatch(tier, &rows, &dims, &mut out);
+                if bf16 {
+                    head_dispatch(tier, &rows_bf16, &dims, &mut out);
+                } else {
+                    head_dispatch(tier, &rows, &dims, &mut out);
+                }
                 for t in 0..m {
                     let s: Vec<f64> = (0..len)
                         .map(|j| {
@@ -358,7 +456,7 @@ mod tests {
                         let got = f64::from(out[t * d + c]);
                         assert!(
                             (got - want).abs() < 1e-5,
-                            "{tier:?} ({m}, {len}) at ({t}, {c}): {got} vs {want}"
+                            "{tier:?} bf16 {bf16} ({m}, {len}) at ({t}, {c}): {got} vs {want}"
                         );
                     }
                 }

@@ -234,3 +234,46 @@ impl CustomOp3 for RopeHeads {
         Ok((CpuStorage::F32(y), Shape::from((b, h, t, d))))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// SwiGLU's gate and the residual sum against plain arithmetic (f64), on every tier this CPU
+    /// has, with a row length that is not a multiple of the vector width.
+    #[test]
+    fn swiglu_and_add_match_plain_arithmetic() -> candle_core::Result<()> {
+        let mut next = super::super::test_values(5);
+        let (rows, f) = (3, 37);
+        let h: Vec<f32> = (0..rows * 2 * f).map(|_| next() * 20.0).collect();
+        let b: Vec<f32> = (0..rows * f).map(|_| next()).collect();
+        let ht = Tensor::from_vec(h.clone(), (rows, 2 * f), &Device::Cpu)?;
+        let bt = Tensor::from_vec(b.clone(), (rows, f), &Device::Cpu)?;
+        for tier in super::super::Tier::supported() {
+            let mut y = vec![0f32; rows * f];
+            for (yr, hr) in y.chunks_exact_mut(f).zip(h.chunks_exact(2 * f)) {
+                gate_dispatch(tier, hr, yr);
+            }
+            for r in 0..rows {
+                for i in 0..f {
+                    let a = f64::from(h[r * 2 * f + i]);
+                    let want = a / (1.0 + (-a).exp()) * f64::from(h[r * 2 * f + f + i]);
+                    let got = f64::from(y[r * f + i]);
+                    assert!(
+                        (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
+                        "{tier:?} ({r}, {i}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+        let gated = ht.apply_op1_no_bwd(&SwiGlu)?;
+        assert_eq!(gated.dims(), &[rows, f]);
+        let sum = add(&gated, &bt)?.flatten_all()?.to_vec1::<f32>()?;
+        let g = gated.flatten_all()?.to_vec1::<f32>()?;
+        for i in 0..rows * f {
+            assert_eq!(sum[i], g[i] + b[i]);
+        }
+        Ok(())
+    }
+}

@@ -56,8 +56,8 @@ impl KvCache {
         self.len = len;
     }
 
-    /// Writes `k`, `v` `(B, H, m, D)` at slots `len..len+m` of `pair` and returns views of slots
-    /// `0..len+m`. No copy of the cached part is made.
+    /// Writes `k`, `v` `(B, H, m, D)` at slots `len..len+m` of `pair` (converted to the cache's
+    /// dtype) and returns views of slots `0..len+m`. No copy of the cached part is made.
     pub(crate) fn append(
         pair: &(Tensor, Tensor),
         len: usize,
@@ -65,8 +65,11 @@ impl KvCache {
         v: &Tensor,
     ) -> Result<(Tensor, Tensor)> {
         let m = k.dim(2)?;
-        pair.0.slice_set(&k.contiguous()?, 2, len)?;
-        pair.1.slice_set(&v.contiguous()?, 2, len)?;
+        let dtype = pair.0.dtype();
+        pair.0
+            .slice_set(&k.to_dtype(dtype)?.contiguous()?, 2, len)?;
+        pair.1
+            .slice_set(&v.to_dtype(dtype)?.contiguous()?, 2, len)?;
         Ok((pair.0.narrow(2, 0, len + m)?, pair.1.narrow(2, 0, len + m)?))
     }
 

@@ -233,7 +233,9 @@ fn attend(
     if kernel {
         q.apply_op3_no_bwd(k, v, &crate::kernels::Attention)
     } else {
-        from_heads(&attention(q, k, v, mask, fused)?)
+        // A bf16 KV cache ([`Arpg::kv_dtype`]) widened for candle's path (prefill masks).
+        let (k, v) = (k.to_dtype(q.dtype())?, v.to_dtype(q.dtype())?);
+        from_heads(&attention(q, &k, &v, mask, fused)?)
     }
 }
 
@@ -377,6 +379,8 @@ pub struct Arpg {
     rope: RopeTable,
     device: Device,
     dtype: DType,
+    /// The weights' dtype as loaded (see [`Arpg::kv_dtype`]).
+    weights_dtype: DType,
 }
 
 impl Arpg {
@@ -428,6 +432,7 @@ impl Arpg {
             rope: RopeTable::new(cfg.grid_size(), cfg.head_dim(), cfg.rope_base, vb.device())?,
             device: vb.device().clone(),
             dtype: compute_dtype(&vb),
+            weights_dtype: vb.dtype(),
         })
     }
 
@@ -617,10 +622,30 @@ impl Arpg {
         )
     }
 
-    /// A KV cache for `batch` rows and `capacity` fed tokens (class slot included).
+    /// A KV cache for `batch` rows and `capacity` fed tokens (class slot included), in
+    /// [`Arpg::kv_dtype`].
     pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
         let shape = (batch, self.cfg.n_head, capacity, self.cfg.head_dim());
-        KvCache::new(self.self_dec.len(), shape, self.dtype, &self.device)
+        KvCache::new(self.self_dec.len(), shape, self.kv_dtype(), &self.device)
+    }
+
+    /// The dtype the weights were loaded in (before any quantization).
+    pub fn weights_dtype(&self) -> DType {
+        self.weights_dtype
+    }
+
+    /// The KV cache's dtype: bf16 for bf16 weights on the CPU's `avx512-bf16` tier (keys and
+    /// values rounded to bf16 as the reference's bf16 run keeps them: half the bytes attention
+    /// reads, the largest share of its time at batch 16), else the compute dtype
+    /// ([`Arpg::dtype`]). Attention widens bf16 keys and values exactly to f32.
+    pub fn kv_dtype(&self) -> DType {
+        let bf16_tier = crate::kernels::choice()
+            == crate::kernels::Choice::Kernel(crate::kernels::Tier::Avx512Bf16);
+        if self.device.is_cpu() && self.weights_dtype == DType::BF16 && bf16_tier {
+            DType::BF16
+        } else {
+            self.dtype
+        }
     }
 
     /// One incremental step (mirrors one iteration of `generate` around `forward_shared` with the
