@@ -80,10 +80,10 @@ pub fn dtype(name: &str) -> Result<DType> {
     })
 }
 
-/// The tokenizer's decode dtype for a spec whose transformer computes in `transformer`:
-/// [`ModelSpec::vq_dtype`] when given, else bf16 where the transformer is bf16 and the CPU has
-/// AVX512-BF16 (the user asked for the fast mode), else f32. Errors: an unknown name, or bf16
-/// asked for on a CPU without AVX512-BF16.
+/// The tokenizer's CPU decode dtype for a spec whose transformer computes in `transformer`:
+/// [`ModelSpec::vq_dtype`] when given, else (`auto`) bf16 where the transformer is bf16 and the
+/// bf16 decoder can run ([`crate::vq::VqModel::bf16_decode_supported`]: the user asked for the
+/// fast mode), else f32. Errors: an unknown name, or bf16 asked for where it cannot run.
 pub fn decode_dtype(spec: &ModelSpec, transformer: DType) -> Result<DType> {
     let supported = crate::vq::VqModel::bf16_decode_supported();
     match spec
@@ -100,11 +100,12 @@ pub fn decode_dtype(spec: &ModelSpec, transformer: DType) -> Result<DType> {
         Some("f32") => Ok(DType::F32),
         Some("bf16") if supported => Ok(DType::BF16),
         Some("bf16") => Err(Error::InvalidRequest(
-            "--vq-dtype bf16 needs a CPU with AVX512-BF16, which this one lacks: decode in f32"
+            "--vq-dtype bf16 needs the avx512-bf16 kernel tier (a CPU with AVX512-BF16, not \
+             forced lower by ARPG_KERNEL), which this process lacks: use --vq-dtype f32"
                 .into(),
         )),
         Some(d) => Err(Error::InvalidRequest(format!(
-            "unknown tokenizer dtype `{d}` (expected f32, bf16 or auto)"
+            "unknown --vq-dtype `{d}` (expected f32, bf16 or auto)"
         ))),
     }
 }
@@ -250,6 +251,13 @@ impl ModelPair {
             .map(|p| loader::config_from_json(p, "gpt"))
             .transpose()?;
         let q = spec.quant.as_deref().map(quant).transpose()?;
+        // The decoder's bf16 mode is a CPU mode: on a GPU (and its CPU fallback) the tokenizer
+        // decodes in f32, so one canvas never mixes precisions.
+        let vq_dtype = if backend == Backend::Cpu {
+            decode_dtype(spec, dtype)?
+        } else {
+            DType::F32
+        };
         let mut arpg = loader::load_arpg(&gpt, explicit, dtype, &device)?;
         if spec.gpt.is_none() {
             arpg.name = "shipped model".into();
@@ -260,13 +268,15 @@ impl ModelPair {
             arpg.identity = loader::with_quant(&arpg.identity, &name.to_ascii_lowercase());
         }
         let mut vq = loader::load_vq(&vq_path, None, &device)?;
-        let vq_dtype = decode_dtype(spec, dtype)?;
+        vq.set_decode_dtype(vq_dtype)?;
         let mut cpu_only = Vec::new();
-        if device.is_cpu() {
-            vq.set_decode_dtype(vq_dtype)?;
-        } else if vq_dtype != DType::F32 {
+        let asked_bf16 = spec
+            .vq_dtype
+            .as_deref()
+            .is_some_and(|d| d.eq_ignore_ascii_case("bf16"));
+        if backend != Backend::Cpu && asked_bf16 {
             cpu_only.push(format!(
-                "the tokenizer's bf16 decode is a CPU mode: on {backend} it decodes in f32"
+                "--vq-dtype bf16 is a CPU mode: on {backend} the tokenizer decodes in f32"
             ));
         }
         let (model, vq, mut notices) = engines_on(backend, arpg.model, vq, shared)?;
@@ -618,5 +628,36 @@ impl Imported {
             size: [self.width, self.height],
             patch,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decode_dtype_follows_the_flag_or_the_transformer() {
+        let spec = |d: Option<&str>| ModelSpec {
+            vq_dtype: d.map(str::to_string),
+            ..ModelSpec::shipped()
+        };
+        let ok = crate::vq::VqModel::bf16_decode_supported();
+        assert_eq!(decode_dtype(&spec(None), DType::F32).ok(), Some(DType::F32));
+        assert_eq!(
+            decode_dtype(&spec(Some("F32")), DType::BF16).ok(),
+            Some(DType::F32)
+        );
+        let auto = if ok { DType::BF16 } else { DType::F32 };
+        assert_eq!(decode_dtype(&spec(None), DType::BF16).ok(), Some(auto));
+        assert_eq!(
+            decode_dtype(&spec(Some("auto")), DType::BF16).ok(),
+            Some(auto)
+        );
+        match decode_dtype(&spec(Some("bf16")), DType::F32) {
+            Ok(d) => assert!(ok && d == DType::BF16),
+            Err(e) => assert!(!ok && e.to_string().contains("--vq-dtype"), "{e}"),
+        }
+        let err = decode_dtype(&spec(Some("f16")), DType::F32).expect_err("no f16 decode");
+        assert!(err.to_string().contains("--vq-dtype `f16`"), "{err}");
     }
 }

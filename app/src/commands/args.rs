@@ -32,9 +32,9 @@ pub struct ModelArgs {
     /// Transformer compute dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// The tokenizer's decode dtype on the CPU: f32 (exact) or bf16 (CPUs with AVX512-BF16:
-    /// about 4x faster, within a fraction of a level of f32) [default: bf16 with --dtype bf16
-    /// where the CPU has AVX512-BF16, else f32].
+    /// The tokenizer's decode dtype on the CPU: f32 (exact), bf16 (CPUs with AVX512-BF16:
+    /// about 4x faster, within a fraction of a level of f32) or auto [default: auto, bf16 with
+    /// --dtype bf16 where the CPU has AVX512-BF16, else f32].
     #[arg(long, value_name = "DTYPE")]
     pub vq_dtype: Option<String>,
     /// Quantize the transformer's linear layers on load: q8_0 or q4k (faster and smaller on the

@@ -33,7 +33,14 @@ fn cache_file(vq: &VqModel, in_context: bool) -> Option<PathBuf> {
     let dir = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
-    let key = format!("{}{}", if in_context { "ctx-" } else { "" }, vq.identity());
+    // A bf16 decoder's tiles differ from f32's by a level or so: each has its own file.
+    let bf16 = vq.decode_dtype() == candle_core::DType::BF16;
+    let key = format!(
+        "{}{}{}",
+        if in_context { "ctx-" } else { "" },
+        vq.identity(),
+        if bf16 { "-bf16" } else { "" }
+    );
     Some(dir.join("arpg-studio").join(format!("palette-{key}.bin")))
 }
 

@@ -71,8 +71,10 @@ impl GroupNorm {
     fn affine(&self, x: &[f32], c: usize) -> (Vec<f32>, Vec<f32>) {
         // Per-channel sums of one row of pixels (at most a few hundred values) in f32, rows
         // added in f64.
+        // The partial sums are collected and added in order, so the result does not depend on
+        // how the pool split the work.
         let row = (x.len() / c).clamp(1, 256) * c;
-        let (sum, sq) = x
+        let partial: Vec<(Vec<f32>, Vec<f32>)> = x
             .par_chunks(row)
             .map(|chunk| {
                 let (mut s, mut q) = (vec![0f32; c], vec![0f32; c]);
@@ -84,26 +86,14 @@ impl GroupNorm {
                 }
                 (s, q)
             })
-            .fold(
-                || (vec![0f64; c], vec![0f64; c]),
-                |(mut s, mut q), (rs, rq)| {
-                    for i in 0..c {
-                        s[i] += f64::from(rs[i]);
-                        q[i] += f64::from(rq[i]);
-                    }
-                    (s, q)
-                },
-            )
-            .reduce(
-                || (vec![0f64; c], vec![0f64; c]),
-                |(mut s, mut q), (rs, rq)| {
-                    for i in 0..c {
-                        s[i] += rs[i];
-                        q[i] += rq[i];
-                    }
-                    (s, q)
-                },
-            );
+            .collect();
+        let (mut sum, mut sq) = (vec![0f64; c], vec![0f64; c]);
+        for (rs, rq) in &partial {
+            for i in 0..c {
+                sum[i] += f64::from(rs[i]);
+                sq[i] += f64::from(rq[i]);
+            }
+        }
         let per = c / self.groups;
         let n = (x.len() / c * per).max(1) as f64;
         let (mut scale, mut shift) = (vec![0f32; c], vec![0f32; c]);
@@ -220,10 +210,13 @@ fn activate(t: f32, silu: bool) -> f32 {
     }
 }
 
-/// `v` rounded to bf16 (nearest even), as the low 16 bits.
+/// `v` rounded to bf16 (nearest even), as the low 16 bits; NaN stays NaN.
 #[inline(always)]
 fn round_bf16(v: f32) -> u32 {
     let b = v.to_bits();
+    if v.is_nan() {
+        return (b >> 16) | 0x40;
+    }
     (b.wrapping_add(0x7fff + ((b >> 16) & 1))) >> 16
 }
 

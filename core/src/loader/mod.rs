@@ -337,7 +337,8 @@ pub fn load_arpg(
     })
 }
 
-/// Opens, validates and loads a VQ checkpoint; the tokenizer always computes in f32.
+/// Opens, validates and loads a VQ checkpoint, computing in f32 (its decoder may then be
+/// switched to bf16: [`VqModel::set_decode_dtype`]).
 pub fn load_vq(
     path: impl AsRef<Path>,
     explicit: Option<VqConfig>,

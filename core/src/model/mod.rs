@@ -65,7 +65,8 @@ impl RmsNorm {
     }
 }
 
-/// The dtype activations, norms and the KV cache use for weights of `vb`'s dtype: f32 on the CPU
+/// The dtype activations and norms (and, but for [`Arpg::kv_dtype`]'s bf16 case, the KV cache)
+/// use for weights of `vb`'s dtype: f32 on the CPU
 /// (the kernels widen f16/bf16 weights in registers, so reduced precision only shrinks what is
 /// read), the weights' own dtype on GPUs.
 fn compute_dtype(vb: &VarBuilder) -> DType {
@@ -488,7 +489,8 @@ impl Arpg {
         Ok((done, total))
     }
 
-    /// The compute dtype (activations, KV cache): f32 on the CPU, the weights' dtype elsewhere.
+    /// The compute dtype of activations: f32 on the CPU, the weights' dtype elsewhere (for the
+    /// KV cache see [`Arpg::kv_dtype`]).
     pub fn dtype(&self) -> DType {
         self.dtype
     }
@@ -634,10 +636,11 @@ impl Arpg {
         self.weights_dtype
     }
 
-    /// The KV cache's dtype: bf16 for bf16 weights on the CPU's `avx512-bf16` tier (keys and
-    /// values rounded to bf16 as the reference's bf16 run keeps them: half the bytes attention
-    /// reads, the largest share of its time at batch 16), else the compute dtype
-    /// ([`Arpg::dtype`]). Attention widens bf16 keys and values exactly to f32.
+    /// The KV cache's dtype: bf16 for bf16 weights (also when quantized after loading in bf16)
+    /// on the CPU's `avx512-bf16` tier (keys and values rounded to bf16 as the reference's bf16
+    /// run keeps them: half the bytes attention reads, the largest share of its time at batch
+    /// 16), else the compute dtype ([`Arpg::dtype`]). Attention widens bf16 keys and values
+    /// exactly to f32.
     pub fn kv_dtype(&self) -> DType {
         let bf16_tier = crate::kernels::choice()
             == crate::kernels::Choice::Kernel(crate::kernels::Tier::Avx512Bf16);

@@ -80,12 +80,12 @@ fn norm(n: &Norm) -> Result<GroupNorm> {
 }
 
 fn packed(c: &Conv) -> Result<PackedConv> {
-    let (w, b, _) = c
+    let (w, b, padding) = c
         .parts()
         .ok_or_else(|| candle_core::Error::Msg("bf16 decoder: a strided convolution".into()))?;
     let (o, i, k, k2) = w.dims4()?;
-    if k != k2 || k % 2 == 0 {
-        candle_core::bail!("bf16 decoder: a {k}x{k2} kernel");
+    if k != k2 || k % 2 == 0 || padding != (k - 1) / 2 {
+        candle_core::bail!("bf16 decoder: a {k}x{k2} kernel with padding {padding}");
     }
     let w: Vec<f32> = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let b: Vec<f32> = b.to_dtype(DType::F32)?.to_vec1()?;
@@ -116,9 +116,10 @@ fn attn(a: &AttnBlock) -> Result<Attn> {
 const TIER: Tier = Tier::Avx512Bf16;
 
 impl Bf16Decoder {
-    /// Whether this CPU runs the bf16 decoder (AVX512-BF16, detected at run time).
+    /// Whether the bf16 decoder runs here: a CPU with AVX512-BF16 (detected at run time) whose
+    /// kernel choice is that tier (`ARPG_KERNEL` may force a lower one).
     pub(crate) fn supported() -> bool {
-        TIER.is_supported()
+        TIER.is_supported() && crate::kernels::choice() == crate::kernels::Choice::Kernel(TIER)
     }
 
     /// Packs `d`'s weights. Errors when the CPU lacks AVX512-BF16 (see
@@ -126,8 +127,8 @@ impl Bf16Decoder {
     pub(crate) fn new(d: &Decoder) -> Result<Self> {
         if !Self::supported() {
             candle_core::bail!(
-                "the bf16 decoder needs a CPU with AVX512-BF16, which this one lacks: decode in \
-                 f32"
+                "the bf16 decoder needs the avx512-bf16 kernel tier (a CPU with AVX512-BF16, not \
+                 forced lower by ARPG_KERNEL): decode in f32"
             );
         }
         Ok(Self {

@@ -294,7 +294,8 @@ impl VqModel {
         })
     }
 
-    /// Whether this CPU can decode in bf16 (AVX512-BF16, detected at run time).
+    /// Whether this process can decode in bf16: a CPU with AVX512-BF16 (detected at run time)
+    /// whose kernel tier is not forced lower (`ARPG_KERNEL`).
     pub fn bf16_decode_supported() -> bool {
         #[cfg(target_arch = "x86_64")]
         return bf16::Bf16Decoder::supported();
@@ -305,8 +306,8 @@ impl VqModel {
     /// The decoder's compute dtype on the CPU: `F32` (exact, the default) or `BF16` (products
     /// of bf16-rounded activations and weights with f32 sums, as the reference's bf16 runs; the
     /// weights are packed now, about half the decoder's f32 size). Errors: another dtype, or
-    /// bf16 on a CPU without AVX512-BF16 ([`VqModel::bf16_decode_supported`]). The encoder
-    /// and training always compute in f32; decoding on a GPU is not affected.
+    /// bf16 where it cannot run ([`VqModel::bf16_decode_supported`]) or for a tokenizer on
+    /// another device than the CPU. The encoder and training always compute in f32.
     pub fn set_decode_dtype(&mut self, dtype: DType) -> Result<()> {
         match dtype {
             DType::F32 => {
@@ -316,6 +317,11 @@ impl VqModel {
                 }
                 Ok(())
             }
+            #[cfg(target_arch = "x86_64")]
+            DType::BF16 if !self.device().is_cpu() => candle_core::bail!(
+                "the bf16 decoder is a CPU mode; this tokenizer is on {:?}",
+                self.device().location()
+            ),
             #[cfg(target_arch = "x86_64")]
             DType::BF16 => {
                 if self.bf16.is_none() {
@@ -327,7 +333,7 @@ impl VqModel {
             DType::BF16 => candle_core::bail!(
                 "the bf16 decoder needs an x86-64 CPU with AVX512-BF16: decode in f32"
             ),
-            d => candle_core::bail!("the tokenizer decodes in f32 or bf16, not {d:?}"),
+            d => candle_core::bail!("the tokenizer decodes in f32 or bf16, not {}", d.as_str()),
         }
     }
 

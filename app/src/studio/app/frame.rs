@@ -141,8 +141,9 @@ impl StudioApp {
         }
     }
 
-    /// How the transformer's weights are held: exact f32, bf16 (half the memory, the same
-    /// arithmetic on the CPU), or quantized (faster on the CPU, slightly different images).
+    /// How the transformer's weights are held: exact f32, bf16 (half the memory; on CPUs with
+    /// AVX512-BF16 bf16 products, KV cache and decoder), or quantized (faster on the CPU,
+    /// slightly different images).
     /// Choosing one reloads the current model with it.
     /// Model → Device: the CPU, or the window's own GPU (by its adapter's name) for the
     /// tokenizer's decoder, so the live preview decodes every step; the transformer stays on
