@@ -410,7 +410,7 @@ pub fn one(o: &One<'_>, json: bool) -> Result<()> {
         } else {
             arpg_core::Backend::Cpu
         };
-        let (_, _, encode_s, decode_s) = tokenizer_times_on(tok, side, side, decoder)?;
+        let (_, _, encode_s, decode_s) = tokenizer_times_on(tok, side, side, decoder, DType::F32)?;
         outln!("| model | batch | dtype | device | image (s) | images/s | step median (ms) | floor/image (s) | peak RSS (MiB) | kernel |")?;
         outln!("|---|---|---|---|---|---|---|---|---|---|")?;
         outln!(
@@ -526,11 +526,14 @@ pub fn scale_table() -> Result<()> {
 /// image, `peak_rss_mib`).
 pub fn tokenizer_one(dtype: &str, device: &str, json: bool) -> Result<()> {
     let d = arpg_core::pair::dtype(dtype)?;
+    if d != DType::F32 && d != DType::BF16 {
+        bail!("--dtype {dtype}: the tokenizer decodes in f32 or bf16");
+    }
     let backend = arpg_core::Backend::parse(device)?;
     if d != DType::F32 && backend != arpg_core::Backend::Cpu {
         bail!("the decoder computes in f32 on {backend}; --dtype {dtype} is a CPU mode");
     }
-    let (w, h, encode_s, decode_s) = tokenizer_times_with("vq-16", 256, 256, backend, d)?;
+    let (w, h, encode_s, decode_s) = tokenizer_times_on("vq-16", 256, 256, backend, d)?;
     if json {
         let mut row = tokenizer_json("vq-16", w, h, encode_s, decode_s);
         row["model"] = "vq-16".into();
@@ -583,24 +586,14 @@ fn tokenizer_json(
 /// product's path: `shipped` (the shipped tokenizer) or `vq-16` (random weights). Returns the
 /// snapped size and the two times.
 fn tokenizer_times(tokenizer: &str, w: usize, h: usize) -> Result<(usize, usize, f64, f64)> {
-    tokenizer_times_on(tokenizer, w, h, arpg_core::Backend::Cpu)
+    tokenizer_times_on(tokenizer, w, h, arpg_core::Backend::Cpu, DType::F32)
 }
 
-/// [`tokenizer_times`] with the decoder on `backend`: the decoder runs once before the timed
-/// decode (as the reference's script warms up; on `wgpu` pipelines and weights are set up once
-/// per model, not per image); the encoder always runs on the CPU.
+/// [`tokenizer_times`] with the decoder on `backend`, in `decode_dtype` on the CPU (packed
+/// before the clock starts, as at load). The decoder runs once before the timed decode (as the
+/// reference's script warms up; on `wgpu` pipelines and weights are set up once per model, not
+/// per image); the encoder always runs on the CPU.
 fn tokenizer_times_on(
-    tokenizer: &str,
-    w: usize,
-    h: usize,
-    backend: arpg_core::Backend,
-) -> Result<(usize, usize, f64, f64)> {
-    tokenizer_times_with(tokenizer, w, h, backend, DType::F32)
-}
-
-/// [`tokenizer_times_on`] with the CPU decoder in `decode_dtype` (packed before the clock
-/// starts, as at load).
-fn tokenizer_times_with(
     tokenizer: &str,
     w: usize,
     h: usize,
